@@ -1,0 +1,239 @@
+// Elementwise ops with NumPy-style broadcasting, each with its backward beside its forward.
+#include <cmath>
+
+#include "core/ops.h"
+
+namespace sb {
+
+// Loops shorter than this run on one thread: forking costs more than it saves.
+static constexpr int64_t kParallelMin = 1 << 15;
+
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
+  size_t n = std::max(a.size(), b.size());
+  Shape out(n);
+  for (size_t i = 0; i < n; ++i) {
+    int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    SB_CHECK(da == db || da == 1 || db == 1, op, ": shapes ", a, " and ", b,
+             " do not broadcast (dimension ", i, ": ", da, " vs ", db, ")");
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+// Element strides of `shape` seen from the broadcast shape `out` (0 along stretched dims).
+static std::vector<int64_t> broadcast_strides(const Shape& shape, const Shape& out) {
+  std::vector<int64_t> st(out.size(), 0);
+  int64_t s = 1;
+  for (size_t k = 0; k < shape.size(); ++k) {
+    size_t i = shape.size() - 1 - k, o = out.size() - 1 - k;
+    st[o] = shape[i] == 1 ? 0 : s;
+    s *= shape[i];
+  }
+  return st;
+}
+
+// out[i] = fn(a[ia], b[ib]) over the broadcast shape. Rows of the last dimension are the inner
+// loop; the outer index is decomposed once per row.
+template <class F>
+static Tensor broadcast_map(const Tensor& a, const Tensor& b, const Shape& out_shape, F fn) {
+  Tensor out = Tensor::empty(out_shape);
+  const float* pa = a.data();
+  const float* pb = b.data();
+  float* po = out.data();
+  int64_t n = out.numel();
+  if (a.shape() == b.shape()) {
+#pragma omp parallel for simd if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) po[i] = fn(pa[i], pb[i]);
+    return out;
+  }
+  if (b.numel() == 1 && a.shape() == out_shape) {
+    float s = pb[0];
+#pragma omp parallel for simd if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) po[i] = fn(pa[i], s);
+    return out;
+  }
+  if (n == 0) return out;
+  auto sa = broadcast_strides(a.shape(), out_shape);
+  auto sb_ = broadcast_strides(b.shape(), out_shape);
+  int64_t nd = static_cast<int64_t>(out_shape.size());
+  int64_t inner = out_shape[nd - 1], ia_step = sa[nd - 1], ib_step = sb_[nd - 1];
+  int64_t rows = n / inner;
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t rem = r, oa = 0, ob = 0;
+    for (int64_t d = nd - 2; d >= 0; --d) {
+      int64_t idx = rem % out_shape[d];
+      rem /= out_shape[d];
+      oa += idx * sa[d];
+      ob += idx * sb_[d];
+    }
+    float* o = po + r * inner;
+    for (int64_t j = 0; j < inner; ++j) o[j] = fn(pa[oa + j * ia_step], pb[ob + j * ib_step]);
+  }
+  return out;
+}
+
+Tensor sum_to(const Tensor& t, const Shape& shape) {
+  if (t.shape() == shape) return t;
+  Shape out_shape = t.shape();
+  SB_CHECK(broadcast_shapes(shape, t.shape(), "sum_to") == t.shape(), "sum_to: ", shape,
+           " does not broadcast to ", t.shape());
+  Tensor out = Tensor::zeros(shape);
+  if (t.numel() == 0) return out;
+  float* po = out.data();
+  const float* pt = t.data();
+  if (out.numel() == 1) {
+    double s = 0;
+    int64_t n = t.numel();
+#pragma omp parallel for reduction(+ : s) if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) s += pt[i];
+    po[0] = static_cast<float>(s);
+    return out;
+  }
+  auto so = broadcast_strides(shape, out_shape);
+  int64_t nd = static_cast<int64_t>(out_shape.size());
+  int64_t inner = out_shape[nd - 1], step = so[nd - 1], rows = t.numel() / inner;
+  // Serial: several rows may add into the same output element.
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t rem = r, oo = 0;
+    for (int64_t d = nd - 2; d >= 0; --d) {
+      oo += (rem % out_shape[d]) * so[d];
+      rem /= out_shape[d];
+    }
+    const float* row = pt + r * inner;
+    if (step == 0) {
+      float s = 0;
+      for (int64_t j = 0; j < inner; ++j) s += row[j];
+      po[oo] += s;
+    } else {
+      for (int64_t j = 0; j < inner; ++j) po[oo + j] += row[j];
+    }
+  }
+  return out;
+}
+
+template <class F>
+static Tensor map_unary(const Tensor& a, F fn) {
+  Tensor out = Tensor::empty(a.shape());
+  const float* pa = a.data();
+  float* po = out.data();
+  int64_t n = a.numel();
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) po[i] = fn(pa[i]);
+  return out;
+}
+
+static Tensor map_binary(const Tensor& a, const Tensor& b, float (*fn)(float, float)) {
+  return broadcast_map(a, b, a.shape(), fn);
+}
+
+Var add(const Var& a, const Var& b) {
+  Shape s = broadcast_shapes(a.shape(), b.shape(), "add");
+  Tensor out = broadcast_map(a.value(), b.value(), s, [](float x, float y) { return x + y; });
+  return make_result(out, "add", {a, b}, [](Node& n) {
+    if (n.needs(0)) n.inputs[0]->accumulate(sum_to(n.grad, n.inputs[0]->value.shape()));
+    if (n.needs(1)) n.inputs[1]->accumulate(sum_to(n.grad, n.inputs[1]->value.shape()));
+  });
+}
+
+Var sub(const Var& a, const Var& b) {
+  Shape s = broadcast_shapes(a.shape(), b.shape(), "sub");
+  Tensor out = broadcast_map(a.value(), b.value(), s, [](float x, float y) { return x - y; });
+  return make_result(out, "sub", {a, b}, [](Node& n) {
+    if (n.needs(0)) n.inputs[0]->accumulate(sum_to(n.grad, n.inputs[0]->value.shape()));
+    if (n.needs(1))
+      n.inputs[1]->accumulate(sum_to(map_unary(n.grad, [](float g) { return -g; }), n.inputs[1]->value.shape()));
+  });
+}
+
+Var mul(const Var& a, const Var& b) {
+  Shape s = broadcast_shapes(a.shape(), b.shape(), "mul");
+  Tensor out = broadcast_map(a.value(), b.value(), s, [](float x, float y) { return x * y; });
+  return make_result(out, "mul", {a, b}, [](Node& n) {
+    auto mulf = [](float x, float y) { return x * y; };
+    const Tensor& va = n.inputs[0]->value;
+    const Tensor& vb = n.inputs[1]->value;
+    if (n.needs(0)) n.inputs[0]->accumulate(sum_to(map_binary(n.grad, vb, mulf), va.shape()));
+    if (n.needs(1)) n.inputs[1]->accumulate(sum_to(map_binary(n.grad, va, mulf), vb.shape()));
+  });
+}
+
+Var div(const Var& a, const Var& b) {
+  Shape s = broadcast_shapes(a.shape(), b.shape(), "div");
+  Tensor out = broadcast_map(a.value(), b.value(), s, [](float x, float y) { return x / y; });
+  return make_result(out, "div", {a, b}, [out](Node& n) {
+    const Tensor& va = n.inputs[0]->value;
+    const Tensor& vb = n.inputs[1]->value;
+    // d(a/b)/da = 1/b;  d(a/b)/db = -a/b^2 = -out/b
+    if (n.needs(0))
+      n.inputs[0]->accumulate(sum_to(map_binary(n.grad, vb, [](float g, float y) { return g / y; }), va.shape()));
+    if (n.needs(1)) {
+      Tensor g_out = map_binary(n.grad, out, [](float g, float o) { return -g * o; });
+      n.inputs[1]->accumulate(sum_to(map_binary(g_out, vb, [](float g, float y) { return g / y; }), vb.shape()));
+    }
+  });
+}
+
+Var add(const Var& a, float s) {
+  Tensor out = map_unary(a.value(), [s](float x) { return x + s; });
+  return make_result(out, "add_scalar", {a}, [](Node& n) { n.inputs[0]->accumulate(n.grad); });
+}
+
+Var mul(const Var& a, float s) {
+  Tensor out = map_unary(a.value(), [s](float x) { return x * s; });
+  return make_result(out, "mul_scalar", {a}, [s](Node& n) {
+    n.inputs[0]->accumulate(map_unary(n.grad, [s](float g) { return g * s; }));
+  });
+}
+
+Var neg(const Var& a) {
+  Tensor out = map_unary(a.value(), [](float x) { return -x; });
+  return make_result(out, "neg", {a}, [](Node& n) {
+    n.inputs[0]->accumulate(map_unary(n.grad, [](float g) { return -g; }));
+  });
+}
+
+// Unary ops whose derivative is a function of the input (x) or of the output (y); `deriv`
+// gets (x, y) and returns dy/dx.
+template <class Fwd, class Deriv>
+static Var unary_op(const Var& a, const char* name, Fwd fwd, Deriv deriv) {
+  Tensor out = map_unary(a.value(), fwd);
+  return make_result(out, name, {a}, [out, deriv](Node& n) {
+    const Tensor& x = n.inputs[0]->value;
+    Tensor g = Tensor::empty(x.shape());
+    const float *px = x.data(), *py = out.data(), *pg = n.grad.data();
+    float* po = g.data();
+    int64_t len = x.numel();
+#pragma omp parallel for simd if (len > kParallelMin)
+    for (int64_t i = 0; i < len; ++i) po[i] = pg[i] * deriv(px[i], py[i]);
+    n.inputs[0]->accumulate(g);
+  });
+}
+
+Var exp(const Var& a) {
+  return unary_op(a, "exp", [](float x) { return std::exp(x); }, [](float, float y) { return y; });
+}
+Var log(const Var& a) {
+  return unary_op(a, "log", [](float x) { return std::log(x); }, [](float x, float) { return 1.f / x; });
+}
+Var sqrt(const Var& a) {
+  return unary_op(a, "sqrt", [](float x) { return std::sqrt(x); }, [](float, float y) { return 0.5f / y; });
+}
+Var pow(const Var& a, float p) {
+  return unary_op(a, "pow", [p](float x) { return std::pow(x, p); },
+                  [p](float x, float) { return p * std::pow(x, p - 1.f); });
+}
+Var relu(const Var& a) {
+  return unary_op(a, "relu", [](float x) { return x > 0.f ? x : 0.f; },
+                  [](float x, float) { return x > 0.f ? 1.f : 0.f; });
+}
+Var sigmoid(const Var& a) {
+  return unary_op(a, "sigmoid", [](float x) { return 1.f / (1.f + std::exp(-x)); },
+                  [](float, float y) { return y * (1.f - y); });
+}
+Var tanh(const Var& a) {
+  return unary_op(a, "tanh", [](float x) { return std::tanh(x); }, [](float, float y) { return 1.f - y * y; });
+}
+
+}  // namespace sb

@@ -56,6 +56,8 @@ class Var {
   // The accumulated gradient; undefined until a backward() reaches this Var.
   const Tensor& grad() const { return node_->grad; }
   void zero_grad() { node_->grad = Tensor(); }
+  // Replaces the gradient (gradient clipping writes a scaled copy; the old one may be shared).
+  void set_grad(Tensor g) { node_->grad = std::move(g); }
   // Same value, cut from the graph.
   Var detach() const { return Var(node_->value, false); }
   const NodePtr& node() const { return node_; }

@@ -107,6 +107,13 @@ float Generator::normal() {
   return static_cast<float>(r * std::cos(2.0 * M_PI * u2));
 }
 
+Generator& default_generator() {
+  static Generator g(0);
+  return g;
+}
+
+void manual_seed(uint64_t seed) { default_generator() = Generator(seed); }
+
 uint64_t Generator::below(uint64_t n) {
   SB_CHECK(n > 0, "Generator::below: n must be positive");
   // Rejection sampling removes modulo bias.

@@ -54,6 +54,11 @@ class Generator {
   bool has_spare_ = false;
 };
 
+// The process-wide generator that layer initialization and dropout draw from by default, as
+// torch.manual_seed seeds PyTorch's. Not thread-safe: seed and build models on one thread.
+Generator& default_generator();
+void manual_seed(uint64_t seed);
+
 template <class T>
 class BasicTensor {
  public:

@@ -1,0 +1,341 @@
+// conv2d and conv_transpose2d (PyTorch semantics) on im2col/col2im + sgemm, each with its backward.
+// Work comes in units of (sample, group), each one or two GEMMs on contiguous slices, no transposes.
+#include <omp.h>
+
+#include <string>
+#include <cstdio>
+
+#include "core/kernels/gemm.h"
+#include "core/kernels/im2col.h"
+#include "core/ops.h"
+
+namespace sb {
+namespace {
+
+using kernels::ColGeometry;
+using kernels::gemm;
+
+// Per-unit GEMMs below this many flops gain little from OpenBLAS's own threads, so the units are
+// spread over threads instead (each GEMM then runs single-threaded inside the parallel region).
+constexpr int64_t kSmallGemmFlops = int64_t(1) << 23;
+// Spreading units needs one column buffer per thread; above this total, units run one after
+// another with the whole pool inside each GEMM, and one buffer suffices.
+constexpr int64_t kMaxSpreadWorkspaceBytes = int64_t(256) << 20;
+// Below this much work in total, forking a team costs more than it saves.
+constexpr int64_t kMinSpreadFlops = int64_t(1) << 20;
+// Elementwise loops shorter than this run on one thread.
+constexpr int64_t kParallelMin = int64_t(1) << 15;
+
+std::string pair_str(Pair p) { return str("(", p.h, ", ", p.w, ")"); }
+
+// How to run `units` independent pieces of work.
+struct Plan {
+  bool spread = false;  // units over threads, one per thread at a time; else in order, GEMMs threaded
+  int slots = 1;        // workspaces (and weight-gradient partials) to allocate
+};
+
+Plan plan_units(int64_t units, int64_t flops_per_unit, int64_t ws_floats) {
+  const int threads = omp_get_max_threads();
+  if (threads <= 1 || units <= 1 || omp_in_parallel()) return {};
+  if (units * flops_per_unit < kMinSpreadFlops) return {};
+  if (threads * ws_floats * int64_t(sizeof(float)) > kMaxSpreadWorkspaceBytes) return {};
+  // Share of thread-rounds doing work: 9 units on 8 threads take two rounds, 9/16 busy.
+  const int64_t rounds = (units + threads - 1) / threads;
+  const double busy = double(units) / double(rounds * threads);
+  if (flops_per_unit < kSmallGemmFlops || busy >= 0.75) { fprintf(stderr, "SPREAD units=%ld\n", (long)units); return {true, threads}; }
+  return {};
+}
+
+// Runs body(unit, workspace, slot) for every unit in [0, units). Spread: each thread takes one
+// contiguous chunk of units, so which units land in which slot depends only on the thread count
+// and per-slot partial sums are reproducible. Returns the number of slots used.
+template <class F>
+int run_units(int64_t units, const Plan& plan, float* ws, int64_t ws_floats, const F& body) {
+  if (!plan.spread) {
+    for (int64_t u = 0; u < units; ++u) body(u, ws, 0);
+    return 1;
+  }
+  int used = 1;
+#pragma omp parallel num_threads(plan.slots)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t lo = units * t / nt, hi = units * (t + 1) / nt;
+    for (int64_t u = lo; u < hi; ++u) body(u, ws + t * ws_floats, t);
+    if (t == 0) used = nt;
+  }
+  return used;
+}
+
+// out (C, HW) += bias (C,) down the rows.
+void add_bias(float* out, const float* bias, int64_t C, int64_t HW) {
+#pragma omp parallel for if (!omp_in_parallel() && C * HW > kParallelMin)
+  for (int64_t c = 0; c < C; ++c) {
+    float* row = out + c * HW;
+    const float b = bias[c];
+    for (int64_t i = 0; i < HW; ++i) row[i] += b;
+  }
+}
+
+// The bias gradient: gy (N, C, H, W) summed to (C,), in double and in a fixed order per channel.
+Tensor bias_grad(const Tensor& gy) {
+  const int64_t N = gy.size(0), C = gy.size(1), HW = gy.size(2) * gy.size(3);
+  Tensor gb = Tensor::empty({C});
+  const float* p = gy.data();
+#pragma omp parallel for if (N * C * HW > kParallelMin)
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* row = p + (n * C + c) * HW;
+      for (int64_t i = 0; i < HW; ++i) s += row[i];
+    }
+    gb[c] = static_cast<float>(s);
+  }
+  return gb;
+}
+
+// dst (count,) = the sum of partials (slots, count), added in slot order.
+void sum_partials(const float* partials, int slots, int64_t count, float* dst) {
+#pragma omp parallel for if (count * slots > kParallelMin)
+  for (int64_t i = 0; i < count; ++i) {
+    float s = 0.f;
+    for (int t = 0; t < slots; ++t) s += partials[t * count + i];
+    dst[i] = s;
+  }
+}
+
+// The checks both ops share: 4-d input and weight, non-empty spatial size and kernel, options in range.
+void check_common(const char* op, const Shape& xs, const Shape& ws, const char* weight_layout,
+                  Pair stride, Pair padding, Pair dilation, int64_t groups) {
+  SB_CHECK(xs.size() == 4, op, ": expected a 4-d input (N, C_in, H, W) but got input ", xs,
+           " (weight ", ws, ")");
+  SB_CHECK(ws.size() == 4, op, ": expected a 4-d weight ", weight_layout, " but got weight ", ws,
+           " (input ", xs, ")");
+  SB_CHECK(xs[2] >= 1 && xs[3] >= 1, op, ": input ", xs, " has an empty spatial size (weight ", ws, ")");
+  SB_CHECK(ws[2] >= 1 && ws[3] >= 1, op, ": weight ", ws, " has an empty kernel (input ", xs, ")");
+  SB_CHECK(stride.h >= 1 && stride.w >= 1, op, ": stride must be >= 1 but got ", pair_str(stride),
+           " (input ", xs, ", weight ", ws, ")");
+  SB_CHECK(padding.h >= 0 && padding.w >= 0, op, ": padding must be >= 0 but got ", pair_str(padding),
+           " (input ", xs, ", weight ", ws, ")");
+  SB_CHECK(dilation.h >= 1 && dilation.w >= 1, op, ": dilation must be >= 1 but got ",
+           pair_str(dilation), " (input ", xs, ", weight ", ws, ")");
+  SB_CHECK(groups >= 1, op, ": groups must be >= 1 but got ", groups, " (input ", xs, ", weight ", ws, ")");
+}
+
+void check_bias(const char* op, const Var& bias, int64_t C_out, const Shape& xs, const Shape& ws) {
+  if (!bias.defined()) return;
+  SB_CHECK(bias.shape() == Shape{C_out}, op, ": bias ", bias.shape(), " does not match weight ", ws,
+           " and input ", xs, ": expected bias (", C_out, ",)");
+}
+
+}  // namespace
+
+Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) {
+  SB_CHECK(x.defined() && weight.defined(), "conv2d: input and weight must be defined");
+  const Shape& xs = x.shape();
+  const Shape& ws = weight.shape();
+  check_common("conv2d", xs, ws, "(C_out, C_in/groups, kH, kW)", opt.stride, opt.padding,
+               opt.dilation, opt.groups);
+  const int64_t N = xs[0], C_in = xs[1], H = xs[2], W = xs[3];
+  const int64_t C_out = ws[0], C_in_g = ws[1], kH = ws[2], kW = ws[3], G = opt.groups;
+  SB_CHECK(C_out % G == 0, "conv2d: weight ", ws, " has ", C_out,
+           " output channels, which groups=", G, " does not divide (input ", xs, ")");
+  SB_CHECK(C_in == C_in_g * G, "conv2d: input ", xs, " has ", C_in, " channels but weight ", ws,
+           " expects ", C_in_g * G,
+           G > 1 ? str(" (", C_in_g, " per group x groups=", G, ")") : std::string());
+  check_bias("conv2d", bias, C_out, xs, ws);
+  const Pair s = opt.stride, p = opt.padding, d = opt.dilation;
+  const int64_t span_h = d.h * (kH - 1) + 1, span_w = d.w * (kW - 1) + 1;  // dilated kernel
+  SB_CHECK(H + 2 * p.h >= span_h && W + 2 * p.w >= span_w, "conv2d: input ", xs, " padded by ",
+           pair_str(p), " is ", H + 2 * p.h, "x", W + 2 * p.w, ", smaller than the kernel of weight ",
+           ws, " dilated by ", pair_str(d), " (", span_h, "x", span_w, ")");
+  const int64_t Ho = (H + 2 * p.h - span_h) / s.h + 1, Wo = (W + 2 * p.w - span_w) / s.w + 1;
+
+  const int64_t C_out_g = C_out / G;
+  const int64_t K = C_in_g * kH * kW;         // rows of one group's column matrix
+  const int64_t HW = H * W, HWo = Ho * Wo;
+  // One group of one sample: image (C_in_g, H, W) -> columns (K, HWo).
+  const ColGeometry geo{C_in_g, H, W, kH, kW, p.h, p.w, s.h, s.w, d.h, d.w, Ho, Wo};
+  // A 1x1 stride-1 unpadded convolution reads the image as its own column matrix.
+  const bool pointwise = kH == 1 && kW == 1 && s.h == 1 && s.w == 1 && p.h == 0 && p.w == 0;
+  const int64_t ws_floats = pointwise ? 0 : K * HWo;
+
+  Tensor out = Tensor::empty({N, C_out, Ho, Wo});
+  {
+    const Plan plan = plan_units(N * G, 2 * C_out_g * K * HWo, ws_floats);
+    Tensor wsbuf = Tensor::empty({plan.slots * ws_floats});  // (slots, K, HWo)
+    const float* px = x.value().data();                         // (N, C_in, H, W)
+    const float* pw = weight.value().data();                    // (C_out, K)
+    const float* pb = bias.defined() ? bias.value().data() : nullptr;  // (C_out,)
+    float* po = out.data();                                     // (N, C_out, Ho, Wo)
+    run_units(N * G, plan, wsbuf.data(), ws_floats, [&](int64_t u, float* ws_, int) {
+      const int64_t n = u / G, g = u % G;
+      const float* xg = px + (n * C_in + g * C_in_g) * HW;  // (C_in_g, H, W)
+      float* og = po + (n * C_out + g * C_out_g) * HWo;      // (C_out_g, HWo)
+      const float* col = xg;                                 // (K, HWo)
+      if (!pointwise) {
+        kernels::im2col(geo, xg, ws_);
+        col = ws_;
+      }
+      // out_g (C_out_g, HWo) = W_g (C_out_g, K) x col (K, HWo)
+      gemm(false, false, C_out_g, HWo, K, 1.f, pw + g * C_out_g * K, col, 0.f, og);
+      if (pb) add_bias(og, pb + g * C_out_g, C_out_g, HWo);
+    });
+  }
+
+  return make_result(out, "conv2d", {x, weight, bias},
+                     [N, G, C_in, C_in_g, C_out, C_out_g, K, HW, HWo, geo, pointwise, ws_floats](Node& nd) {
+    const bool need_x = nd.needs(0), need_w = nd.needs(1), need_b = nd.needs(2);
+    const Tensor& gy = nd.grad;  // (N, C_out, Ho, Wo)
+    if (need_b) nd.inputs[2]->accumulate(bias_grad(gy));
+    if (!need_x && !need_w) return;
+    const Tensor& xv = nd.inputs[0]->value;  // (N, C_in, H, W)
+    const Tensor& wv = nd.inputs[1]->value;  // (C_out, K)
+    Tensor gx = need_x ? Tensor::empty(xv.shape()) : Tensor();
+    Tensor gw = need_w ? Tensor::zeros(wv.shape()) : Tensor();
+    const int64_t wnumel = wv.numel();
+    const Plan plan = plan_units(N * G, (need_x + need_w) * 2 * C_out_g * K * HWo, ws_floats);
+    Tensor wsbuf = Tensor::empty({plan.slots * ws_floats});  // (slots, K, HWo)
+    // The weight gradient sums over samples: spread units add into per-slot partials
+    // (slots, C_out, K), reduced in slot order afterwards, so no two threads race on a sum.
+    Tensor partials = need_w && plan.spread ? Tensor::zeros({plan.slots, wnumel}) : Tensor();
+    const float* px = xv.data();
+    const float* pw = wv.data();
+    const float* pgy = gy.data();
+    int used = run_units(N * G, plan, wsbuf.data(), ws_floats, [&](int64_t u, float* ws_, int slot) {
+      const int64_t n = u / G, g = u % G;
+      const float* xg = px + (n * C_in + g * C_in_g) * HW;     // (C_in_g, H, W)
+      const float* gyg = pgy + (n * C_out + g * C_out_g) * HWo;  // (C_out_g, HWo)
+      const float* wg = pw + g * C_out_g * K;                   // (C_out_g, K)
+      if (need_w) {
+        const float* col = xg;  // (K, HWo)
+        if (!pointwise) {
+          kernels::im2col(geo, xg, ws_);
+          col = ws_;
+        }
+        float* gwg = (plan.spread ? partials.data() + slot * wnumel : gw.data()) + g * C_out_g * K;
+        // dW_g (C_out_g, K) += dY_g (C_out_g, HWo) x col^T (HWo, K)
+        gemm(false, true, C_out_g, K, HWo, 1.f, gyg, col, 1.f, gwg);
+      }
+      if (need_x) {
+        float* gxg = gx.data() + (n * C_in + g * C_in_g) * HW;  // (C_in_g, H, W)
+        // dcol (K, HWo) = W_g^T (K, C_out_g) x dY_g (C_out_g, HWo); col2im folds it onto the image.
+        // The column buffer is free again: the weight gradient above is done with it.
+        if (pointwise) {
+          gemm(true, false, K, HWo, C_out_g, 1.f, wg, gyg, 0.f, gxg);
+        } else {
+          gemm(true, false, K, HWo, C_out_g, 1.f, wg, gyg, 0.f, ws_);
+          kernels::col2im(geo, ws_, gxg);
+        }
+      }
+    });
+    if (need_w && plan.spread) sum_partials(partials.data(), used, wnumel, gw.data());
+    if (need_x) nd.inputs[0]->accumulate(gx);
+    if (need_w) nd.inputs[1]->accumulate(gw);
+  });
+}
+
+Var conv_transpose2d(const Var& x, const Var& weight, const Var& bias, ConvTranspose2dOptions opt) {
+  SB_CHECK(x.defined() && weight.defined(), "conv_transpose2d: input and weight must be defined");
+  const Shape& xs = x.shape();
+  const Shape& ws = weight.shape();
+  check_common("conv_transpose2d", xs, ws, "(C_in, C_out/groups, kH, kW)", opt.stride, opt.padding,
+               opt.dilation, opt.groups);
+  const int64_t N = xs[0], C_in = xs[1], H = xs[2], W = xs[3];
+  const int64_t C_out_g = ws[1], kH = ws[2], kW = ws[3], G = opt.groups;
+  SB_CHECK(C_in == ws[0], "conv_transpose2d: input ", xs, " has ", C_in, " channels but weight ", ws,
+           " expects ", ws[0]);
+  SB_CHECK(C_in % G == 0, "conv_transpose2d: input ", xs, " has ", C_in,
+           " channels, which groups=", G, " does not divide (weight ", ws, ")");
+  const int64_t C_out = C_out_g * G;
+  check_bias("conv_transpose2d", bias, C_out, xs, ws);
+  const Pair s = opt.stride, p = opt.padding, d = opt.dilation, op = opt.output_padding;
+  // PyTorch's rule: output_padding only fills positions a stride or dilation step skips.
+  SB_CHECK(op.h >= 0 && op.w >= 0 && (op.h < s.h || op.h < d.h) && (op.w < s.w || op.w < d.w),
+           "conv_transpose2d: output_padding ", pair_str(op),
+           " must be >= 0 and smaller than either stride ", pair_str(s), " or dilation ", pair_str(d),
+           " (input ", xs, ", weight ", ws, ")");
+  const int64_t Ho = (H - 1) * s.h - 2 * p.h + d.h * (kH - 1) + op.h + 1;
+  const int64_t Wo = (W - 1) * s.w - 2 * p.w + d.w * (kW - 1) + op.w + 1;
+  SB_CHECK(Ho >= 1 && Wo >= 1, "conv_transpose2d: input ", xs, " with weight ", ws, ", stride ",
+           pair_str(s), ", padding ", pair_str(p), ", dilation ", pair_str(d), " and output_padding ",
+           pair_str(op), " gives an empty output ", Ho, "x", Wo);
+
+  const int64_t C_in_g = C_in / G;
+  const int64_t K = C_out_g * kH * kW;  // rows of one group's column matrix
+  const int64_t HW = H * W, HWo = Ho * Wo;
+  // The adjoint of conv2d: one group's output (C_out_g, Ho, Wo) is the image, the input grid
+  // (H, W) is where the window lands.
+  const ColGeometry geo{C_out_g, Ho, Wo, kH, kW, p.h, p.w, s.h, s.w, d.h, d.w, H, W};
+  const bool pointwise = kH == 1 && kW == 1 && s.h == 1 && s.w == 1 && p.h == 0 && p.w == 0 &&
+                         Ho == H && Wo == W;
+  const int64_t ws_floats = pointwise ? 0 : K * HW;
+
+  Tensor out = Tensor::empty({N, C_out, Ho, Wo});
+  {
+    const Plan plan = plan_units(N * G, 2 * C_in_g * K * HW, ws_floats);
+    Tensor wsbuf = Tensor::empty({plan.slots * ws_floats});  // (slots, K, HW)
+    const float* px = x.value().data();                         // (N, C_in, H, W)
+    const float* pw = weight.value().data();                    // (C_in, K)
+    const float* pb = bias.defined() ? bias.value().data() : nullptr;  // (C_out,)
+    float* po = out.data();                                     // (N, C_out, Ho, Wo)
+    run_units(N * G, plan, wsbuf.data(), ws_floats, [&](int64_t u, float* ws_, int) {
+      const int64_t n = u / G, g = u % G;
+      const float* xg = px + (n * C_in + g * C_in_g) * HW;  // (C_in_g, HW)
+      const float* wg = pw + g * C_in_g * K;                 // (C_in_g, K)
+      float* og = po + (n * C_out + g * C_out_g) * HWo;      // (C_out_g, Ho, Wo)
+      // col (K, HW) = W_g^T (K, C_in_g) x x_g (C_in_g, HW), folded onto the output by col2im.
+      if (pointwise) {
+        gemm(true, false, K, HW, C_in_g, 1.f, wg, xg, 0.f, og);
+      } else {
+        gemm(true, false, K, HW, C_in_g, 1.f, wg, xg, 0.f, ws_);
+        kernels::col2im(geo, ws_, og);
+      }
+      if (pb) add_bias(og, pb + g * C_out_g, C_out_g, HWo);
+    });
+  }
+
+  return make_result(out, "conv_transpose2d", {x, weight, bias},
+                     [N, G, C_in, C_in_g, C_out, C_out_g, K, HW, HWo, geo, pointwise, ws_floats](Node& nd) {
+    const bool need_x = nd.needs(0), need_w = nd.needs(1), need_b = nd.needs(2);
+    const Tensor& gy = nd.grad;  // (N, C_out, Ho, Wo)
+    if (need_b) nd.inputs[2]->accumulate(bias_grad(gy));
+    if (!need_x && !need_w) return;
+    const Tensor& xv = nd.inputs[0]->value;  // (N, C_in, H, W)
+    const Tensor& wv = nd.inputs[1]->value;  // (C_in, K)
+    Tensor gx = need_x ? Tensor::empty(xv.shape()) : Tensor();
+    Tensor gw = need_w ? Tensor::zeros(wv.shape()) : Tensor();
+    const int64_t wnumel = wv.numel();
+    const Plan plan = plan_units(N * G, (need_x + need_w) * 2 * C_in_g * K * HW, ws_floats);
+    Tensor wsbuf = Tensor::empty({plan.slots * ws_floats});  // (slots, K, HW)
+    // Per-slot weight-gradient partials (slots, C_in, K), reduced in slot order: see conv2d.
+    Tensor partials = need_w && plan.spread ? Tensor::zeros({plan.slots, wnumel}) : Tensor();
+    const float* px = xv.data();
+    const float* pw = wv.data();
+    const float* pgy = gy.data();
+    int used = run_units(N * G, plan, wsbuf.data(), ws_floats, [&](int64_t u, float* ws_, int slot) {
+      const int64_t n = u / G, g = u % G;
+      const float* gyg = pgy + (n * C_out + g * C_out_g) * HWo;  // (C_out_g, Ho, Wo)
+      const float* col = gyg;                                    // (K, HW)
+      if (!pointwise) {
+        kernels::im2col(geo, gyg, ws_);
+        col = ws_;
+      }
+      if (need_x) {
+        float* gxg = gx.data() + (n * C_in + g * C_in_g) * HW;  // (C_in_g, HW)
+        // dx_g (C_in_g, HW) = W_g (C_in_g, K) x col (K, HW)
+        gemm(false, false, C_in_g, HW, K, 1.f, pw + g * C_in_g * K, col, 0.f, gxg);
+      }
+      if (need_w) {
+        const float* xg = px + (n * C_in + g * C_in_g) * HW;  // (C_in_g, HW)
+        float* gwg = (plan.spread ? partials.data() + slot * wnumel : gw.data()) + g * C_in_g * K;
+        // dW_g (C_in_g, K) += x_g (C_in_g, HW) x col^T (HW, K)
+        gemm(false, true, C_in_g, K, HW, 1.f, xg, col, 1.f, gwg);
+      }
+    });
+    if (need_w && plan.spread) sum_partials(partials.data(), used, wnumel, gw.data());
+    if (need_x) nd.inputs[0]->accumulate(gx);
+    if (need_w) nd.inputs[1]->accumulate(gw);
+  });
+}
+
+}  // namespace sb

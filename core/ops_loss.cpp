@@ -1,0 +1,327 @@
+// Softmax and log-softmax along an axis, cross-entropy fused with its log-softmax, and dropout,
+// each with its backward beside its forward.
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include "core/ops.h"
+
+namespace sb {
+
+// Loops with less work than this run on one thread: forking costs more than it saves.
+static constexpr int64_t kParallelMin = 1 << 15;
+// When the reduced axis is strided (axis 1 of (N, K, H, W)), this many neighbouring positions
+// are handled together: the (K, kBlock) tile stays in L1 across the max, exp-sum and output
+// sweeps, and every inner loop runs over contiguous positions, so it vectorizes.
+static constexpr int64_t kBlock = 64;
+
+namespace {
+
+// A tensor seen as (outer, D, inner) around the reduced axis.
+struct AxisView {
+  int64_t outer = 1, D = 1, inner = 1;
+};
+
+AxisView axis_view(const Shape& s, int64_t axis, const char* op) {
+  const int64_t nd = static_cast<int64_t>(s.size());
+  SB_CHECK(axis >= -nd && axis < nd, op, ": axis ", axis, " out of range for input of shape ", s);
+  if (axis < 0) axis += nd;
+  AxisView v;
+  for (int64_t d = 0; d < axis; ++d) v.outer *= s[d];
+  v.D = s[axis];
+  for (int64_t d = axis + 1; d < nd; ++d) v.inner *= s[d];
+  return v;
+}
+
+// Runs fn(base, len) over every run of positions that share one reduction: for inner == 1 a
+// contiguous row (len 1, the D values adjacent), otherwise a block of up to kBlock neighbouring
+// positions whose D values sit `inner` apart. `base` is the offset of the run's first value.
+template <class Fn>
+void for_each_run(const AxisView& v, Fn fn) {
+  const int64_t nb = (v.inner + kBlock - 1) / kBlock;
+  const int64_t runs = v.outer * nb;
+#pragma omp parallel for schedule(static) if (v.outer * v.D * v.inner > kParallelMin)
+  for (int64_t r = 0; r < runs; ++r) {
+    int64_t o = r / nb, j0 = (r % nb) * kBlock;
+    fn(o * v.D * v.inner + j0, std::min(kBlock, v.inner - j0));
+  }
+}
+
+// m[j] = max_d x[d * stride + j], for j < len.
+inline void max_over(const float* x, int64_t D, int64_t stride, int64_t len, float* m) {
+  for (int64_t j = 0; j < len; ++j) m[j] = D > 0 ? x[j] : -std::numeric_limits<float>::infinity();
+  for (int64_t d = 1; d < D; ++d) {
+    const float* xr = x + d * stride;
+    for (int64_t j = 0; j < len; ++j) m[j] = std::max(m[j], xr[j]);
+  }
+}
+
+// The max m[j] and ls[j] = log sum_d exp(x[d * stride + j] - m[j]). Keeping the two apart lets
+// callers form (x - m) - ls without the rounding of m + ls when the logits are large.
+inline void max_logsum(const float* x, int64_t D, int64_t stride, int64_t len, float* m, float* ls) {
+  max_over(x, D, stride, len, m);
+  for (int64_t j = 0; j < len; ++j) ls[j] = 0.f;
+  for (int64_t d = 0; d < D; ++d) {
+    const float* xr = x + d * stride;
+    for (int64_t j = 0; j < len; ++j) ls[j] += std::exp(xr[j] - m[j]);
+  }
+  for (int64_t j = 0; j < len; ++j) ls[j] = std::log(ls[j]);
+}
+
+template <bool Log>
+Var softmax_impl(const Var& x, int64_t axis, const char* op) {
+  const Shape xs = x.shape();
+  // A 0-d tensor is a single row of length 1, as in PyTorch (dim 0 or -1).
+  const AxisView v = xs.empty() ? axis_view(Shape{1}, axis, op) : axis_view(xs, axis, op);
+  Tensor out = Tensor::empty(xs);
+  const float* px = x.value().data();
+  float* py = out.data();
+  for_each_run(v, [&](int64_t base, int64_t len) {
+    float m[kBlock], s[kBlock];
+    const float* xb = px + base;
+    float* yb = py + base;
+    if constexpr (Log) {
+      max_logsum(xb, v.D, v.inner, len, m, s);
+      for (int64_t d = 0; d < v.D; ++d) {
+        const float* xr = xb + d * v.inner;
+        float* yr = yb + d * v.inner;
+        for (int64_t j = 0; j < len; ++j) yr[j] = (xr[j] - m[j]) - s[j];
+      }
+    } else {
+      // One exp per element: store exp(x - m), then scale by 1 / sum.
+      max_over(xb, v.D, v.inner, len, m);
+      for (int64_t j = 0; j < len; ++j) s[j] = 0.f;
+      for (int64_t d = 0; d < v.D; ++d) {
+        const float* xr = xb + d * v.inner;
+        float* yr = yb + d * v.inner;
+        for (int64_t j = 0; j < len; ++j) s[j] += (yr[j] = std::exp(xr[j] - m[j]));
+      }
+      for (int64_t j = 0; j < len; ++j) s[j] = 1.f / s[j];
+      for (int64_t d = 0; d < v.D; ++d) {
+        float* yr = yb + d * v.inner;
+        for (int64_t j = 0; j < len; ++j) yr[j] *= s[j];
+      }
+    }
+  });
+  return make_result(out, op, {x}, [out, v, xs](Node& n) {
+    Tensor gx = Tensor::empty(xs);
+    const float* py = out.data();
+    const float* pg = n.grad.data();
+    float* po = gx.data();
+    for_each_run(v, [&](int64_t base, int64_t len) {
+      // softmax:     dx = y * (g - sum_d g y)
+      // log_softmax: dx = g - exp(y) * sum_d g   (exp(y) is the softmax)
+      float acc[kBlock];
+      const float *yb = py + base, *gb = pg + base;
+      float* ob = po + base;
+      for (int64_t j = 0; j < len; ++j) acc[j] = 0.f;
+      for (int64_t d = 0; d < v.D; ++d) {
+        const float *yr = yb + d * v.inner, *gr = gb + d * v.inner;
+        for (int64_t j = 0; j < len; ++j) acc[j] += Log ? gr[j] : gr[j] * yr[j];
+      }
+      for (int64_t d = 0; d < v.D; ++d) {
+        const float *yr = yb + d * v.inner, *gr = gb + d * v.inner;
+        float* orow = ob + d * v.inner;
+        for (int64_t j = 0; j < len; ++j)
+          orow[j] = Log ? gr[j] - std::exp(yr[j]) * acc[j] : yr[j] * (gr[j] - acc[j]);
+      }
+    });
+    n.inputs[0]->accumulate(gx);
+  });
+}
+
+}  // namespace
+
+Var softmax(const Var& x, int64_t axis) { return softmax_impl<false>(x, axis, "softmax"); }
+Var log_softmax(const Var& x, int64_t axis) { return softmax_impl<true>(x, axis, "log_softmax"); }
+
+Var cross_entropy(const Var& logits, const IndexTensor& target, const CrossEntropyOptions& opt) {
+  const Shape xs = logits.shape(), ts = target.shape();
+  SB_CHECK(xs.size() >= 2, "cross_entropy: expected logits (N, K) or (N, K, H, W) but got ", xs,
+           " (target ", ts, ")");
+  // Logits (N, K, *spatial) against target (N, *spatial): the class axis removed.
+  Shape want_ts{xs[0]};
+  want_ts.insert(want_ts.end(), xs.begin() + 2, xs.end());
+  SB_CHECK(ts == want_ts, "cross_entropy: target of shape ", ts, " does not match logits ", xs,
+           " (expected target ", want_ts, ")");
+  const int64_t N = xs[0], K = xs[1];
+  int64_t S = 1;  // elements per image: H * W, or 1 for (N, K) logits
+  for (size_t d = 2; d < xs.size(); ++d) S *= xs[d];
+  const bool weighted = opt.weight.defined();
+  if (weighted)
+    SB_CHECK(opt.weight.shape() == Shape{K}, "cross_entropy: expected class weights of shape ",
+             Shape{K}, " but got ", opt.weight.shape(), " (logits ", xs, ", target ", ts, ")");
+  const int64_t ignore = opt.ignore_index;
+
+  // Per element of the target: the max logit and the log of sum exp(x - max), which backward
+  // turns into the softmax without storing (N, K, H, W) probabilities.
+  Tensor stats = Tensor::empty({2, N * S});  // (2, N*S): max, log-sum
+  float* pm = stats.data();
+  float* pls = pm + N * S;
+  const float* px = logits.value().data();
+  const int64_t* pt = target.data();
+  const float* pw = weighted ? opt.weight.data() : nullptr;
+
+  // Runs of up to kBlock target elements; with S == 1 a run is kBlock rows of (K,) logits, else
+  // kBlock neighbouring pixels of one image. Partial sums are kept per run and added in run
+  // order, so the loss does not depend on the thread count.
+  const int64_t runs_per_n = S == 1 ? 0 : (S + kBlock - 1) / kBlock;
+  const int64_t runs = S == 1 ? (N + kBlock - 1) / kBlock : N * runs_per_n;
+  std::vector<double> run_loss(runs), run_weight(runs);
+  std::vector<int64_t> run_bad(runs, -1);  // first out-of-range target element of the run
+#pragma omp parallel for schedule(static) if (N * K * S > kParallelMin)
+  for (int64_t r = 0; r < runs; ++r) {
+    int64_t e0, len;  // first target element (flat index into (N, S)) and count
+    if (S == 1) {
+      e0 = r * kBlock, len = std::min(kBlock, N - e0);
+      for (int64_t i = 0; i < len; ++i)
+        max_logsum(px + (e0 + i) * K, K, 1, 1, pm + e0 + i, pls + e0 + i);
+    } else {
+      int64_t n = r / runs_per_n, j0 = (r % runs_per_n) * kBlock;
+      e0 = n * S + j0, len = std::min(kBlock, S - j0);
+      max_logsum(px + n * K * S + j0, K, S, len, pm + e0, pls + e0);
+    }
+    double loss = 0, wsum = 0;
+    for (int64_t i = 0; i < len; ++i) {
+      const int64_t e = e0 + i, t = pt[e];
+      if (t == ignore) continue;
+      if (t < 0 || t >= K) {
+        if (run_bad[r] < 0) run_bad[r] = e;
+        continue;
+      }
+      const int64_t n = e / S, j = e % S;
+      // -log softmax(x)[t] = log-sum + max - x[t]
+      const float nll = pls[e] + (pm[e] - px[(n * K + t) * S + j]);
+      const double w = weighted ? pw[t] : 1.0;
+      loss += w * nll;
+      wsum += w;
+    }
+    run_loss[r] = loss, run_weight[r] = wsum;
+  }
+  for (int64_t r = 0; r < runs; ++r) {
+    if (run_bad[r] < 0) continue;
+    const int64_t e = run_bad[r];
+    Shape pos;  // e unravelled over the target's shape
+    for (int64_t d = static_cast<int64_t>(ts.size()) - 1, rem = e; d >= 0; --d) {
+      pos.insert(pos.begin(), rem % ts[d]);
+      rem /= ts[d];
+    }
+    fail("cross_entropy: target value ", pt[e], " at position ", pos, " is not a class in [0, ",
+         K, ") nor ignore_index ", ignore, " (logits ", xs, ", target ", ts, ")");
+  }
+  double loss_sum = 0, weight_sum = 0;
+  for (int64_t r = 0; r < runs; ++r) loss_sum += run_loss[r], weight_sum += run_weight[r];
+  // reduction='mean': with every element ignored this is 0/0 = NaN, as in PyTorch.
+  Tensor out = Tensor::scalar(static_cast<float>(loss_sum / weight_sum));
+
+  // Backward reads the target and weights later; copies keep it right if the caller reuses
+  // those buffers (a data loader refilling its label tensor) before backward runs.
+  const bool will_backward = grad_enabled() && logits.requires_grad();
+  IndexTensor target_saved = will_backward ? target.clone() : IndexTensor();
+  Tensor weight = will_backward && weighted ? opt.weight.clone() : Tensor();
+
+  return make_result(out, "cross_entropy", {logits},
+                     [stats, target_saved, weight, weight_sum, ignore, xs, N, K, S](Node& n) {
+    // d loss / d x[k] = w[t] / sum(w) * (softmax(x)[k] - [k == t]) for non-ignored elements.
+    Tensor gx = Tensor::empty(xs);
+    const float coef = n.grad.item() / static_cast<float>(weight_sum);
+    const float* px = n.inputs[0]->value.data();
+    const float* pm = stats.data();
+    const float* pls = pm + N * S;
+    const int64_t* pt = target_saved.data();
+    const float* pw = weight.defined() ? weight.data() : nullptr;
+    float* po = gx.data();
+    auto scale_of = [&](int64_t e) {
+      const int64_t t = pt[e];
+      return t == ignore ? 0.f : (pw ? pw[t] * coef : coef);
+    };
+    if (S == 1) {
+#pragma omp parallel for schedule(static) if (N * K > kParallelMin)
+      for (int64_t i = 0; i < N; ++i) {
+        const float* xr = px + i * K;
+        float* orow = po + i * K;
+        const float sc = scale_of(i), m = pm[i], ls = pls[i];
+        const int64_t t = pt[i];
+        for (int64_t k = 0; k < K; ++k) orow[k] = sc * (std::exp((xr[k] - m) - ls) - (k == t ? 1.f : 0.f));
+      }
+    } else {
+      const int64_t runs_per_n = (S + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (N * K * S > kParallelMin)
+      for (int64_t r = 0; r < N * runs_per_n; ++r) {
+        const int64_t nn = r / runs_per_n, j0 = (r % runs_per_n) * kBlock;
+        const int64_t e0 = nn * S + j0, len = std::min(kBlock, S - j0);
+        float sc[kBlock];
+        for (int64_t j = 0; j < len; ++j) sc[j] = scale_of(e0 + j);
+        const float* m = pm + e0;
+        const float* ls = pls + e0;
+        const int64_t* t = pt + e0;
+        for (int64_t k = 0; k < K; ++k) {
+          const float* xr = px + (nn * K + k) * S + j0;
+          float* orow = po + (nn * K + k) * S + j0;
+          for (int64_t j = 0; j < len; ++j)
+            orow[j] = sc[j] * (std::exp((xr[j] - m[j]) - ls[j]) - (t[j] == k ? 1.f : 0.f));
+        }
+      }
+    }
+    n.inputs[0]->accumulate(gx);
+  });
+}
+
+namespace {
+
+// splitmix64's output function. Dropout draws random bits as mix(seed + (k + 1) * gamma), the
+// k-th output of a splitmix64 stream started at seed: any element's bits can be computed
+// directly, so the mask is parallel and the same for every thread count.
+inline uint64_t splitmix64_at(uint64_t seed, uint64_t k) {
+  uint64_t z = seed + (k + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+Var dropout(const Var& x, float p, bool training, Generator& gen) {
+  SB_CHECK(p >= 0.f && p <= 1.f, "dropout: probability p must be in [0, 1] but got ", p,
+           " (input ", x.shape(), ")");
+  // As PyTorch: nothing to drop returns the input itself, and draws no random numbers.
+  if (!training || p == 0.f || x.numel() == 0) return x;
+  const Shape xs = x.shape();
+  if (p == 1.f) {
+    return make_result(Tensor::zeros(xs), "dropout", {x},
+                       [xs](Node& n) { n.inputs[0]->accumulate(Tensor::zeros(xs)); });
+  }
+  const uint64_t seed = gen.next_u64();
+  // Element i is dropped when its 32 random bits, read as a fraction of 2^32, are below p.
+  const uint64_t threshold = static_cast<uint64_t>(static_cast<double>(p) * 4294967296.0);
+  const float scale = 1.f / (1.f - p);
+  const int64_t n = x.numel();
+  std::shared_ptr<uint8_t[]> mask(new uint8_t[n]);  // 1 = kept; 1 byte, not a float, per element
+  Tensor out = Tensor::empty(xs);
+  const float* px = x.value().data();
+  float* py = out.data();
+  uint8_t* pmask = mask.get();
+  const int64_t pairs = (n + 1) / 2;  // each 64-bit draw covers two elements
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+  for (int64_t k = 0; k < pairs; ++k) {
+    const uint64_t bits = splitmix64_at(seed, static_cast<uint64_t>(k));
+    for (int64_t h = 0; h < 2 && 2 * k + h < n; ++h) {
+      const int64_t i = 2 * k + h;
+      const uint8_t keep = ((h ? bits >> 32 : bits) & 0xFFFFFFFFull) >= threshold;
+      pmask[i] = keep;
+      py[i] = keep ? px[i] * scale : 0.f;
+    }
+  }
+  return make_result(out, "dropout", {x}, [mask, scale, xs](Node& node) {
+    Tensor gx = Tensor::empty(xs);
+    const float* pg = node.grad.data();
+    const uint8_t* pm = mask.get();
+    float* po = gx.data();
+    const int64_t n = gx.numel();
+#pragma omp parallel for simd if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) po[i] = pg[i] * (pm[i] ? scale : 0.f);
+    node.inputs[0]->accumulate(gx);
+  });
+}
+
+}  // namespace sb

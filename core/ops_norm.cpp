@@ -1,0 +1,322 @@
+// GroupNorm and BatchNorm, fused: statistics in double over two passes, the forward saves only
+// mean and rstd (in double), and the backward is the closed form over each set, on OpenMP.
+#include "core/ops_norm.h"
+
+#include <cmath>
+#include <vector>
+
+namespace sb {
+
+// Problems smaller than this run on one thread: forking costs more than it saves.
+static constexpr int64_t kParallelMin = 1 << 15;
+
+// ---- row kernels: one contiguous run of a normalized set ---------------------------------
+// A normalized set (a GroupNorm group, a BatchNorm channel) is a few contiguous rows of the
+// input; these loops are the whole of the arithmetic, shared by both ops.
+
+static double row_sum(const float* x, int64_t len) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < len; ++i) s += x[i];
+  return s;
+}
+
+// Sum of squared deviations from `mu`: the second of the two passes. Computing the variance as
+// E[x^2] - E[x]^2 instead would cancel catastrophically for inputs like 100 + 0.01 * randn.
+static double row_sq_dev(const float* x, int64_t len, double mu) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < len; ++i) {
+    double d = x[i] - mu;
+    s += d * d;
+  }
+  return s;
+}
+
+// y = (x - mean) * scale + shift, with the double mean split as mu_hi + mu_lo (two floats).
+// x - mu_hi is exact when x is near the mean (Sterbenz), so the float loop keeps the precision
+// of the double mean; folding the mean into the shift (x * scale + shift') would not.
+static void row_normalize(const float* x, float* y, int64_t len, float mu_hi, float mu_lo,
+                          float scale, float shift) {
+#pragma omp simd
+  for (int64_t i = 0; i < len; ++i) y[i] = ((x[i] - mu_hi) - mu_lo) * scale + shift;
+}
+
+// The backward's reduction pass over one row, in double: a += sum dy, b += sum dy * (x - mu).
+static void row_grad_sums(const float* x, const float* dy, int64_t len, double mu, double& a, double& b) {
+  double sa = 0, sd = 0;
+#pragma omp simd reduction(+ : sa, sd)
+  for (int64_t i = 0; i < len; ++i) {
+    sa += dy[i];
+    sd += dy[i] * (static_cast<double>(x[i]) - mu);
+  }
+  a += sa;
+  b += sd;
+}
+
+// dx = k_dy * dy - k_const - (x - mean) * k_xhat, the closed form below with its per-set
+// constants folded in. In double: the three terms can cancel to a tiny fraction of their size
+// (with 2 values per set dx is ~eps-small while each term is ~rstd * dy), and float32 would
+// keep only rounding noise of the difference.
+static void row_dx(const float* x, const float* dy, float* dx, int64_t len, double mu, double k_dy,
+                   double k_const, double k_xhat) {
+#pragma omp simd
+  for (int64_t i = 0; i < len; ++i)
+    dx[i] = static_cast<float>(k_dy * dy[i] - k_const - (static_cast<double>(x[i]) - mu) * k_xhat);
+}
+
+// The backward of y = xhat * w + b over one normalized set of M values, with
+// xhat_i = (x_i - mean) * rstd, rstd = (var + eps)^(-1/2), var = mean_j (x_j - mean)^2:
+//   g_i = dL/dxhat_i = dy_i * w_c(i)                                   (dy' in the brief)
+//   dxhat_i/dx_j = rstd * (delta_ij - 1/M)                             (through x_i and mean)
+//                + (x_i - mean) * d rstd/dx_j                          (through var)
+//   d var/dx_j   = 2 (x_j - mean) / M     (the mean's own term is 2 mean_k(x_k - mean) = 0)
+//   d rstd/dx_j  = -1/2 rstd^3 * d var/dx_j = -rstd^3 (x_j - mean) / M
+//   so dxhat_i/dx_j = rstd * (delta_ij - 1/M - xhat_i xhat_j / M), and
+//   dx_j = sum_i g_i dxhat_i/dx_j = rstd * (g_j - mean(g) - xhat_j * mean(g * xhat)).
+// With S1 = sum g and S2 = sum g * xhat over the set:
+//   dx_j = (rstd * w) * dy_j - rstd * S1 / M - (x_j - mean) * rstd^2 * S2 / M,
+// which is row_dx with k_dy = rstd * w, k_const = rstd * S1 / M, k_xhat = rstd^2 * S2 / M.
+// The affine parameters: dweight_c = sum dy * xhat and dbias_c = sum dy over channel c.
+
+static void check_affine(const char* op, const char* name, const Var& p, int64_t C,
+                         const Shape& xs) {
+  if (!p.defined()) return;
+  SB_CHECK(p.dim() == 1 && p.size(0) == C, op, ": ", name, " of shape ", p.shape(),
+           " does not match the ", C, " channels of input of shape ", xs, "; expected (", C, ",)");
+}
+
+// Product of the dimensions after (N, C): 1 for a 2-d input.
+static int64_t spatial_size(const Shape& xs) {
+  int64_t s = 1;
+  for (size_t d = 2; d < xs.size(); ++d) s *= xs[d];
+  return s;
+}
+
+// ---- GroupNorm --------------------------------------------------------------------------
+
+Var group_norm(const Var& x, int64_t num_groups, const Var& weight, const Var& bias, float eps) {
+  const Shape& xs = x.shape();
+  SB_CHECK(x.dim() >= 2, "group_norm: expected an input of shape (N, C) or (N, C, *) but got ", xs);
+  const int64_t N = xs[0], C = xs[1], G = num_groups;
+  SB_CHECK(G > 0, "group_norm: num_groups must be positive but got ", G, " (input of shape ", xs, ")");
+  SB_CHECK(C % G == 0, "group_norm: ", C, " channels are not divisible by ", G,
+           " groups (input of shape ", xs, ")");
+  check_affine("group_norm", "weight", weight, C, xs);
+  check_affine("group_norm", "bias", bias, C, xs);
+  const int64_t S = spatial_size(xs), Cg = C / G, M = Cg * S;  // M: values per group
+  SB_CHECK(M != 1, "group_norm: each of the ", G, " groups of input of shape ", xs, " holds a single value (",
+           Cg, " channel x ", S, " spatial position), so its output would be all zeros; use fewer groups or a "
+           "larger input");
+
+  Tensor y = Tensor::empty(xs);  // (N, C, *)
+  // Saved in double: rounding rstd to float would cost the backward its precision when dx is a
+  // small difference of large terms (a group of two values gives dx ~ eps / var of its terms).
+  std::vector<double> mean(N * G), rstd(N * G);  // (N, G)
+  const float* px = x.value().data();
+  const float* pw = weight.defined() ? weight.value().data() : nullptr;
+  const float* pb = bias.defined() ? bias.value().data() : nullptr;
+  float* py = y.data();
+
+  // A group of sample n is the contiguous block of Cg channels x S positions at (n * G + g) * M.
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelMin)
+  for (int64_t ng = 0; ng < N * G; ++ng) {
+    const int64_t g = ng % G;
+    const float* xg = px + ng * M;  // (Cg, S)
+    float* yg = py + ng * M;        // (Cg, S)
+    const double mu = row_sum(xg, M) / static_cast<double>(M);
+    const double var = row_sq_dev(xg, M, mu) / static_cast<double>(M);  // biased
+    const double rs = 1.0 / std::sqrt(var + static_cast<double>(eps));
+    const float mu_hi = static_cast<float>(mu), mu_lo = static_cast<float>(mu - mu_hi);
+    mean[ng] = mu;
+    rstd[ng] = rs;
+    for (int64_t k = 0; k < Cg; ++k) {
+      const int64_t c = g * Cg + k;
+      const float scale = static_cast<float>(rs * (pw ? pw[c] : 1.f));
+      row_normalize(xg + k * S, yg + k * S, S, mu_hi, mu_lo, scale, pb ? pb[c] : 0.f);
+    }
+  }
+
+  return make_result(y, "group_norm", {x, weight, bias},
+                     [mean = std::move(mean), rstd = std::move(rstd), N, C, G, S](Node& n) {
+    const int64_t Cg = C / G, M = Cg * S;
+    const bool need_x = n.needs(0), need_w = n.needs(1), need_b = n.needs(2);
+    const Tensor& xv = n.inputs[0]->value;  // (N, C, *)
+    const float* px = xv.data();
+    const float* pdy = n.grad.data();                                   // (N, C, *)
+    const float* pw = n.inputs[1] ? n.inputs[1]->value.data() : nullptr;  // (C,) or none
+    Tensor dx = need_x ? Tensor::empty(xv.shape()) : Tensor();
+    float* pdx = need_x ? dx.data() : nullptr;
+    // Per-(n, c) partial sums for dbias (sum dy) and dweight (sum dy * xhat); summed over n
+    // serially below, so the parameter gradients don't depend on the thread count.
+    std::vector<double> sum_dy(N * C), sum_dy_xhat(N * C);  // (N, C)
+
+#pragma omp parallel for schedule(static) if (xv.numel() > kParallelMin)
+    for (int64_t ng = 0; ng < N * G; ++ng) {
+      const int64_t g = ng % G, nc0 = ng * Cg;  // (n, g * Cg) as a flat (N, C) index
+      const float* xg = px + ng * M;    // (Cg, S)
+      const float* dyg = pdy + ng * M;  // (Cg, S)
+      const double mu = mean[ng], rs = rstd[ng];
+      double s1 = 0, s2 = 0;  // S1 = sum dy * w, S2 = sum dy * w * xhat over the group
+      for (int64_t k = 0; k < Cg; ++k) {
+        double a = 0, b = 0;
+        row_grad_sums(xg + k * S, dyg + k * S, S, mu, a, b);
+        const double w = pw ? pw[g * Cg + k] : 1.0;
+        sum_dy[nc0 + k] = a;
+        sum_dy_xhat[nc0 + k] = b * rs;
+        s1 += w * a;
+        s2 += w * b * rs;
+      }
+      if (!need_x) continue;
+      const double k_const = rs * s1 / static_cast<double>(M);
+      const double k_xhat = rs * rs * s2 / static_cast<double>(M);
+      for (int64_t k = 0; k < Cg; ++k) {
+        const double k_dy = rs * (pw ? pw[g * Cg + k] : 1.0);
+        row_dx(xg + k * S, dyg + k * S, pdx + ng * M + k * S, S, mu, k_dy, k_const, k_xhat);
+      }
+    }
+
+    if (need_x) n.inputs[0]->accumulate(dx);
+    if (need_w || need_b) {
+      Tensor dw = Tensor::empty({C}), db = Tensor::empty({C});  // (C,)
+      for (int64_t c = 0; c < C; ++c) {
+        double sw = 0, sbias = 0;
+        for (int64_t i = 0; i < N; ++i) {
+          sw += sum_dy_xhat[i * C + c];
+          sbias += sum_dy[i * C + c];
+        }
+        dw[c] = static_cast<float>(sw);
+        db[c] = static_cast<float>(sbias);
+      }
+      if (need_w) n.inputs[1]->accumulate(dw);
+      if (need_b) n.inputs[2]->accumulate(db);
+    }
+  });
+}
+
+// ---- BatchNorm --------------------------------------------------------------------------
+
+Var batch_norm(const Var& x, const Tensor& running_mean, const Tensor& running_var,
+               const Var& weight, const Var& bias, bool training, float momentum, float eps,
+               bool cumulative, int64_t* num_batches_tracked) {
+  const Shape& xs = x.shape();
+  SB_CHECK(x.dim() >= 2, "batch_norm: expected an input of shape (N, C) or (N, C, *) but got ", xs);
+  const int64_t N = xs[0], C = xs[1], S = spatial_size(xs), count = N * S;  // values per channel
+  check_affine("batch_norm", "weight", weight, C, xs);
+  check_affine("batch_norm", "bias", bias, C, xs);
+  const bool tracking = running_mean.defined();
+  SB_CHECK(tracking == running_var.defined(), "batch_norm: running_mean and running_var must both be "
+           "given or both be undefined (track_running_stats=false), but only ",
+           tracking ? "running_mean" : "running_var", " was given");
+  if (tracking) {
+    SB_CHECK(running_mean.shape() == Shape{C} && running_var.shape() == Shape{C},
+             "batch_norm: running_mean of shape ", running_mean.shape(), " and running_var of shape ",
+             running_var.shape(), " do not match the ", C, " channels of input of shape ", xs,
+             "; expected (", C, ",)");
+  }
+  // As PyTorch: without running stats there is nothing else to normalize with, even in eval.
+  const bool batch_stats = training || !tracking;
+  SB_CHECK(!batch_stats || count != 1, "batch_norm: expected more than 1 value per channel when training, "
+           "got input of shape ", xs);
+  const bool update = training && tracking;
+  double m = momentum;  // the running-average factor of this step
+  if (update) {
+    SB_CHECK(!cumulative || num_batches_tracked, "batch_norm: cumulative averaging (PyTorch's momentum=None) "
+             "needs num_batches_tracked");
+    if (num_batches_tracked) ++*num_batches_tracked;
+    if (cumulative) m = 1.0 / static_cast<double>(*num_batches_tracked);
+  }
+
+  Tensor y = Tensor::empty(xs);  // (N, C, *)
+  // The batch statistics, or in eval the running ones as they are now (a later training call
+  // may update the buffers before this backward runs). Double, as in group_norm.
+  std::vector<double> mean(C), rstd(C);  // (C,)
+  const float* px = x.value().data();
+  const float* pw = weight.defined() ? weight.value().data() : nullptr;
+  const float* pb = bias.defined() ? bias.value().data() : nullptr;
+  float* py = y.data();
+  float* prm = tracking ? running_mean.data() : nullptr;
+  float* prv = tracking ? running_var.data() : nullptr;
+
+  // Channel c is N rows of S values, at (i * C + c) * S for sample i.
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelMin)
+  for (int64_t c = 0; c < C; ++c) {
+    double mu, rs;
+    if (batch_stats) {
+      double s = 0, q = 0;
+      for (int64_t i = 0; i < N; ++i) s += row_sum(px + (i * C + c) * S, S);
+      mu = s / static_cast<double>(count);
+      for (int64_t i = 0; i < N; ++i) q += row_sq_dev(px + (i * C + c) * S, S, mu);
+      rs = 1.0 / std::sqrt(q / static_cast<double>(count) + static_cast<double>(eps));  // biased
+      // An empty batch has no statistics to fold in (and PyTorch leaves the buffers alone).
+      if (update && count > 0) {
+        const double unbiased = q / static_cast<double>(count - 1);
+        prm[c] = static_cast<float>((1.0 - m) * prm[c] + m * mu);
+        prv[c] = static_cast<float>((1.0 - m) * prv[c] + m * unbiased);
+      }
+    } else {
+      mu = prm[c];
+      rs = 1.0 / std::sqrt(static_cast<double>(prv[c]) + static_cast<double>(eps));
+    }
+    const float mu_hi = static_cast<float>(mu), mu_lo = static_cast<float>(mu - mu_hi);
+    mean[c] = mu;
+    rstd[c] = rs;
+    const float scale = static_cast<float>(rs * (pw ? pw[c] : 1.f));
+    const float shift = pb ? pb[c] : 0.f;
+    for (int64_t i = 0; i < N; ++i)
+      row_normalize(px + (i * C + c) * S, py + (i * C + c) * S, S, mu_hi, mu_lo, scale, shift);
+  }
+
+  return make_result(y, "batch_norm", {x, weight, bias},
+                     [mean = std::move(mean), rstd = std::move(rstd), batch_stats, N, C, S](Node& n) {
+    const int64_t count = N * S;
+    const bool need_x = n.needs(0), need_w = n.needs(1), need_b = n.needs(2);
+    const Tensor& xv = n.inputs[0]->value;  // (N, C, *)
+    const float* px = xv.data();
+    const float* pdy = n.grad.data();                                   // (N, C, *)
+    const float* pw = n.inputs[1] ? n.inputs[1]->value.data() : nullptr;  // (C,) or none
+    Tensor dx = need_x ? Tensor::empty(xv.shape()) : Tensor();
+    Tensor dw = Tensor::empty({C}), db = Tensor::empty({C});  // (C,)
+    float *pdx = need_x ? dx.data() : nullptr, *pdw = dw.data(), *pdb = db.data();
+    // Eval normalizes with constants: y = (x - running_mean) * rstd * w + b is affine in x, so
+    // dx = rstd * w * dy needs no reduction; the reduction pass runs only when batch statistics
+    // were used or the parameters want gradients.
+    const bool reduce = batch_stats || need_w || need_b;
+
+    // One channel per iteration, samples in order: deterministic for any thread count.
+#pragma omp parallel for schedule(static) if (xv.numel() > kParallelMin)
+    for (int64_t c = 0; c < C; ++c) {
+      const double mu = mean[c], rs = rstd[c], w = pw ? pw[c] : 1.0;
+      double a = 0, b = 0;  // sum dy, sum dy * (x - mean) over the channel
+      if (reduce)
+        for (int64_t i = 0; i < N; ++i) row_grad_sums(px + (i * C + c) * S, pdy + (i * C + c) * S, S, mu, a, b);
+      const double sum_dy_xhat = b * rs;
+      pdw[c] = static_cast<float>(sum_dy_xhat);
+      pdb[c] = static_cast<float>(a);
+      if (!need_x) continue;
+      if (batch_stats) {
+        // The closed form with one channel per set: S1 = w * sum dy, S2 = w * sum dy * xhat.
+        const double k_const = rs * w * a / static_cast<double>(count);
+        const double k_xhat = rs * rs * w * sum_dy_xhat / static_cast<double>(count);
+        for (int64_t i = 0; i < N; ++i) {
+          const int64_t off = (i * C + c) * S;
+          row_dx(px + off, pdy + off, pdx + off, S, mu, rs * w, k_const, k_xhat);
+        }
+      } else {
+        const float k_dy = static_cast<float>(rs * w);
+        for (int64_t i = 0; i < N; ++i) {
+          const float* dy = pdy + (i * C + c) * S;
+          float* d = pdx + (i * C + c) * S;
+#pragma omp simd
+          for (int64_t s = 0; s < S; ++s) d[s] = k_dy * dy[s];
+        }
+      }
+    }
+
+    if (need_x) n.inputs[0]->accumulate(dx);
+    if (need_w) n.inputs[1]->accumulate(dw);
+    if (need_b) n.inputs[2]->accumulate(db);
+  });
+}
+
+}  // namespace sb

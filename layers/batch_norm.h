@@ -1,0 +1,65 @@
+// BatchNorm2d with PyTorch's semantics: batch statistics in training (biased variance for the
+// output, unbiased for running_var), running statistics in eval, num_batches_tracked as an
+// int64 buffer, momentum = nullopt for a cumulative average.
+#pragma once
+
+#include <optional>
+
+#include "core/ops_norm.h"
+#include "layers/module.h"
+
+namespace sb {
+
+struct BatchNormConfig {
+  float eps = 1e-5f;
+  std::optional<float> momentum = 0.1f;  // nullopt: cumulative moving average
+  bool affine = true;
+  bool track_running_stats = true;
+};
+
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(int64_t num_features, BatchNormConfig cfg = {})
+      : features_(num_features), cfg_(cfg) {
+    SB_CHECK(num_features > 0, "BatchNorm2d: num_features must be positive, got ", num_features);
+    if (cfg.affine) {
+      weight = register_parameter("weight", Tensor::ones({num_features}));
+      bias = register_parameter("bias", Tensor::zeros({num_features}));
+    }
+    if (cfg.track_running_stats) {
+      running_mean = register_buffer("running_mean", Tensor::zeros({num_features}));
+      running_var = register_buffer("running_var", Tensor::ones({num_features}));
+      num_batches_tracked = register_buffer("num_batches_tracked", IndexTensor::zeros({}));
+    }
+  }
+  Var forward(const Var& x) override {
+    SB_CHECK(x.dim() == 4, name(), ": expected 4-d input (N, C, H, W) but got ", x.shape());
+    SB_CHECK(x.size(1) == features_, name(), ": expected ", features_, " channels but got input ",
+             x.shape());
+    return forward_with(x, is_training() || batch_stats_in_eval);
+  }
+  // Normalizes with batch statistics or with the running statistics, whatever the module's
+  // mode (evaluation with --bn-mode uses it). Running statistics are updated only in training
+  // mode, so measuring with batch statistics in eval mode changes nothing.
+  Var forward_with(const Var& x, bool use_batch_stats) {
+    if (use_batch_stats && !is_training())
+      return batch_norm(x, Tensor(), Tensor(), weight, bias, true, 0.f, cfg_.eps);
+    int64_t* tracked = num_batches_tracked.defined() ? num_batches_tracked.data() : nullptr;
+    return batch_norm(x, running_mean, running_var, weight, bias, use_batch_stats,
+                      cfg_.momentum.value_or(0.f), cfg_.eps, !cfg_.momentum.has_value(), tracked);
+  }
+  std::string name() const override { return str("BatchNorm2d(", features_, ")"); }
+  const BatchNormConfig& config() const { return cfg_; }
+  // In eval mode, normalize with the batch's statistics instead of the running ones (without
+  // updating them): how `eval --bn-mode batch` measures BatchNorm's train/test gap.
+  bool batch_stats_in_eval = false;
+  Var weight, bias;                    // (C,), initialized to 1 and 0
+  Tensor running_mean, running_var;    // (C,), initialized to 0 and 1
+  IndexTensor num_batches_tracked;     // () int64
+
+ private:
+  int64_t features_;
+  BatchNormConfig cfg_;
+};
+
+}  // namespace sb

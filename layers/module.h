@@ -1,0 +1,80 @@
+// The Module base: parameters, buffers and submodules registered by name, so that dotted
+// names ("e1.c1.weight", "e1.n1.running_mean") are exactly PyTorch's state_dict keys.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/safetensors.h"
+
+namespace sb {
+
+// A state_dict: float parameters and buffers in `floats`, int64 buffers (num_batches_tracked)
+// in `ints`; the same type the safetensors reader and writer use.
+using StateDict = TensorFile;
+
+class Module {
+ public:
+  virtual ~Module() = default;
+
+  // Single-input modules override this; others (losses, multi-input blocks) define their own
+  // call signature.
+  virtual Var forward(const Var& x);
+  Var operator()(const Var& x) { return forward(x); }
+
+  // Registration order is kept, as in PyTorch, so optimizers see parameters in a stable order.
+  std::vector<std::pair<std::string, Var>> named_parameters() const;
+  std::vector<Var> parameters() const;
+  std::vector<std::pair<std::string, Tensor>> named_buffers() const;  // float buffers
+  std::vector<std::pair<std::string, IndexTensor>> named_int_buffers() const;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const { return children_; }
+
+  // Handles, not copies: writing into the returned tensors writes into the module.
+  StateDict state_dict() const;
+  // Copies values into the existing parameters and buffers. Every problem (missing keys when
+  // strict, unexpected keys when strict, shape mismatches always) is reported in one error.
+  void load_state_dict(const StateDict& sd, bool strict = true);
+
+  void zero_grad();
+  // Calls fn on this module and every descendant, parents first.
+  void apply(const std::function<void(Module&)>& fn);
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  int64_t num_parameters() const;
+
+  // A short description such as "Conv2d(3, 16, kernel_size=3, padding=1, bias=false)".
+  virtual std::string name() const { return "Module"; }
+
+ protected:
+  Var register_parameter(const std::string& name, Tensor value);
+  Tensor register_buffer(const std::string& name, Tensor value);
+  IndexTensor register_buffer(const std::string& name, IndexTensor value);
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    check_new_name(name);
+    children_.emplace_back(name, m);
+    return m;
+  }
+  // Called by train(); modules with per-mode state may override (then call the base).
+  virtual void on_train(bool) {}
+
+ private:
+  void check_new_name(const std::string& name) const;
+  template <class Fn>
+  void visit(const std::string& prefix, Fn&& fn) const;
+
+  std::vector<std::pair<std::string, Var>> params_;
+  std::vector<std::pair<std::string, Tensor>> buffers_;
+  std::vector<std::pair<std::string, IndexTensor>> int_buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+};
+
+using ModulePtr = std::shared_ptr<Module>;
+
+}  // namespace sb

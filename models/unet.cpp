@@ -1,0 +1,69 @@
+// UNet-S and its building blocks.
+#include "models/unet.h"
+
+#include "core/ops.h"
+#include "layers/batch_norm.h"
+#include "layers/conv2d.h"
+#include "layers/group_norm.h"
+#include "layers/simple.h"
+
+namespace sb {
+
+ModulePtr make_norm(const std::string& kind, int64_t c, int64_t groups) {
+  if (kind == "bn") return std::make_shared<BatchNorm2d>(c);
+  if (kind == "gn") {
+    SB_CHECK(groups > 0, "norm 'gn': groups must be positive, got ", groups);
+    return std::make_shared<GroupNorm>(std::min(groups, c), c);
+  }
+  if (kind == "ln") return std::make_shared<GroupNorm>(1, c);
+  if (kind == "in") return std::make_shared<GroupNorm>(c, c);
+  if (kind == "none") return std::make_shared<Identity>();
+  fail("unknown norm '", kind, "' (known: bn, gn, ln, in, none)");
+}
+
+bool norm_needs_conv_bias(const std::string& kind) { return kind == "none"; }
+
+Block::Block(int64_t cin, int64_t cout, const std::string& norm, int64_t groups) {
+  bool bias = norm_needs_conv_bias(norm);
+  c1 = register_module("c1", std::make_shared<Conv2d>(Conv2dConfig{cin, cout, 3, 1, 1, 1, 1, bias}));
+  n1 = register_module("n1", make_norm(norm, cout, groups));
+  c2 = register_module("c2", std::make_shared<Conv2d>(Conv2dConfig{cout, cout, 3, 1, 1, 1, 1, bias}));
+  n2 = register_module("n2", make_norm(norm, cout, groups));
+}
+
+Var Block::forward(const Var& x) {
+  Var h = relu(n1->forward(c1->forward(x)));
+  return relu(n2->forward(c2->forward(h)));
+}
+
+UNetS::UNetS(const UNetSConfig& cfg) : cfg_(cfg) {
+  SB_CHECK(cfg.base > 0 && cfg.classes > 0 && cfg.in_channels > 0,
+           "unet-s: base width, classes and in_channels must be positive, got base=", cfg.base,
+           " classes=", cfg.classes, " in_channels=", cfg.in_channels);
+  int64_t b = cfg.base;
+  // Registration order is the reference's attribute order, hence its state_dict order.
+  e1 = register_module("e1", std::make_shared<Block>(cfg.in_channels, b, cfg.norm, cfg.groups));
+  e2 = register_module("e2", std::make_shared<Block>(b, 2 * b, cfg.norm, cfg.groups));
+  e3 = register_module("e3", std::make_shared<Block>(2 * b, 4 * b, cfg.norm, cfg.groups));
+  u2 = register_module("u2", std::make_shared<ConvTranspose2d>(4 * b, 2 * b, 2, 2));
+  d2 = register_module("d2", std::make_shared<Block>(4 * b, 2 * b, cfg.norm, cfg.groups));
+  u1 = register_module("u1", std::make_shared<ConvTranspose2d>(2 * b, b, 2, 2));
+  d1 = register_module("d1", std::make_shared<Block>(2 * b, b, cfg.norm, cfg.groups));
+  head = register_module("head", std::make_shared<Conv2d>(Conv2dConfig{b, cfg.classes, 1}));
+}
+
+Var UNetS::forward(const Var& x) {
+  SB_CHECK(x.dim() == 4 && x.size(1) == cfg_.in_channels && x.size(2) % 4 == 0 && x.size(3) % 4 == 0,
+           "unet-s: expected input (N, ", cfg_.in_channels, ", H, W) with H and W divisible by 4 but got ",
+           x.shape());
+  Pool2dOptions pool;
+  pool.kernel = 2;
+  Var x1 = e1->forward(x);                        // (N, b, H, W)
+  Var x2 = e2->forward(max_pool2d(x1, pool));     // (N, 2b, H/2, W/2)
+  Var x3 = e3->forward(max_pool2d(x2, pool));     // (N, 4b, H/4, W/4)
+  Var y = d2->forward(concat({u2->forward(x3), x2}, 1));  // upsampled first, skip second
+  y = d1->forward(concat({u1->forward(y), x1}, 1));
+  return head->forward(y);                        // (N, classes, H, W)
+}
+
+}  // namespace sb

@@ -1,0 +1,670 @@
+// conv2d and conv_transpose2d: PyTorch reference values, a direct-loop reference over many random
+// configurations, finite-difference gradients, shape errors, and batch/thread independence.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+
+#include "core/ops.h"
+#include "core/threads.h"
+#include "fixtures.h"
+#include "gradcheck.h"
+
+using namespace sb;
+
+namespace {
+
+// Fixture config layout (tools/fixtures/fx_conv.py): stride h, w, padding h, w, dilation h, w,
+// output_padding h, w, groups.
+Conv2dOptions conv_options(const IndexTensor& c) {
+  Conv2dOptions o;
+  o.stride = {c[0], c[1]};
+  o.padding = {c[2], c[3]};
+  o.dilation = {c[4], c[5]};
+  o.groups = c[8];
+  return o;
+}
+
+ConvTranspose2dOptions convt_options(const IndexTensor& c) {
+  ConvTranspose2dOptions o;
+  o.stride = {c[0], c[1]};
+  o.padding = {c[2], c[3]};
+  o.dilation = {c[4], c[5]};
+  o.output_padding = {c[6], c[7]};
+  o.groups = c[8];
+  return o;
+}
+
+// Runs `op` on a fixture's x, weight and optional bias and compares the value and all gradients
+// for the stored upstream gradient.
+template <class Op>
+void check_fixture(const std::string& name, const Op& op) {
+  INFO("fixture " << name);
+  TensorFile f = sbtest::load_fixture(name);
+  const bool has_bias = f.has_float("bias");
+  Var x(f.get_float("x").clone(), true);
+  Var w(f.get_float("weight").clone(), true);
+  Var b = has_bias ? Var(f.get_float("bias").clone(), true) : Var();
+  Var y = op(x, w, b, f.get_int("config"));
+  CHECK_CLOSE(y.value(), f.get_float("out"));
+  y.backward(f.get_float("grad_out"));
+  CHECK_CLOSE(x.grad(), f.get_float("grad_x"));
+  CHECK_CLOSE(w.grad(), f.get_float("grad_weight"));
+  if (has_bias) CHECK_CLOSE(b.grad(), f.get_float("grad_bias"));
+}
+
+Var conv_from_config(const Var& x, const Var& w, const Var& b, const IndexTensor& c) {
+  return conv2d(x, w, b, conv_options(c));
+}
+
+Var convt_from_config(const Var& x, const Var& w, const Var& b, const IndexTensor& c) {
+  return conv_transpose2d(x, w, b, convt_options(c));
+}
+
+// Output and gradients of a convolution computed straight from its definition, in double.
+struct Direct {
+  Tensor out, grad_out, gx, gw, gb;
+};
+
+Tensor to_float(const std::vector<double>& v, const Shape& shape) {
+  Tensor t = Tensor::empty(shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t[i] = static_cast<float>(v[i]);
+  return t;
+}
+
+// y[n, co, oh, ow] = b[co] + sum over ci in co's group, i, j of
+//   x[n, ci, oh * s - p + i * d, ow * s - p + j * d] * w[co, ci - group start, i, j]
+// and, for a random upstream gradient gy, the adjoint sums for gx, gw, gb.
+Direct direct_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOptions o, Generator& gen) {
+  const int64_t N = x.size(0), C_in = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t C_out = w.size(0), Cig = w.size(1), kH = w.size(2), kW = w.size(3);
+  const int64_t Cog = C_out / o.groups;
+  const int64_t Ho = (H + 2 * o.padding.h - o.dilation.h * (kH - 1) - 1) / o.stride.h + 1;
+  const int64_t Wo = (W + 2 * o.padding.w - o.dilation.w * (kW - 1) - 1) / o.stride.w + 1;
+  Direct r;
+  Shape ys{N, C_out, Ho, Wo};
+  r.grad_out = Tensor::randn(ys, gen);
+  std::vector<double> y(shape_numel(ys)), gx(x.numel()), gw(w.numel()), gb(C_out);
+  auto xi = [&](int64_t n, int64_t c, int64_t h, int64_t ww) { return ((n * C_in + c) * H + h) * W + ww; };
+  auto wi = [&](int64_t co, int64_t c, int64_t i, int64_t j) { return ((co * Cig + c) * kH + i) * kW + j; };
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t co = 0; co < C_out; ++co)
+      for (int64_t oh = 0; oh < Ho; ++oh)
+        for (int64_t ow = 0; ow < Wo; ++ow) {
+          const int64_t yi = ((n * C_out + co) * Ho + oh) * Wo + ow;
+          const double g = r.grad_out[yi];
+          double acc = b.defined() ? b[co] : 0.0;
+          gb[co] += g;
+          for (int64_t c = 0; c < Cig; ++c)
+            for (int64_t i = 0; i < kH; ++i)
+              for (int64_t j = 0; j < kW; ++j) {
+                const int64_t ih = oh * o.stride.h - o.padding.h + i * o.dilation.h;
+                const int64_t iw = ow * o.stride.w - o.padding.w + j * o.dilation.w;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                const int64_t a = xi(n, (co / Cog) * Cig + c, ih, iw), k = wi(co, c, i, j);
+                acc += double(x[a]) * w[k];
+                gx[a] += g * w[k];
+                gw[k] += g * x[a];
+              }
+          y[yi] = acc;
+        }
+  r.out = to_float(y, ys);
+  r.gx = to_float(gx, x.shape());
+  r.gw = to_float(gw, w.shape());
+  r.gb = to_float(gb, {C_out});
+  return r;
+}
+
+// The transposed convolution as a scatter: x[n, ci, ih, iw] * w[ci, co - group start, i, j] is
+// added to y[n, co, ih * s - p + i * d, iw * s - p + j * d] when that lies inside the output.
+Direct direct_conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b,
+                               ConvTranspose2dOptions o, Generator& gen) {
+  const int64_t N = x.size(0), C_in = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Cog = w.size(1), kH = w.size(2), kW = w.size(3);
+  const int64_t C_out = Cog * o.groups, Cig = C_in / o.groups;
+  const int64_t Ho = (H - 1) * o.stride.h - 2 * o.padding.h + o.dilation.h * (kH - 1) + o.output_padding.h + 1;
+  const int64_t Wo = (W - 1) * o.stride.w - 2 * o.padding.w + o.dilation.w * (kW - 1) + o.output_padding.w + 1;
+  Direct r;
+  Shape ys{N, C_out, Ho, Wo};
+  r.grad_out = Tensor::randn(ys, gen);
+  std::vector<double> y(shape_numel(ys)), gx(x.numel()), gw(w.numel()), gb(C_out);
+  auto yi = [&](int64_t n, int64_t c, int64_t h, int64_t ww) { return ((n * C_out + c) * Ho + h) * Wo + ww; };
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C_out; ++c)
+      for (int64_t h = 0; h < Ho; ++h)
+        for (int64_t ww = 0; ww < Wo; ++ww) {
+          if (b.defined()) y[yi(n, c, h, ww)] = b[c];
+          gb[c] += r.grad_out[yi(n, c, h, ww)];
+        }
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t ci = 0; ci < C_in; ++ci)
+      for (int64_t ih = 0; ih < H; ++ih)
+        for (int64_t iw = 0; iw < W; ++iw) {
+          const int64_t a = ((n * C_in + ci) * H + ih) * W + iw;
+          for (int64_t c = 0; c < Cog; ++c)
+            for (int64_t i = 0; i < kH; ++i)
+              for (int64_t j = 0; j < kW; ++j) {
+                const int64_t oh = ih * o.stride.h - o.padding.h + i * o.dilation.h;
+                const int64_t ow = iw * o.stride.w - o.padding.w + j * o.dilation.w;
+                if (oh < 0 || oh >= Ho || ow < 0 || ow >= Wo) continue;
+                const int64_t k = ((ci * Cog + c) * kH + i) * kW + j;
+                const int64_t e = yi(n, (ci / Cig) * Cog + c, oh, ow);
+                y[e] += double(x[a]) * w[k];
+                gx[a] += double(r.grad_out[e]) * w[k];
+                gw[k] += double(r.grad_out[e]) * x[a];
+              }
+        }
+  r.out = to_float(y, ys);
+  r.gx = to_float(gx, x.shape());
+  r.gw = to_float(gw, w.shape());
+  r.gb = to_float(gb, {C_out});
+  return r;
+}
+
+// Compares an op against its direct reference, value and every gradient.
+template <class Op>
+void check_direct(const Tensor& x, const Tensor& w, const Tensor& b, const Direct& ref, const Op& op) {
+  Var vx(x.clone(), true), vw(w.clone(), true);
+  Var vb = b.defined() ? Var(b.clone(), true) : Var();
+  Var y = op(vx, vw, vb);
+  REQUIRE(y.shape() == ref.out.shape());
+  CHECK_CLOSE(y.value(), ref.out);
+  y.backward(ref.grad_out);
+  CHECK_CLOSE(vx.grad(), ref.gx);
+  CHECK_CLOSE(vw.grad(), ref.gw);
+  if (b.defined()) CHECK_CLOSE(vb.grad(), ref.gb);
+}
+
+// Sets the thread count for one test and restores it after.
+struct ThreadCount {
+  int prev = num_threads();
+  explicit ThreadCount(int n) { set_num_threads(n); }
+  ~ThreadCount() { set_num_threads(prev); }
+};
+
+// Sample n of a (N, ...) tensor as a (1, ...) tensor.
+Tensor sample(const Tensor& t, int64_t n) {
+  Shape s = t.shape();
+  s[0] = 1;
+  Tensor out = Tensor::empty(s);
+  std::memcpy(out.data(), t.data() + n * out.numel(), sizeof(float) * out.numel());
+  return out;
+}
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * a.numel()) == 0;
+}
+
+}  // namespace
+
+// ---- reference values from PyTorch ---------------------------------------------------------
+
+TEST_CASE("conv2d: matches PyTorch in value and gradients") {
+  for (const char* name : {"conv2d_basic", "conv2d_stride2", "conv2d_dilation2", "conv2d_groups2",
+                           "conv2d_depthwise", "conv2d_depthwise_x2", "conv2d_1x1", "conv2d_1x1_groups2",
+                           "conv2d_1x1_stride2", "conv2d_nonsquare", "conv2d_wide_padding"})
+    check_fixture(name, conv_from_config);
+}
+
+TEST_CASE("conv_transpose2d: matches PyTorch in value and gradients") {
+  for (const char* name : {"conv_transpose2d_k2s2", "conv_transpose2d_k3s2p1op1",
+                           "conv_transpose2d_groups2", "conv_transpose2d_depthwise",
+                           "conv_transpose2d_nonsquare", "conv_transpose2d_outpad_dilation",
+                           "conv_transpose2d_1x1"})
+    check_fixture(name, convt_from_config);
+}
+
+TEST_CASE("conv2d: computes only the gradients that are needed") {
+  TensorFile f = sbtest::load_fixture("conv2d_groups2");
+  Conv2dOptions o = conv_options(f.get_int("config"));
+  {  // a first layer: the image needs no gradient
+    Var x(f.get_float("x"));
+    Var w(f.get_float("weight").clone(), true), b(f.get_float("bias").clone(), true);
+    conv2d(x, w, b, o).backward(f.get_float("grad_out"));
+    CHECK_FALSE(x.grad().defined());
+    CHECK_CLOSE(w.grad(), f.get_float("grad_weight"));
+    CHECK_CLOSE(b.grad(), f.get_float("grad_bias"));
+  }
+  {  // frozen weights: only the input's gradient
+    Var x(f.get_float("x").clone(), true);
+    Var w(f.get_float("weight")), b(f.get_float("bias"));
+    conv2d(x, w, b, o).backward(f.get_float("grad_out"));
+    CHECK_CLOSE(x.grad(), f.get_float("grad_x"));
+    CHECK_FALSE(w.grad().defined());
+    CHECK_FALSE(b.grad().defined());
+  }
+  {  // inference records no graph
+    NoGrad ng;
+    Var y = conv2d(Var(f.get_float("x"), true), Var(f.get_float("weight"), true), Var(), o);
+    CHECK_FALSE(y.requires_grad());
+  }
+}
+
+TEST_CASE("conv_transpose2d: computes only the gradients that are needed") {
+  TensorFile f = sbtest::load_fixture("conv_transpose2d_k3s2p1op1");
+  ConvTranspose2dOptions o = convt_options(f.get_int("config"));
+  {
+    Var x(f.get_float("x"));
+    Var w(f.get_float("weight").clone(), true), b(f.get_float("bias"));
+    conv_transpose2d(x, w, b, o).backward(f.get_float("grad_out"));
+    CHECK_FALSE(x.grad().defined());
+    CHECK_CLOSE(w.grad(), f.get_float("grad_weight"));
+    CHECK_FALSE(b.grad().defined());
+  }
+  {
+    Var x(f.get_float("x").clone(), true);
+    Var w(f.get_float("weight")), b(f.get_float("bias").clone(), true);
+    conv_transpose2d(x, w, b, o).backward(f.get_float("grad_out"));
+    CHECK_CLOSE(x.grad(), f.get_float("grad_x"));
+    CHECK_FALSE(w.grad().defined());
+    CHECK_CLOSE(b.grad(), f.get_float("grad_bias"));
+  }
+}
+
+// ---- a direct-loop reference over many configurations -------------------------------------
+
+TEST_CASE("conv2d: agrees with the direct definition over random configurations") {
+  Generator gen(7);
+  int tested = 0;
+  for (int trial = 0; trial < 60; ++trial) {
+    Conv2dOptions o;
+    o.groups = 1 + gen.below(3);
+    const int64_t N = 1 + gen.below(3), Cig = 1 + gen.below(3), Cog = 1 + gen.below(3);
+    const int64_t kH = 1 + gen.below(4), kW = 1 + gen.below(4);
+    const int64_t H = 1 + gen.below(9), W = 1 + gen.below(9);
+    o.stride = {1 + int64_t(gen.below(3)), 1 + int64_t(gen.below(3))};
+    o.padding = {int64_t(gen.below(4)), int64_t(gen.below(4))};
+    o.dilation = {1 + int64_t(gen.below(3)), 1 + int64_t(gen.below(3))};
+    if (H + 2 * o.padding.h < o.dilation.h * (kH - 1) + 1) continue;
+    if (W + 2 * o.padding.w < o.dilation.w * (kW - 1) + 1) continue;
+    Tensor x = Tensor::randn({N, Cig * o.groups, H, W}, gen);
+    Tensor w = Tensor::randn({Cog * o.groups, Cig, kH, kW}, gen);
+    Tensor b = gen.below(2) ? Tensor::randn({Cog * o.groups}, gen) : Tensor();
+    INFO("trial " << trial << ": x " << shape_str(x.shape()) << " w " << shape_str(w.shape())
+                  << " stride " << o.stride.h << "," << o.stride.w << " padding " << o.padding.h << ","
+                  << o.padding.w << " dilation " << o.dilation.h << "," << o.dilation.w << " groups "
+                  << o.groups << (b.defined() ? " bias" : ""));
+    Direct ref = direct_conv2d(x, w, b, o, gen);
+    check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); });
+    ++tested;
+  }
+  CHECK(tested >= 30);
+}
+
+TEST_CASE("conv_transpose2d: agrees with the direct definition over random configurations") {
+  Generator gen(8);
+  int tested = 0;
+  for (int trial = 0; trial < 60; ++trial) {
+    ConvTranspose2dOptions o;
+    o.groups = 1 + gen.below(3);
+    const int64_t N = 1 + gen.below(3), Cig = 1 + gen.below(3), Cog = 1 + gen.below(3);
+    const int64_t kH = 1 + gen.below(4), kW = 1 + gen.below(4);
+    const int64_t H = 1 + gen.below(7), W = 1 + gen.below(7);
+    o.stride = {1 + int64_t(gen.below(3)), 1 + int64_t(gen.below(3))};
+    o.padding = {int64_t(gen.below(3)), int64_t(gen.below(3))};
+    o.dilation = {1 + int64_t(gen.below(3)), 1 + int64_t(gen.below(3))};
+    o.output_padding = {int64_t(gen.below(std::max(o.stride.h, o.dilation.h))),
+                        int64_t(gen.below(std::max(o.stride.w, o.dilation.w)))};
+    const int64_t Ho = (H - 1) * o.stride.h - 2 * o.padding.h + o.dilation.h * (kH - 1) + o.output_padding.h + 1;
+    const int64_t Wo = (W - 1) * o.stride.w - 2 * o.padding.w + o.dilation.w * (kW - 1) + o.output_padding.w + 1;
+    if (Ho < 1 || Wo < 1) continue;
+    Tensor x = Tensor::randn({N, Cig * o.groups, H, W}, gen);
+    Tensor w = Tensor::randn({Cig * o.groups, Cog, kH, kW}, gen);
+    Tensor b = gen.below(2) ? Tensor::randn({Cog * o.groups}, gen) : Tensor();
+    INFO("trial " << trial << ": x " << shape_str(x.shape()) << " w " << shape_str(w.shape())
+                  << " stride " << o.stride.h << "," << o.stride.w << " padding " << o.padding.h << ","
+                  << o.padding.w << " dilation " << o.dilation.h << "," << o.dilation.w
+                  << " output_padding " << o.output_padding.h << "," << o.output_padding.w << " groups "
+                  << o.groups << (b.defined() ? " bias" : ""));
+    Direct ref = direct_conv_transpose2d(x, w, b, o, gen);
+    check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) {
+      return conv_transpose2d(vx, vw, vb, o);
+    });
+    ++tested;
+  }
+  CHECK(tested >= 30);
+}
+
+TEST_CASE("conv2d: agrees with the direct definition at sizes that run the kernels in parallel") {
+  // Column matrices of (144, 1440): above the kernels' threshold for forking threads. One sample
+  // runs GEMMs on the whole pool; three samples spread over threads.
+  ThreadCount threads(4);
+  Generator gen(9);
+  for (int64_t N : {1, 3}) {
+    INFO("N = " << N);
+    Tensor x = Tensor::randn({N, 16, 40, 36}, gen);
+    Tensor w = Tensor::randn({32, 16, 3, 3}, gen);
+    Tensor b = Tensor::randn({32}, gen);
+    Conv2dOptions o;
+    o.padding = 1;
+    Direct ref = direct_conv2d(x, w, b, o, gen);
+    check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); });
+  }
+}
+
+TEST_CASE("conv_transpose2d: agrees with the direct definition at sizes that run the kernels in parallel") {
+  ThreadCount threads(4);
+  Generator gen(10);
+  for (int64_t N : {1, 3}) {
+    INFO("N = " << N);
+    Tensor x = Tensor::randn({N, 32, 20, 18}, gen);
+    Tensor w = Tensor::randn({32, 16, 3, 3}, gen);
+    Tensor b = Tensor::randn({16}, gen);
+    ConvTranspose2dOptions o;
+    o.stride = 2;
+    o.padding = 1;
+    o.output_padding = 1;
+    Direct ref = direct_conv_transpose2d(x, w, b, o, gen);
+    check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) {
+      return conv_transpose2d(vx, vw, vb, o);
+    });
+  }
+}
+
+// ---- finite-difference gradients ----------------------------------------------------------
+
+TEST_CASE("conv2d: gradients match finite differences") {
+  Generator gen(11);
+  SUBCASE("3x3, padding 1, bias") {
+    Conv2dOptions o;
+    o.padding = 1;
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv2d(v[0], v[1], v[2], o); },
+                    {Tensor::randn({2, 3, 5, 6}, gen), Tensor::randn({4, 3, 3, 3}, gen), Tensor::randn({4}, gen)});
+  }
+  SUBCASE("stride 2, dilation 2, groups 2, non-square") {
+    Conv2dOptions o;
+    o.stride = {2, 1};
+    o.padding = {2, 1};
+    o.dilation = 2;
+    o.groups = 2;
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv2d(v[0], v[1], Var(), o); },
+                    {Tensor::randn({2, 4, 7, 6}, gen), Tensor::randn({6, 2, 3, 2}, gen)});
+  }
+  SUBCASE("depthwise, stride 2") {
+    Conv2dOptions o;
+    o.stride = 2;
+    o.padding = 1;
+    o.groups = 3;
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv2d(v[0], v[1], v[2], o); },
+                    {Tensor::randn({2, 3, 6, 7}, gen), Tensor::randn({3, 1, 3, 3}, gen), Tensor::randn({3}, gen)});
+  }
+  SUBCASE("1x1 (plain GEMM)") {
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv2d(v[0], v[1], v[2]); },
+                    {Tensor::randn({2, 5, 3, 4}, gen), Tensor::randn({3, 5, 1, 1}, gen), Tensor::randn({3}, gen)});
+  }
+  SUBCASE("1x1, stride 2") {
+    Conv2dOptions o;
+    o.stride = 2;
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv2d(v[0], v[1], Var(), o); },
+                    {Tensor::randn({2, 3, 5, 5}, gen), Tensor::randn({4, 3, 1, 1}, gen)});
+  }
+}
+
+TEST_CASE("conv_transpose2d: gradients match finite differences") {
+  Generator gen(12);
+  SUBCASE("kernel 2, stride 2, bias (UNet upsampling)") {
+    ConvTranspose2dOptions o;
+    o.stride = 2;
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv_transpose2d(v[0], v[1], v[2], o); },
+                    {Tensor::randn({2, 4, 3, 4}, gen), Tensor::randn({4, 3, 2, 2}, gen), Tensor::randn({3}, gen)});
+  }
+  SUBCASE("kernel 3, stride 2, padding 1, output_padding 1, groups 2") {
+    ConvTranspose2dOptions o;
+    o.stride = 2;
+    o.padding = 1;
+    o.output_padding = 1;
+    o.groups = 2;
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv_transpose2d(v[0], v[1], v[2], o); },
+                    {Tensor::randn({2, 4, 3, 3}, gen), Tensor::randn({4, 2, 3, 3}, gen), Tensor::randn({4}, gen)});
+  }
+  SUBCASE("non-square, dilation 2, output_padding below the dilation") {
+    ConvTranspose2dOptions o;
+    o.stride = {1, 2};
+    o.padding = {1, 0};
+    o.dilation = {2, 1};
+    o.output_padding = {1, 1};
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv_transpose2d(v[0], v[1], Var(), o); },
+                    {Tensor::randn({1, 3, 4, 3}, gen), Tensor::randn({3, 2, 3, 2}, gen)});
+  }
+  SUBCASE("1x1 (plain GEMM)") {
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv_transpose2d(v[0], v[1], v[2]); },
+                    {Tensor::randn({2, 4, 3, 3}, gen), Tensor::randn({4, 3, 1, 1}, gen), Tensor::randn({3}, gen)});
+  }
+}
+
+TEST_CASE("conv2d: the gradient check notices a missing gradient") {
+  // The weight enters the forward but is cut from the graph, so its analytic gradient is zero.
+  Generator gen(13);
+  auto r = sbtest::gradcheck([](const std::vector<Var>& v) { return conv2d(v[0], v[1].detach()); },
+                             {Tensor::randn({1, 2, 4, 4}, gen), Tensor::randn({3, 2, 3, 3}, gen)});
+  CHECK_FALSE(r.ok);
+}
+
+TEST_CASE("conv_transpose2d: the gradient check notices a missing gradient") {
+  Generator gen(14);
+  auto r = sbtest::gradcheck([](const std::vector<Var>& v) { return conv_transpose2d(v[0].detach(), v[1]); },
+                             {Tensor::randn({1, 2, 3, 3}, gen), Tensor::randn({2, 3, 2, 2}, gen)});
+  CHECK_FALSE(r.ok);
+}
+
+// ---- batch and thread independence ---------------------------------------------------------
+
+// Runs `op` on a batch and on each of its samples alone: outputs and input gradients must agree
+// per sample, and the batch's weight and bias gradients must be the sum of the samples'. The
+// batch spreads samples over threads with per-thread partial sums; single samples run in order
+// with threaded GEMMs, so this compares the two ways of running.
+template <class Op>
+void check_batch_independence(const Tensor& x, const Tensor& w, const Tensor& b, Generator& gen, const Op& op) {
+  Var vx(x.clone(), true), vw(w.clone(), true), vb(b.clone(), true);
+  Var y = op(vx, vw, vb);
+  Tensor gy = Tensor::randn(y.shape(), gen);
+  y.backward(gy);
+  Tensor gw_sum = Tensor::zeros(w.shape()), gb_sum = Tensor::zeros(b.shape());
+  for (int64_t n = 0; n < x.size(0); ++n) {
+    INFO("sample " << n);
+    Var sx(sample(x, n), true), sw(w.clone(), true), sbias(b.clone(), true);
+    Var sy = op(sx, sw, sbias);
+    CHECK_CLOSE(sy.value(), sample(y.value(), n));
+    sy.backward(sample(gy, n));
+    CHECK_CLOSE(sx.grad(), sample(vx.grad(), n));
+    for (int64_t i = 0; i < gw_sum.numel(); ++i) gw_sum[i] += sw.grad()[i];
+    for (int64_t i = 0; i < gb_sum.numel(); ++i) gb_sum[i] += sbias.grad()[i];
+  }
+  CHECK_CLOSE(vw.grad(), gw_sum);
+  CHECK_CLOSE(vb.grad(), gb_sum);
+}
+
+TEST_CASE("conv2d: a sample's result does not depend on the batch around it") {
+  ThreadCount threads(4);
+  Generator gen(15);
+  Conv2dOptions o;
+  o.padding = 1;
+  check_batch_independence(Tensor::randn({8, 8, 24, 24}, gen), Tensor::randn({16, 8, 3, 3}, gen),
+                           Tensor::randn({16}, gen), gen,
+                           [&](const Var& x, const Var& w, const Var& b) { return conv2d(x, w, b, o); });
+}
+
+TEST_CASE("conv_transpose2d: a sample's result does not depend on the batch around it") {
+  ThreadCount threads(4);
+  Generator gen(16);
+  ConvTranspose2dOptions o;
+  o.stride = 2;
+  check_batch_independence(Tensor::randn({8, 16, 16, 16}, gen), Tensor::randn({16, 8, 2, 2}, gen),
+                           Tensor::randn({8}, gen), gen,
+                           [&](const Var& x, const Var& w, const Var& b) { return conv_transpose2d(x, w, b, o); });
+}
+
+TEST_CASE("conv2d: results are bitwise reproducible for a fixed thread count") {
+  ThreadCount threads(4);
+  Generator gen(17);
+  for (int64_t N : {8, 1}) {
+    Tensor x = Tensor::randn({N, 8, 24, 24}, gen), w = Tensor::randn({16, 8, 3, 3}, gen);
+    Tensor gy = Tensor::randn({N, 16, 12, 12}, gen);
+    Conv2dOptions o;
+    o.stride = 2;
+    o.padding = 1;
+    Tensor first[3];
+    for (int run = 0; run < 2; ++run) {
+      Var vx(x.clone(), true), vw(w.clone(), true);
+      Var y = conv2d(vx, vw, Var(), o);
+      y.backward(gy);
+      if (run == 0) {
+        first[0] = y.value(), first[1] = vx.grad(), first[2] = vw.grad();
+      } else {
+        INFO("N = " << N);
+        CHECK(bitwise_equal(y.value(), first[0]));
+        CHECK(bitwise_equal(vx.grad(), first[1]));
+        CHECK(bitwise_equal(vw.grad(), first[2]));
+      }
+    }
+  }
+}
+
+TEST_CASE("conv_transpose2d: results are bitwise reproducible for a fixed thread count") {
+  ThreadCount threads(4);
+  Generator gen(18);
+  for (int64_t N : {8, 1}) {
+    Tensor x = Tensor::randn({N, 16, 12, 12}, gen), w = Tensor::randn({16, 8, 3, 3}, gen);
+    ConvTranspose2dOptions o;
+    o.stride = 2;
+    o.padding = 1;
+    o.output_padding = 1;
+    Tensor gy = Tensor::randn({N, 8, 24, 24}, gen);
+    Tensor first[3];
+    for (int run = 0; run < 2; ++run) {
+      Var vx(x.clone(), true), vw(w.clone(), true);
+      Var y = conv_transpose2d(vx, vw, Var(), o);
+      y.backward(gy);
+      if (run == 0) {
+        first[0] = y.value(), first[1] = vx.grad(), first[2] = vw.grad();
+      } else {
+        INFO("N = " << N);
+        CHECK(bitwise_equal(y.value(), first[0]));
+        CHECK(bitwise_equal(vx.grad(), first[1]));
+        CHECK(bitwise_equal(vw.grad(), first[2]));
+      }
+    }
+  }
+}
+
+// ---- shape errors --------------------------------------------------------------------------
+
+TEST_CASE("conv2d: bad shapes and options are errors that name every shape") {
+  Var x(Tensor::zeros({2, 3, 32, 32}));
+  Var w(Tensor::zeros({16, 3, 3, 3}));
+  CHECK_THROWS_WITH_AS(conv2d(Var(Tensor::zeros({3, 32, 32})), w),
+                       doctest::Contains("conv2d: expected a 4-d input (N, C_in, H, W) but got input (3, 32, 32) "
+                                         "(weight (16, 3, 3, 3))"),
+                       Error);
+  CHECK_THROWS_WITH_AS(conv2d(x, Var(Tensor::zeros({16, 3, 3}))),
+                       doctest::Contains("conv2d: expected a 4-d weight (C_out, C_in/groups, kH, kW) but got "
+                                         "weight (16, 3, 3) (input (2, 3, 32, 32))"),
+                       Error);
+  CHECK_THROWS_WITH_AS(conv2d(x, Var(Tensor::zeros({16, 4, 3, 3}))),
+                       doctest::Contains("conv2d: input (2, 3, 32, 32) has 3 channels but weight (16, 4, 3, 3) "
+                                         "expects 4"),
+                       Error);
+  Conv2dOptions g2;
+  g2.groups = 2;
+  CHECK_THROWS_WITH_AS(conv2d(x, Var(Tensor::zeros({16, 2, 3, 3})), Var(), g2),
+                       doctest::Contains("conv2d: input (2, 3, 32, 32) has 3 channels but weight (16, 2, 3, 3) "
+                                         "expects 4 (2 per group x groups=2)"),
+                       Error);
+  CHECK_THROWS_WITH_AS(conv2d(Var(Tensor::zeros({2, 4, 8, 8})), Var(Tensor::zeros({5, 2, 3, 3})), Var(), g2),
+                       doctest::Contains("conv2d: weight (5, 2, 3, 3) has 5 output channels, which groups=2 "
+                                         "does not divide (input (2, 4, 8, 8))"),
+                       Error);
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(Tensor::zeros({8}))),
+                       doctest::Contains("conv2d: bias (8,) does not match weight (16, 3, 3, 3) and input "
+                                         "(2, 3, 32, 32): expected bias (16,)"),
+                       Error);
+  CHECK_THROWS_WITH_AS(conv2d(Var(Tensor::zeros({1, 3, 2, 5})), w),
+                       doctest::Contains("conv2d: input (1, 3, 2, 5) padded by (0, 0) is 2x5, smaller than the "
+                                         "kernel of weight (16, 3, 3, 3) dilated by (1, 1) (3x3)"),
+                       Error);
+  Conv2dOptions dil;
+  dil.dilation = {1, 20};
+  dil.padding = 1;
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), dil),
+                       doctest::Contains("conv2d: input (2, 3, 32, 32) padded by (1, 1) is 34x34, smaller than "
+                                         "the kernel of weight (16, 3, 3, 3) dilated by (1, 20) (3x41)"),
+                       Error);
+  Conv2dOptions bad;
+  bad.stride = {1, 0};
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), bad),
+                       doctest::Contains("conv2d: stride must be >= 1 but got (1, 0) (input (2, 3, 32, 32), "
+                                         "weight (16, 3, 3, 3))"),
+                       Error);
+  bad = {};
+  bad.padding = -1;
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), bad), doctest::Contains("conv2d: padding must be >= 0 but got (-1, -1)"),
+                       Error);
+  bad = {};
+  bad.dilation = 0;
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), bad), doctest::Contains("conv2d: dilation must be >= 1 but got (0, 0)"),
+                       Error);
+  bad = {};
+  bad.groups = 0;
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), bad), doctest::Contains("conv2d: groups must be >= 1 but got 0"), Error);
+  CHECK_THROWS_WITH_AS(conv2d(Var(Tensor::zeros({2, 3, 0, 8})), w),
+                       doctest::Contains("conv2d: input (2, 3, 0, 8) has an empty spatial size"), Error);
+}
+
+TEST_CASE("conv_transpose2d: bad shapes and options are errors that name every shape") {
+  Var x(Tensor::zeros({2, 4, 8, 8}));
+  Var w(Tensor::zeros({4, 3, 2, 2}));
+  CHECK_THROWS_WITH_AS(conv_transpose2d(Var(Tensor::zeros({4, 8, 8})), w),
+                       doctest::Contains("conv_transpose2d: expected a 4-d input (N, C_in, H, W) but got input "
+                                         "(4, 8, 8) (weight (4, 3, 2, 2))"),
+                       Error);
+  CHECK_THROWS_WITH_AS(conv_transpose2d(x, Var(Tensor::zeros({4, 3}))),
+                       doctest::Contains("conv_transpose2d: expected a 4-d weight (C_in, C_out/groups, kH, kW) "
+                                         "but got weight (4, 3) (input (2, 4, 8, 8))"),
+                       Error);
+  CHECK_THROWS_WITH_AS(conv_transpose2d(Var(Tensor::zeros({2, 3, 8, 8})), w),
+                       doctest::Contains("conv_transpose2d: input (2, 3, 8, 8) has 3 channels but weight "
+                                         "(4, 3, 2, 2) expects 4"),
+                       Error);
+  ConvTranspose2dOptions g2;
+  g2.groups = 2;
+  CHECK_THROWS_WITH_AS(conv_transpose2d(Var(Tensor::zeros({2, 3, 8, 8})), Var(Tensor::zeros({3, 3, 2, 2})), Var(), g2),
+                       doctest::Contains("conv_transpose2d: input (2, 3, 8, 8) has 3 channels, which groups=2 "
+                                         "does not divide (weight (3, 3, 2, 2))"),
+                       Error);
+  // With groups the output has weight.size(1) * groups channels.
+  CHECK_THROWS_WITH_AS(conv_transpose2d(x, w, Var(Tensor::zeros({3})), g2),
+                       doctest::Contains("conv_transpose2d: bias (3,) does not match weight (4, 3, 2, 2) and "
+                                         "input (2, 4, 8, 8): expected bias (6,)"),
+                       Error);
+  ConvTranspose2dOptions op;
+  op.stride = 2;
+  op.output_padding = {1, 2};
+  CHECK_THROWS_WITH_AS(conv_transpose2d(x, w, Var(), op),
+                       doctest::Contains("conv_transpose2d: output_padding (1, 2) must be >= 0 and smaller than "
+                                         "either stride (2, 2) or dilation (1, 1) (input (2, 4, 8, 8), weight "
+                                         "(4, 3, 2, 2))"),
+                       Error);
+  op = {};
+  op.output_padding = 1;
+  CHECK_THROWS_WITH_AS(conv_transpose2d(x, w, Var(), op),
+                       doctest::Contains("conv_transpose2d: output_padding (1, 1) must be >= 0 and smaller than "
+                                         "either stride (1, 1) or dilation (1, 1)"),
+                       Error);
+  op.dilation = 2;  // PyTorch allows output_padding below the dilation even at stride 1
+  CHECK(conv_transpose2d(x, w, Var(), op).shape() == Shape{2, 3, 11, 11});
+  ConvTranspose2dOptions pad;
+  pad.padding = 1;
+  CHECK_THROWS_WITH_AS(conv_transpose2d(Var(Tensor::zeros({1, 4, 1, 1})), Var(Tensor::zeros({4, 3, 1, 1})), Var(), pad),
+                       doctest::Contains("conv_transpose2d: input (1, 4, 1, 1) with weight (4, 3, 1, 1), stride "
+                                         "(1, 1), padding (1, 1), dilation (1, 1) and output_padding (0, 0) gives "
+                                         "an empty output -1x-1"),
+                       Error);
+  ConvTranspose2dOptions bad;
+  bad.stride = 0;
+  CHECK_THROWS_WITH_AS(conv_transpose2d(x, w, Var(), bad),
+                       doctest::Contains("conv_transpose2d: stride must be >= 1 but got (0, 0)"), Error);
+  bad = {};
+  bad.groups = -1;
+  CHECK_THROWS_WITH_AS(conv_transpose2d(x, w, Var(), bad),
+                       doctest::Contains("conv_transpose2d: groups must be >= 1 but got -1"), Error);
+}

@@ -1,0 +1,34 @@
+// Model checkpoints: the state_dict as .safetensors (PyTorch's keys; loadable by
+// model.load_state_dict(safetensors.torch.load_file(path))) with the model configuration as
+// JSON in the metadata, so `eval` can rebuild the model without flags.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "layers/module.h"
+#include "models/registry.h"
+
+namespace sb {
+
+struct ModelSpec {
+  std::string model = "unet-s";
+  ModelOptions options;
+
+  nlohmann::json to_json() const;
+  // Throws naming `where` when a field is missing or has the wrong type.
+  static ModelSpec from_json(const nlohmann::json& j, const std::string& where);
+  ModulePtr build() const { return make_model(model, options); }
+};
+
+// The metadata key that holds the ModelSpec JSON.
+inline constexpr const char* kModelMetadataKey = "smallbatch.model";
+
+// Atomic (temporary file, fsync, rename).
+void save_model(const std::string& path, const Module& model, const ModelSpec& spec);
+// The spec stored in a checkpoint; throws when the file has none.
+ModelSpec read_model_spec(const TensorFile& file);
+// Loads weights into `model` (strict), reporting mismatches key by key with the file's name.
+void load_weights(Module& model, const std::string& path);
+
+}  // namespace sb

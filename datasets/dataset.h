@@ -29,7 +29,7 @@ using DatasetPtr = std::shared_ptr<const Dataset>;
 // `tensors:FILE`: a .safetensors file with images (N, C, H, W) F32 and masks (N, H, W) I64,
 // used as is (no normalization, no augmentation): the exact-input path for tests and for
 // comparing with other frameworks. `classes` bounds the labels (255 is always allowed);
-// every mask value is checked when the file is opened.
+// every mask value is checked when the file is opened. classes = 0 takes the largest label + 1.
 class TensorsDataset : public Dataset {
  public:
   TensorsDataset(const std::string& path, int64_t classes);

@@ -16,7 +16,14 @@ TensorsDataset::TensorsDataset(const std::string& path, int64_t classes) : path_
            path, ": 'masks' must be (N, H, W) = (", images_.size(0), ", ", images_.size(2), ", ",
            images_.size(3), ") to match images ", images_.shape(), " but is ", masks_.shape());
   SB_CHECK(images_.size(0) > 0, path, ": the dataset is empty (0 images)");
-  SB_CHECK(classes > 0, path, ": the number of classes must be positive, got ", classes);
+  SB_CHECK(classes >= 0, path, ": the number of classes must be positive, got ", classes);
+  if (classes == 0) {  // not given: one more than the largest label
+    int64_t mx = -1;
+    for (int64_t v : masks_)
+      if (v != 255) mx = std::max(mx, v);
+    SB_CHECK(mx >= 0, path, ": every mask pixel is 255 (ignore); give --classes");
+    classes = classes_ = mx + 1;
+  }
   for (int64_t i = 0; i < masks_.numel(); ++i) {
     int64_t v = masks_[i];
     if (v == 255 || (v >= 0 && v < classes)) continue;

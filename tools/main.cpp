@@ -1,36 +1,37 @@
 // The `smallbatch` command line: parses the subcommand and turns every error into a message on
-// stderr and a non-zero exit status.
-#include <CLI/CLI.hpp>
-
+// stderr and a non-zero exit status (1 for errors, CLI11's codes for bad flags).
 #include <cstdio>
 #include <iostream>
 
 #include "core/errors.h"
 #include "core/threads.h"
+#include "tools/cli.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"smallbatch: a small, fast, honest deep-learning training framework in C++"};
+  CLI::App app{"smallbatch: a small, fast, honest deep-learning training framework in C++.\n"
+               "It trains segmentation networks and measures how GroupNorm and BatchNorm compare "
+               "at small batch sizes."};
   app.require_subcommand(0, 1);
-  int threads = 0;
-  app.add_option("--threads", threads, "threads for OpenMP and OpenBLAS (default: SMALLBATCH_NUM_THREADS or all cores)")
-      ->check(CLI::PositiveNumber);
-  bool version = false;
-  app.add_flag("--version", version, "print the version");
+  app.set_version_flag("--version", std::string("smallbatch ") + SMALLBATCH_VERSION);
+  sb::cli::Action action;
+  sb::cli::add_train_command(app, action);
+  sb::cli::add_eval_command(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  if (!action) {
+    std::cout << app.help();
+    return 0;
+  }
   try {
-    sb::set_num_threads(threads > 0 ? threads : sb::default_num_threads());
-    if (version || app.get_subcommands().empty()) {
-      std::cout << "smallbatch 0.1.0\n";
-      if (!version) std::cout << app.help();
-      return 0;
-    }
+    return action();
   } catch (const sb::Error& e) {
-    std::cerr << "smallbatch: error: " << e.what() << "\n";
+    std::cerr << "smallbatch " << app.get_subcommands()[0]->get_name() << ": error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "smallbatch " << app.get_subcommands()[0]->get_name() << ": error: " << e.what() << "\n";
     return 1;
   }
-  return 0;
 }

@@ -1,0 +1,34 @@
+// Shared pieces of the `smallbatch` subcommands: each add_*_command registers its flags and
+// sets `action`, which main() runs inside one error handler.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+#include "tools/app/checkpoint.h"
+
+namespace sb::cli {
+
+using Action = std::function<int()>;
+
+// Model flags shared by train, eval and bench; `from_checkpoint` leaves them optional.
+struct ModelFlags {
+  std::string model = "unet-s";
+  std::string norm = "gn";
+  int64_t groups = 8;
+  int64_t classes = 0;  // 0: from the data (or the checkpoint)
+  int64_t in_channels = 3;
+  int64_t base_width = 16;
+  CLI::Option *model_opt = nullptr, *norm_opt = nullptr, *groups_opt = nullptr, *classes_opt = nullptr,
+              *in_opt = nullptr, *width_opt = nullptr;
+  void add(CLI::App& cmd);
+  bool any_given() const;
+  ModelSpec spec(int64_t classes_default) const;
+};
+
+void add_train_command(CLI::App& app, Action& action);
+void add_eval_command(CLI::App& app, Action& action);
+
+}  // namespace sb::cli

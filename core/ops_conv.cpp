@@ -1,9 +1,8 @@
-// conv2d and conv_transpose2d (PyTorch semantics) on im2col/col2im + sgemm, each with its backward.
-// Work comes in units of (sample, group), each one or two GEMMs on contiguous slices, no transposes.
+// conv2d and conv_transpose2d (PyTorch semantics) on im2col/col2im + sgemm, with their backward.
+// Work is split into (sample, group) units, each one or two GEMMs on contiguous slices.
 #include <omp.h>
 
 #include <string>
-#include <cstdio>
 
 #include "core/kernels/gemm.h"
 #include "core/kernels/im2col.h"
@@ -30,8 +29,9 @@ std::string pair_str(Pair p) { return str("(", p.h, ", ", p.w, ")"); }
 
 // How to run `units` independent pieces of work.
 struct Plan {
-  bool spread = false;  // units over threads, one per thread at a time; else in order, GEMMs threaded
-  int slots = 1;        // workspaces (and weight-gradient partials) to allocate
+  // Units spread over threads (GEMMs single-threaded), or run in order (GEMMs on the whole pool).
+  bool spread = false;
+  int slots = 1;  // workspaces (and weight-gradient partials) to allocate
 };
 
 Plan plan_units(int64_t units, int64_t flops_per_unit, int64_t ws_floats) {
@@ -42,7 +42,7 @@ Plan plan_units(int64_t units, int64_t flops_per_unit, int64_t ws_floats) {
   // Share of thread-rounds doing work: 9 units on 8 threads take two rounds, 9/16 busy.
   const int64_t rounds = (units + threads - 1) / threads;
   const double busy = double(units) / double(rounds * threads);
-  if (flops_per_unit < kSmallGemmFlops || busy >= 0.75) { fprintf(stderr, "SPREAD units=%ld\n", (long)units); return {true, threads}; }
+  if (flops_per_unit < kSmallGemmFlops || busy >= 0.75) return {true, threads};
   return {};
 }
 
@@ -103,23 +103,36 @@ void sum_partials(const float* partials, int slots, int64_t count, float* dst) {
   }
 }
 
-// The checks both ops share: 4-d input and weight, non-empty spatial size and kernel, options in range.
+// The checks both ops share: 4-d input and weight, non-empty image and kernel, sane options.
 void check_common(const char* op, const Shape& xs, const Shape& ws, const char* weight_layout,
                   Pair stride, Pair padding, Pair dilation, int64_t groups) {
   SB_CHECK(xs.size() == 4, op, ": expected a 4-d input (N, C_in, H, W) but got input ", xs,
            " (weight ", ws, ")");
   SB_CHECK(ws.size() == 4, op, ": expected a 4-d weight ", weight_layout, " but got weight ", ws,
            " (input ", xs, ")");
-  SB_CHECK(xs[2] >= 1 && xs[3] >= 1, op, ": input ", xs, " has an empty spatial size (weight ", ws, ")");
+  SB_CHECK(xs[2] >= 1 && xs[3] >= 1, op, ": input ", xs, " has an empty spatial size (weight ", ws,
+           ")");
   SB_CHECK(ws[2] >= 1 && ws[3] >= 1, op, ": weight ", ws, " has an empty kernel (input ", xs, ")");
   SB_CHECK(stride.h >= 1 && stride.w >= 1, op, ": stride must be >= 1 but got ", pair_str(stride),
            " (input ", xs, ", weight ", ws, ")");
-  SB_CHECK(padding.h >= 0 && padding.w >= 0, op, ": padding must be >= 0 but got ", pair_str(padding),
-           " (input ", xs, ", weight ", ws, ")");
+  SB_CHECK(padding.h >= 0 && padding.w >= 0, op, ": padding must be >= 0 but got ",
+           pair_str(padding), " (input ", xs, ", weight ", ws, ")");
   SB_CHECK(dilation.h >= 1 && dilation.w >= 1, op, ": dilation must be >= 1 but got ",
            pair_str(dilation), " (input ", xs, ", weight ", ws, ")");
-  SB_CHECK(groups >= 1, op, ": groups must be >= 1 but got ", groups, " (input ", xs, ", weight ", ws, ")");
+  SB_CHECK(groups >= 1, op, ": groups must be >= 1 but got ", groups, " (input ", xs, ", weight ",
+           ws, ")");
 }
+
+// The sizes a (sample, group) unit works with, fixed by the forward and reused by the backward.
+struct ConvSizes {
+  int64_t N, G;                          // samples and groups: N * G units
+  int64_t C_in, C_in_g, C_out, C_out_g;  // channels, and per group
+  int64_t K;                             // rows of one group's column matrix
+  int64_t HW, HWo;                       // input and output plane sizes
+  ColGeometry geo;                       // im2col/col2im over one group of one sample
+  bool pointwise;                        // 1x1, stride 1, unpadded: no im2col/col2im needed
+  int64_t ws_floats;                     // one column buffer (0 when pointwise)
+};
 
 void check_bias(const char* op, const Var& bias, int64_t C_out, const Shape& xs, const Shape& ws) {
   if (!bias.defined()) return;
@@ -146,44 +159,44 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
   const Pair s = opt.stride, p = opt.padding, d = opt.dilation;
   const int64_t span_h = d.h * (kH - 1) + 1, span_w = d.w * (kW - 1) + 1;  // dilated kernel
   SB_CHECK(H + 2 * p.h >= span_h && W + 2 * p.w >= span_w, "conv2d: input ", xs, " padded by ",
-           pair_str(p), " is ", H + 2 * p.h, "x", W + 2 * p.w, ", smaller than the kernel of weight ",
-           ws, " dilated by ", pair_str(d), " (", span_h, "x", span_w, ")");
+           pair_str(p), " is ", H + 2 * p.h, "x", W + 2 * p.w,
+           ", smaller than the kernel of weight ", ws, " dilated by ", pair_str(d), " (", span_h,
+           "x", span_w, ")");
   const int64_t Ho = (H + 2 * p.h - span_h) / s.h + 1, Wo = (W + 2 * p.w - span_w) / s.w + 1;
 
-  const int64_t C_out_g = C_out / G;
-  const int64_t K = C_in_g * kH * kW;         // rows of one group's column matrix
-  const int64_t HW = H * W, HWo = Ho * Wo;
-  // One group of one sample: image (C_in_g, H, W) -> columns (K, HWo).
-  const ColGeometry geo{C_in_g, H, W, kH, kW, p.h, p.w, s.h, s.w, d.h, d.w, Ho, Wo};
-  // A 1x1 stride-1 unpadded convolution reads the image as its own column matrix.
-  const bool pointwise = kH == 1 && kW == 1 && s.h == 1 && s.w == 1 && p.h == 0 && p.w == 0;
-  const int64_t ws_floats = pointwise ? 0 : K * HWo;
+  ConvSizes z;
+  z.N = N, z.G = G, z.C_in = C_in, z.C_in_g = C_in_g, z.C_out = C_out, z.C_out_g = C_out / G;
+  z.K = C_in_g * kH * kW;
+  z.HW = H * W, z.HWo = Ho * Wo;
+  // Image: one group of one sample (C_in_g, H, W); grid: the output plane (Ho, Wo).
+  z.geo = {C_in_g, H, W, kH, kW, p.h, p.w, s.h, s.w, d.h, d.w, Ho, Wo};
+  z.pointwise = kH == 1 && kW == 1 && s.h == 1 && s.w == 1 && p.h == 0 && p.w == 0;
+  z.ws_floats = z.pointwise ? 0 : z.K * z.HWo;
 
   Tensor out = Tensor::empty({N, C_out, Ho, Wo});
   {
-    const Plan plan = plan_units(N * G, 2 * C_out_g * K * HWo, ws_floats);
-    Tensor wsbuf = Tensor::empty({plan.slots * ws_floats});  // (slots, K, HWo)
-    const float* px = x.value().data();                         // (N, C_in, H, W)
-    const float* pw = weight.value().data();                    // (C_out, K)
+    const Plan plan = plan_units(N * G, 2 * z.C_out_g * z.K * z.HWo, z.ws_floats);
+    Tensor wsbuf = Tensor::empty({plan.slots * z.ws_floats});          // (slots, K, HWo)
+    const float* px = x.value().data();                                // (N, C_in, H, W)
+    const float* pw = weight.value().data();                           // (C_out, K)
     const float* pb = bias.defined() ? bias.value().data() : nullptr;  // (C_out,)
-    float* po = out.data();                                     // (N, C_out, Ho, Wo)
-    run_units(N * G, plan, wsbuf.data(), ws_floats, [&](int64_t u, float* ws_, int) {
+    float* po = out.data();                                            // (N, C_out, Ho, Wo)
+    run_units(N * G, plan, wsbuf.data(), z.ws_floats, [&](int64_t u, float* ws_, int) {
       const int64_t n = u / G, g = u % G;
-      const float* xg = px + (n * C_in + g * C_in_g) * HW;  // (C_in_g, H, W)
-      float* og = po + (n * C_out + g * C_out_g) * HWo;      // (C_out_g, HWo)
-      const float* col = xg;                                 // (K, HWo)
-      if (!pointwise) {
-        kernels::im2col(geo, xg, ws_);
+      const float* xg = px + (n * C_in + g * C_in_g) * z.HW;  // (C_in_g, H, W)
+      float* og = po + (n * C_out + g * z.C_out_g) * z.HWo;   // (C_out_g, HWo)
+      const float* col = xg;                                  // (K, HWo)
+      if (!z.pointwise) {
+        kernels::im2col(z.geo, xg, ws_);
         col = ws_;
       }
       // out_g (C_out_g, HWo) = W_g (C_out_g, K) x col (K, HWo)
-      gemm(false, false, C_out_g, HWo, K, 1.f, pw + g * C_out_g * K, col, 0.f, og);
-      if (pb) add_bias(og, pb + g * C_out_g, C_out_g, HWo);
+      gemm(false, false, z.C_out_g, z.HWo, z.K, 1.f, pw + g * z.C_out_g * z.K, col, 0.f, og);
+      if (pb) add_bias(og, pb + g * z.C_out_g, z.C_out_g, z.HWo);
     });
   }
 
-  return make_result(out, "conv2d", {x, weight, bias},
-                     [N, G, C_in, C_in_g, C_out, C_out_g, K, HW, HWo, geo, pointwise, ws_floats](Node& nd) {
+  return make_result(out, "conv2d", {x, weight, bias}, [z](Node& nd) {
     const bool need_x = nd.needs(0), need_w = nd.needs(1), need_b = nd.needs(2);
     const Tensor& gy = nd.grad;  // (N, C_out, Ho, Wo)
     if (need_b) nd.inputs[2]->accumulate(bias_grad(gy));
@@ -192,42 +205,44 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
     const Tensor& wv = nd.inputs[1]->value;  // (C_out, K)
     Tensor gx = need_x ? Tensor::empty(xv.shape()) : Tensor();
     Tensor gw = need_w ? Tensor::zeros(wv.shape()) : Tensor();
-    const int64_t wnumel = wv.numel();
-    const Plan plan = plan_units(N * G, (need_x + need_w) * 2 * C_out_g * K * HWo, ws_floats);
-    Tensor wsbuf = Tensor::empty({plan.slots * ws_floats});  // (slots, K, HWo)
+    const int64_t wnumel = wv.numel(), units = z.N * z.G;
+    const Plan plan =
+        plan_units(units, (need_x + need_w) * 2 * z.C_out_g * z.K * z.HWo, z.ws_floats);
+    Tensor wsbuf = Tensor::empty({plan.slots * z.ws_floats});  // (slots, K, HWo)
     // The weight gradient sums over samples: spread units add into per-slot partials
     // (slots, C_out, K), reduced in slot order afterwards, so no two threads race on a sum.
     Tensor partials = need_w && plan.spread ? Tensor::zeros({plan.slots, wnumel}) : Tensor();
     const float* px = xv.data();
     const float* pw = wv.data();
     const float* pgy = gy.data();
-    int used = run_units(N * G, plan, wsbuf.data(), ws_floats, [&](int64_t u, float* ws_, int slot) {
-      const int64_t n = u / G, g = u % G;
-      const float* xg = px + (n * C_in + g * C_in_g) * HW;     // (C_in_g, H, W)
-      const float* gyg = pgy + (n * C_out + g * C_out_g) * HWo;  // (C_out_g, HWo)
-      const float* wg = pw + g * C_out_g * K;                   // (C_out_g, K)
+    auto unit = [&](int64_t u, float* ws_, int slot) {
+      const int64_t n = u / z.G, g = u % z.G;
+      const int64_t x_off = (n * z.C_in + g * z.C_in_g) * z.HW;        // x[n, g] (C_in_g, H, W)
+      const float* gyg = pgy + (n * z.C_out + g * z.C_out_g) * z.HWo;  // (C_out_g, HWo)
+      const float* wg = pw + g * z.C_out_g * z.K;                      // (C_out_g, K)
       if (need_w) {
-        const float* col = xg;  // (K, HWo)
-        if (!pointwise) {
-          kernels::im2col(geo, xg, ws_);
+        const float* col = px + x_off;  // (K, HWo)
+        if (!z.pointwise) {
+          kernels::im2col(z.geo, px + x_off, ws_);
           col = ws_;
         }
-        float* gwg = (plan.spread ? partials.data() + slot * wnumel : gw.data()) + g * C_out_g * K;
+        float* gwg =
+            (plan.spread ? partials.data() + slot * wnumel : gw.data()) + g * z.C_out_g * z.K;
         // dW_g (C_out_g, K) += dY_g (C_out_g, HWo) x col^T (HWo, K)
-        gemm(false, true, C_out_g, K, HWo, 1.f, gyg, col, 1.f, gwg);
+        gemm(false, true, z.C_out_g, z.K, z.HWo, 1.f, gyg, col, 1.f, gwg);
       }
       if (need_x) {
-        float* gxg = gx.data() + (n * C_in + g * C_in_g) * HW;  // (C_in_g, H, W)
-        // dcol (K, HWo) = W_g^T (K, C_out_g) x dY_g (C_out_g, HWo); col2im folds it onto the image.
-        // The column buffer is free again: the weight gradient above is done with it.
-        if (pointwise) {
-          gemm(true, false, K, HWo, C_out_g, 1.f, wg, gyg, 0.f, gxg);
+        // dcol (K, HWo) = W_g^T (K, C_out_g) x dY_g (C_out_g, HWo), folded onto the image by
+        // col2im. The column buffer is free again: the weight gradient above is done with it.
+        if (z.pointwise) {
+          gemm(true, false, z.K, z.HWo, z.C_out_g, 1.f, wg, gyg, 0.f, gx.data() + x_off);
         } else {
-          gemm(true, false, K, HWo, C_out_g, 1.f, wg, gyg, 0.f, ws_);
-          kernels::col2im(geo, ws_, gxg);
+          gemm(true, false, z.K, z.HWo, z.C_out_g, 1.f, wg, gyg, 0.f, ws_);
+          kernels::col2im(z.geo, ws_, gx.data() + x_off);
         }
       }
-    });
+    };
+    int used = run_units(units, plan, wsbuf.data(), z.ws_floats, unit);
     if (need_w && plan.spread) sum_partials(partials.data(), used, wnumel, gw.data());
     if (need_x) nd.inputs[0]->accumulate(gx);
     if (need_w) nd.inputs[1]->accumulate(gw);
@@ -242,8 +257,8 @@ Var conv_transpose2d(const Var& x, const Var& weight, const Var& bias, ConvTrans
                opt.dilation, opt.groups);
   const int64_t N = xs[0], C_in = xs[1], H = xs[2], W = xs[3];
   const int64_t C_out_g = ws[1], kH = ws[2], kW = ws[3], G = opt.groups;
-  SB_CHECK(C_in == ws[0], "conv_transpose2d: input ", xs, " has ", C_in, " channels but weight ", ws,
-           " expects ", ws[0]);
+  SB_CHECK(C_in == ws[0], "conv_transpose2d: input ", xs, " has ", C_in, " channels but weight ",
+           ws, " expects ", ws[0]);
   SB_CHECK(C_in % G == 0, "conv_transpose2d: input ", xs, " has ", C_in,
            " channels, which groups=", G, " does not divide (weight ", ws, ")");
   const int64_t C_out = C_out_g * G;
@@ -252,50 +267,50 @@ Var conv_transpose2d(const Var& x, const Var& weight, const Var& bias, ConvTrans
   // PyTorch's rule: output_padding only fills positions a stride or dilation step skips.
   SB_CHECK(op.h >= 0 && op.w >= 0 && (op.h < s.h || op.h < d.h) && (op.w < s.w || op.w < d.w),
            "conv_transpose2d: output_padding ", pair_str(op),
-           " must be >= 0 and smaller than either stride ", pair_str(s), " or dilation ", pair_str(d),
-           " (input ", xs, ", weight ", ws, ")");
+           " must be >= 0 and smaller than either stride ", pair_str(s), " or dilation ",
+           pair_str(d), " (input ", xs, ", weight ", ws, ")");
   const int64_t Ho = (H - 1) * s.h - 2 * p.h + d.h * (kH - 1) + op.h + 1;
   const int64_t Wo = (W - 1) * s.w - 2 * p.w + d.w * (kW - 1) + op.w + 1;
   SB_CHECK(Ho >= 1 && Wo >= 1, "conv_transpose2d: input ", xs, " with weight ", ws, ", stride ",
-           pair_str(s), ", padding ", pair_str(p), ", dilation ", pair_str(d), " and output_padding ",
-           pair_str(op), " gives an empty output ", Ho, "x", Wo);
+           pair_str(s), ", padding ", pair_str(p), ", dilation ", pair_str(d),
+           " and output_padding ", pair_str(op), " gives an empty output ", Ho, "x", Wo);
 
-  const int64_t C_in_g = C_in / G;
-  const int64_t K = C_out_g * kH * kW;  // rows of one group's column matrix
-  const int64_t HW = H * W, HWo = Ho * Wo;
-  // The adjoint of conv2d: one group's output (C_out_g, Ho, Wo) is the image, the input grid
-  // (H, W) is where the window lands.
-  const ColGeometry geo{C_out_g, Ho, Wo, kH, kW, p.h, p.w, s.h, s.w, d.h, d.w, H, W};
-  const bool pointwise = kH == 1 && kW == 1 && s.h == 1 && s.w == 1 && p.h == 0 && p.w == 0 &&
-                         Ho == H && Wo == W;
-  const int64_t ws_floats = pointwise ? 0 : K * HW;
+  ConvSizes z;
+  z.N = N, z.G = G, z.C_in = C_in, z.C_in_g = C_in / G, z.C_out = C_out, z.C_out_g = C_out_g;
+  z.K = C_out_g * kH * kW;
+  z.HW = H * W, z.HWo = Ho * Wo;
+  // The adjoint of conv2d: the image is one group of one sample's output (C_out_g, Ho, Wo), the
+  // grid is the input plane (H, W).
+  z.geo = {C_out_g, Ho, Wo, kH, kW, p.h, p.w, s.h, s.w, d.h, d.w, H, W};
+  z.pointwise =
+      kH == 1 && kW == 1 && s.h == 1 && s.w == 1 && p.h == 0 && p.w == 0 && Ho == H && Wo == W;
+  z.ws_floats = z.pointwise ? 0 : z.K * z.HW;
 
   Tensor out = Tensor::empty({N, C_out, Ho, Wo});
   {
-    const Plan plan = plan_units(N * G, 2 * C_in_g * K * HW, ws_floats);
-    Tensor wsbuf = Tensor::empty({plan.slots * ws_floats});  // (slots, K, HW)
-    const float* px = x.value().data();                         // (N, C_in, H, W)
-    const float* pw = weight.value().data();                    // (C_in, K)
+    const Plan plan = plan_units(N * G, 2 * z.C_in_g * z.K * z.HW, z.ws_floats);
+    Tensor wsbuf = Tensor::empty({plan.slots * z.ws_floats});          // (slots, K, HW)
+    const float* px = x.value().data();                                // (N, C_in, H, W)
+    const float* pw = weight.value().data();                           // (C_in, K)
     const float* pb = bias.defined() ? bias.value().data() : nullptr;  // (C_out,)
-    float* po = out.data();                                     // (N, C_out, Ho, Wo)
-    run_units(N * G, plan, wsbuf.data(), ws_floats, [&](int64_t u, float* ws_, int) {
+    float* po = out.data();                                            // (N, C_out, Ho, Wo)
+    run_units(N * G, plan, wsbuf.data(), z.ws_floats, [&](int64_t u, float* ws_, int) {
       const int64_t n = u / G, g = u % G;
-      const float* xg = px + (n * C_in + g * C_in_g) * HW;  // (C_in_g, HW)
-      const float* wg = pw + g * C_in_g * K;                 // (C_in_g, K)
-      float* og = po + (n * C_out + g * C_out_g) * HWo;      // (C_out_g, Ho, Wo)
+      const float* xg = px + (n * C_in + g * z.C_in_g) * z.HW;  // (C_in_g, HW)
+      const float* wg = pw + g * z.C_in_g * z.K;                // (C_in_g, K)
+      float* og = po + (n * C_out + g * C_out_g) * z.HWo;       // (C_out_g, Ho, Wo)
       // col (K, HW) = W_g^T (K, C_in_g) x x_g (C_in_g, HW), folded onto the output by col2im.
-      if (pointwise) {
-        gemm(true, false, K, HW, C_in_g, 1.f, wg, xg, 0.f, og);
+      if (z.pointwise) {
+        gemm(true, false, z.K, z.HW, z.C_in_g, 1.f, wg, xg, 0.f, og);
       } else {
-        gemm(true, false, K, HW, C_in_g, 1.f, wg, xg, 0.f, ws_);
-        kernels::col2im(geo, ws_, og);
+        gemm(true, false, z.K, z.HW, z.C_in_g, 1.f, wg, xg, 0.f, ws_);
+        kernels::col2im(z.geo, ws_, og);
       }
-      if (pb) add_bias(og, pb + g * C_out_g, C_out_g, HWo);
+      if (pb) add_bias(og, pb + g * C_out_g, C_out_g, z.HWo);
     });
   }
 
-  return make_result(out, "conv_transpose2d", {x, weight, bias},
-                     [N, G, C_in, C_in_g, C_out, C_out_g, K, HW, HWo, geo, pointwise, ws_floats](Node& nd) {
+  return make_result(out, "conv_transpose2d", {x, weight, bias}, [z](Node& nd) {
     const bool need_x = nd.needs(0), need_w = nd.needs(1), need_b = nd.needs(2);
     const Tensor& gy = nd.grad;  // (N, C_out, Ho, Wo)
     if (need_b) nd.inputs[2]->accumulate(bias_grad(gy));
@@ -304,34 +319,36 @@ Var conv_transpose2d(const Var& x, const Var& weight, const Var& bias, ConvTrans
     const Tensor& wv = nd.inputs[1]->value;  // (C_in, K)
     Tensor gx = need_x ? Tensor::empty(xv.shape()) : Tensor();
     Tensor gw = need_w ? Tensor::zeros(wv.shape()) : Tensor();
-    const int64_t wnumel = wv.numel();
-    const Plan plan = plan_units(N * G, (need_x + need_w) * 2 * C_in_g * K * HW, ws_floats);
-    Tensor wsbuf = Tensor::empty({plan.slots * ws_floats});  // (slots, K, HW)
+    const int64_t wnumel = wv.numel(), units = z.N * z.G;
+    const Plan plan = plan_units(units, (need_x + need_w) * 2 * z.C_in_g * z.K * z.HW, z.ws_floats);
+    Tensor wsbuf = Tensor::empty({plan.slots * z.ws_floats});  // (slots, K, HW)
     // Per-slot weight-gradient partials (slots, C_in, K), reduced in slot order: see conv2d.
     Tensor partials = need_w && plan.spread ? Tensor::zeros({plan.slots, wnumel}) : Tensor();
     const float* px = xv.data();
     const float* pw = wv.data();
     const float* pgy = gy.data();
-    int used = run_units(N * G, plan, wsbuf.data(), ws_floats, [&](int64_t u, float* ws_, int slot) {
-      const int64_t n = u / G, g = u % G;
-      const float* gyg = pgy + (n * C_out + g * C_out_g) * HWo;  // (C_out_g, Ho, Wo)
-      const float* col = gyg;                                    // (K, HW)
-      if (!pointwise) {
-        kernels::im2col(geo, gyg, ws_);
+    auto unit = [&](int64_t u, float* ws_, int slot) {
+      const int64_t n = u / z.G, g = u % z.G;
+      const int64_t x_off = (n * z.C_in + g * z.C_in_g) * z.HW;        // x[n, g] (C_in_g, HW)
+      const float* gyg = pgy + (n * z.C_out + g * z.C_out_g) * z.HWo;  // (C_out_g, Ho, Wo)
+      const float* col = gyg;                                          // (K, HW)
+      if (!z.pointwise) {
+        kernels::im2col(z.geo, gyg, ws_);
         col = ws_;
       }
       if (need_x) {
-        float* gxg = gx.data() + (n * C_in + g * C_in_g) * HW;  // (C_in_g, HW)
         // dx_g (C_in_g, HW) = W_g (C_in_g, K) x col (K, HW)
-        gemm(false, false, C_in_g, HW, K, 1.f, pw + g * C_in_g * K, col, 0.f, gxg);
+        gemm(false, false, z.C_in_g, z.HW, z.K, 1.f, pw + g * z.C_in_g * z.K, col, 0.f,
+             gx.data() + x_off);
       }
       if (need_w) {
-        const float* xg = px + (n * C_in + g * C_in_g) * HW;  // (C_in_g, HW)
-        float* gwg = (plan.spread ? partials.data() + slot * wnumel : gw.data()) + g * C_in_g * K;
+        float* gwg =
+            (plan.spread ? partials.data() + slot * wnumel : gw.data()) + g * z.C_in_g * z.K;
         // dW_g (C_in_g, K) += x_g (C_in_g, HW) x col^T (HW, K)
-        gemm(false, true, C_in_g, K, HW, 1.f, xg, col, 1.f, gwg);
+        gemm(false, true, z.C_in_g, z.K, z.HW, 1.f, px + x_off, col, 1.f, gwg);
       }
-    });
+    };
+    int used = run_units(units, plan, wsbuf.data(), z.ws_floats, unit);
     if (need_w && plan.spread) sum_partials(partials.data(), used, wnumel, gw.data());
     if (need_x) nd.inputs[0]->accumulate(gx);
     if (need_w) nd.inputs[1]->accumulate(gw);

@@ -62,10 +62,10 @@ int64_t DataLoader::batches_per_epoch() const {
   return opt_.drop_last ? n / b : (n + b - 1) / b;
 }
 
-void DataLoader::start_epoch(int64_t epoch) {
+void DataLoader::start_epoch(int64_t epoch, int64_t first_batch) {
   auto order = epoch_order(data_->size(), opt_.shuffle, opt_.seed, epoch);
   std::vector<Job> jobs;
-  for (int64_t b = 0; b < batches_per_epoch(); ++b) {
+  for (int64_t b = first_batch; b < batches_per_epoch(); ++b) {
     int64_t lo = b * opt_.batch_size, hi = std::min<int64_t>(lo + opt_.batch_size, data_->size());
     jobs.push_back({std::vector<int64_t>(order.begin() + lo, order.begin() + hi), epoch});
   }

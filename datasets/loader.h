@@ -46,8 +46,8 @@ class DataLoader {
   DataLoader& operator=(const DataLoader&) = delete;
 
   int64_t batches_per_epoch() const;
-  // The batches of one epoch, in order.
-  void start_epoch(int64_t epoch);
+  // The batches of one epoch, in order, from batch `first_batch` on (a resumed run).
+  void start_epoch(int64_t epoch, int64_t first_batch = 0);
   // A stream of `count` batches starting at global step `first_step`: step s takes the
   // samples at stream positions [s B, (s + 1) B), where the stream is epoch 0's order, then
   // epoch 1's, ... (without shuffle: file order, wrapping at the end). Used for --steps.

@@ -1,10 +1,34 @@
 // Module registration, dotted-name traversal, state_dict loading and train/eval.
 #include "layers/module.h"
 
+#include <cmath>
 #include <map>
 #include <set>
 
 namespace sb {
+
+static thread_local bool g_check_finite = false;
+
+FiniteCheck::FiniteCheck() : prev_(g_check_finite) { g_check_finite = true; }
+FiniteCheck::~FiniteCheck() { g_check_finite = prev_; }
+
+Var Module::operator()(const Var& x) {
+  Var y = forward(x);
+  if (g_check_finite) {
+    const Tensor& v = y.value();
+    for (int64_t i = 0; i < v.numel(); ++i)
+      if (!std::isfinite(v[i]))
+        fail("the output of layer '", path_.empty() ? std::string("(model)") : path_, "' (", name(),
+             ") is not finite (", v[i], " at flat index ", i, " of ", v.shape(), ")");
+  }
+  return y;
+}
+
+void Module::assign_paths(const std::string& prefix) {
+  path_ = prefix;
+  for (auto& [n, child] : children_)
+    if (child) child->assign_paths(prefix.empty() ? n : prefix + "." + n);
+}
 
 Var Module::forward(const Var&) {
   fail(name(), ": this module does not take a single input; call it with its own signature");

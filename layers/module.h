@@ -24,7 +24,13 @@ class Module {
   // Single-input modules override this; others (losses, multi-input blocks) define their own
   // call signature.
   virtual Var forward(const Var& x);
-  Var operator()(const Var& x) { return forward(x); }
+  // forward(), plus, inside a FiniteCheck scope, a check that names this module (by its dotted
+  // path) when its output is not finite. Models call their children through it.
+  Var operator()(const Var& x);
+
+  // Gives every module its dotted path from this root ("e2.n1"); called by FiniteCheck users.
+  void assign_paths(const std::string& prefix = "");
+  const std::string& path() const { return path_; }
 
   // Registration order is kept, as in PyTorch, so optimizers see parameters in a stable order.
   std::vector<std::pair<std::string, Var>> named_parameters() const;
@@ -73,6 +79,20 @@ class Module {
   std::vector<std::pair<std::string, IndexTensor>> int_buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
+  std::string path_;
+};
+
+// While alive, Module::operator() checks every module output for NaN or infinity and throws an
+// sb::Error naming the first module (innermost, in execution order) that produced one.
+class FiniteCheck {
+ public:
+  FiniteCheck();
+  ~FiniteCheck();
+  FiniteCheck(const FiniteCheck&) = delete;
+  FiniteCheck& operator=(const FiniteCheck&) = delete;
+
+ private:
+  bool prev_;
 };
 
 using ModulePtr = std::shared_ptr<Module>;

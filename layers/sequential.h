@@ -21,7 +21,7 @@ class Sequential : public Module {
   }
   Var forward(const Var& x) override {
     Var h = x;
-    for (auto& [_, m] : named_children()) h = m->forward(h);
+    for (auto& [_, m] : named_children()) h = (*m)(h);
     return h;
   }
   size_t size() const { return size_; }

@@ -75,7 +75,8 @@ Tensor to_float(const std::vector<double>& v, const Shape& shape) {
 // y[n, co, oh, ow] = b[co] + sum over ci in co's group, i, j of
 //   x[n, ci, oh * s - p + i * d, ow * s - p + j * d] * w[co, ci - group start, i, j]
 // and, for a random upstream gradient gy, the adjoint sums for gx, gw, gb.
-Direct direct_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOptions o, Generator& gen) {
+Direct direct_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOptions o,
+                     Generator& gen) {
   const int64_t N = x.size(0), C_in = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t C_out = w.size(0), Cig = w.size(1), kH = w.size(2), kW = w.size(3);
   const int64_t Cog = C_out / o.groups;
@@ -85,8 +86,12 @@ Direct direct_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOp
   Shape ys{N, C_out, Ho, Wo};
   r.grad_out = Tensor::randn(ys, gen);
   std::vector<double> y(shape_numel(ys)), gx(x.numel()), gw(w.numel()), gb(C_out);
-  auto xi = [&](int64_t n, int64_t c, int64_t h, int64_t ww) { return ((n * C_in + c) * H + h) * W + ww; };
-  auto wi = [&](int64_t co, int64_t c, int64_t i, int64_t j) { return ((co * Cig + c) * kH + i) * kW + j; };
+  auto xi = [&](int64_t n, int64_t c, int64_t h, int64_t ww) {
+    return ((n * C_in + c) * H + h) * W + ww;
+  };
+  auto wi = [&](int64_t co, int64_t c, int64_t i, int64_t j) {
+    return ((co * Cig + c) * kH + i) * kW + j;
+  };
   for (int64_t n = 0; n < N; ++n)
     for (int64_t co = 0; co < C_out; ++co)
       for (int64_t oh = 0; oh < Ho; ++oh)
@@ -122,13 +127,17 @@ Direct direct_conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b
   const int64_t N = x.size(0), C_in = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cog = w.size(1), kH = w.size(2), kW = w.size(3);
   const int64_t C_out = Cog * o.groups, Cig = C_in / o.groups;
-  const int64_t Ho = (H - 1) * o.stride.h - 2 * o.padding.h + o.dilation.h * (kH - 1) + o.output_padding.h + 1;
-  const int64_t Wo = (W - 1) * o.stride.w - 2 * o.padding.w + o.dilation.w * (kW - 1) + o.output_padding.w + 1;
+  const int64_t Ho =
+      (H - 1) * o.stride.h - 2 * o.padding.h + o.dilation.h * (kH - 1) + o.output_padding.h + 1;
+  const int64_t Wo =
+      (W - 1) * o.stride.w - 2 * o.padding.w + o.dilation.w * (kW - 1) + o.output_padding.w + 1;
   Direct r;
   Shape ys{N, C_out, Ho, Wo};
   r.grad_out = Tensor::randn(ys, gen);
   std::vector<double> y(shape_numel(ys)), gx(x.numel()), gw(w.numel()), gb(C_out);
-  auto yi = [&](int64_t n, int64_t c, int64_t h, int64_t ww) { return ((n * C_out + c) * Ho + h) * Wo + ww; };
+  auto yi = [&](int64_t n, int64_t c, int64_t h, int64_t ww) {
+    return ((n * C_out + c) * Ho + h) * Wo + ww;
+  };
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C_out; ++c)
       for (int64_t h = 0; h < Ho; ++h)
@@ -163,7 +172,8 @@ Direct direct_conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor& b
 
 // Compares an op against its direct reference, value and every gradient.
 template <class Op>
-void check_direct(const Tensor& x, const Tensor& w, const Tensor& b, const Direct& ref, const Op& op) {
+void check_direct(const Tensor& x, const Tensor& w, const Tensor& b, const Direct& ref,
+                  const Op& op) {
   Var vx(x.clone(), true), vw(w.clone(), true);
   Var vb = b.defined() ? Var(b.clone(), true) : Var();
   Var y = op(vx, vw, vb);
@@ -200,17 +210,18 @@ bool bitwise_equal(const Tensor& a, const Tensor& b) {
 // ---- reference values from PyTorch ---------------------------------------------------------
 
 TEST_CASE("conv2d: matches PyTorch in value and gradients") {
-  for (const char* name : {"conv2d_basic", "conv2d_stride2", "conv2d_dilation2", "conv2d_groups2",
-                           "conv2d_depthwise", "conv2d_depthwise_x2", "conv2d_1x1", "conv2d_1x1_groups2",
-                           "conv2d_1x1_stride2", "conv2d_nonsquare", "conv2d_wide_padding"})
+  for (const char* name :
+       {"conv2d_basic", "conv2d_stride2", "conv2d_dilation2", "conv2d_groups2", "conv2d_depthwise",
+        "conv2d_depthwise_x2", "conv2d_1x1", "conv2d_1x1_groups2", "conv2d_1x1_stride2",
+        "conv2d_nonsquare", "conv2d_wide_padding"})
     check_fixture(name, conv_from_config);
 }
 
 TEST_CASE("conv_transpose2d: matches PyTorch in value and gradients") {
-  for (const char* name : {"conv_transpose2d_k2s2", "conv_transpose2d_k3s2p1op1",
-                           "conv_transpose2d_groups2", "conv_transpose2d_depthwise",
-                           "conv_transpose2d_nonsquare", "conv_transpose2d_outpad_dilation",
-                           "conv_transpose2d_1x1"})
+  for (const char* name :
+       {"conv_transpose2d_k2s2", "conv_transpose2d_k3s2p1op1", "conv_transpose2d_groups2",
+        "conv_transpose2d_depthwise", "conv_transpose2d_nonsquare",
+        "conv_transpose2d_outpad_dilation", "conv_transpose2d_1x1"})
     check_fixture(name, convt_from_config);
 }
 
@@ -281,11 +292,13 @@ TEST_CASE("conv2d: agrees with the direct definition over random configurations"
     Tensor w = Tensor::randn({Cog * o.groups, Cig, kH, kW}, gen);
     Tensor b = gen.below(2) ? Tensor::randn({Cog * o.groups}, gen) : Tensor();
     INFO("trial " << trial << ": x " << shape_str(x.shape()) << " w " << shape_str(w.shape())
-                  << " stride " << o.stride.h << "," << o.stride.w << " padding " << o.padding.h << ","
-                  << o.padding.w << " dilation " << o.dilation.h << "," << o.dilation.w << " groups "
-                  << o.groups << (b.defined() ? " bias" : ""));
+                  << " stride " << o.stride.h << "," << o.stride.w << " padding " << o.padding.h
+                  << "," << o.padding.w << " dilation " << o.dilation.h << "," << o.dilation.w
+                  << " groups " << o.groups << (b.defined() ? " bias" : ""));
     Direct ref = direct_conv2d(x, w, b, o, gen);
-    check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); });
+    check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) {
+      return conv2d(vx, vw, vb, o);
+    });
     ++tested;
   }
   CHECK(tested >= 30);
@@ -305,17 +318,19 @@ TEST_CASE("conv_transpose2d: agrees with the direct definition over random confi
     o.dilation = {1 + int64_t(gen.below(3)), 1 + int64_t(gen.below(3))};
     o.output_padding = {int64_t(gen.below(std::max(o.stride.h, o.dilation.h))),
                         int64_t(gen.below(std::max(o.stride.w, o.dilation.w)))};
-    const int64_t Ho = (H - 1) * o.stride.h - 2 * o.padding.h + o.dilation.h * (kH - 1) + o.output_padding.h + 1;
-    const int64_t Wo = (W - 1) * o.stride.w - 2 * o.padding.w + o.dilation.w * (kW - 1) + o.output_padding.w + 1;
+    const int64_t Ho =
+        (H - 1) * o.stride.h - 2 * o.padding.h + o.dilation.h * (kH - 1) + o.output_padding.h + 1;
+    const int64_t Wo =
+        (W - 1) * o.stride.w - 2 * o.padding.w + o.dilation.w * (kW - 1) + o.output_padding.w + 1;
     if (Ho < 1 || Wo < 1) continue;
     Tensor x = Tensor::randn({N, Cig * o.groups, H, W}, gen);
     Tensor w = Tensor::randn({Cig * o.groups, Cog, kH, kW}, gen);
     Tensor b = gen.below(2) ? Tensor::randn({Cog * o.groups}, gen) : Tensor();
     INFO("trial " << trial << ": x " << shape_str(x.shape()) << " w " << shape_str(w.shape())
-                  << " stride " << o.stride.h << "," << o.stride.w << " padding " << o.padding.h << ","
-                  << o.padding.w << " dilation " << o.dilation.h << "," << o.dilation.w
-                  << " output_padding " << o.output_padding.h << "," << o.output_padding.w << " groups "
-                  << o.groups << (b.defined() ? " bias" : ""));
+                  << " stride " << o.stride.h << "," << o.stride.w << " padding " << o.padding.h
+                  << "," << o.padding.w << " dilation " << o.dilation.h << "," << o.dilation.w
+                  << " output_padding " << o.output_padding.h << "," << o.output_padding.w
+                  << " groups " << o.groups << (b.defined() ? " bias" : ""));
     Direct ref = direct_conv_transpose2d(x, w, b, o, gen);
     check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) {
       return conv_transpose2d(vx, vw, vb, o);
@@ -338,11 +353,15 @@ TEST_CASE("conv2d: agrees with the direct definition at sizes that run the kerne
     Conv2dOptions o;
     o.padding = 1;
     Direct ref = direct_conv2d(x, w, b, o, gen);
-    check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); });
+    check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) {
+      return conv2d(vx, vw, vb, o);
+    });
   }
 }
 
-TEST_CASE("conv_transpose2d: agrees with the direct definition at sizes that run the kernels in parallel") {
+TEST_CASE(
+    "conv_transpose2d: agrees with the direct definition at sizes that run the kernels in "
+    "parallel") {
   ThreadCount threads(4);
   Generator gen(10);
   for (int64_t N : {1, 3}) {
@@ -369,7 +388,8 @@ TEST_CASE("conv2d: gradients match finite differences") {
     Conv2dOptions o;
     o.padding = 1;
     CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv2d(v[0], v[1], v[2], o); },
-                    {Tensor::randn({2, 3, 5, 6}, gen), Tensor::randn({4, 3, 3, 3}, gen), Tensor::randn({4}, gen)});
+                    {Tensor::randn({2, 3, 5, 6}, gen), Tensor::randn({4, 3, 3, 3}, gen),
+                     Tensor::randn({4}, gen)});
   }
   SUBCASE("stride 2, dilation 2, groups 2, non-square") {
     Conv2dOptions o;
@@ -386,11 +406,13 @@ TEST_CASE("conv2d: gradients match finite differences") {
     o.padding = 1;
     o.groups = 3;
     CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv2d(v[0], v[1], v[2], o); },
-                    {Tensor::randn({2, 3, 6, 7}, gen), Tensor::randn({3, 1, 3, 3}, gen), Tensor::randn({3}, gen)});
+                    {Tensor::randn({2, 3, 6, 7}, gen), Tensor::randn({3, 1, 3, 3}, gen),
+                     Tensor::randn({3}, gen)});
   }
   SUBCASE("1x1 (plain GEMM)") {
     CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv2d(v[0], v[1], v[2]); },
-                    {Tensor::randn({2, 5, 3, 4}, gen), Tensor::randn({3, 5, 1, 1}, gen), Tensor::randn({3}, gen)});
+                    {Tensor::randn({2, 5, 3, 4}, gen), Tensor::randn({3, 5, 1, 1}, gen),
+                     Tensor::randn({3}, gen)});
   }
   SUBCASE("1x1, stride 2") {
     Conv2dOptions o;
@@ -405,8 +427,10 @@ TEST_CASE("conv_transpose2d: gradients match finite differences") {
   SUBCASE("kernel 2, stride 2, bias (UNet upsampling)") {
     ConvTranspose2dOptions o;
     o.stride = 2;
-    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv_transpose2d(v[0], v[1], v[2], o); },
-                    {Tensor::randn({2, 4, 3, 4}, gen), Tensor::randn({4, 3, 2, 2}, gen), Tensor::randn({3}, gen)});
+    CHECK_GRADCHECK(
+        [&](const std::vector<Var>& v) { return conv_transpose2d(v[0], v[1], v[2], o); },
+        {Tensor::randn({2, 4, 3, 4}, gen), Tensor::randn({4, 3, 2, 2}, gen),
+         Tensor::randn({3}, gen)});
   }
   SUBCASE("kernel 3, stride 2, padding 1, output_padding 1, groups 2") {
     ConvTranspose2dOptions o;
@@ -414,8 +438,10 @@ TEST_CASE("conv_transpose2d: gradients match finite differences") {
     o.padding = 1;
     o.output_padding = 1;
     o.groups = 2;
-    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv_transpose2d(v[0], v[1], v[2], o); },
-                    {Tensor::randn({2, 4, 3, 3}, gen), Tensor::randn({4, 2, 3, 3}, gen), Tensor::randn({4}, gen)});
+    CHECK_GRADCHECK(
+        [&](const std::vector<Var>& v) { return conv_transpose2d(v[0], v[1], v[2], o); },
+        {Tensor::randn({2, 4, 3, 3}, gen), Tensor::randn({4, 2, 3, 3}, gen),
+         Tensor::randn({4}, gen)});
   }
   SUBCASE("non-square, dilation 2, output_padding below the dilation") {
     ConvTranspose2dOptions o;
@@ -423,12 +449,14 @@ TEST_CASE("conv_transpose2d: gradients match finite differences") {
     o.padding = {1, 0};
     o.dilation = {2, 1};
     o.output_padding = {1, 1};
-    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv_transpose2d(v[0], v[1], Var(), o); },
-                    {Tensor::randn({1, 3, 4, 3}, gen), Tensor::randn({3, 2, 3, 2}, gen)});
+    CHECK_GRADCHECK(
+        [&](const std::vector<Var>& v) { return conv_transpose2d(v[0], v[1], Var(), o); },
+        {Tensor::randn({1, 3, 4, 3}, gen), Tensor::randn({3, 2, 3, 2}, gen)});
   }
   SUBCASE("1x1 (plain GEMM)") {
     CHECK_GRADCHECK([&](const std::vector<Var>& v) { return conv_transpose2d(v[0], v[1], v[2]); },
-                    {Tensor::randn({2, 4, 3, 3}, gen), Tensor::randn({4, 3, 1, 1}, gen), Tensor::randn({3}, gen)});
+                    {Tensor::randn({2, 4, 3, 3}, gen), Tensor::randn({4, 3, 1, 1}, gen),
+                     Tensor::randn({3}, gen)});
   }
 }
 
@@ -442,8 +470,9 @@ TEST_CASE("conv2d: the gradient check notices a missing gradient") {
 
 TEST_CASE("conv_transpose2d: the gradient check notices a missing gradient") {
   Generator gen(14);
-  auto r = sbtest::gradcheck([](const std::vector<Var>& v) { return conv_transpose2d(v[0].detach(), v[1]); },
-                             {Tensor::randn({1, 2, 3, 3}, gen), Tensor::randn({2, 3, 2, 2}, gen)});
+  auto r = sbtest::gradcheck(
+      [](const std::vector<Var>& v) { return conv_transpose2d(v[0].detach(), v[1]); },
+      {Tensor::randn({1, 2, 3, 3}, gen), Tensor::randn({2, 3, 2, 2}, gen)});
   CHECK_FALSE(r.ok);
 }
 
@@ -454,7 +483,8 @@ TEST_CASE("conv_transpose2d: the gradient check notices a missing gradient") {
 // batch spreads samples over threads with per-thread partial sums; single samples run in order
 // with threaded GEMMs, so this compares the two ways of running.
 template <class Op>
-void check_batch_independence(const Tensor& x, const Tensor& w, const Tensor& b, Generator& gen, const Op& op) {
+void check_batch_independence(const Tensor& x, const Tensor& w, const Tensor& b, Generator& gen,
+                              const Op& op) {
   Var vx(x.clone(), true), vw(w.clone(), true), vb(b.clone(), true);
   Var y = op(vx, vw, vb);
   Tensor gy = Tensor::randn(y.shape(), gen);
@@ -479,9 +509,10 @@ TEST_CASE("conv2d: a sample's result does not depend on the batch around it") {
   Generator gen(15);
   Conv2dOptions o;
   o.padding = 1;
-  check_batch_independence(Tensor::randn({8, 8, 24, 24}, gen), Tensor::randn({16, 8, 3, 3}, gen),
-                           Tensor::randn({16}, gen), gen,
-                           [&](const Var& x, const Var& w, const Var& b) { return conv2d(x, w, b, o); });
+  check_batch_independence(
+      Tensor::randn({8, 8, 24, 24}, gen), Tensor::randn({16, 8, 3, 3}, gen),
+      Tensor::randn({16}, gen), gen,
+      [&](const Var& x, const Var& w, const Var& b) { return conv2d(x, w, b, o); });
 }
 
 TEST_CASE("conv_transpose2d: a sample's result does not depend on the batch around it") {
@@ -489,9 +520,10 @@ TEST_CASE("conv_transpose2d: a sample's result does not depend on the batch arou
   Generator gen(16);
   ConvTranspose2dOptions o;
   o.stride = 2;
-  check_batch_independence(Tensor::randn({8, 16, 16, 16}, gen), Tensor::randn({16, 8, 2, 2}, gen),
-                           Tensor::randn({8}, gen), gen,
-                           [&](const Var& x, const Var& w, const Var& b) { return conv_transpose2d(x, w, b, o); });
+  check_batch_independence(
+      Tensor::randn({8, 16, 16, 16}, gen), Tensor::randn({16, 8, 2, 2}, gen),
+      Tensor::randn({8}, gen), gen,
+      [&](const Var& x, const Var& w, const Var& b) { return conv_transpose2d(x, w, b, o); });
 }
 
 TEST_CASE("conv2d: results are bitwise reproducible for a fixed thread count") {
@@ -552,119 +584,142 @@ TEST_CASE("conv_transpose2d: results are bitwise reproducible for a fixed thread
 TEST_CASE("conv2d: bad shapes and options are errors that name every shape") {
   Var x(Tensor::zeros({2, 3, 32, 32}));
   Var w(Tensor::zeros({16, 3, 3, 3}));
-  CHECK_THROWS_WITH_AS(conv2d(Var(Tensor::zeros({3, 32, 32})), w),
-                       doctest::Contains("conv2d: expected a 4-d input (N, C_in, H, W) but got input (3, 32, 32) "
-                                         "(weight (16, 3, 3, 3))"),
-                       Error);
-  CHECK_THROWS_WITH_AS(conv2d(x, Var(Tensor::zeros({16, 3, 3}))),
-                       doctest::Contains("conv2d: expected a 4-d weight (C_out, C_in/groups, kH, kW) but got "
-                                         "weight (16, 3, 3) (input (2, 3, 32, 32))"),
-                       Error);
-  CHECK_THROWS_WITH_AS(conv2d(x, Var(Tensor::zeros({16, 4, 3, 3}))),
-                       doctest::Contains("conv2d: input (2, 3, 32, 32) has 3 channels but weight (16, 4, 3, 3) "
-                                         "expects 4"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(Var(Tensor::zeros({3, 32, 32})), w),
+      doctest::Contains("conv2d: expected a 4-d input (N, C_in, H, W) but got input (3, 32, 32) "
+                        "(weight (16, 3, 3, 3))"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(x, Var(Tensor::zeros({16, 3, 3}))),
+      doctest::Contains("conv2d: expected a 4-d weight (C_out, C_in/groups, kH, kW) but got "
+                        "weight (16, 3, 3) (input (2, 3, 32, 32))"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(x, Var(Tensor::zeros({16, 4, 3, 3}))),
+      doctest::Contains("conv2d: input (2, 3, 32, 32) has 3 channels but weight (16, 4, 3, 3) "
+                        "expects 4"),
+      Error);
   Conv2dOptions g2;
   g2.groups = 2;
-  CHECK_THROWS_WITH_AS(conv2d(x, Var(Tensor::zeros({16, 2, 3, 3})), Var(), g2),
-                       doctest::Contains("conv2d: input (2, 3, 32, 32) has 3 channels but weight (16, 2, 3, 3) "
-                                         "expects 4 (2 per group x groups=2)"),
-                       Error);
-  CHECK_THROWS_WITH_AS(conv2d(Var(Tensor::zeros({2, 4, 8, 8})), Var(Tensor::zeros({5, 2, 3, 3})), Var(), g2),
-                       doctest::Contains("conv2d: weight (5, 2, 3, 3) has 5 output channels, which groups=2 "
-                                         "does not divide (input (2, 4, 8, 8))"),
-                       Error);
-  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(Tensor::zeros({8}))),
-                       doctest::Contains("conv2d: bias (8,) does not match weight (16, 3, 3, 3) and input "
-                                         "(2, 3, 32, 32): expected bias (16,)"),
-                       Error);
-  CHECK_THROWS_WITH_AS(conv2d(Var(Tensor::zeros({1, 3, 2, 5})), w),
-                       doctest::Contains("conv2d: input (1, 3, 2, 5) padded by (0, 0) is 2x5, smaller than the "
-                                         "kernel of weight (16, 3, 3, 3) dilated by (1, 1) (3x3)"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(x, Var(Tensor::zeros({16, 2, 3, 3})), Var(), g2),
+      doctest::Contains("conv2d: input (2, 3, 32, 32) has 3 channels but weight (16, 2, 3, 3) "
+                        "expects 4 (2 per group x groups=2)"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(Var(Tensor::zeros({2, 4, 8, 8})), Var(Tensor::zeros({5, 2, 3, 3})), Var(), g2),
+      doctest::Contains("conv2d: weight (5, 2, 3, 3) has 5 output channels, which groups=2 "
+                        "does not divide (input (2, 4, 8, 8))"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(x, w, Var(Tensor::zeros({8}))),
+      doctest::Contains("conv2d: bias (8,) does not match weight (16, 3, 3, 3) and input "
+                        "(2, 3, 32, 32): expected bias (16,)"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(Var(Tensor::zeros({1, 3, 2, 5})), w),
+      doctest::Contains("conv2d: input (1, 3, 2, 5) padded by (0, 0) is 2x5, smaller than the "
+                        "kernel of weight (16, 3, 3, 3) dilated by (1, 1) (3x3)"),
+      Error);
   Conv2dOptions dil;
   dil.dilation = {1, 20};
   dil.padding = 1;
-  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), dil),
-                       doctest::Contains("conv2d: input (2, 3, 32, 32) padded by (1, 1) is 34x34, smaller than "
-                                         "the kernel of weight (16, 3, 3, 3) dilated by (1, 20) (3x41)"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(x, w, Var(), dil),
+      doctest::Contains("conv2d: input (2, 3, 32, 32) padded by (1, 1) is 34x34, smaller than "
+                        "the kernel of weight (16, 3, 3, 3) dilated by (1, 20) (3x41)"),
+      Error);
   Conv2dOptions bad;
   bad.stride = {1, 0};
-  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), bad),
-                       doctest::Contains("conv2d: stride must be >= 1 but got (1, 0) (input (2, 3, 32, 32), "
-                                         "weight (16, 3, 3, 3))"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      conv2d(x, w, Var(), bad),
+      doctest::Contains("conv2d: stride must be >= 1 but got (1, 0) (input (2, 3, 32, 32), "
+                        "weight (16, 3, 3, 3))"),
+      Error);
   bad = {};
   bad.padding = -1;
-  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), bad), doctest::Contains("conv2d: padding must be >= 0 but got (-1, -1)"),
-                       Error);
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), bad),
+                       doctest::Contains("conv2d: padding must be >= 0 but got (-1, -1)"), Error);
   bad = {};
   bad.dilation = 0;
-  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), bad), doctest::Contains("conv2d: dilation must be >= 1 but got (0, 0)"),
-                       Error);
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), bad),
+                       doctest::Contains("conv2d: dilation must be >= 1 but got (0, 0)"), Error);
   bad = {};
   bad.groups = 0;
-  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), bad), doctest::Contains("conv2d: groups must be >= 1 but got 0"), Error);
+  CHECK_THROWS_WITH_AS(conv2d(x, w, Var(), bad),
+                       doctest::Contains("conv2d: groups must be >= 1 but got 0"), Error);
   CHECK_THROWS_WITH_AS(conv2d(Var(Tensor::zeros({2, 3, 0, 8})), w),
-                       doctest::Contains("conv2d: input (2, 3, 0, 8) has an empty spatial size"), Error);
+                       doctest::Contains("conv2d: input (2, 3, 0, 8) has an empty spatial size"),
+                       Error);
 }
 
 TEST_CASE("conv_transpose2d: bad shapes and options are errors that name every shape") {
   Var x(Tensor::zeros({2, 4, 8, 8}));
   Var w(Tensor::zeros({4, 3, 2, 2}));
-  CHECK_THROWS_WITH_AS(conv_transpose2d(Var(Tensor::zeros({4, 8, 8})), w),
-                       doctest::Contains("conv_transpose2d: expected a 4-d input (N, C_in, H, W) but got input "
-                                         "(4, 8, 8) (weight (4, 3, 2, 2))"),
-                       Error);
-  CHECK_THROWS_WITH_AS(conv_transpose2d(x, Var(Tensor::zeros({4, 3}))),
-                       doctest::Contains("conv_transpose2d: expected a 4-d weight (C_in, C_out/groups, kH, kW) "
-                                         "but got weight (4, 3) (input (2, 4, 8, 8))"),
-                       Error);
-  CHECK_THROWS_WITH_AS(conv_transpose2d(Var(Tensor::zeros({2, 3, 8, 8})), w),
-                       doctest::Contains("conv_transpose2d: input (2, 3, 8, 8) has 3 channels but weight "
-                                         "(4, 3, 2, 2) expects 4"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      conv_transpose2d(Var(Tensor::zeros({4, 8, 8})), w),
+      doctest::Contains("conv_transpose2d: expected a 4-d input (N, C_in, H, W) but got input "
+                        "(4, 8, 8) (weight (4, 3, 2, 2))"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      conv_transpose2d(x, Var(Tensor::zeros({4, 3}))),
+      doctest::Contains("conv_transpose2d: expected a 4-d weight (C_in, C_out/groups, kH, kW) "
+                        "but got weight (4, 3) (input (2, 4, 8, 8))"),
+      Error);
+  CHECK_THROWS_WITH_AS(
+      conv_transpose2d(Var(Tensor::zeros({2, 3, 8, 8})), w),
+      doctest::Contains("conv_transpose2d: input (2, 3, 8, 8) has 3 channels but weight "
+                        "(4, 3, 2, 2) expects 4"),
+      Error);
   ConvTranspose2dOptions g2;
   g2.groups = 2;
-  CHECK_THROWS_WITH_AS(conv_transpose2d(Var(Tensor::zeros({2, 3, 8, 8})), Var(Tensor::zeros({3, 3, 2, 2})), Var(), g2),
-                       doctest::Contains("conv_transpose2d: input (2, 3, 8, 8) has 3 channels, which groups=2 "
-                                         "does not divide (weight (3, 3, 2, 2))"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      conv_transpose2d(Var(Tensor::zeros({2, 3, 8, 8})), Var(Tensor::zeros({3, 3, 2, 2})), Var(),
+                       g2),
+      doctest::Contains("conv_transpose2d: input (2, 3, 8, 8) has 3 channels, which groups=2 "
+                        "does not divide (weight (3, 3, 2, 2))"),
+      Error);
   // With groups the output has weight.size(1) * groups channels.
-  CHECK_THROWS_WITH_AS(conv_transpose2d(x, w, Var(Tensor::zeros({3})), g2),
-                       doctest::Contains("conv_transpose2d: bias (3,) does not match weight (4, 3, 2, 2) and "
-                                         "input (2, 4, 8, 8): expected bias (6,)"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      conv_transpose2d(x, w, Var(Tensor::zeros({3})), g2),
+      doctest::Contains("conv_transpose2d: bias (3,) does not match weight (4, 3, 2, 2) and "
+                        "input (2, 4, 8, 8): expected bias (6,)"),
+      Error);
   ConvTranspose2dOptions op;
   op.stride = 2;
   op.output_padding = {1, 2};
-  CHECK_THROWS_WITH_AS(conv_transpose2d(x, w, Var(), op),
-                       doctest::Contains("conv_transpose2d: output_padding (1, 2) must be >= 0 and smaller than "
-                                         "either stride (2, 2) or dilation (1, 1) (input (2, 4, 8, 8), weight "
-                                         "(4, 3, 2, 2))"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      conv_transpose2d(x, w, Var(), op),
+      doctest::Contains("conv_transpose2d: output_padding (1, 2) must be >= 0 and smaller than "
+                        "either stride (2, 2) or dilation (1, 1) (input (2, 4, 8, 8), weight "
+                        "(4, 3, 2, 2))"),
+      Error);
   op = {};
   op.output_padding = 1;
-  CHECK_THROWS_WITH_AS(conv_transpose2d(x, w, Var(), op),
-                       doctest::Contains("conv_transpose2d: output_padding (1, 1) must be >= 0 and smaller than "
-                                         "either stride (1, 1) or dilation (1, 1)"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      conv_transpose2d(x, w, Var(), op),
+      doctest::Contains("conv_transpose2d: output_padding (1, 1) must be >= 0 and smaller than "
+                        "either stride (1, 1) or dilation (1, 1)"),
+      Error);
   op.dilation = 2;  // PyTorch allows output_padding below the dilation even at stride 1
   CHECK(conv_transpose2d(x, w, Var(), op).shape() == Shape{2, 3, 11, 11});
   ConvTranspose2dOptions pad;
   pad.padding = 1;
-  CHECK_THROWS_WITH_AS(conv_transpose2d(Var(Tensor::zeros({1, 4, 1, 1})), Var(Tensor::zeros({4, 3, 1, 1})), Var(), pad),
-                       doctest::Contains("conv_transpose2d: input (1, 4, 1, 1) with weight (4, 3, 1, 1), stride "
-                                         "(1, 1), padding (1, 1), dilation (1, 1) and output_padding (0, 0) gives "
-                                         "an empty output -1x-1"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      conv_transpose2d(Var(Tensor::zeros({1, 4, 1, 1})), Var(Tensor::zeros({4, 3, 1, 1})), Var(),
+                       pad),
+      doctest::Contains("conv_transpose2d: input (1, 4, 1, 1) with weight (4, 3, 1, 1), stride "
+                        "(1, 1), padding (1, 1), dilation (1, 1) and output_padding (0, 0) gives "
+                        "an empty output -1x-1"),
+      Error);
   ConvTranspose2dOptions bad;
   bad.stride = 0;
   CHECK_THROWS_WITH_AS(conv_transpose2d(x, w, Var(), bad),
-                       doctest::Contains("conv_transpose2d: stride must be >= 1 but got (0, 0)"), Error);
+                       doctest::Contains("conv_transpose2d: stride must be >= 1 but got (0, 0)"),
+                       Error);
   bad = {};
   bad.groups = -1;
   CHECK_THROWS_WITH_AS(conv_transpose2d(x, w, Var(), bad),
-                       doctest::Contains("conv_transpose2d: groups must be >= 1 but got -1"), Error);
+                       doctest::Contains("conv_transpose2d: groups must be >= 1 but got -1"),
+                       Error);
 }

@@ -30,5 +30,7 @@ struct ModelFlags {
 
 void add_train_command(CLI::App& app, Action& action);
 void add_eval_command(CLI::App& app, Action& action);
+void add_data_command(CLI::App& app, Action& action);     // tools/cmd_data.cpp
+void add_models_command(CLI::App& app, Action& action);   // tools/cmd_models.cpp
 
 }  // namespace sb::cli

@@ -1,5 +1,8 @@
 // `smallbatch train` and `smallbatch eval`: flags, then the library's train() and evaluate().
+#include <unistd.h>
+
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -45,17 +48,54 @@ static void add_threads(CLI::App& cmd, int& threads) {
 
 static void apply_threads(int threads) { set_num_threads(threads > 0 ? threads : default_num_threads()); }
 
+// Ctrl-C during training: the first one asks the loop to finish its step and save; a second
+// one falls back to the default action and ends the process at once.
+static volatile std::sig_atomic_t g_interrupted = 0;
+static void on_sigint(int) {
+  g_interrupted = 1;
+  std::signal(SIGINT, SIG_DFL);
+}
+
+static std::string fmt_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  long t = std::lround(s);
+  char buf[32];
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+  else std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  return buf;
+}
+
+static std::string fmt_metric(double v) {
+  if (std::isnan(v)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4f", v);
+  return buf;
+}
+
+void add_data_flags(CLI::App& cmd, DataOptions& d, std::string* val_data, int64_t* val_limit) {
+  cmd.add_option("--image-size", d.image_size, "resize or crop images to S x S")->check(CLI::PositiveNumber);
+  cmd.add_option("--limit", d.limit, "use at most N samples")->check(CLI::PositiveNumber);
+  cmd.add_flag("--skip-bad", d.skip_bad, "skip unreadable samples (counted and reported) instead of failing");
+  cmd.add_option("--max-pixels", d.max_pixels, "refuse images whose header claims more pixels")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd.add_option("--pets-border", d.pets_border, "pets: the trimap border as 'ignore' (255) or its own 'class'")
+      ->capture_default_str()->check(CLI::IsMember({"ignore", "class"}));
+  if (val_data) cmd.add_option("--val-data", *val_data, "validation data (default: the validation split of --data; 'none' to skip)");
+  if (val_limit) cmd.add_option("--val-limit", *val_limit, "use at most M validation samples")->check(CLI::PositiveNumber);
+}
+
 void add_train_command(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("train", "train a model");
+  auto* cmd = app.add_subcommand("train", "train a model (defaults: unet-s with GroupNorm on the built-in shapes data)");
   auto flags = std::make_shared<ModelFlags>();
   auto cfg = std::make_shared<TrainConfig>();
-  auto out = std::make_shared<std::string>();
   auto no_shuffle = std::make_shared<bool>(false);
   flags->add(*cmd);
-  cmd->add_option("--data", cfg->data, "training data: tensors:FILE")->capture_default_str();
+  cmd->add_option("--data", cfg->data, "training data: shapes, tensors:FILE, folder:DIR, voc:DIR, pets:DIR")->capture_default_str();
+  add_data_flags(*cmd, cfg->data_opt, &cfg->val_data, &cfg->val_limit);
+  cmd->add_flag("--augment", cfg->data_opt.augment, "random scale, crop, flip and colour jitter for training");
   cmd->add_option("--batch", cfg->batch, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
   auto* steps = cmd->add_option("--steps", cfg->steps, "optimizer steps")->check(CLI::PositiveNumber);
-  auto* epochs = cmd->add_option("--epochs", cfg->epochs, "passes over the data")->check(CLI::PositiveNumber);
+  auto* epochs = cmd->add_option("--epochs", cfg->epochs, "passes over the data (default 8)")->check(CLI::PositiveNumber);
   steps->excludes(epochs);
   cmd->add_flag("--no-shuffle", *no_shuffle, "take samples in file order (step s uses samples [sB, (s+1)B), wrapping)");
   cmd->add_option("--optim", cfg->optim, "optimizer")->capture_default_str()->check(CLI::IsMember({"sgd", "adam", "adamw"}));
@@ -69,36 +109,62 @@ void add_train_command(CLI::App& app, Action& action) {
   cmd->add_option("--clip-grad", cfg->clip_grad, "clip gradients to this global L2 norm (0: off)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", cfg->seed, "seed for initialization, shuffling and augmentation")->capture_default_str();
   add_threads(*cmd, cfg->threads);
+  cmd->add_option("--workers", cfg->loader_workers, "data loader threads")->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--init", cfg->init, "starting weights (.safetensors; a PyTorch state_dict works)")->check(CLI::ExistingFile);
   cmd->add_option("--save", cfg->save, "write the final weights here (.safetensors)");
-  cmd->add_option("--out", *out, "output directory: model.safetensors and config.json");
+  cmd->add_option("--out", cfg->out, "output directory: metrics.csv, config.json, model/best.safetensors, state");
+  cmd->add_flag("--resume", cfg->resume, "continue the run saved in --out");
   cmd->callback([=, &action] {
     action = [=]() -> int {
       TrainConfig c = *cfg;
       c.shuffle = !*no_shuffle;
-      if (c.steps == 0 && c.epochs == 0) c.epochs = 1;
+      if (c.steps == 0 && c.epochs == 0) c.epochs = 8;
       apply_threads(c.threads);
       c.threads = num_threads();
+      c.data_opt.seed = c.seed;
       int64_t classes = flags->classes;
-      if (classes == 0) classes = open_dataset(c.data, Split::Train, 0)->num_classes();
+      if (classes == 0) classes = open_dataset(c.data, Split::Train, 0, c.data_opt)->num_classes();
       c.spec = flags->spec(classes);
-      if (!out->empty()) {
-        std::error_code ec;
-        std::filesystem::create_directories(*out, ec);
-        SB_CHECK(!ec && std::filesystem::is_directory(*out), "--out: cannot create directory '", *out, "'",
-                 ec ? " (" + ec.message() + ")" : "");
-        if (c.save.empty()) c.save = *out + "/model.safetensors";
-      }
-      auto report_every = std::max<int64_t>(1, (c.steps > 0 ? c.steps : 1000) / 10);
-      TrainResult r = train(c, nullptr, [&](const StepReport& s) {
-        if (s.step % report_every == 0 || s.step == s.total_steps || s.step == 1)
-          std::printf("step %lld/%lld  loss %.4f  lr %.5g  grad_norm %.3g\n", (long long)s.step,
-                      (long long)s.total_steps, s.loss, s.lr, s.grad_norm);
+      if (!c.out.empty() && c.save.empty()) c.save = c.out + "/model.safetensors";
+      bool tty = isatty(STDOUT_FILENO);
+      TrainHooks hooks;
+      hooks.log = [](const std::string& m) { std::printf("%s\n", m.c_str()); };
+      hooks.on_step = [tty](const StepReport& s) {
+        if (!tty) return;
+        int width = 24, filled = static_cast<int>(width * s.step / std::max<int64_t>(1, s.total_steps));
+        std::string bar(filled, '=');
+        bar.resize(width, ' ');
+        std::printf("\r\033[Kepoch %lld/%lld [%s] %lld/%lld  loss %.4f  %.1f img/s  ETA %s", (long long)s.epoch + 1,
+                    (long long)s.epochs, bar.c_str(), (long long)s.step, (long long)s.total_steps, s.loss,
+                    s.images_per_s, fmt_duration(s.eta_seconds).c_str());
         std::fflush(stdout);
-        SB_CHECK(std::isfinite(s.loss), "training diverged: the loss is not finite at step ", s.step);
-      });
-      std::printf("trained %zu steps in %.1f s; final loss %.4f\n", r.losses.size(), r.seconds,
-                  r.losses.empty() ? NAN : r.losses.back());
+      };
+      hooks.on_epoch = [tty](const EpochRecord& r, Module&) {
+        if (tty) std::printf("\r\033[K");
+        std::printf("epoch %lld  step %lld  lr %.4g  train_loss %.4f  val_loss %s  val_acc %s  val_mIoU %s  %.1f img/s  %s\n",
+                    (long long)r.epoch, (long long)r.step, r.lr, r.train_loss, fmt_metric(r.val_loss).c_str(),
+                    fmt_metric(r.val_pixel_acc).c_str(), fmt_metric(r.val_miou).c_str(), r.images_per_s,
+                    fmt_duration(r.seconds).c_str());
+        std::fflush(stdout);
+      };
+      g_interrupted = 0;
+      std::signal(SIGINT, on_sigint);
+      hooks.should_stop = [] { return g_interrupted != 0; };
+      std::printf("training %s (norm %s) on %s: batch %lld, %s, seed %llu, %d threads\n", c.spec.model.c_str(),
+                  c.spec.options.norm.c_str(), c.data.c_str(), (long long)c.batch,
+                  c.steps ? str(c.steps, " steps").c_str() : str(c.epochs, " epochs").c_str(),
+                  (unsigned long long)c.seed, c.threads);
+      TrainResult r = train(c, nullptr, hooks);
+      std::signal(SIGINT, SIG_DFL);
+      if (r.interrupted) {
+        if (tty) std::printf("\r\033[K");
+        if (c.out.empty()) std::printf("interrupted at step %zu; nothing saved (no --out)\n", r.losses.size());
+        else std::printf("interrupted at step %zu; state saved in %s; continue with --resume\n", r.losses.size(), c.out.c_str());
+        return 130;
+      }
+      std::printf("trained %zu steps in %s; final loss %.4f; best val mIoU %s\n", r.losses.size(),
+                  fmt_duration(r.seconds).c_str(), r.losses.empty() ? NAN : r.losses.back(),
+                  fmt_metric(r.best_miou).c_str());
       if (!c.save.empty()) std::printf("saved %s\n", c.save.c_str());
       return 0;
     };
@@ -113,11 +179,13 @@ void add_eval_command(CLI::App& app, Action& action) {
     int64_t batch = 8;
     int threads = 0;
     bool json = false;
+    DataOptions dopt;
   };
   auto o = std::make_shared<Opts>();
   flags->add(*cmd);
   cmd->add_option("--weights", o->weights, "checkpoint (.safetensors)")->required()->check(CLI::ExistingFile);
-  cmd->add_option("--data", o->data, "evaluation data: tensors:FILE")->capture_default_str();
+  cmd->add_option("--data", o->data, "evaluation data (its validation split): shapes, tensors:FILE, folder:DIR, voc:DIR, pets:DIR")->capture_default_str();
+  add_data_flags(*cmd, o->dopt, nullptr, nullptr);
   cmd->add_option("--batch", o->batch, "images per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
   add_threads(*cmd, o->threads);
   cmd->add_option("--save-logits", o->save_logits, "write the eval-mode logits (N, K, H, W) as tensor 'logits'");
@@ -131,19 +199,19 @@ void add_eval_command(CLI::App& app, Action& action) {
       ModelSpec spec;
       if (flags->any_given()) {
         int64_t classes = flags->classes;
-        if (classes == 0) classes = open_dataset(o->data, Split::Val, 0)->num_classes();
+        if (classes == 0) classes = open_dataset(o->data, Split::Val, 0, o->dopt)->num_classes();
         spec = flags->spec(classes);
       } else {
         spec = read_model_spec(weights);
       }
       ModulePtr model = spec.build();
       model->load_state_dict(weights, true);
-      DatasetPtr data = open_dataset(o->data, Split::Val, spec.options.classes);
+      DatasetPtr data = open_dataset(o->data, Split::Val, spec.options.classes, o->dopt);
       SB_CHECK(data->num_classes() == spec.options.classes, "eval: the data has ", data->num_classes(),
                " classes but the model predicts ", spec.options.classes);
       Tensor logits;
       EvalResult r = evaluate(*model, *data, o->batch, o->bn_mode == "batch" ? BNEval::Batch : BNEval::Running,
-                              o->save_logits.empty() ? nullptr : &logits);
+                              o->save_logits.empty() ? nullptr : &logits, make_transform(o->data, Split::Val, o->dopt));
       if (!o->save_logits.empty()) {
         TensorFile f;
         f.floats["logits"] = logits;

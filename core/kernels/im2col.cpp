@@ -14,8 +14,8 @@ static constexpr int64_t kParallelMin = 1 << 15;
 
 // The grid positions o in [0, out) whose image coordinate o * stride + offset falls inside
 // [0, size): the half-open range [lo, hi).
-static inline void valid_range(int64_t offset, int64_t stride, int64_t size, int64_t out, int64_t& lo,
-                               int64_t& hi) {
+static inline void valid_range(int64_t offset, int64_t stride, int64_t size, int64_t out,
+                               int64_t& lo, int64_t& hi) {
   lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
   hi = size - 1 - offset < 0 ? 0 : (size - 1 - offset) / stride + 1;
   lo = std::min(lo, out);

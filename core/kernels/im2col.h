@@ -1,5 +1,5 @@
 // im2col and col2im: the patch matrices that turn a 2-d convolution into one GEMM per sample and
-// group (conv2d forward, conv_transpose2d backward) and back (conv2d backward, conv_transpose2d forward).
+// group, and their adjoint that folds columns back onto an image. Plain loops on float*.
 #pragma once
 
 #include <cstdint>
@@ -9,9 +9,9 @@ namespace sb::kernels {
 // A window sweep over a (channels, height, width) image that lands on an (out_h, out_w) grid.
 // The column matrix is (channels * kernel_h * kernel_w, out_h * out_w); its row
 // r = (c * kernel_h + i) * kernel_w + j holds, for each grid position (oh, ow), the image value at
-// (c, oh * stride_h - pad_h + i * dil_h, ow * stride_w - pad_w + j * dil_w), zero outside the image.
-// out_h/out_w are given rather than derived: conv_transpose2d's output_padding can make the image
-// taller than the grid a convolution over it would produce.
+// (c, oh * stride_h - pad_h + i * dil_h, ow * stride_w - pad_w + j * dil_w), zero outside the
+// image. out_h/out_w are given rather than derived: conv_transpose2d's output_padding can make the
+// image taller than the grid a convolution over it would produce.
 struct ColGeometry {
   int64_t channels, height, width;
   int64_t kernel_h, kernel_w;

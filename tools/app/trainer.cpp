@@ -1,20 +1,66 @@
-// The training loop (data -> forward -> loss -> backward -> optimizer step) and evaluation.
+// The training loop (data -> forward -> loss -> backward -> optimizer step), per-epoch
+// validation and checkpointing, resume, non-finite detection, and evaluation.
 #include "tools/app/trainer.h"
 
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <sstream>
 
+#include "core/fileio.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
-#include "core/threads.h"
 #include "datasets/loader.h"
 #include "layers/batch_norm.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
-#include "tools/app/data_spec.h"
 
 namespace sb {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+nlohmann::json TrainConfig::to_json() const {
+  return {{"model", spec.to_json()},
+          {"data", data},
+          {"val_data", val_data},
+          {"image_size", data_opt.image_size},
+          {"augment", data_opt.augment},
+          {"limit", data_opt.limit},
+          {"val_limit", val_limit},
+          {"batch", batch},
+          {"steps", steps},
+          {"epochs", epochs},
+          {"shuffle", shuffle},
+          {"optim", optim},
+          {"lr", lr},
+          {"momentum", momentum},
+          {"weight_decay", weight_decay},
+          {"decay_norm_and_bias", decay_norm_and_bias},
+          {"schedule", schedule},
+          {"warmup_steps", warmup_steps},
+          {"clip_grad", clip_grad},
+          {"seed", seed},
+          {"threads", threads},
+          {"init", init},
+          {"version", SMALLBATCH_VERSION}};
+}
+
+std::string metrics_csv_header() {
+  return "epoch,step,lr,train_loss,val_loss,val_pixel_acc,val_miou,seconds,images_per_s\n";
+}
+
+std::string metrics_csv_row(const EpochRecord& r) {
+  auto num = [](double v) {
+    if (std::isnan(v)) return std::string("");
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.6g", v);
+    return std::string(buf);
+  };
+  return str(r.epoch, ",", r.step, ",", num(r.lr), ",", num(r.train_loss), ",", num(r.val_loss), ",",
+             num(r.val_pixel_acc), ",", num(r.val_miou), ",", num(r.seconds), ",", num(r.images_per_s), "\n");
+}
 
 static std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& cfg, const Module& model) {
   auto groups = decay_groups(model.named_parameters(), cfg.lr, cfg.weight_decay, cfg.decay_norm_and_bias);
@@ -31,14 +77,160 @@ static std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& cfg, const M
   fail("--optim: unknown optimizer '", cfg.optim, "' (known: sgd, adam, adamw)");
 }
 
-TrainResult train(const TrainConfig& cfg, ModulePtr* model_out,
-                  const std::function<void(const StepReport&)>& on_step) {
+// Everything a resumed run needs, in one file so that it is always consistent with itself.
+struct RunState {
+  int64_t step = 0;
+  std::vector<float> losses, grad_norms;
+  std::vector<EpochRecord> records;
+  double best_miou = NAN, seconds = 0;
+};
+
+static nlohmann::json record_json(const EpochRecord& r) {
+  auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
+  return {{"epoch", r.epoch}, {"step", r.step}, {"lr", r.lr}, {"train_loss", num(r.train_loss)},
+          {"val_loss", num(r.val_loss)}, {"val_pixel_acc", num(r.val_pixel_acc)}, {"val_miou", num(r.val_miou)},
+          {"seconds", r.seconds}, {"images_per_s", r.images_per_s}};
+}
+
+static EpochRecord record_from_json(const nlohmann::json& j) {
+  auto num = [&](const char* k) { return j.at(k).is_null() ? NAN : j.at(k).get<double>(); };
+  EpochRecord r;
+  r.epoch = j.at("epoch");
+  r.step = j.at("step");
+  r.lr = num("lr"), r.train_loss = num("train_loss"), r.val_loss = num("val_loss");
+  r.val_pixel_acc = num("val_pixel_acc"), r.val_miou = num("val_miou");
+  r.seconds = num("seconds"), r.images_per_s = num("images_per_s");
+  return r;
+}
+
+static Tensor vector_tensor(const std::vector<float>& v) {
+  Tensor t = Tensor::empty({static_cast<int64_t>(v.size())});
+  if (!v.empty()) std::memcpy(t.data(), v.data(), v.size() * sizeof(float));
+  return t;
+}
+
+static void save_state(const std::string& path, const TrainConfig& cfg, const Module& model, const Optimizer& opt,
+                       const RunState& st) {
+  TensorFile f;
+  StateDict sd = model.state_dict();
+  for (auto& [k, v] : sd.floats) f.floats["model." + k] = v;
+  for (auto& [k, v] : sd.ints) f.ints["model." + k] = v;
+  TensorFile os = opt.state();
+  for (auto& [k, v] : os.floats) f.floats["optim." + k] = v;
+  for (auto& [k, v] : os.ints) f.ints["optim." + k] = v;
+  f.floats["losses"] = vector_tensor(st.losses);
+  f.floats["grad_norms"] = vector_tensor(st.grad_norms);
+  f.ints["step"] = IndexTensor::full({}, st.step);
+  Generator::State g = default_generator().state();
+  IndexTensor rng = IndexTensor::empty({5});
+  for (int i = 0; i < 4; ++i) std::memcpy(&rng[i], &g.s[i], sizeof(uint64_t));
+  rng[4] = g.has_spare;
+  f.ints["rng"] = rng;
+  f.floats["rng_spare"] = Tensor::full({}, g.spare);
+  nlohmann::json recs = nlohmann::json::array();
+  for (auto& r : st.records) recs.push_back(record_json(r));
+  f.metadata["config"] = cfg.to_json().dump();
+  f.metadata["records"] = recs.dump();
+  f.metadata["best_miou"] = std::isnan(st.best_miou) ? "nan" : str(st.best_miou);
+  f.metadata["seconds"] = str(st.seconds);
+  save_safetensors(path, f);
+}
+
+static std::vector<float> tensor_vector(const Tensor& t) { return std::vector<float>(t.begin(), t.end()); }
+
+static RunState load_state(const std::string& path, Module& model, Optimizer& opt) {
+  TensorFile f = load_safetensors(path);
+  StateDict sd, os;
+  sd.source = os.source = path;
+  for (auto& [k, v] : f.floats) {
+    if (k.rfind("model.", 0) == 0) sd.floats[k.substr(6)] = v;
+    if (k.rfind("optim.", 0) == 0) os.floats[k.substr(6)] = v;
+  }
+  for (auto& [k, v] : f.ints) {
+    if (k.rfind("model.", 0) == 0) sd.ints[k.substr(6)] = v;
+    if (k.rfind("optim.", 0) == 0) os.ints[k.substr(6)] = v;
+  }
+  model.load_state_dict(sd, true);
+  opt.load_state(os);
+  RunState st;
+  st.step = f.get_int("step")[0];
+  st.losses = tensor_vector(f.get_float("losses"));
+  st.grad_norms = tensor_vector(f.get_float("grad_norms"));
+  const IndexTensor& rng = f.get_int("rng");
+  SB_CHECK(rng.numel() == 5, path, ": 'rng' should hold 5 values but has ", rng.numel());
+  Generator::State g;
+  for (int i = 0; i < 4; ++i) std::memcpy(&g.s[i], &rng[i], sizeof(uint64_t));
+  g.has_spare = rng[4] != 0;
+  g.spare = f.get_float("rng_spare").item();
+  default_generator().set_state(g);
+  try {
+    for (auto& r : nlohmann::json::parse(f.metadata.at("records"))) st.records.push_back(record_from_json(r));
+    std::string b = f.metadata.at("best_miou");
+    st.best_miou = b == "nan" ? NAN : std::stod(b);
+    st.seconds = std::stod(f.metadata.at("seconds"));
+  } catch (const std::exception& e) {
+    fail(path, ": the training state's metadata is damaged (", e.what(), ")");
+  }
+  SB_CHECK(static_cast<int64_t>(st.losses.size()) == st.step, path, ": the state records ", st.losses.size(),
+           " losses for ", st.step, " steps");
+  return st;
+}
+
+// Lists the settings that differ between a saved config.json and this run's.
+static std::string config_differences(const nlohmann::json& saved, const nlohmann::json& now) {
+  std::string diff;
+  for (auto& [k, v] : now.items()) {
+    if (k == "version") continue;
+    if (!saved.contains(k)) diff += str("\n  ", k, ": not in the saved configuration");
+    else if (saved[k] != v) diff += str("\n  ", k, ": saved ", saved[k].dump(), ", now ", v.dump());
+  }
+  return diff;
+}
+
+// Re-runs the forward pass of a batch with every module output checked, to name the layer
+// where the values first went non-finite.
+static std::string locate_non_finite_forward(Module& model, const Tensor& images) {
+  try {
+    NoGrad ng;
+    FiniteCheck check;
+    model(Var(images));
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "every layer's output was finite; the loss itself overflowed";
+}
+
+TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks& hooks) {
   SB_CHECK(cfg.batch > 0, "--batch: must be positive, got ", cfg.batch);
-  SB_CHECK((cfg.steps > 0) != (cfg.epochs > 0), "give exactly one of --steps and --epochs (positive)");
-  if (cfg.threads > 0) set_num_threads(cfg.threads);
-  DatasetPtr data = open_dataset(cfg.data, Split::Train, cfg.spec.options.classes);
+  SB_CHECK(cfg.steps >= 0 && cfg.epochs >= 0 && (cfg.steps > 0) != (cfg.epochs > 0),
+           "give exactly one of --steps and --epochs (positive)");
+  SB_CHECK(!cfg.resume || !cfg.out.empty(), "--resume needs --out DIR (the run to continue)");
+  auto log = [&](const std::string& m) {
+    if (hooks.log) hooks.log(m);
+  };
+  int64_t classes = cfg.spec.options.classes;
+  DatasetPtr train_data = open_dataset(cfg.data, Split::Train, classes, cfg.data_opt);
+  SB_CHECK(train_data->num_classes() == classes, "--data ", cfg.data, ": the data has ", train_data->num_classes(),
+           " classes but the model is configured for ", classes, " (--classes)");
+  DatasetPtr val_data;
+  DataOptions val_opt = cfg.data_opt;
+  val_opt.augment = false;
+  val_opt.limit = cfg.val_limit;
+  std::string val_spec = cfg.val_data.empty() ? cfg.data : cfg.val_data;
+  if (cfg.val_data != "none") {
+    try {
+      val_data = open_dataset(val_spec, Split::Val, classes, val_opt);
+    } catch (const Error& e) {
+      // A source without a validation split (tensors:) validates on nothing unless told.
+      if (!cfg.val_data.empty()) throw;
+      log(str("no validation data (", e.what(), "); pass --val-data to validate"));
+    }
+  }
+  SampleTransform val_transform = val_data ? make_transform(val_spec, Split::Val, val_opt) : SampleTransform{};
+
   manual_seed(cfg.seed);
   ModulePtr model = cfg.spec.build();
+  model->assign_paths();
   if (!cfg.init.empty()) load_weights(*model, cfg.init);
   auto opt = make_optimizer(cfg, *model);
 
@@ -47,46 +239,162 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out,
   lo.shuffle = cfg.shuffle;
   lo.seed = cfg.seed;
   lo.workers = cfg.loader_workers;
-  DataLoader loader(data, lo);
-  int64_t total = cfg.steps > 0 ? cfg.steps : cfg.epochs * loader.batches_per_epoch();
+  lo.transform = make_transform(cfg.data, Split::Train, cfg.data_opt);
+  DataLoader loader(train_data, lo);
+  int64_t n = train_data->size();
+  int64_t steps_per_epoch = cfg.epochs > 0 ? loader.batches_per_epoch() : (n + cfg.batch - 1) / cfg.batch;
+  int64_t total = cfg.steps > 0 ? cfg.steps : cfg.epochs * steps_per_epoch;
+  int64_t n_epochs = (total + steps_per_epoch - 1) / steps_per_epoch;
   ScheduleConfig sc;
   sc.kind = cfg.schedule;
   sc.total_steps = total;
   sc.step_size = std::max<int64_t>(1, total / 3);
-  sc.warmup_steps = cfg.warmup_steps;
+  sc.warmup_steps = std::min(cfg.warmup_steps, std::max<int64_t>(0, total - 1));
   LRSchedule schedule(sc);
 
+  RunState st;
   TrainResult res;
-  auto t0 = std::chrono::steady_clock::now();
-  model->train();
+  std::string state_path, config_path;
+  if (!cfg.out.empty()) {
+    std::error_code ec;
+    SB_CHECK(!fs::exists(cfg.out) || fs::is_directory(cfg.out), "--out: '", cfg.out, "' exists and is not a directory");
+    fs::create_directories(cfg.out, ec);
+    SB_CHECK(!ec && fs::is_directory(cfg.out), "--out: cannot create directory '", cfg.out, "'",
+             ec ? " (" + ec.message() + ")" : "");
+    state_path = cfg.out + "/state.safetensors";
+    config_path = cfg.out + "/config.json";
+    if (cfg.resume && fs::exists(state_path)) {
+      if (fs::exists(config_path)) {
+        nlohmann::json saved;
+        try {
+          saved = nlohmann::json::parse(read_file(config_path));
+        } catch (const nlohmann::json::exception& e) {
+          fail(config_path, ": not valid JSON (", e.what(), ")");
+        }
+        std::string diff = config_differences(saved, cfg.to_json());
+        SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff);
+      }
+      st = load_state(state_path, *model, *opt);
+      res.resumed = true;
+      log(str("resuming ", cfg.out, " at step ", st.step, " of ", total));
+    } else {
+      if (cfg.resume) log(str(cfg.out, " has no saved state; starting fresh"));
+      // Writing the configuration first also proves the directory is writable.
+      write_file_atomic(config_path, cfg.to_json().dump(2) + "\n");
+    }
+  }
+  res.losses = st.losses;
+  res.grad_norms = st.grad_norms;
+  res.epochs = st.records;
+  res.best_miou = st.best_miou;
+
+  auto save_all = [&](bool epoch_end, bool improved) {
+    if (cfg.out.empty()) return;
+    save_state(state_path, cfg, *model, *opt, st);
+    if (epoch_end) {
+      save_model(cfg.out + "/model.safetensors", *model, cfg.spec);
+      if (improved) save_model(cfg.out + "/best.safetensors", *model, cfg.spec);
+      std::string csv = metrics_csv_header();
+      for (auto& r : st.records) csv += metrics_csv_row(r);
+      write_file_atomic(cfg.out + "/metrics.csv", csv);
+    }
+  };
+
   auto params = model->parameters();
-  int64_t step = 0;
-  auto run_batch = [&](const Batch& b) {
-    opt->set_lr_factor(schedule.factor(step));
+  auto named = model->named_parameters();
+  model->train();
+  auto session_start = Clock::now();
+  int64_t session_first_step = st.step;
+  auto epoch_start = Clock::now();
+  int64_t epoch_images = 0;
+
+  if (cfg.steps > 0) loader.start_steps(st.step, total - st.step);
+  Batch b;
+  int64_t loaded_epoch = -1;
+  while (st.step < total) {
+    int64_t epoch = st.step / steps_per_epoch;
+    if (cfg.epochs > 0 && epoch != loaded_epoch) {  // a resumed run starts mid-epoch
+      loader.start_epoch(epoch, st.step % steps_per_epoch);
+      loaded_epoch = epoch;
+    }
+    SB_CHECK(loader.next(b), "internal: the data loader ran out at step ", st.step);
+
+    float lr_factor = schedule.factor(st.step);
+    opt->set_lr_factor(lr_factor);
     opt->zero_grad();
-    Var logits = model->forward(Var(b.images));
+    Var logits = (*model)(Var(b.images));
     Var loss = cross_entropy(logits, b.masks);
+    float lv = loss.item();
+    if (!std::isfinite(lv))
+      fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, "; ",
+           locate_non_finite_forward(*model, b.images), ". The last good checkpoint is kept.");
     loss.backward();
+    for (auto it = named.rbegin(); it != named.rend(); ++it) {  // backward order: output side first
+      const Tensor& g = it->second.grad();
+      if (!g.defined()) continue;
+      for (float v : g)
+        if (!std::isfinite(v))
+          fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the gradient of '",
+               it->first, "' is not finite (loss ", lv, "). The last good checkpoint is kept.");
+    }
     float gn = grad_norm(params);
     if (cfg.clip_grad > 0) clip_grad_norm(params, cfg.clip_grad);
     opt->step();
-    res.losses.push_back(loss.item());
-    res.grad_norms.push_back(gn);
-    ++step;
-    if (on_step) on_step({step, total, loss.item(), opt->groups()[0].lr, gn});
-  };
-  Batch b;
-  if (cfg.steps > 0) {
-    loader.start_steps(0, cfg.steps);
-    while (loader.next(b)) run_batch(b);
-  } else {
-    for (int64_t e = 0; e < cfg.epochs; ++e) {
-      loader.start_epoch(e);
-      while (loader.next(b)) run_batch(b);
+    ++st.step;
+    st.losses.push_back(lv);
+    st.grad_norms.push_back(gn);
+    epoch_images += b.images.size(0);
+
+    double elapsed = std::chrono::duration<double>(Clock::now() - session_start).count();
+    double per_step = elapsed / static_cast<double>(st.step - session_first_step);
+    if (hooks.on_step)
+      hooks.on_step({st.step, total, epoch, n_epochs, lv, opt->groups()[0].lr, gn,
+                     elapsed > 0 ? (st.step - session_first_step) * cfg.batch / elapsed : 0,
+                     per_step * static_cast<double>(total - st.step)});
+
+    bool epoch_end = st.step % steps_per_epoch == 0 || st.step == total;
+    if (epoch_end) {
+      double secs = std::chrono::duration<double>(Clock::now() - epoch_start).count();
+      st.seconds += secs;
+      EpochRecord r;
+      r.epoch = epoch + 1;
+      r.step = st.step;
+      r.lr = opt->groups()[0].lr;
+      int64_t first = epoch * steps_per_epoch;
+      double sum = 0;
+      for (int64_t i = first; i < st.step; ++i) sum += st.losses[i];
+      r.train_loss = sum / static_cast<double>(st.step - first);
+      r.seconds = st.seconds;
+      r.images_per_s = secs > 0 ? epoch_images / secs : 0;
+      bool improved = false;
+      if (val_data) {
+        EvalResult ev = evaluate(*model, *val_data, cfg.val_batch, BNEval::Running, nullptr, val_transform);
+        r.val_loss = ev.loss, r.val_pixel_acc = ev.pixel_acc, r.val_miou = ev.miou;
+        improved = !std::isnan(ev.miou) && (std::isnan(st.best_miou) || ev.miou > st.best_miou);
+        if (improved) st.best_miou = ev.miou;
+      } else {
+        improved = true;  // without validation, the latest model is the best we know
+      }
+      st.records.push_back(r);
+      if (hooks.on_epoch) hooks.on_epoch(r, *model);
+      model->train();
+      save_all(true, improved);
+      epoch_start = Clock::now();
+      epoch_images = 0;
+    }
+    if (st.step < total && hooks.should_stop && hooks.should_stop()) {
+      st.seconds += std::chrono::duration<double>(Clock::now() - epoch_start).count();
+      save_all(false, false);
+      res.interrupted = true;
+      break;
     }
   }
-  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!cfg.save.empty()) save_model(cfg.save, *model, cfg.spec);
+  res.losses = st.losses;
+  res.grad_norms = st.grad_norms;
+  res.epochs = st.records;
+  res.best_miou = st.best_miou;
+  res.seconds = st.seconds;
+  if (!res.interrupted && !cfg.save.empty()) save_model(cfg.save, *model, cfg.spec);
   if (model_out) *model_out = model;
   return res;
 }
@@ -98,7 +406,8 @@ static void set_bn_eval_stats(Module& model, bool batch_stats) {
   });
 }
 
-EvalResult evaluate(Module& model, const Dataset& data, int64_t batch, BNEval bn, Tensor* logits_out) {
+EvalResult evaluate(Module& model, const Dataset& data, int64_t batch, BNEval bn, Tensor* logits_out,
+                    const SampleTransform& transform) {
   SB_CHECK(batch > 0, "--batch: must be positive, got ", batch);
   model.eval();
   set_bn_eval_stats(model, bn == BNEval::Batch);
@@ -113,6 +422,7 @@ EvalResult evaluate(Module& model, const Dataset& data, int64_t batch, BNEval bn
   lo.batch_size = batch;
   lo.shuffle = false;
   lo.workers = 1;
+  lo.transform = transform;
   DataLoader loader(std::shared_ptr<const Dataset>(&data, [](const Dataset*) {}), lo);
   loader.start_epoch(0);
   double loss_sum = 0;
@@ -121,7 +431,7 @@ EvalResult evaluate(Module& model, const Dataset& data, int64_t batch, BNEval bn
   std::vector<Tensor> all_logits;
   Batch b;
   while (loader.next(b)) {
-    Var logits = model.forward(Var(b.images));
+    Var logits = model(Var(b.images));
     SB_CHECK(logits.size(1) == K, "eval: the model predicts ", logits.size(1), " classes but the data has ", K);
     int64_t valid = 0;
     for (int64_t v : b.masks) valid += v != 255;

@@ -1,14 +1,19 @@
 // The training and evaluation loops behind `smallbatch train` and `smallbatch eval`, as a
 // library so that `compare` and the tests run exactly what the command line runs.
+// A run with an output directory saves its full state after every epoch (and on Ctrl-C), so
+// `--resume` continues it to the same weights, bit for bit, as an uninterrupted run.
 #pragma once
 
 #include <functional>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "datasets/dataset.h"
 #include "layers/module.h"
 #include "tools/app/checkpoint.h"
+#include "tools/app/data_spec.h"
 #include "tools/app/metrics.h"
 
 namespace sb {
@@ -16,38 +21,68 @@ namespace sb {
 struct TrainConfig {
   ModelSpec spec;
   std::string data = "shapes";
+  std::string val_data;            // empty: the validation split of `data`; "none": skip validation
+  DataOptions data_opt;            // image size, augmentation, limits (train)
+  int64_t val_limit = 0;
   int64_t batch = 8;
-  int64_t steps = 0;   // exactly one of steps and epochs is positive
+  int64_t val_batch = 16;
+  int64_t steps = 0;               // exactly one of steps and epochs is positive
   int64_t epochs = 0;
   bool shuffle = true;
-  std::string optim = "sgd";  // sgd | adam | adamw
+  std::string optim = "sgd";       // sgd | adam | adamw
   float lr = 0.01f, momentum = 0.9f, weight_decay = 0.f;
-  bool decay_norm_and_bias = true;  // PyTorch's default: weight decay on every parameter
-  std::string schedule = "const";   // const | step | cosine | poly
+  bool decay_norm_and_bias = true; // PyTorch's default: weight decay on every parameter
+  std::string schedule = "const";  // const | step | cosine | poly
   int64_t warmup_steps = 0;
   float clip_grad = 0.f;           // 0: no clipping
   uint64_t seed = 0;
-  int threads = 0;
+  int threads = 0;                 // recorded; the caller sets the thread count
   int loader_workers = 2;
   std::string init;                // starting weights (.safetensors), optional
   std::string save;                // final weights, optional
+  std::string out;                 // output directory, optional
+  bool resume = false;             // continue from out/state.safetensors
+
+  // Every setting that changes the result, for config.json and for checking --resume.
+  nlohmann::json to_json() const;
 };
 
 struct StepReport {
-  int64_t step, total_steps;
+  int64_t step, total_steps, epoch, epochs;  // step is 1-based after the update
   float loss, lr, grad_norm;
+  double images_per_s, eta_seconds;
+};
+
+struct EpochRecord {
+  int64_t epoch = 0, step = 0;
+  double lr = 0, train_loss = 0, val_loss = NAN, val_pixel_acc = NAN, val_miou = NAN;
+  double seconds = 0, images_per_s = 0;
 };
 
 struct TrainResult {
   std::vector<float> losses;       // per step
   std::vector<float> grad_norms;   // per step, before clipping
+  std::vector<EpochRecord> epochs;
   double seconds = 0;
+  double best_miou = NAN;
+  bool interrupted = false;        // stopped early by should_stop (state saved)
+  bool resumed = false;
 };
 
-// Builds the model (seeded), loads --init, trains, saves --save. `on_step` is called after
-// every optimizer step (progress display).
-TrainResult train(const TrainConfig& cfg, ModulePtr* model_out = nullptr,
-                  const std::function<void(const StepReport&)>& on_step = {});
+struct TrainHooks {
+  std::function<void(const StepReport&)> on_step;
+  // After each epoch's validation; the model is in eval mode.
+  std::function<void(const EpochRecord&, Module& model)> on_epoch;
+  // Polled after every step; true finishes the step, saves the state and returns.
+  std::function<bool()> should_stop;
+  // Messages for the user (resumed, started fresh, ...).
+  std::function<void(const std::string&)> log;
+};
+
+// Builds the model (seeded), loads init, trains with validation per epoch, writes out/ and
+// save. Throws sb::Error when the loss or a gradient goes non-finite, naming the step and the
+// first layer; the last good checkpoint is left as it was.
+TrainResult train(const TrainConfig& cfg, ModulePtr* model_out = nullptr, const TrainHooks& hooks = {});
 
 struct EvalResult {
   double loss = 0, pixel_acc = 0, miou = 0;
@@ -62,6 +97,10 @@ enum class BNEval { Running, Batch };
 // for BNEval::Batch, which measures BN's train/test gap). `logits_out`, when given, receives
 // every logit (N, K, H, W).
 EvalResult evaluate(Module& model, const Dataset& data, int64_t batch, BNEval bn = BNEval::Running,
-                    Tensor* logits_out = nullptr);
+                    Tensor* logits_out = nullptr, const SampleTransform& transform = {});
+
+// The metrics.csv header and one row.
+std::string metrics_csv_header();
+std::string metrics_csv_row(const EpochRecord& r);
 
 }  // namespace sb

@@ -1,0 +1,67 @@
+// Atomic writes (temp + fsync + rename + directory fsync) and whole-file reads.
+#include "core/fileio.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/errors.h"
+
+namespace sb {
+
+void write_file_atomic(const std::string& path, const void* data, size_t size) {
+  static std::atomic<unsigned> counter{0};
+  std::string tmp = str(path, ".tmp-", getpid(), "-", counter++);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  SB_CHECK(fd >= 0, path, ": cannot create '", tmp, "': ", std::strerror(errno));
+  const char* p = static_cast<const char*>(data);
+  size_t left = size;
+  auto bail = [&](const char* what) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail(path, ": ", what, ": ", std::strerror(err));
+  };
+  while (left > 0) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) bail("write failed");
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) bail("fsync failed");
+  if (::close(fd) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    fail(path, ": close failed: ", std::strerror(err));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    fail(path, ": cannot rename the temporary file into place: ", std::strerror(err));
+  }
+  // The rename is durable only once the directory entry is on disk.
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  SB_CHECK(in, path, ": cannot open for reading: ", std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  SB_CHECK(!in.bad(), path, ": read failed");
+  return ss.str();
+}
+
+}  // namespace sb

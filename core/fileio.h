@@ -1,0 +1,19 @@
+// Crash-safe file writing: write a temporary file beside the target, fsync it, rename it over
+// the target, fsync the directory. A reader sees the old file or the new one, never a mix.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace sb {
+
+// Throws sb::Error naming `path` and the system's reason on failure; the old file, if any, is
+// left untouched and no temporary file remains.
+void write_file_atomic(const std::string& path, const void* data, size_t size);
+inline void write_file_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, text.data(), text.size());
+}
+// The whole file as bytes; throws naming the path when it can't be read.
+std::string read_file(const std::string& path);
+
+}  // namespace sb

@@ -2,6 +2,7 @@
 // Work is split into (sample, group) units, each one or two GEMMs on contiguous slices.
 #include <omp.h>
 
+#include <algorithm>
 #include <string>
 
 #include "core/kernels/gemm.h"
@@ -22,6 +23,9 @@ constexpr int64_t kSmallGemmFlops = int64_t(1) << 23;
 constexpr int64_t kMaxSpreadWorkspaceBytes = int64_t(256) << 20;
 // Below this much work in total, forking a team costs more than it saves.
 constexpr int64_t kMinSpreadFlops = int64_t(1) << 20;
+// A column-matrix tile of at most this many floats (256 KiB) stays in L2 between im2col writing it
+// and the GEMM reading it; whole column matrices of the larger layers go out to memory and back.
+constexpr int64_t kTileFloats = int64_t(1) << 16;
 // Elementwise loops shorter than this run on one thread.
 constexpr int64_t kParallelMin = int64_t(1) << 15;
 
@@ -65,6 +69,15 @@ int run_units(int64_t units, const Plan& plan, float* ws, int64_t ws_floats, con
   }
   return used;
 }
+
+// Grid rows per column-matrix tile of geometry g, when tiling; all of them otherwise.
+int64_t tile_rows(const ColGeometry& g, bool tiled) {
+  if (!tiled) return g.out_h;
+  return std::clamp<int64_t>(kTileFloats / std::max<int64_t>(1, g.rows() * g.out_w), 1, g.out_h);
+}
+
+// Tiles only pay when each GEMM runs on one thread: a threaded GEMM wants the whole matrix.
+bool tiles_pay(const Plan& plan) { return plan.spread || omp_get_max_threads() == 1; }
 
 // out (C, HW) += bias (C,) down the rows.
 void add_bias(float* out, const float* bias, int64_t C, int64_t HW) {
@@ -132,7 +145,29 @@ struct ConvSizes {
   ColGeometry geo;                       // im2col/col2im over one group of one sample
   bool pointwise;                        // 1x1, stride 1, unpadded: no im2col/col2im needed
   int64_t ws_floats;                     // one column buffer (0 when pointwise)
+  // conv2d only: with stride 1, the input gradient is itself a convolution of dY with the
+  // flipped, transposed kernel, so it runs as im2col(dY) + a GEMM with a long inner dimension
+  // instead of a GEMM whose inner dimension is C_out_g followed by a scatter-add col2im.
+  bool adjoint_conv = false;
+  ColGeometry adj_geo{};     // im2col over one group of dY (C_out_g, Ho, Wo) onto the (H, W) grid
+  int64_t adj_K = 0;         // rows of that column matrix: C_out_g * kH * kW
 };
+
+// Wf (G, C_in_g, C_out_g * kH * kW) from W (C_out, C_in_g, kH, kW):
+// Wf[g][ci][(co * kH + i) * kW + j] = W[g * C_out_g + co][ci][kH - 1 - i][kW - 1 - j].
+Tensor flip_transpose_weight(const Tensor& w, int64_t G) {
+  const int64_t C_out = w.size(0), C_in_g = w.size(1), kH = w.size(2), kW = w.size(3);
+  const int64_t C_out_g = C_out / G, kk = kH * kW;
+  Tensor wf = Tensor::empty({G, C_in_g, C_out_g * kk});
+  const float* pw = w.data();
+  float* pf = wf.data();
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t ci = 0; ci < C_in_g; ++ci)
+      for (int64_t co = 0; co < C_out_g; ++co)
+        for (int64_t t = 0; t < kk; ++t)
+          pf[(g * C_in_g + ci) * C_out_g * kk + co * kk + t] = pw[((g * C_out_g + co) * C_in_g + ci) * kk + (kk - 1 - t)];
+  return wf;
+}
 
 void check_bias(const char* op, const Var& bias, int64_t C_out, const Shape& xs, const Shape& ws) {
   if (!bias.defined()) return;
@@ -172,26 +207,41 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
   z.geo = {C_in_g, H, W, kH, kW, p.h, p.w, s.h, s.w, d.h, d.w, Ho, Wo};
   z.pointwise = kH == 1 && kW == 1 && s.h == 1 && s.w == 1 && p.h == 0 && p.w == 0;
   z.ws_floats = z.pointwise ? 0 : z.K * z.HWo;
+  // The adjoint of a stride-1 convolution padded by p is a convolution padded by d (k - 1) - p,
+  // which must not be negative.
+  const int64_t aph = d.h * (kH - 1) - p.h, apw = d.w * (kW - 1) - p.w;
+  z.adjoint_conv = !z.pointwise && s.h == 1 && s.w == 1 && aph >= 0 && apw >= 0;
+  if (z.adjoint_conv) {
+    z.adj_K = z.C_out_g * kH * kW;
+    z.adj_geo = {z.C_out_g, Ho, Wo, kH, kW, aph, apw, 1, 1, d.h, d.w, H, W};
+  }
 
   Tensor out = Tensor::empty({N, C_out, Ho, Wo});
   {
     const Plan plan = plan_units(N * G, 2 * z.C_out_g * z.K * z.HWo, z.ws_floats);
-    Tensor wsbuf = Tensor::empty({plan.slots * z.ws_floats});          // (slots, K, HWo)
+    const int64_t th = tile_rows(z.geo, tiles_pay(plan));
+    const int64_t ws_floats = z.pointwise ? 0 : z.K * th * Wo;
+    Tensor wsbuf = Tensor::empty({plan.slots * ws_floats});           // (slots, K, th * Wo)
     const float* px = x.value().data();                                // (N, C_in, H, W)
     const float* pw = weight.value().data();                           // (C_out, K)
     const float* pb = bias.defined() ? bias.value().data() : nullptr;  // (C_out,)
     float* po = out.data();                                            // (N, C_out, Ho, Wo)
-    run_units(N * G, plan, wsbuf.data(), z.ws_floats, [&](int64_t u, float* ws_, int) {
+    run_units(N * G, plan, wsbuf.data(), ws_floats, [&](int64_t u, float* ws_, int) {
       const int64_t n = u / G, g = u % G;
       const float* xg = px + (n * C_in + g * C_in_g) * z.HW;  // (C_in_g, H, W)
+      const float* wg = pw + g * z.C_out_g * z.K;             // (C_out_g, K)
       float* og = po + (n * C_out + g * z.C_out_g) * z.HWo;   // (C_out_g, HWo)
-      const float* col = xg;                                  // (K, HWo)
-      if (!z.pointwise) {
-        kernels::im2col(z.geo, xg, ws_);
-        col = ws_;
+      if (z.pointwise) {
+        // out_g (C_out_g, HW) = W_g (C_out_g, C_in_g) x x_g (C_in_g, HW)
+        gemm(false, false, z.C_out_g, z.HWo, z.K, 1.f, wg, xg, 0.f, og);
+      } else {
+        for (int64_t oh0 = 0; oh0 < Ho; oh0 += th) {
+          const int64_t oh1 = std::min(Ho, oh0 + th), cols = (oh1 - oh0) * Wo;
+          kernels::im2col_rows(z.geo, xg, ws_, oh0, oh1);  // (K, cols)
+          // out_g[:, tile] (C_out_g, cols) = W_g (C_out_g, K) x col tile (K, cols)
+          gemm(false, false, z.C_out_g, cols, z.K, 1.f, wg, z.K, ws_, cols, 0.f, og + oh0 * Wo, z.HWo);
+        }
       }
-      // out_g (C_out_g, HWo) = W_g (C_out_g, K) x col (K, HWo)
-      gemm(false, false, z.C_out_g, z.HWo, z.K, 1.f, pw + g * z.C_out_g * z.K, col, 0.f, og);
       if (pb) add_bias(og, pb + g * z.C_out_g, z.C_out_g, z.HWo);
     });
   }
@@ -206,12 +256,24 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
     Tensor gx = need_x ? Tensor::empty(xv.shape()) : Tensor();
     Tensor gw = need_w ? Tensor::zeros(wv.shape()) : Tensor();
     const int64_t wnumel = wv.numel(), units = z.N * z.G;
-    const Plan plan =
-        plan_units(units, (need_x + need_w) * 2 * z.C_out_g * z.K * z.HWo, z.ws_floats);
-    Tensor wsbuf = Tensor::empty({plan.slots * z.ws_floats});  // (slots, K, HWo)
+    // One buffer per slot serves both column matrices, one after the other.
+    const bool adjoint = need_x && z.adjoint_conv, col2im_path = need_x && !adjoint && !z.pointwise;
+    const int64_t full_ws = std::max(adjoint ? z.adj_K * z.HW : 0, z.ws_floats);
+    const Plan plan = plan_units(units, (need_x + need_w) * 2 * z.C_out_g * z.K * z.HWo, full_ws);
+    const bool tiled = tiles_pay(plan);
+    const int64_t th_w = tile_rows(z.geo, tiled);                       // weight gradient tiles
+    const int64_t th_x = adjoint ? tile_rows(z.adj_geo, tiled) : 0;    // input gradient tiles
+    const int64_t Wo = z.geo.out_w, Ho = z.geo.out_h, W = z.geo.width, H = z.geo.height;
+    int64_t ws_floats = 0;
+    if (need_w && !z.pointwise) ws_floats = std::max(ws_floats, z.K * th_w * Wo);
+    if (adjoint) ws_floats = std::max(ws_floats, z.adj_K * th_x * W);
+    if (col2im_path) ws_floats = std::max(ws_floats, z.ws_floats);
+    Tensor wsbuf = Tensor::empty({plan.slots * ws_floats});  // (slots, ws_floats)
+    Tensor wflip = adjoint ? flip_transpose_weight(wv, z.G) : Tensor();  // (G, C_in_g, adj_K)
     // The weight gradient sums over samples: spread units add into per-slot partials
     // (slots, C_out, K), reduced in slot order afterwards, so no two threads race on a sum.
     Tensor partials = need_w && plan.spread ? Tensor::zeros({plan.slots, wnumel}) : Tensor();
+    Tensor gwt = need_w ? Tensor::empty({plan.slots, z.K * z.C_out_g}) : Tensor();  // (slots, K, C_out_g)
     const float* px = xv.data();
     const float* pw = wv.data();
     const float* pgy = gy.data();
@@ -221,28 +283,47 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
       const float* gyg = pgy + (n * z.C_out + g * z.C_out_g) * z.HWo;  // (C_out_g, HWo)
       const float* wg = pw + g * z.C_out_g * z.K;                      // (C_out_g, K)
       if (need_w) {
-        const float* col = px + x_off;  // (K, HWo)
-        if (!z.pointwise) {
-          kernels::im2col(z.geo, px + x_off, ws_);
-          col = ws_;
-        }
         float* gwg =
             (plan.spread ? partials.data() + slot * wnumel : gw.data()) + g * z.C_out_g * z.K;
-        // dW_g (C_out_g, K) += dY_g (C_out_g, HWo) x col^T (HWo, K)
-        gemm(false, true, z.C_out_g, z.K, z.HWo, 1.f, gyg, col, 1.f, gwg);
+        // dW_g^T (K, C_out_g) = col (K, HWo) x dY_g^T (HWo, C_out_g), summed over column tiles,
+        // then added transposed into dW_g (C_out_g, K). Computing dW_g directly makes OpenBLAS
+        // pack the big column matrix across its rows, which costs more than the whole product.
+        float* t = gwt.data() + slot * z.K * z.C_out_g;  // (K, C_out_g)
+        if (z.pointwise) {
+          gemm(false, true, z.K, z.C_out_g, z.HWo, 1.f, px + x_off, gyg, 0.f, t);
+        } else {
+          for (int64_t oh0 = 0; oh0 < Ho; oh0 += th_w) {
+            const int64_t oh1 = std::min(Ho, oh0 + th_w), cols = (oh1 - oh0) * Wo;
+            kernels::im2col_rows(z.geo, px + x_off, ws_, oh0, oh1);  // (K, cols)
+            gemm(false, true, z.K, z.C_out_g, cols, 1.f, ws_, cols, gyg + oh0 * Wo, z.HWo, oh0 == 0 ? 0.f : 1.f,
+                 t, z.C_out_g);
+          }
+        }
+        for (int64_t co = 0; co < z.C_out_g; ++co)
+          for (int64_t k = 0; k < z.K; ++k) gwg[co * z.K + k] += t[k * z.C_out_g + co];
       }
       if (need_x) {
-        // dcol (K, HWo) = W_g^T (K, C_out_g) x dY_g (C_out_g, HWo), folded onto the image by
-        // col2im. The column buffer is free again: the weight gradient above is done with it.
+        // The column buffer is free again: the weight gradient above is done with it.
+        float* gxg = gx.data() + x_off;  // (C_in_g, H, W)
         if (z.pointwise) {
-          gemm(true, false, z.K, z.HWo, z.C_out_g, 1.f, wg, gyg, 0.f, gx.data() + x_off);
+          // dx_g (C_in_g, HW) = W_g^T (C_in_g, C_out_g) x dY_g (C_out_g, HW)
+          gemm(true, false, z.K, z.HWo, z.C_out_g, 1.f, wg, gyg, 0.f, gxg);
+        } else if (adjoint) {
+          // dx_g[:, tile] (C_in_g, cols) = Wf_g (C_in_g, adj_K) x im2col(dY_g) tile (adj_K, cols)
+          const float* wf = wflip.data() + g * z.C_in_g * z.adj_K;
+          for (int64_t h0 = 0; h0 < H; h0 += th_x) {
+            const int64_t h1 = std::min(H, h0 + th_x), cols = (h1 - h0) * W;
+            kernels::im2col_rows(z.adj_geo, gyg, ws_, h0, h1);
+            gemm(false, false, z.C_in_g, cols, z.adj_K, 1.f, wf, z.adj_K, ws_, cols, 0.f, gxg + h0 * W, z.HW);
+          }
         } else {
+          // dcol (K, HWo) = W_g^T (K, C_out_g) x dY_g (C_out_g, HWo), folded onto the image by col2im.
           gemm(true, false, z.K, z.HWo, z.C_out_g, 1.f, wg, gyg, 0.f, ws_);
-          kernels::col2im(z.geo, ws_, gx.data() + x_off);
+          kernels::col2im(z.geo, ws_, gxg);
         }
       }
     };
-    int used = run_units(units, plan, wsbuf.data(), z.ws_floats, unit);
+    int used = run_units(units, plan, wsbuf.data(), ws_floats, unit);
     if (need_w && plan.spread) sum_partials(partials.data(), used, wnumel, gw.data());
     if (need_x) nd.inputs[0]->accumulate(gx);
     if (need_w) nd.inputs[1]->accumulate(gw);

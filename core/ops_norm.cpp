@@ -67,7 +67,7 @@ static void row_dx(const float* x, const float* dy, float* dx, int64_t len, doub
 
 // The backward of y = xhat * w + b over one normalized set of M values, with
 // xhat_i = (x_i - mean) * rstd, rstd = (var + eps)^(-1/2), var = mean_j (x_j - mean)^2:
-//   g_i = dL/dxhat_i = dy_i * w_c(i)                                   (dy' in the brief)
+//   g_i = dL/dxhat_i = dy_i * w_c(i)
 //   dxhat_i/dx_j = rstd * (delta_ij - 1/M)                             (through x_i and mean)
 //                + (x_i - mean) * d rstd/dx_j                          (through var)
 //   d var/dx_j   = 2 (x_j - mean) / M     (the mean's own term is 2 mean_k(x_k - mean) = 0)

@@ -80,14 +80,33 @@ Var max_pool2d(const Var& x, Pool2dOptions opt) {
       for (int64_t ow = 0; ow < g.OW; ++ow) {
         int64_t w0 = ow * g.sw - g.pw, w1 = std::min(w0 + g.kw, g.W);
         w0 = std::max<int64_t>(w0, 0);
+        // Two branch-free passes instead of one "if (v > best) take it" loop: on real
+        // activations that branch is a coin flip, and its mispredictions cost several times
+        // the pooling itself. Pass 1 takes the max with a select (maxss); pass 2 walks the
+        // window backwards and blends in the index of every element equal to it, with integer
+        // masks, so the first occurrence wins (ties go to the first element, as in PyTorch).
         float best = -std::numeric_limits<float>::infinity();
-        int64_t arg = h0 * g.W + w0;
+        bool nan = false;
         for (int64_t h = h0; h < h1; ++h)
           for (int64_t w = w0; w < w1; ++w) {
-            float v = xp[h * g.W + w];
-            // Strict >: ties go to the first element, as in PyTorch; NaN wins and propagates.
-            if (v > best || std::isnan(v)) best = v, arg = h * g.W + w;
+            const float v = xp[h * g.W + w];
+            best = v > best ? v : best;
+            nan |= v != v;
           }
+        int64_t arg = h0 * g.W + w0;
+        if (nan) {
+          // PyTorch's rule, "v > best || isnan(v)": the output is NaN at the last NaN.
+          best = std::numeric_limits<float>::quiet_NaN();
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w)
+              if (std::isnan(xp[h * g.W + w])) arg = h * g.W + w;
+        } else {
+          for (int64_t h = h1 - 1; h >= h0; --h)
+            for (int64_t w = w1 - 1; w >= w0; --w) {
+              const int64_t hit = -static_cast<int64_t>(xp[h * g.W + w] == best);  // all ones or 0
+              arg ^= (arg ^ (h * g.W + w)) & hit;
+            }
+        }
         yp[oh * g.OW + ow] = best;
         ip[oh * g.OW + ow] = arg;
       }

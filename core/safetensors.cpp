@@ -9,10 +9,10 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <random>
 #include <set>
@@ -175,14 +175,24 @@ IndexTensor convert_int(const Entry& e, const uint8_t* p, const std::string& fil
 // nlohmann keeps the last of two equal keys without a word, so a file with a tensor named
 // twice would load whichever came last. This callback sees every key of every object as it is
 // parsed and remembers the first duplicate.
+// It also stops nesting early: a valid header is 3 levels deep, and each level of
+// "[[[[..." costs a heap node, so a 100 MiB header could otherwise cost gigabytes.
 struct DuplicateKeyFinder {
+  static constexpr int kMaxDepth = 16;
+  struct TooDeep {};
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;
   bool found = false;
 
-  bool operator()(int, json::parse_event_t event, json& parsed) {
+  bool operator()(int depth, json::parse_event_t event, json& parsed) {
     switch (event) {
-      case json::parse_event_t::object_start: open_objects.emplace_back(); break;
+      case json::parse_event_t::array_start:
+        if (depth >= kMaxDepth) throw TooDeep{};
+        break;
+      case json::parse_event_t::object_start:
+        if (depth >= kMaxDepth) throw TooDeep{};
+        open_objects.emplace_back();
+        break;
       case json::parse_event_t::object_end:
         if (!open_objects.empty()) open_objects.pop_back();
         break;
@@ -221,7 +231,7 @@ Entry check_entry(const std::string& file, const std::string& name, const json& 
   e.dtype = find_dtype(dts);
   if (!e.dtype) {
     if (dts.rfind("F8", 0) == 0)
-      fail(where(), ": dtype ", dts, " (8-bit float) is not supported");
+      fail(where(), ": dtype ", dts.substr(0, 40), " (8-bit float) is not supported");
     fail(where(), ": unknown dtype '", dts.substr(0, 40),
          "' (expected one of BOOL, U8, I8, U16, I16, U32, I32, U64, I64, F16, BF16, F32, F64)");
   }
@@ -229,26 +239,28 @@ Entry check_entry(const std::string& file, const std::string& name, const json& 
   const json& sh = v["shape"];
   SB_CHECK(sh.is_array(), where(), ": shape should be an array of integers but is ", excerpt(sh));
   std::vector<uint64_t> dims;
-  uint64_t numel = 1;
-  bool overflow = false;
+  uint64_t nonzero_product = 1;
+  bool has_zero = false, overflow = false;
   const uint64_t kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
   for (const json& d : sh) {
-    if (d.is_number_integer() && !d.is_number_unsigned())
-      fail(where(), ": shape ", excerpt(sh), " has a negative dimension ", d.get<int64_t>());
-    SB_CHECK(d.is_number_unsigned(), where(), ": shape ", excerpt(sh),
+    SB_CHECK(d.is_number_integer(), where(), ": shape ", excerpt(sh),
              " should hold non-negative integers but has ", excerpt(d));
-    uint64_t x = d.get<uint64_t>();
+    // nlohmann stores "-0" as a signed integer, so test the value rather than the storage.
+    if (!d.is_number_unsigned() && d.get<int64_t>() < 0)
+      fail(where(), ": shape ", excerpt(sh), " has a negative dimension ", d.get<int64_t>());
+    uint64_t x = d.is_number_unsigned() ? d.get<uint64_t>() : 0;
     SB_CHECK(x <= kMax, where(), ": shape ", excerpt(sh), " has dimension ", x,
              " beyond the int64 range");
     dims.push_back(x);
-    // A zero anywhere makes the product 0, so only non-zero products can overflow.
-    if (x == 0) numel = 0;
-    else if (numel != 0 && numel > kMax / x) overflow = true;
-    else numel *= x;
+    // The product of the non-zero dimensions must fit even when a zero makes the tensor empty:
+    // shape_numel multiplies left to right, so [2^32, 2^32, 0] would overflow there.
+    if (x == 0) has_zero = true;
+    else if (nonzero_product > kMax / x) overflow = true;
+    else nonzero_product *= x;
   }
-  // Check overflow after the loop: [huge, huge, 0] is a valid empty tensor.
-  SB_CHECK(numel == 0 || !overflow, where(), ": shape ", shape_json(dims),
+  SB_CHECK(!overflow, where(), ": shape ", shape_json(dims),
            " has more elements than int64 can count");
+  uint64_t numel = has_zero ? 0 : nonzero_product;
   e.numel = numel;
   e.shape.assign(dims.begin(), dims.end());
 
@@ -317,6 +329,9 @@ TensorFile parse_safetensors(const uint8_t* data, size_t size, const std::string
     header = json::parse(hbegin, buffer, std::ref(dups));
   } catch (const json::exception& ex) {
     fail(name, ": header is not valid JSON: ", ex.what());
+  } catch (const DuplicateKeyFinder::TooDeep&) {
+    fail(name, ": header nests deeper than ", DuplicateKeyFinder::kMaxDepth,
+         " levels (a valid header needs 3)");
   }
   SB_CHECK(header.is_object(), name, ": header should be a JSON object but is ", excerpt(header));
   SB_CHECK(!dups.found, name, ": header names '", dups.duplicate.substr(0, 200),
@@ -364,16 +379,30 @@ TensorFile parse_safetensors(const uint8_t* data, size_t size, const std::string
 }
 
 TensorFile load_safetensors(const std::string& path, const SafetensorsLimits& limits) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open for reading: ", std::strerror(errno));
-  in.seekg(0, std::ios::end);
-  std::streamoff len = in.tellg();
-  SB_CHECK(in && len >= 0, path, ": cannot determine the file size");
-  in.seekg(0, std::ios::beg);
-  std::vector<uint8_t> bytes(static_cast<size_t>(len));
-  if (len > 0) in.read(reinterpret_cast<char*>(bytes.data()), len);
-  SB_CHECK(in && in.gcount() == len, path, ": read failed after ", in.gcount(), " of ", len,
-           " bytes");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, ": cannot open for reading: ", std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) fail(path, ": cannot stat: ", std::strerror(errno));
+  // A directory or a pipe has no meaningful size to allocate from.
+  SB_CHECK(S_ISREG(st.st_mode), path, ": not a regular file");
+  std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < bytes.size()) {
+    size_t want = std::min<size_t>(bytes.size() - got, size_t(1) << 30);
+    ssize_t r = ::read(fd, bytes.data() + got, want);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      fail(path, ": read failed after ", got, " of ", bytes.size(),
+           " bytes: ", std::strerror(errno));
+    }
+    SB_CHECK(r > 0, path, ": file ended after ", got, " of ", bytes.size(),
+             " bytes (was it truncated while being read?)");
+    got += static_cast<size_t>(r);
+  }
   return parse_safetensors(bytes.data(), bytes.size(), path, limits);
 }
 
@@ -385,14 +414,24 @@ namespace {
   fail(path, ": ", what, ": ", std::strerror(err));
 }
 
+// Unpredictable enough that two processes saving the same path do not collide; O_EXCL catches
+// the rest.
+uint64_t random_suffix() {
+  try {
+    return std::random_device{}() % 1000000000u;
+  } catch (const std::exception&) {  // no entropy source: the clock will do
+    return static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) %
+           1000000000u;
+  }
+}
+
 // Owns the temporary file until it has been renamed into place; removes it on any failure.
 class TempFile {
  public:
   TempFile(const std::string& target) : target_(target) {
     static std::atomic<uint64_t> counter{0};
-    std::random_device rd;
     for (int attempt = 0; attempt < 16; ++attempt) {
-      path_ = str(target, ".tmp-", ::getpid(), "-", rd() % 1000000000u, "-", counter++);
+      path_ = str(target, ".tmp-", ::getpid(), "-", random_suffix(), "-", counter++);
       fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
       if (fd_ >= 0) return;
       if (errno != EEXIST) break;

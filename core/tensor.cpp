@@ -1,10 +1,13 @@
-// Storage allocation (aligned, counted) and the random generator behind the tensor factories.
+// Storage allocation (aligned, counted, cached for reuse) and the random generator behind the tensor factories.
 #include "core/tensor.h"
 
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <mutex>
 #include <new>
+#include <unordered_map>
+#include <vector>
 
 namespace sb {
 
@@ -18,18 +21,94 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
+namespace {
+
+// A training step allocates the same tensor sizes every time, so freed blocks are kept in
+// per-size free lists and handed out again: a steady-state step then takes no memory from the
+// OS, and no page is faulted in and zeroed twice. Sizes are rounded to classes (64 bytes below
+// 4 KiB, then eighths of a power of two: at most 12.5% slack) so near sizes share blocks.
+class BlockCache {
+ public:
+  static BlockCache& get() {
+    static BlockCache* c = new BlockCache;  // never destroyed: tensors may die after main()
+    return *c;
+  }
+
+  static size_t size_class(size_t bytes) {
+    if (bytes <= 64) return 64;
+    if (bytes <= 4096) return (bytes + 63) / 64 * 64;
+    const size_t p = size_t(1) << (63 - __builtin_clzll(bytes - 1));  // p < bytes <= 2p, p >= 4096
+    const size_t step = p / 8;
+    return (bytes + step - 1) / step * step;
+  }
+
+  void* take(size_t cls) {
+    if (limit_ > 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(cls);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_ -= cls;
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, cls);
+    if (!p) {  // give the cache back to the OS and try once more
+      trim();
+      p = std::aligned_alloc(64, cls);
+    }
+    return p;
+  }
+
+  void give(void* p, size_t cls) {
+    if (limit_ > 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + cls <= limit_) {
+        free_[cls].push_back(p);
+        cached_ += cls;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+  void trim() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [cls, blocks] : free_)
+      for (void* p : blocks) std::free(p);
+    free_.clear();
+    cached_ = 0;
+  }
+
+ private:
+  BlockCache() {
+#if defined(__SANITIZE_ADDRESS__)
+    limit_ = 0;  // reuse would hide use-after-free from AddressSanitizer
+#else
+    // SMALLBATCH_CACHE_MB caps the bytes kept for reuse (0 turns the cache off).
+    if (const char* env = std::getenv("SMALLBATCH_CACHE_MB")) limit_ = size_t(std::strtoull(env, nullptr, 10)) << 20;
+#endif
+  }
+
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0;
+  size_t limit_ = size_t(2) << 30;
+};
+
+}  // namespace
+
 namespace detail {
 std::shared_ptr<void> allocate_bytes(size_t bytes) {
-  // Round up so aligned_alloc's size is a multiple of the alignment; never zero bytes, so an
-  // empty tensor is still "defined".
-  size_t padded = ((bytes + 63) / 64) * 64;
-  if (padded == 0) padded = 64;
-  void* p = std::aligned_alloc(64, padded);
+  // Never zero bytes, so an empty tensor is still "defined".
+  const size_t cls = BlockCache::size_class(bytes);
+  void* p = BlockCache::get().take(cls);
   if (!p) throw Error(str("tensor: out of memory allocating ", bytes, " bytes"));
-  g_live_bytes += static_cast<int64_t>(padded);
-  return std::shared_ptr<void>(p, [padded](void* q) {
-    g_live_bytes -= static_cast<int64_t>(padded);
-    std::free(q);
+  g_live_bytes += static_cast<int64_t>(cls);
+  return std::shared_ptr<void>(p, [cls](void* q) {
+    g_live_bytes -= static_cast<int64_t>(cls);
+    BlockCache::get().give(q, cls);
   });
 }
 }  // namespace detail

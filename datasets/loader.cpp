@@ -67,7 +67,7 @@ void DataLoader::start_epoch(int64_t epoch, int64_t first_batch) {
   std::vector<Job> jobs;
   for (int64_t b = first_batch; b < batches_per_epoch(); ++b) {
     int64_t lo = b * opt_.batch_size, hi = std::min<int64_t>(lo + opt_.batch_size, data_->size());
-    jobs.push_back({std::vector<int64_t>(order.begin() + lo, order.begin() + hi), epoch});
+    jobs.push_back({std::vector<int64_t>(order.begin() + lo, order.begin() + hi), std::vector<int64_t>(hi - lo, epoch)});
   }
   start(std::move(jobs));
 }
@@ -83,7 +83,7 @@ void DataLoader::start_steps(int64_t first_step, int64_t count) {
       int64_t e = p / n;
       if (e != order_epoch) order = epoch_order(n, opt_.shuffle, opt_.seed, e), order_epoch = e;
       job.indices.push_back(order[p % n]);
-      job.epoch = e;
+      job.epochs.push_back(e);
     }
     jobs.push_back(std::move(job));
   }
@@ -92,10 +92,11 @@ void DataLoader::start_steps(int64_t first_step, int64_t count) {
 
 Batch DataLoader::load(const Job& job) const {
   std::vector<Sample> samples;
-  for (int64_t idx : job.indices) {
+  for (size_t k = 0; k < job.indices.size(); ++k) {
+    int64_t idx = job.indices[k];
     Sample s = data_->get(idx);
     if (opt_.transform) {
-      Generator g(mix_seed(opt_.seed, static_cast<uint64_t>(job.epoch) + 1, static_cast<uint64_t>(idx)));
+      Generator g(mix_seed(opt_.seed, static_cast<uint64_t>(job.epochs[k]) + 1, static_cast<uint64_t>(idx)));
       s = opt_.transform(std::move(s), g);
     }
     samples.push_back(std::move(s));

@@ -59,7 +59,7 @@ class DataLoader {
  private:
   struct Job {
     std::vector<int64_t> indices;
-    int64_t epoch;
+    std::vector<int64_t> epochs;  // per sample: a --steps batch can straddle two epochs
   };
   void start(std::vector<Job> jobs);
   void stop_workers();

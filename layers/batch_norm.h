@@ -3,12 +3,22 @@
 // int64 buffer, momentum = nullopt for a cumulative average.
 #pragma once
 
+#include <cmath>
 #include <optional>
 
 #include "core/ops_norm.h"
 #include "layers/module.h"
 
 namespace sb {
+
+// How far a layer's batch statistics are from its running ones, accumulated over forward
+// passes while BatchNorm2d::gap_stats points here (compare's train/test-gap diagnostic).
+struct BNGapStats {
+  double mean_shift_sum = 0;  // per batch: mean over channels of |mu_batch - mu_run| / sigma_run
+  double log_var_sum = 0;     // per batch: mean over channels of |log(var_batch / var_run)|
+  int64_t batches = 0;
+  void add(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, float eps);
+};
 
 struct BatchNormConfig {
   float eps = 1e-5f;
@@ -36,6 +46,7 @@ class BatchNorm2d : public Module {
     SB_CHECK(x.dim() == 4, name(), ": expected 4-d input (N, C, H, W) but got ", x.shape());
     SB_CHECK(x.size(1) == features_, name(), ": expected ", features_, " channels but got input ",
              x.shape());
+    if (gap_stats && running_mean.defined()) gap_stats->add(x.value(), running_mean, running_var, cfg_.eps);
     return forward_with(x, is_training() || batch_stats_in_eval);
   }
   // Normalizes with batch statistics or with the running statistics, whatever the module's
@@ -53,6 +64,7 @@ class BatchNorm2d : public Module {
   // In eval mode, normalize with the batch's statistics instead of the running ones (without
   // updating them): how `eval --bn-mode batch` measures BatchNorm's train/test gap.
   bool batch_stats_in_eval = false;
+  BNGapStats* gap_stats = nullptr;
   Var weight, bias;                    // (C,), initialized to 1 and 0
   Tensor running_mean, running_var;    // (C,), initialized to 0 and 1
   IndexTensor num_batches_tracked;     // () int64
@@ -61,5 +73,28 @@ class BatchNorm2d : public Module {
   int64_t features_;
   BatchNormConfig cfg_;
 };
+
+inline void BNGapStats::add(const Tensor& x, const Tensor& rm, const Tensor& rv, float eps) {
+  int64_t N = x.size(0), C = x.size(1), HW = x.numel() / (N * C);
+  double shift = 0, logvar = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0, ss = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* p = x.data() + (n * C + c) * HW;
+      for (int64_t i = 0; i < HW; ++i) s += p[i];
+    }
+    double mu = s / (N * HW);
+    for (int64_t n = 0; n < N; ++n) {
+      const float* p = x.data() + (n * C + c) * HW;
+      for (int64_t i = 0; i < HW; ++i) ss += (p[i] - mu) * (p[i] - mu);
+    }
+    double var = ss / (N * HW);
+    shift += std::fabs(mu - rm[c]) / std::sqrt(rv[c] + eps);
+    logvar += std::fabs(std::log((var + eps) / (rv[c] + eps)));
+  }
+  mean_shift_sum += shift / C;
+  log_var_sum += logvar / C;
+  ++batches;
+}
 
 }  // namespace sb

@@ -3,6 +3,7 @@
 
 #include <functional>
 
+#include "models/fcn.h"
 #include "models/unet.h"
 
 namespace sb {
@@ -13,12 +14,48 @@ struct Entry {
   std::function<ModulePtr(const ModelOptions&)> make;
 };
 
+// The options every model reads, with ModelOptions' defaults; `depth_default` > 0 adds depth.
+std::vector<ModelOptionInfo> options_with(int64_t depth_default, const std::string& depth_help) {
+  const ModelOptions d;
+  std::vector<ModelOptionInfo> o = {
+      {"norm", d.norm, "normalization: bn, gn, ln (GroupNorm(1, C)), in (GroupNorm(C, C)) or none"},
+      {"groups", std::to_string(d.groups), "GroupNorm groups for gn; a layer narrower than this gets one per channel"},
+      {"base_width", std::to_string(d.base_width), "channels of the first level; each level down doubles them"},
+      {"classes", std::to_string(d.classes), "classes predicted (train and eval default to the data's)"},
+      {"in_channels", std::to_string(d.in_channels), "input channels"},
+  };
+  if (depth_default > 0) o.push_back({"depth", std::to_string(depth_default), depth_help});
+  return o;
+}
+
+int64_t depth_or(int64_t depth, int64_t fallback) { return depth == 0 ? fallback : depth; }
+
 const std::vector<Entry>& table() {
   static const std::vector<Entry> t = {
-      {{"unet-s", "UNet-S: 3 levels, (conv3x3-norm-relu) x 2 per block, base width 16, "
-                  "transposed-conv upsampling (../shared/reference/unet_s.py)"},
+      {{"unet-s",
+        "UNet-S: 3 levels, (conv3x3-norm-relu) x 2 per block, base width 16, "
+        "transposed-conv upsampling (../shared/reference/unet_s.py). Input H, W divisible by 4.",
+        options_with(0, "")},
        [](const ModelOptions& o) -> ModulePtr {
          return std::make_shared<UNetS>(UNetSConfig{o.norm, o.groups, o.base_width, o.classes, o.in_channels});
+       }},
+      {{"unet",
+        "UNet of any depth: `depth` 2x2 max-pool steps, (conv3x3-norm-relu) x 2 per block, widths "
+        "base_width * 2^(level-1), transposed-conv upsampling with skip connections. Keys e1..e{depth+1}, "
+        "u{l}, d{l}, head; depth 2 is unet-s key for key. Input H, W divisible by 2^depth.",
+        options_with(UNetConfig{}.depth, str("max-pool down-sampling steps, 1 to ", UNetConfig::kMaxDepth))},
+       [](const ModelOptions& o) -> ModulePtr {
+         return std::make_shared<UNet>(UNetConfig{o.norm, o.groups, o.base_width, o.classes, o.in_channels,
+                                                  depth_or(o.depth, UNetConfig{}.depth)});
+       }},
+      {{"fcn",
+        "Small FCN: `depth` stages of (conv3x3 stride 2-norm-relu, conv3x3-norm-relu), widths "
+        "base_width * 2^(stage-1), a 1x1 classifier, bilinear upsampling by 2^depth to the input size. "
+        "Keys s1..s{depth}, head. Input H, W divisible by 2^depth.",
+        options_with(FCNConfig{}.depth, str("stride-2 stages (output stride 2^depth), 1 to ", FCNConfig::kMaxDepth))},
+       [](const ModelOptions& o) -> ModulePtr {
+         return std::make_shared<FCN>(FCNConfig{o.norm, o.groups, o.base_width, o.classes, o.in_channels,
+                                                depth_or(o.depth, FCNConfig{}.depth)});
        }},
   };
   return t;

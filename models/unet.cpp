@@ -1,5 +1,7 @@
-// UNet-S and its building blocks.
+// UNet-S, UNet and their building blocks.
 #include "models/unet.h"
+
+#include <algorithm>
 
 #include "core/ops.h"
 #include "layers/batch_norm.h"
@@ -64,6 +66,69 @@ Var UNetS::forward(const Var& x) {
   Var y = d2->forward(concat({u2->forward(x3), x2}, 1));  // upsampled first, skip second
   y = d1->forward(concat({u1->forward(y), x1}, 1));
   return head->forward(y);                        // (N, classes, H, W)
+}
+
+void check_norm_widths(const std::string& model, const std::string& norm, int64_t groups,
+                       const std::vector<std::pair<std::string, int64_t>>& widths) {
+  static const std::vector<std::string> known = {"bn", "gn", "ln", "in", "none"};
+  SB_CHECK(std::find(known.begin(), known.end(), norm) != known.end(), model, ": unknown norm '", norm,
+           "' (known: bn, gn, ln, in, none)");
+  if (norm != "gn") return;
+  SB_CHECK(groups > 0, model, ": norm 'gn' needs groups > 0, got groups=", groups);
+  for (const auto& [where, w] : widths) {
+    int64_t g = std::min(groups, w);  // make_norm's rule: narrow layers get one group per channel
+    SB_CHECK(w % g == 0, model, ": norm 'gn' with groups=", groups, " cannot split ", where, "'s ", w,
+             " channels into ", g, " equal groups; choose a base_width whose multiples are divisible by ",
+             groups, ", or other groups");
+  }
+}
+
+UNet::UNet(const UNetConfig& cfg) : cfg_(cfg) {
+  SB_CHECK(cfg.base > 0 && cfg.classes > 0 && cfg.in_channels > 0,
+           "unet: base_width, classes and in_channels must be positive, got base_width=", cfg.base,
+           " classes=", cfg.classes, " in_channels=", cfg.in_channels);
+  SB_CHECK(cfg.depth >= 1 && cfg.depth <= UNetConfig::kMaxDepth, "unet: depth must be in [1, ",
+           UNetConfig::kMaxDepth, "] (down-sampling steps), got ", cfg.depth);
+  const int64_t D = cfg.depth, b = cfg.base;
+  auto width = [b](int64_t level) { return b << (level - 1); };  // level 1 .. D + 1
+  std::vector<std::pair<std::string, int64_t>> widths;
+  for (int64_t l = 1; l <= D + 1; ++l) widths.emplace_back(str("e", l), width(l));
+  check_norm_widths("unet", cfg.norm, cfg.groups, widths);
+
+  // Registration order = state_dict order; for D = 2 it is UNet-S's order, key for key.
+  for (int64_t l = 1; l <= D + 1; ++l)
+    enc_.push_back(register_module(str("e", l), std::make_shared<Block>(l == 1 ? cfg.in_channels : width(l - 1),
+                                                                      width(l), cfg.norm, cfg.groups)));
+  up_.resize(D);
+  dec_.resize(D);
+  for (int64_t l = D; l >= 1; --l) {
+    up_[l - 1] = register_module(str("u", l), std::make_shared<ConvTranspose2d>(width(l + 1), width(l), 2, 2));
+    dec_[l - 1] = register_module(str("d", l), std::make_shared<Block>(width(l + 1), width(l), cfg.norm, cfg.groups));
+  }
+  head_ = register_module("head", std::make_shared<Conv2d>(Conv2dConfig{b, cfg.classes, 1}));
+}
+
+std::string UNet::name() const {
+  return str("UNet(depth=", cfg_.depth, ", base_width=", cfg_.base, ", norm=", cfg_.norm, ")");
+}
+
+Var UNet::forward(const Var& x) {
+  const int64_t f = int64_t{1} << cfg_.depth;  // the total down-sampling factor
+  SB_CHECK(x.dim() == 4 && x.size(1) == cfg_.in_channels, "unet: expected input (N, ", cfg_.in_channels,
+           ", H, W) but got ", x.shape());
+  SB_CHECK(x.size(2) > 0 && x.size(3) > 0 && x.size(2) % f == 0 && x.size(3) % f == 0, "unet: depth ",
+           cfg_.depth, " needs H and W divisible by 2^depth = ", f, " but got input ", x.shape(),
+           "; use a smaller depth or crop the input");
+  Pool2dOptions pool;
+  pool.kernel = 2;
+  // feats[l - 1]: e{l}'s output (N, 2^(l-1) b, H / 2^(l-1), W / 2^(l-1)); the last is the bottleneck.
+  std::vector<Var> feats;
+  for (size_t i = 0; i < enc_.size(); ++i)
+    feats.push_back(enc_[i]->forward(i == 0 ? x : max_pool2d(feats.back(), pool)));
+  Var y = feats.back();  // (N, 2^D b, H / 2^D, W / 2^D)
+  for (int64_t l = cfg_.depth; l >= 1; --l)  // upsampled first, skip second, as in UNet-S
+    y = dec_[l - 1]->forward(concat({up_[l - 1]->forward(y), feats[l - 1]}, 1));
+  return head_->forward(y);  // (N, classes, H, W)
 }
 
 }  // namespace sb

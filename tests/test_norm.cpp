@@ -448,21 +448,26 @@ TEST_CASE("batch_norm: fused matches the composed reference, training and eval")
     Tensor w = c.affine ? randn_t({C}, seed++, 1.f, 0.5f) : Tensor();
     Tensor b = c.affine ? randn_t({C}, seed++) : Tensor();
     Tensor rm = randn_t({C}, seed++), rv = rand_t({C}, seed++, 0.5f, 2.f);
-    SUBCASE("training") {
-      Tensor rm1 = rm.clone(), rv1 = rv.clone();
-      check_same(run([&](const Var& v, const Var& vw, const Var& vb) {
-                   return batch_norm(v, rm1, rv1, vw, vb, true, 0.1f);
-                 }, x, w, b, dy),
-                 run([](const Var& v, const Var& vw, const Var& vb) { return batch_norm_train_composed(v, vw, vb); },
-                     x, w, b, dy));
+    Tensor rm1 = rm.clone(), rv1 = rv.clone();  // the training call updates these
+    auto fused_train = [&](const Var& v, const Var& vw, const Var& vb) {
+      return batch_norm(v, rm1, rv1, vw, vb, true, 0.1f);
+    };
+    auto composed_train = [](const Var& v, const Var& vw, const Var& vb) {
+      return batch_norm_train_composed(v, vw, vb);
+    };
+    auto fused_eval = [&](const Var& v, const Var& vw, const Var& vb) {
+      return batch_norm(v, rm, rv, vw, vb, false, 0.1f);
+    };
+    auto composed_eval = [&](const Var& v, const Var& vw, const Var& vb) {
+      return batch_norm_eval_composed(v, rm, rv, vw, vb);
+    };
+    {
+      INFO("training");
+      check_same(run(fused_train, x, w, b, dy), run(composed_train, x, w, b, dy));
     }
-    SUBCASE("eval") {
-      check_same(run([&](const Var& v, const Var& vw, const Var& vb) {
-                   return batch_norm(v, rm, rv, vw, vb, false, 0.1f);
-                 }, x, w, b, dy),
-                 run([&](const Var& v, const Var& vw, const Var& vb) {
-                   return batch_norm_eval_composed(v, rm, rv, vw, vb);
-                 }, x, w, b, dy));
+    {
+      INFO("eval");
+      check_same(run(fused_eval, x, w, b, dy), run(composed_eval, x, w, b, dy));
     }
   }
 }
@@ -508,10 +513,9 @@ TEST_CASE("batch_norm: finite-difference gradients, training and eval") {
   Tensor w = randn_t({4}, 82, 1.f, 0.5f), b = randn_t({4}, 83);
   Tensor rm = randn_t({4}, 84), rv = Tensor::from({4}, {0.5f, 1.f, 2.f, 0.8f});
   SUBCASE("training, no running stats") {
-    CHECK_GRADCHECK([](const std::vector<Var>& v) { return batch_norm(v[0], Tensor(), Tensor(), v[1], v[2], true, 0.1f); },
-                    {randn_t({3, 4, 2, 2}, 81), w, b});
-    CHECK_GRADCHECK([](const std::vector<Var>& v) { return batch_norm(v[0], Tensor(), Tensor(), v[1], v[2], true, 0.1f); },
-                    {randn_t({5, 4}, 85), w, b});
+    auto train = [](const std::vector<Var>& v) { return batch_norm(v[0], Tensor(), Tensor(), v[1], v[2], true, 0.1f); };
+    CHECK_GRADCHECK(train, {randn_t({3, 4, 2, 2}, 81), w, b});
+    CHECK_GRADCHECK(train, {randn_t({5, 4}, 85), w, b});
   }
   SUBCASE("training with running stats (updated on every call; the output does not use them)") {
     Tensor rm1 = rm.clone(), rv1 = rv.clone();
@@ -535,7 +539,9 @@ TEST_CASE("batch_norm: finite-difference gradients, training and eval") {
 TEST_CASE("batch_norm: results do not depend on the thread count") {
   Shape s{4, 16, 24, 24};
   Tensor x = randn_t(s, 91), dy = randn_t(s, 92), w = randn_t({16}, 93), b = randn_t({16}, 94);
-  auto f = [](const Var& v, const Var& vw, const Var& vb) { return batch_norm(v, Tensor(), Tensor(), vw, vb, true, 0.1f); };
+  auto f = [](const Var& v, const Var& vw, const Var& vb) {
+    return batch_norm(v, Tensor(), Tensor(), vw, vb, true, 0.1f);
+  };
   Grads one, many;
   {
     ThreadScope t(1);

@@ -84,9 +84,13 @@ TEST_CASE("max_pool2d: output size follows PyTorch's ceil_mode rule") {
   CHECK(out_hw(6, 6, pool(3, 2, 1, false)) == Shape{3, 3});
 }
 
-TEST_CASE("max_pool2d: NaN in a window propagates to its output") {
-  Tensor x = Tensor::from({1, 1, 2, 2}, {1.f, NAN, 3.f, 2.f});
-  CHECK(std::isnan(max_pool2d(Var(x), pool(2, 2)).item()));
+TEST_CASE("max_pool2d: NaN in a window propagates, and its gradient goes to the last NaN") {
+  // PyTorch's rule "v > best || isnan(v)" keeps updating on every NaN (checked with torch 1.13).
+  Var x(Tensor::from({1, 1, 2, 2}, {1.f, NAN, NAN, 2.f}), true);
+  Var y = max_pool2d(x, pool(2, 2));
+  CHECK(std::isnan(y.item()));
+  y.backward(Tensor::ones({1, 1, 1, 1}));
+  CHECK_CLOSE(x.grad(), Tensor::from({1, 1, 2, 2}, {0.f, 0.f, 1.f, 0.f}), 0.0);
 }
 
 TEST_CASE("max_pool2d: gradcheck") {
@@ -140,6 +144,9 @@ TEST_CASE("avg_pool2d: divisors by hand") {
   // with no padding there, so it averages over 1 cell, not 2.
   Tensor row = Tensor::from({1, 1, 1, 3}, {2.f, 4.f, 6.f});
   CHECK_CLOSE(avg_pool2d(Var(row), pool({1, 2}, {1, 2}, 0, true)).value(), Tensor::from({1, 1, 1, 2}, {3.f, 6.f}));
+  // The same along H, where the rule is applied separately.
+  Tensor col = row.clone().reshape({1, 1, 3, 1});
+  CHECK_CLOSE(avg_pool2d(Var(col), pool({2, 1}, {2, 1}, 0, true)).value(), Tensor::from({1, 1, 2, 1}, {3.f, 6.f}));
 }
 
 TEST_CASE("avg_pool2d: gradcheck") {

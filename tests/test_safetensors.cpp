@@ -90,6 +90,12 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+uint64_t header_length(const std::vector<uint8_t>& bytes) {
+  uint64_t n = 0;
+  if (bytes.size() >= 8) std::memcpy(&n, bytes.data(), 8);
+  return n;
+}
+
 }  // namespace
 
 // Every listed piece must appear in the message of the sb::Error that expr throws.
@@ -171,6 +177,7 @@ TEST_CASE("safetensors: metadata is omitted when empty and overwriting replaces 
   save_safetensors(path, f);
   std::vector<uint8_t> bytes = read_bytes(path);
   CHECK(std::string(bytes.begin(), bytes.end()).find("__metadata__") == std::string::npos);
+  CHECK(header_length(bytes) % 8 == 0);
 
   f.floats["x"] = Tensor::from({2}, {9, 8});
   save_safetensors(path, f);
@@ -179,6 +186,9 @@ TEST_CASE("safetensors: metadata is omitted when empty and overwriting replaces 
 
   TensorFile empty;
   save_safetensors(path, empty);
+  // "{}" padded to 8 bytes with spaces.
+  CHECK(read_bytes(path) ==
+        std::vector<uint8_t>{8, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '});
   TensorFile g = load_safetensors(path);
   CHECK(g.floats.empty());
   CHECK(g.ints.empty());
@@ -189,8 +199,8 @@ TEST_CASE("safetensors: reads a file written by the Python reference writer") {
   TensorFile f = sbtest::load_fixture("safetensors_reference");
   CHECK(f.metadata == std::map<std::string, std::string>{{"format", "pt"},
                                                          {"note", "reference writer"}});
-  CHECK_CLOSE(f.get_float("weight"), Tensor::from({2, 3}, {0.5f, -1.25f, 3.f, 1e-3f, -0.f, 65504.f}),
-              0.0);
+  CHECK_CLOSE(f.get_float("weight"),
+              Tensor::from({2, 3}, {0.5f, -1.25f, 3.f, 1e-3f, -0.f, 65504.f}), 0.0);
   const IndexTensor& labels = f.get_int("labels");
   REQUIRE(labels.shape() == Shape{4});
   CHECK(std::vector<int64_t>(labels.begin(), labels.end()) ==
@@ -293,7 +303,8 @@ TEST_CASE("safetensors: the header may be padded and empty tensors may share off
 TEST_CASE("safetensors: get_float and get_int name the file and the missing tensor") {
   TensorFile f = sbtest::load_fixture("safetensors_reference");
   CHECK_ERROR(f.get_float("nope"), "safetensors_reference.safetensors", "no tensor named 'nope'");
-  CHECK_ERROR(f.get_int("weight"), "safetensors_reference.safetensors", "'weight' is a float tensor");
+  CHECK_ERROR(f.get_int("weight"), "safetensors_reference.safetensors",
+              "'weight' is a float tensor");
   CHECK_ERROR(f.get_float("labels"), "'labels' is an integer tensor");
   TensorFile empty;
   CHECK_ERROR(empty.get_int("x"), "no tensor named 'x'");
@@ -312,7 +323,8 @@ TEST_CASE("safetensors: truncated files and bad header lengths") {
 
   std::vector<uint8_t> img = image("{}");
   img[0] = 200;  // claims 200 header bytes in a 10-byte file
-  CHECK_ERROR(parse(img), "bad.safetensors", "header length 200 runs past the end of the 10-byte file");
+  CHECK_ERROR(parse(img), "bad.safetensors",
+              "header length 200 runs past the end of the 10-byte file");
   std::fill(img.begin(), img.begin() + 8, 0xff);  // 2^64 - 1: must not wrap around
   CHECK_ERROR(parse(img), "header length 18446744073709551615 runs past the end");
 
@@ -326,7 +338,8 @@ TEST_CASE("safetensors: header that is not JSON, or not an object") {
   CHECK_ERROR(parse(image("")), "header is not valid JSON");
   CHECK_ERROR(parse(image("{} {}")), "header is not valid JSON");
   CHECK_ERROR(parse(image("{\"a\":\"\xff\"}")), "header is not valid JSON");  // not UTF-8
-  CHECK_ERROR(parse(image("[1,2]")), "bad.safetensors", "header should be a JSON object but is [1,2]");
+  CHECK_ERROR(parse(image("[1,2]")), "bad.safetensors",
+              "header should be a JSON object but is [1,2]");
   CHECK_ERROR(parse(image("\"x\"")), "header should be a JSON object");
 }
 
@@ -362,6 +375,10 @@ TEST_CASE("safetensors: unknown and unsupported dtypes") {
 TEST_CASE("safetensors: negative and overflowing shapes") {
   CHECK_ERROR(parse(image("{\"t\":{\"dtype\":\"F32\",\"shape\":[2,-1],\"data_offsets\":[0,0]}}")),
               "bad.safetensors: tensor 't'", "negative dimension -1");
+  // JSON's -0 is zero, not negative.
+  CHECK(parse(image("{\"t\":{\"dtype\":\"F32\",\"shape\":[2,-0],\"data_offsets\":[0,0]}}"))
+            .get_float("t")
+            .shape() == Shape{2, 0});
   // 2^32 cubed overflows int64 (and uint64).
   CHECK_ERROR(
       parse(image("{\"t\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296,4294967296],"
@@ -375,10 +392,15 @@ TEST_CASE("safetensors: negative and overflowing shapes") {
   CHECK_ERROR(parse(image("{\"t\":{\"dtype\":\"F32\",\"shape\":[18446744073709551615],"
                           "\"data_offsets\":[0,0]}}")),
               "beyond the int64 range");
-  // Huge dimensions with a zero among them describe a valid empty tensor.
+  // A zero does not excuse the other dimensions: their product must still be countable.
+  CHECK_ERROR(parse(image("{\"t\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,0],"
+                          "\"data_offsets\":[0,0]}}")),
+              "more elements than int64 can count");
+  // Large dimensions around a zero describe a valid empty tensor.
   TensorFile f = parse(image(
-      "{\"t\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,0],\"data_offsets\":[0,0]}}"));
+      "{\"t\":{\"dtype\":\"F32\",\"shape\":[2147483648,0,2147483648],\"data_offsets\":[0,0]}}"));
   CHECK(f.get_float("t").numel() == 0);
+  CHECK(f.get_float("t").shape() == Shape{2147483648, 0, 2147483648});
 }
 
 TEST_CASE("safetensors: shape and data_offsets must agree and stay inside the buffer") {
@@ -391,7 +413,8 @@ TEST_CASE("safetensors: shape and data_offsets must agree and stay inside the bu
               "but data_offsets span 1700");
   CHECK_ERROR(parse(image("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
                           std::vector<uint8_t>(8))),
-              "bad.safetensors: tensor 't'", "data_offsets [4,12] run past the end of the data buffer (8 bytes)");
+              "bad.safetensors: tensor 't'",
+              "data_offsets [4,12] run past the end of the data buffer (8 bytes)");
   // An end offset near 2^64 must not wrap around the bounds check.
   CHECK_ERROR(parse(image("{\"t\":{\"dtype\":\"U8\",\"shape\":[4],"
                           "\"data_offsets\":[18446744073709551612,18446744073709551616]}}")),
@@ -570,4 +593,15 @@ TEST_CASE("safetensors: an unwritable directory leaves the old file intact") {
   fs::permissions(dir.path, fs::perms::owner_all);
   CHECK(read_bytes(path) == before);
   CHECK(dir.files() == std::vector<std::string>{"model.safetensors"});
+}
+
+TEST_CASE("safetensors: deeply nested headers are refused early") {
+  std::string deep = "{\"t\":" + std::string(10000, '[') + std::string(10000, ']') + "}";
+  CHECK_ERROR(parse(image(deep)), "bad.safetensors", "nests deeper than");
+}
+
+TEST_CASE("safetensors: load refuses a directory") {
+  TempDir dir;
+  std::string path = dir.path.string();
+  CHECK_ERROR(load_safetensors(path), path.c_str(), "not a regular file");
 }

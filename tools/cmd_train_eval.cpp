@@ -22,10 +22,11 @@ void ModelFlags::add(CLI::App& cmd) {
   classes_opt = cmd.add_option("--classes", classes, "number of classes (default: from the data)")->check(CLI::PositiveNumber);
   in_opt = cmd.add_option("--in-channels", in_channels, "input channels")->capture_default_str()->check(CLI::PositiveNumber);
   width_opt = cmd.add_option("--base-width", base_width, "channels of the first level")->capture_default_str()->check(CLI::PositiveNumber);
+  depth_opt = cmd.add_option("--depth", depth, "levels of unet / stages of fcn (default: the model's)")->check(CLI::PositiveNumber);
 }
 
 bool ModelFlags::any_given() const {
-  for (auto* o : {model_opt, norm_opt, groups_opt, classes_opt, in_opt, width_opt})
+  for (auto* o : {model_opt, norm_opt, groups_opt, classes_opt, in_opt, width_opt, depth_opt})
     if (o && o->count() > 0) return true;
   return false;
 }
@@ -38,6 +39,7 @@ ModelSpec ModelFlags::spec(int64_t classes_default) const {
   s.options.classes = classes > 0 ? classes : classes_default;
   s.options.in_channels = in_channels;
   s.options.base_width = base_width;
+  s.options.depth = depth;
   return s;
 }
 

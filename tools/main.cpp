@@ -14,8 +14,12 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   app.set_version_flag("--version", std::string("smallbatch ") + SMALLBATCH_VERSION);
   sb::cli::Action action;
+  sb::cli::add_compare_command(app, action);
   sb::cli::add_train_command(app, action);
   sb::cli::add_eval_command(app, action);
+  sb::cli::add_data_command(app, action);
+  sb::cli::add_models_command(app, action);
+  sb::cli::add_bench_command(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

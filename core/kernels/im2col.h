@@ -26,6 +26,9 @@ struct ColGeometry {
 
 // col (rows, cols) = the patches of im (channels, height, width).
 void im2col(const ColGeometry& g, const float* im, float* col);
+// The grid rows [oh0, oh1) only: col (rows, (oh1 - oh0) * out_w), the same columns im2col writes
+// for those grid rows. A caller that multiplies the columns tile by tile keeps each tile in cache.
+void im2col_rows(const ColGeometry& g, const float* im, float* col, int64_t oh0, int64_t oh1);
 
 // im (channels, height, width) = the adjoint of im2col applied to col (rows, cols): every entry is
 // added into the image position im2col read it from. Overwrites im. Deterministic: each image

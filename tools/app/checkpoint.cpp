@@ -11,7 +11,8 @@ nlohmann::json ModelSpec::to_json() const {
           {"groups", options.groups},
           {"classes", options.classes},
           {"in_channels", options.in_channels},
-          {"base_width", options.base_width}};
+          {"base_width", options.base_width},
+          {"depth", options.depth}};
 }
 
 ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where) {
@@ -23,6 +24,7 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
     s.options.classes = j.at("classes").get<int64_t>();
     s.options.in_channels = j.at("in_channels").get<int64_t>();
     s.options.base_width = j.value("base_width", int64_t{16});
+    s.options.depth = j.value("depth", int64_t{0});
   } catch (const nlohmann::json::exception& e) {
     fail(where, ": the model configuration is incomplete or malformed (", e.what(), ")");
   }

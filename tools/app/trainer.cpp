@@ -44,6 +44,7 @@ nlohmann::json TrainConfig::to_json() const {
           {"seed", seed},
           {"threads", threads},
           {"init", init},
+          {"init_strict", init_strict},
           {"version", SMALLBATCH_VERSION}};
 }
 
@@ -231,7 +232,17 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   manual_seed(cfg.seed);
   ModulePtr model = cfg.spec.build();
   model->assign_paths();
-  if (!cfg.init.empty()) load_weights(*model, cfg.init);
+  if (!cfg.init.empty()) {
+    if (cfg.init_strict) {
+      load_weights(*model, cfg.init);
+    } else {
+      TensorFile f = load_safetensors(cfg.init), fit;
+      StateDict mine = model->state_dict();
+      for (auto& [k, v] : f.floats)
+        if (mine.floats.count(k) && mine.floats.at(k).shape() == v.shape()) fit.floats[k] = v;
+      model->load_state_dict(fit, false);
+    }
+  }
   auto opt = make_optimizer(cfg, *model);
 
   LoaderOptions lo;

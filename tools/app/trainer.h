@@ -39,6 +39,8 @@ struct TrainConfig {
   int threads = 0;                 // recorded; the caller sets the thread count
   int loader_workers = 2;
   std::string init;                // starting weights (.safetensors), optional
+  bool init_strict = true;         // false: load the keys that exist in the model with the same
+                                   // shape, keep the rest (compare: same convs, different norms)
   std::string save;                // final weights, optional
   std::string out;                 // output directory, optional
   bool resume = false;             // continue from out/state.safetensors

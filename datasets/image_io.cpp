@@ -1,0 +1,348 @@
+// Decoding and encoding image files with stb_image / stb_image_write, with the checks that turn
+// every bad file into an sb::Error naming it.
+//
+// stb's implementation is compiled here, in this one translation unit, rather than linked from
+// Debian's libstb.so: STB_IMAGE_STATIC / STB_IMAGE_WRITE_STATIC keep every stb symbol private to
+// this file (no clash with another copy of stb linked into the same program), we choose the
+// configuration (only PNG, JPEG and BMP are compiled in, which keeps the decoder surface small;
+// the failure reason is thread-local because STBI_THREAD_LOCAL is defined for C++11), and the
+// binary needs no libstb0 at run time. The rest of the library uses the functions in image_io.h.
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#include <stb_image.h>
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_STATIC
+#include <stb_image_write.h>
+
+#include "datasets/image_io.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+
+namespace sb {
+
+namespace {
+
+std::string stb_reason() {
+  const char* r = stbi_failure_reason();
+  return r && *r ? r : "no reason given";
+}
+
+struct FileCloser {
+  void operator()(FILE* f) const { std::fclose(f); }
+};
+using FilePtr = std::unique_ptr<FILE, FileCloser>;
+
+FilePtr open_for_reading(const std::string& path) {
+  std::error_code ec;
+  SB_CHECK(!std::filesystem::is_directory(path, ec), path, ": expected an image file but found a directory");
+  FILE* f = std::fopen(path.c_str(), "rb");
+  SB_CHECK(f, path, ": cannot open (", std::strerror(errno), ")");
+  return FilePtr(f);
+}
+
+std::vector<uint8_t> read_bytes(const std::string& path) {
+  FilePtr f = open_for_reading(path);
+  std::vector<uint8_t> bytes;
+  uint8_t buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0) {
+    bytes.insert(bytes.end(), buf, buf + n);
+    SB_CHECK(bytes.size() <= static_cast<size_t>(INT_MAX), path, ": file larger than 2 GiB; not an image we can decode");
+  }
+  SB_CHECK(!std::ferror(f.get()), path, ": read error (", std::strerror(errno), ")");
+  SB_CHECK(!bytes.empty(), path, ": empty file (0 bytes), expected a PNG, JPEG or BMP image");
+  return bytes;
+}
+
+// Reads n bytes at an offset; false past the end.
+using ByteReader = std::function<bool(uint64_t offset, size_t n, uint8_t* out)>;
+
+uint32_t be16(const uint8_t* p) { return (uint32_t(p[0]) << 8) | p[1]; }
+uint32_t be32(const uint8_t* p) { return (be16(p) << 16) | be16(p + 2); }
+int32_t le32(const uint8_t* p) {
+  return static_cast<int32_t>(uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24));
+}
+
+// The width and height a PNG, JPEG or BMP header claims, read by us rather than by stb_image:
+// stb refuses very large images inside stbi_info with a generic "unknown image type", and the
+// claimed size is what a user needs to see. {0, 0} when the format or header is not recognized.
+std::pair<int64_t, int64_t> claimed_size(const ByteReader& read) {
+  uint8_t b[26];
+  if (!read(0, 2, b)) return {0, 0};
+  if (b[0] == 0x89 && read(0, 24, b) && std::memcmp(b + 12, "IHDR", 4) == 0) return {be32(b + 16), be32(b + 20)};
+  if (b[0] == 'B' && b[1] == 'M' && read(0, 26, b)) return {std::abs(int64_t(le32(b + 18))), std::abs(int64_t(le32(b + 22)))};
+  if (b[0] != 0xFF || b[1] != 0xD8) return {0, 0};
+  // JPEG: walk the marker segments up to the frame header (SOFn), which holds the size.
+  uint64_t off = 2;
+  for (int guard = 0; guard < 4096 && read(off, 4, b); ++guard) {
+    if (b[0] != 0xFF) return {0, 0};
+    uint8_t m = b[1];
+    if (m == 0xFF) {  // fill byte
+      off += 1;
+      continue;
+    }
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD8)) {  // markers without a length
+      off += 2;
+      continue;
+    }
+    bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+    if (sof) return read(off + 4, 5, b) ? std::pair<int64_t, int64_t>{be16(b + 3), be16(b + 1)} : std::pair<int64_t, int64_t>{0, 0};
+    if (m == 0xDA || m == 0xD9) return {0, 0};  // scan or end before any frame header
+    off += 2 + be16(b + 2);
+  }
+  return {0, 0};
+}
+
+void check_pixels(const std::string& path, int64_t w, int64_t h, int64_t max_pixels) {
+  SB_CHECK(w > 0 && h > 0, path, ": the header claims a ", w, " x ", h, " image");
+  SB_CHECK(max_pixels <= 0 || w * h <= max_pixels, path, ": the header claims ", w, " x ", h, " = ", w * h,
+           " pixels, more than the limit of ", max_pixels, " (--max-pixels); refusing to decode it");
+}
+
+// Refuses a header claiming more than max_pixels before stb_image sees the file.
+void check_claimed_size(const std::string& path, const ByteReader& read, int64_t max_pixels) {
+  auto [w, h] = claimed_size(read);
+  if (w > 0 && h > 0) check_pixels(path, w, h, max_pixels);
+}
+
+ImageHeader header_from_memory(const std::string& path, const std::vector<uint8_t>& bytes, int64_t max_pixels) {
+  check_claimed_size(path, [&](uint64_t off, size_t n, uint8_t* out) {
+    if (off + n > bytes.size()) return false;
+    std::memcpy(out, bytes.data() + off, n);
+    return true;
+  }, max_pixels);
+  int w = 0, h = 0, c = 0;
+  int len = static_cast<int>(bytes.size());
+  SB_CHECK(stbi_info_from_memory(bytes.data(), len, &w, &h, &c), path,
+           ": not a PNG, JPEG or BMP image, or its header is corrupt (stb_image: ", stb_reason(), ")");
+  check_pixels(path, w, h, max_pixels);
+  return {w, h, c, stbi_is_16_bit_from_memory(bytes.data(), len) != 0};
+}
+
+struct StbFree {
+  void operator()(void* p) const { stbi_image_free(p); }
+};
+
+// Decodes to `want` channels (0: as stored); returns the pixels and the stored channel count.
+template <class T>
+std::unique_ptr<T, StbFree> decode(const std::string& path, const std::vector<uint8_t>& bytes,
+                                   const ImageHeader& hd, int want, int& channels) {
+  int w = 0, h = 0;
+  int len = static_cast<int>(bytes.size());
+  T* px;
+  if constexpr (sizeof(T) == 2) px = stbi_load_16_from_memory(bytes.data(), len, &w, &h, &channels, want);
+  else px = stbi_load_from_memory(bytes.data(), len, &w, &h, &channels, want);
+  SB_CHECK(px, path, ": cannot decode the image data (stb_image: ", stb_reason(),
+           "); the file is corrupt or truncated");
+  std::unique_ptr<T, StbFree> owned(px);
+  SB_CHECK(w == hd.width && h == hd.height, path, ": decoded ", w, " x ", h, " but the header says ", hd.width,
+           " x ", hd.height);
+  return owned;
+}
+
+void png_sink(void* ctx, void* data, int size) {
+  auto* v = static_cast<std::vector<uint8_t>*>(ctx);
+  auto* p = static_cast<uint8_t*>(data);
+  v->insert(v->end(), p, p + size);
+}
+
+void check_write_args(const char* what, int64_t w, int64_t h, int channels) {
+  SB_CHECK(w > 0 && h > 0 && w <= INT_MAX / 4 && h <= INT_MAX / 4, what, ": bad image size ", w, " x ", h);
+  SB_CHECK(channels >= 1 && channels <= 4, what, ": channels must be 1..4, got ", channels);
+}
+
+}  // namespace
+
+ImageHeader read_image_header(const std::string& path, int64_t max_pixels) {
+  FilePtr f = open_for_reading(path);
+  std::fseek(f.get(), 0, SEEK_END);
+  long size = std::ftell(f.get());
+  std::fseek(f.get(), 0, SEEK_SET);
+  SB_CHECK(size != 0, path, ": empty file (0 bytes), expected a PNG, JPEG or BMP image");
+  check_claimed_size(path, [&](uint64_t off, size_t n, uint8_t* out) {
+    return off + n <= static_cast<uint64_t>(size) && std::fseek(f.get(), static_cast<long>(off), SEEK_SET) == 0 &&
+           std::fread(out, 1, n, f.get()) == n;
+  }, max_pixels);
+  std::fseek(f.get(), 0, SEEK_SET);
+  int w = 0, h = 0, c = 0;
+  SB_CHECK(stbi_info_from_file(f.get(), &w, &h, &c), path,
+           ": not a PNG, JPEG or BMP image, or its header is corrupt (stb_image: ", stb_reason(), ")");
+  check_pixels(path, w, h, max_pixels);
+  return {w, h, c, stbi_is_16_bit_from_file(f.get()) != 0};
+}
+
+Tensor load_image(const std::string& path, int64_t max_pixels) {
+  std::vector<uint8_t> bytes = read_bytes(path);
+  ImageHeader hd = header_from_memory(path, bytes, max_pixels);
+  int stored = 0;
+  auto px = decode<stbi_uc>(path, bytes, hd, 3, stored);  // stb converts grey/RGBA/palette to RGB
+  int64_t H = hd.height, W = hd.width;
+  Tensor img = Tensor::empty({3, H, W});  // (C, H, W)
+  float* out = img.data();
+  const stbi_uc* in = px.get();
+  const float k = 1.f / 255.f;
+  for (int64_t p = 0; p < H * W; ++p) {
+    out[p] = in[3 * p] * k;
+    out[H * W + p] = in[3 * p + 1] * k;
+    out[2 * H * W + p] = in[3 * p + 2] * k;
+  }
+  return img;
+}
+
+IndexTensor load_index_mask(const std::string& path, int64_t max_pixels) {
+  std::vector<uint8_t> bytes = read_bytes(path);
+  ImageHeader hd = header_from_memory(path, bytes, max_pixels);
+  int64_t H = hd.height, W = hd.width;
+  IndexTensor mask = IndexTensor::empty({H, W});  // (H, W)
+  int64_t* out = mask.data();
+  int c = 0;
+  // 16-bit masks are read at 16 bits: stb would otherwise rescale the values, not keep them.
+  auto convert = [&](const auto* in) {
+    for (int64_t p = 0; p < H * W; ++p) {
+      const auto* px = in + p * c;
+      if (c >= 3 && (px[1] != px[0] || px[2] != px[0]))
+        fail(path, ": a mask must be a single-channel image of class indices, but this is a colour image and pixel (",
+             p / W, ", ", p % W, ") is (", +px[0], ", ", +px[1], ", ", +px[2],
+             "); save the mask as 8-bit grey (palette PNGs: use voc: for VOC colours)");
+      out[p] = px[0];
+    }
+  };
+  if (hd.is_16bit) {
+    auto px = decode<stbi_us>(path, bytes, hd, 0, c);
+    convert(px.get());
+  } else {
+    auto px = decode<stbi_uc>(path, bytes, hd, 0, c);
+    convert(px.get());
+  }
+  return mask;
+}
+
+std::array<uint8_t, 3> voc_color(int index) {
+  SB_CHECK(index >= 0 && index < 256, "voc_color: index must be in [0, 256), got ", index);
+  // The VOC devkit's bitget construction: bits 0, 1, 2 of the index go to the top bit of r, g, b,
+  // bits 3, 4, 5 to the next bit down, and so on.
+  uint8_t rgb[3] = {0, 0, 0};
+  for (int j = 0, c = index; j < 8; ++j, c >>= 3)
+    for (int k = 0; k < 3; ++k) rgb[k] |= static_cast<uint8_t>(((c >> k) & 1) << (7 - j));
+  return {rgb[0], rgb[1], rgb[2]};
+}
+
+int voc_index(uint8_t r, uint8_t g, uint8_t b) {
+  // The construction above is a bijection between 24-bit indices and colours; undo it and keep
+  // only the indices the map defines.
+  const uint8_t rgb[3] = {r, g, b};
+  int index = 0;
+  for (int j = 0; j < 8; ++j)
+    for (int k = 0; k < 3; ++k) index |= ((rgb[k] >> (7 - j)) & 1) << (3 * j + k);
+  return index < 256 ? index : -1;
+}
+
+IndexTensor load_voc_mask(const std::string& path, int64_t max_pixels) {
+  std::vector<uint8_t> bytes = read_bytes(path);
+  ImageHeader hd = header_from_memory(path, bytes, max_pixels);
+  if (hd.channels <= 2) return load_index_mask(path, max_pixels);
+  SB_CHECK(!hd.is_16bit, path, ": a 16-bit colour image is not a VOC mask");
+  int c = 0;
+  auto px = decode<stbi_uc>(path, bytes, hd, 3, c);
+  int64_t H = hd.height, W = hd.width;
+  IndexTensor mask = IndexTensor::empty({H, W});  // (H, W)
+  const stbi_uc* in = px.get();
+  for (int64_t p = 0; p < H * W; ++p) {
+    uint8_t r = in[3 * p], g = in[3 * p + 1], b = in[3 * p + 2];
+    int idx = voc_index(r, g, b);
+    SB_CHECK(idx >= 0, path, ": pixel (", p / W, ", ", p % W, ") has colour (", +r, ", ", +g, ", ", +b,
+             "), which is not in the VOC colour map");
+    mask[p] = idx;
+  }
+  return mask;
+}
+
+std::vector<uint8_t> encode_png(const uint8_t* hwc, int64_t width, int64_t height, int channels) {
+  check_write_args("encode_png", width, height, channels);
+  std::vector<uint8_t> out;
+  SB_CHECK(stbi_write_png_to_func(png_sink, &out, static_cast<int>(width), static_cast<int>(height), channels,
+                                  hwc, static_cast<int>(width) * channels),
+           "encode_png: stb_image_write failed for a ", width, " x ", height, " x ", channels, " image");
+  return out;
+}
+
+std::vector<uint8_t> encode_jpg(const uint8_t* hwc, int64_t width, int64_t height, int channels, int quality) {
+  check_write_args("encode_jpg", width, height, channels);
+  std::vector<uint8_t> out;
+  SB_CHECK(stbi_write_jpg_to_func(png_sink, &out, static_cast<int>(width), static_cast<int>(height), channels,
+                                  hwc, quality),
+           "encode_jpg: stb_image_write failed for a ", width, " x ", height, " x ", channels, " image");
+  return out;
+}
+
+void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
+  static std::atomic<uint64_t> counter{0};
+  std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    SB_CHECK(f, path, ": cannot write (", std::strerror(errno), ")");
+    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    f.close();
+    if (!f) {
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
+      fail(path, ": write failed (disk full?)");
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ec2;
+    std::filesystem::remove(tmp, ec2);
+    fail(path, ": cannot rename the temporary file into place (", ec.message(), ")");
+  }
+}
+
+void write_png(const std::string& path, const uint8_t* hwc, int64_t width, int64_t height, int channels) {
+  write_file_atomic(path, encode_png(hwc, width, height, channels));
+}
+
+void write_jpg(const std::string& path, const uint8_t* hwc, int64_t width, int64_t height, int channels,
+               int quality) {
+  write_file_atomic(path, encode_jpg(hwc, width, height, channels, quality));
+}
+
+std::vector<uint8_t> to_hwc_bytes(const Tensor& image) {
+  SB_CHECK(image.dim() == 3, "to_hwc_bytes: expected an image (C, H, W) but got ", image.shape());
+  int64_t C = image.size(0), HW = image.size(1) * image.size(2);
+  std::vector<uint8_t> out(C * HW);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t p = 0; p < HW; ++p) {
+      float v = image[c * HW + p];
+      v = std::isfinite(v) ? std::clamp(v, 0.f, 1.f) : 0.f;
+      out[p * C + c] = static_cast<uint8_t>(std::lround(v * 255.f));
+    }
+  return out;
+}
+
+std::vector<uint8_t> to_mask_bytes(const IndexTensor& mask) {
+  SB_CHECK(mask.dim() == 2, "to_mask_bytes: expected a mask (H, W) but got ", mask.shape());
+  std::vector<uint8_t> out(mask.numel());
+  for (int64_t p = 0; p < mask.numel(); ++p) {
+    SB_CHECK(mask[p] >= 0 && mask[p] <= 255, "to_mask_bytes: label ", mask[p], " at flat index ", p,
+             " does not fit in a byte");
+    out[p] = static_cast<uint8_t>(mask[p]);
+  }
+  return out;
+}
+
+}  // namespace sb

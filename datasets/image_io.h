@@ -1,0 +1,61 @@
+// Image files in and out: PNG/JPEG/BMP decoding to float RGB images and integer masks (through
+// stb_image), with the header checked before any pixel is decoded; PNG and JPEG writing.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace sb {
+
+// What a file's header says, read without decoding pixels.
+struct ImageHeader {
+  int64_t width = 0, height = 0;
+  int channels = 0;      // as stored: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA (a palette counts as 3 or 4)
+  bool is_16bit = false;
+};
+
+// Parses the header only. Throws sb::Error naming the file when it is missing, empty, not a
+// PNG/JPEG/BMP, or claims more than `max_pixels` pixels (0: no limit).
+ImageHeader read_image_header(const std::string& path, int64_t max_pixels);
+
+// (3, H, W) RGB in [0, 1]: grey is repeated to three channels, alpha is dropped, 16-bit PNGs are
+// reduced to 8 bits. The header is checked against `max_pixels` before decoding.
+Tensor load_image(const std::string& path, int64_t max_pixels);
+
+// (H, W) the values of a single-channel (grey, 8- or 16-bit) image, as class indices. Grey+alpha
+// drops the alpha; a colour image whose channels are all equal is read as grey; any other colour
+// image is an error naming the file and the first colour pixel.
+IndexTensor load_index_mask(const std::string& path, int64_t max_pixels);
+
+// (H, W) a Pascal VOC mask: colours mapped back through the VOC colour map (stb_image expands
+// palette PNGs to RGB, so the palette indices are lost and must be recovered from the colours),
+// with (224, 224, 192) -> 255. A colour outside the map is an error naming the file and colour.
+// A single-channel mask (e.g. SegmentationClassAug) is read as indices directly.
+IndexTensor load_voc_mask(const std::string& path, int64_t max_pixels);
+
+// The standard VOC colour map: index -> (r, g, b), for index in [0, 256).
+std::array<uint8_t, 3> voc_color(int index);
+// Its inverse: the index whose colour is (r, g, b), or -1 if no index in [0, 256) has it.
+int voc_index(uint8_t r, uint8_t g, uint8_t b);
+
+// Writers take interleaved (H, W, channels) bytes, channels 1..4, encode in memory, then write
+// path + ".tmp-*" and rename it over `path`, so a reader never sees a half-written file.
+void write_png(const std::string& path, const uint8_t* hwc, int64_t width, int64_t height, int channels);
+void write_jpg(const std::string& path, const uint8_t* hwc, int64_t width, int64_t height, int channels,
+               int quality = 95);
+// The same encodings into memory, for tests that need to corrupt or truncate the bytes.
+std::vector<uint8_t> encode_png(const uint8_t* hwc, int64_t width, int64_t height, int channels);
+std::vector<uint8_t> encode_jpg(const uint8_t* hwc, int64_t width, int64_t height, int channels, int quality = 95);
+// Writes bytes to path through a temporary file and a rename.
+void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
+
+// (C, H, W) float in [0, 1] -> (H, W, C) bytes, rounded and clamped.
+std::vector<uint8_t> to_hwc_bytes(const Tensor& image);
+// (H, W) indices -> (H, W) bytes; every value must be in [0, 255].
+std::vector<uint8_t> to_mask_bytes(const IndexTensor& mask);
+
+}  // namespace sb

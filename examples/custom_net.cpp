@@ -1,0 +1,73 @@
+// A custom segmentation network on smallbatch's C++ API: a Module, a loss, an optimizer, a
+// DataLoader and a training loop. The test suite builds and runs it (example.custom_net).
+#include <smallbatch/smallbatch.h>
+
+#include <cstdio>
+
+// The network: layers registered by name, so its state_dict keys are "conv1.weight",
+// "norm1.weight", ..., "head.bias", exactly as in a PyTorch twin with the same attributes.
+class TinyNet : public sb::Module {
+ public:
+  TinyNet(int64_t in, int64_t width, int64_t classes) {
+    conv1 = register_module("conv1", std::make_shared<sb::Conv2d>(in, width, 3, 1, 1, false));
+    norm1 = register_module("norm1", std::make_shared<sb::GroupNorm>(4, width));
+    conv2 = register_module("conv2", std::make_shared<sb::Conv2d>(width, width, 3, 1, 1, false));
+    norm2 = register_module("norm2", std::make_shared<sb::GroupNorm>(4, width));
+    head = register_module("head", std::make_shared<sb::Conv2d>(width, classes, 1));
+  }
+  sb::Var forward(const sb::Var& x) override {  // (N, in, H, W) -> (N, classes, H, W)
+    sb::Var h = sb::relu(norm1->forward(conv1->forward(x)));
+    h = sb::relu(norm2->forward(conv2->forward(h)));
+    return head->forward(h);
+  }
+  std::shared_ptr<sb::Conv2d> conv1, conv2, head;
+  std::shared_ptr<sb::GroupNorm> norm1, norm2;
+};
+
+// A tiny in-memory task: find the bright square in a noisy image. Sample i depends on i
+// alone, so get() is thread-safe, as the DataLoader's worker threads need.
+class Squares : public sb::Dataset {
+ public:
+  int64_t size() const override { return 32; }
+  int64_t num_classes() const override { return 2; }
+  std::string describe() const override { return "squares (32 images 1x16x16)"; }
+  sb::Sample get(int64_t i) const override {
+    sb::Generator gen(i);
+    sb::Sample s{sb::Tensor::randn({1, 16, 16}, gen, 0.f, 0.5f), sb::IndexTensor::zeros({16, 16})};
+    int64_t y0 = gen.below(10), x0 = gen.below(10);
+    for (int64_t y = y0; y < y0 + 6; ++y)
+      for (int64_t x = x0; x < x0 + 6; ++x) {
+        s.image.at({0, y, x}) += 1.f;
+        s.mask.at({y, x}) = 1;
+      }
+    return s;
+  }
+};
+
+int main() {
+  sb::manual_seed(0);  // the layers' initialization
+  TinyNet net(1, 16, 2);
+  sb::CrossEntropyLoss loss_fn;
+  sb::Adam opt(net.parameters(), sb::adamw_options(1e-2f, 1e-4f));
+  sb::LoaderOptions lo;
+  lo.batch_size = 8;
+  sb::DataLoader loader(std::make_shared<Squares>(), lo);
+
+  double first = 0, last = 0;
+  for (int epoch = 0; epoch < 8; ++epoch) {
+    double total = 0;
+    int batches = 0;
+    loader.start_epoch(epoch);
+    for (sb::Batch b; loader.next(b); ++batches) {
+      sb::Var loss = loss_fn(net(sb::Var(b.images)), b.masks);
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+      total += loss.item();
+    }
+    last = total / batches;
+    if (epoch == 0) first = last;
+    std::printf("epoch %d  loss %.4f\n", epoch, last);
+  }
+  return last < 0.5 * first ? 0 : 1;  // the loss must fall, or the example is broken
+}

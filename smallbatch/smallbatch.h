@@ -1,0 +1,42 @@
+// The umbrella header: all of smallbatch's public API in one include,
+// #include <smallbatch/smallbatch.h>, in the source tree and installed alike.
+#pragma once
+
+// core: tensors, autograd, the differentiable ops, errors, threads, files
+#include "core/autograd.h"
+#include "core/errors.h"
+#include "core/fileio.h"
+#include "core/ops.h"
+#include "core/ops_norm.h"
+#include "core/safetensors.h"
+#include "core/tensor.h"
+#include "core/threads.h"
+
+// layers: the Module system and the layers built on it
+#include "layers/batch_norm.h"
+#include "layers/conv2d.h"
+#include "layers/group_norm.h"
+#include "layers/init.h"
+#include "layers/linear.h"
+#include "layers/losses.h"
+#include "layers/module.h"
+#include "layers/sequential.h"
+#include "layers/simple.h"
+
+// optim: optimizers, schedules, gradient clipping
+#include "optim/optimizer.h"
+#include "optim/schedule.h"
+
+// models: unet-s, unet, fcn and the registry by name
+#include "models/fcn.h"
+#include "models/registry.h"
+#include "models/unet.h"
+
+// datasets: the Dataset interface, the DataLoader, transforms, the built-in and on-disk sets
+#include "datasets/dataset.h"
+#include "datasets/folder.h"
+#include "datasets/image_io.h"
+#include "datasets/loader.h"
+#include "datasets/shapes.h"
+#include "datasets/stats.h"
+#include "datasets/transforms.h"

@@ -1,0 +1,359 @@
+// The comparison sweep: plans the runs, trains each one (resumable), measures stability, and
+// keeps every finished run's outcome in its own result.json.
+#include "tools/app/compare.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "core/fileio.h"
+#include "core/safetensors.h"
+#include "core/threads.h"
+#include "layers/batch_norm.h"
+#include "models/registry.h"
+
+namespace sb {
+
+namespace fs = std::filesystem;
+
+void CompareConfig::apply_preset() {
+  SB_CHECK(preset == "quick" || preset == "full", "--preset: expected quick or full, got '", preset, "'");
+  bool quick = preset == "quick";
+  if (norms.empty()) norms = quick ? std::vector<std::string>{"bn", "gn"}
+                                   : std::vector<std::string>{"bn", "gn", "ln", "in", "none"};
+  if (groups.empty()) groups = {8};
+  if (batch_sizes.empty()) batch_sizes = quick ? std::vector<int64_t>{16, 8, 4, 2} : std::vector<int64_t>{32, 16, 8, 4, 2, 1};
+  if (seeds == 0) seeds = quick ? 2 : 3;
+  if (epochs == 0) epochs = quick ? 4 : 12;
+  if (base_width == 0) base_width = quick ? 8 : 16;
+  if (base_lr == 0.f) base_lr = 0.1f;
+  if (data == "shapes") data = quick ? "shapes:train=256,val=64,size=32" : "shapes:train=1024,val=256,size=48";
+  if (warmup_epochs == 0) warmup_epochs = 1;
+  SB_CHECK(!norms.empty() && !batch_sizes.empty(), "compare: nothing to run");
+  for (auto b : batch_sizes) SB_CHECK(b > 0, "--batch-sizes: batch sizes must be positive, got ", b);
+  for (auto g : groups) SB_CHECK(g > 0, "--groups: must be positive, got ", g);
+  SB_CHECK(seeds > 0, "--seeds: must be positive, got ", seeds);
+  SB_CHECK(epochs > 0, "--epochs: must be positive, got ", epochs);
+  SB_CHECK(lr_scaling == "linear" || lr_scaling == "sqrt" || lr_scaling == "none",
+           "--lr-scaling: expected linear, sqrt or none, got '", lr_scaling, "'");
+  // Large batches first, as in the paper's tables.
+  std::sort(batch_sizes.begin(), batch_sizes.end(), std::greater<>());
+}
+
+nlohmann::json CompareConfig::to_json() const {
+  return {{"preset", preset}, {"norms", norms}, {"groups", groups}, {"batch_sizes", batch_sizes},
+          {"seeds", seeds}, {"epochs", epochs}, {"data", data}, {"model", model}, {"base_width", base_width},
+          {"lr_scaling", lr_scaling}, {"base_lr", base_lr}, {"ref_batch", ref_batch}, {"optim", optim},
+          {"momentum", momentum}, {"weight_decay", weight_decay}, {"warmup_epochs", warmup_epochs},
+          {"limit", limit}, {"val_limit", val_limit}, {"image_size", image_size}, {"threads", threads},
+          {"version", SMALLBATCH_VERSION}};
+}
+
+std::string RunSpec::label() const {
+  return group_sweep ? str("gn(G=", groups, ")") : norm;
+}
+
+std::string RunSpec::dir_name() const {
+  std::string n = norm;
+  for (char& c : n)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return str(n, norm == "gn" ? str("_g", groups) : "", "_b", batch, "_s", seed);
+}
+
+static float scaled_lr(const CompareConfig& cfg, int64_t batch) {
+  double r = static_cast<double>(batch) / static_cast<double>(cfg.ref_batch);
+  if (cfg.lr_scaling == "linear") return static_cast<float>(cfg.base_lr * r);
+  if (cfg.lr_scaling == "sqrt") return static_cast<float>(cfg.base_lr * std::sqrt(r));
+  return cfg.base_lr;
+}
+
+std::vector<RunSpec> plan_runs(const CompareConfig& cfg) {
+  std::vector<RunSpec> out;
+  bool sweep = cfg.groups.size() > 1;
+  for (int64_t seed = 0; seed < cfg.seeds; ++seed)
+    for (int64_t b : cfg.batch_sizes)
+      for (const auto& norm : cfg.norms) {
+        std::vector<int64_t> gs = norm == "gn" ? cfg.groups : std::vector<int64_t>{0};
+        for (int64_t g : gs) {
+          RunSpec r;
+          r.norm = norm;
+          r.groups = g;
+          r.group_sweep = sweep && norm == "gn";
+          r.batch = b;
+          r.seed = seed;
+          r.lr = scaled_lr(cfg, b);
+          out.push_back(r);
+        }
+      }
+  return out;
+}
+
+int64_t count_loss_spikes(const std::vector<float>& losses) {
+  const size_t window = 20;
+  int64_t spikes = 0;
+  std::vector<float> buf;
+  for (size_t i = window; i < losses.size(); ++i) {
+    buf.assign(losses.begin() + (i - window), losses.begin() + i);
+    std::nth_element(buf.begin(), buf.begin() + window / 2, buf.end());
+    if (losses[i] > 2.0f * buf[window / 2]) ++spikes;
+  }
+  return spikes;
+}
+
+static double percentile(std::vector<float> v, double q) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(q * (v.size() - 1) + 0.5))];
+}
+
+static nlohmann::json num(double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); }
+static double num_of(const nlohmann::json& j, const char* k) {
+  return !j.contains(k) || j.at(k).is_null() ? NAN : j.at(k).get<double>();
+}
+
+nlohmann::json RunOutcome::to_json() const {
+  nlohmann::json ep = nlohmann::json::array();
+  for (auto& e : epochs)
+    ep.push_back({{"epoch", e.epoch}, {"step", e.step}, {"lr", e.lr}, {"train_loss", num(e.train_loss)},
+                  {"val_loss", num(e.val_loss)}, {"val_pixel_acc", num(e.val_pixel_acc)},
+                  {"val_miou", num(e.val_miou)}, {"seconds", e.seconds}, {"images_per_s", e.images_per_s}});
+  nlohmann::json g = nlohmann::json::array();
+  for (auto& l : gaps) g.push_back({{"layer", l.layer}, {"mean_shift", l.mean_shift}, {"log_var_ratio", l.log_var_ratio}});
+  return {{"norm", spec.norm}, {"groups", spec.groups}, {"group_sweep", spec.group_sweep}, {"batch", spec.batch}, {"seed", spec.seed}, {"lr", spec.lr},
+          {"diverged", diverged}, {"note", note}, {"epochs", ep}, {"final_miou", num(final_miou)},
+          {"best_miou", num(best_miou)}, {"batchstat_miou", num(batchstat_miou)}, {"first_loss", num(first_loss)},
+          {"last_loss", num(last_loss)}, {"loss_spikes", loss_spikes}, {"grad_norm_median", num(grad_norm_median)},
+          {"grad_norm_p90", num(grad_norm_p90)}, {"grad_norm_max", num(grad_norm_max)}, {"bn_gaps", g},
+          {"seconds", seconds}};
+}
+
+RunOutcome RunOutcome::from_json(const nlohmann::json& j) {
+  RunOutcome o;
+  o.spec.norm = j.at("norm");
+  o.spec.groups = j.at("groups");
+  o.spec.batch = j.at("batch");
+  o.spec.seed = j.at("seed");
+  o.spec.lr = j.at("lr");
+  o.spec.group_sweep = j.value("group_sweep", false);
+  o.diverged = j.at("diverged");
+  o.note = j.at("note");
+  for (auto& e : j.at("epochs")) {
+    EpochRecord r;
+    r.epoch = e.at("epoch"), r.step = e.at("step"), r.lr = e.at("lr");
+    r.train_loss = num_of(e, "train_loss"), r.val_loss = num_of(e, "val_loss");
+    r.val_pixel_acc = num_of(e, "val_pixel_acc"), r.val_miou = num_of(e, "val_miou");
+    r.seconds = e.at("seconds"), r.images_per_s = e.at("images_per_s");
+    o.epochs.push_back(r);
+  }
+  o.final_miou = num_of(j, "final_miou"), o.best_miou = num_of(j, "best_miou");
+  o.batchstat_miou = num_of(j, "batchstat_miou");
+  o.first_loss = num_of(j, "first_loss"), o.last_loss = num_of(j, "last_loss");
+  o.loss_spikes = j.at("loss_spikes");
+  o.grad_norm_median = num_of(j, "grad_norm_median"), o.grad_norm_p90 = num_of(j, "grad_norm_p90");
+  o.grad_norm_max = num_of(j, "grad_norm_max");
+  for (auto& g : j.at("bn_gaps")) o.gaps.push_back({g.at("layer"), g.at("mean_shift"), g.at("log_var_ratio")});
+  o.seconds = j.at("seconds");
+  return o;
+}
+
+// Saves the initial weights for a seed once; every run of that seed starts from them, so runs
+// differ only in their normalization layers (and batch size).
+static std::string init_for_seed(const CompareConfig& cfg, int64_t classes, int64_t seed) {
+  std::string path = str(cfg.out, "/init/seed", seed, ".safetensors");
+  if (fs::exists(path)) return path;
+  fs::create_directories(cfg.out + "/init");
+  manual_seed(static_cast<uint64_t>(seed));
+  ModelOptions o;
+  o.norm = "none";  // convs with biases: a superset of every norm kind's conv parameters
+  o.classes = classes;
+  o.base_width = cfg.base_width;
+  ModulePtr m = make_model(cfg.model, o);
+  TensorFile f = m->state_dict();
+  save_safetensors(path, f);
+  return path;
+}
+
+// Per-run measurements after training: BN's batch-statistics evaluation, the BN layer gaps,
+// and the first validation predictions (for the overlay figure).
+static void measure_after(RunOutcome& o, Module& model, const Dataset& val, const SampleTransform& tf,
+                          const std::string& dir) {
+  bool has_bn = false;
+  model.apply([&](Module& m) { has_bn = has_bn || dynamic_cast<BatchNorm2d*>(&m) != nullptr; });
+  if (has_bn) {
+    o.batchstat_miou = evaluate(model, val, o.spec.batch, BNEval::Batch, nullptr, tf).miou;
+    std::vector<std::pair<BatchNorm2d*, BNGapStats>> stats;
+    model.apply([&](Module& m) {
+      if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) stats.push_back({bn, {}});
+    });
+    for (auto& [bn, st] : stats) bn->gap_stats = &st;
+    evaluate(model, val, o.spec.batch, BNEval::Running, nullptr, tf);
+    for (auto& [bn, st] : stats) {
+      bn->gap_stats = nullptr;
+      if (st.batches) o.gaps.push_back({bn->path(), st.mean_shift_sum / st.batches, st.log_var_sum / st.batches});
+    }
+  }
+  // Predictions on the first validation images, as class indices.
+  Tensor logits;
+  int64_t n = std::min<int64_t>(4, val.size());
+  struct Head : Dataset {
+    const Dataset& d;
+    int64_t n;
+    Head(const Dataset& d_, int64_t n_) : d(d_), n(n_) {}
+    int64_t size() const override { return n; }
+    Sample get(int64_t i) const override { return d.get(i); }
+    int64_t num_classes() const override { return d.num_classes(); }
+    std::string describe() const override { return "head"; }
+  } head(val, n);
+  evaluate(model, head, n, BNEval::Running, &logits, tf);
+  int64_t K = logits.size(1), HW = logits.size(2) * logits.size(3);
+  IndexTensor pred = IndexTensor::empty({n, logits.size(2), logits.size(3)});
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t i = 0; i < HW; ++i) {
+      int64_t best = 0;
+      for (int64_t k = 1; k < K; ++k)
+        if (logits[(b * K + k) * HW + i] > logits[(b * K + best) * HW + i]) best = k;
+      pred[b * HW + i] = best;
+    }
+  TensorFile f;
+  f.ints["pred"] = pred;
+  save_safetensors(dir + "/pred.safetensors", f);
+}
+
+CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks) {
+  CompareConfig cfg = cfg_in;
+  cfg.apply_preset();
+  auto log = [&](const std::string& m) {
+    if (hooks.log) hooks.log(m);
+  };
+  std::error_code ec;
+  SB_CHECK(!fs::exists(cfg.out) || fs::is_directory(cfg.out), "--out: '", cfg.out, "' exists and is not a directory");
+  fs::create_directories(cfg.out + "/runs", ec);
+  SB_CHECK(!ec, "--out: cannot create '", cfg.out, "/runs' (", ec.message(), ")");
+  std::string cfg_path = cfg.out + "/compare.json";
+  if (fs::exists(cfg_path)) {
+    nlohmann::json saved;
+    try {
+      saved = nlohmann::json::parse(read_file(cfg_path));
+    } catch (const nlohmann::json::exception& e) {
+      fail(cfg_path, ": not valid JSON (", e.what(), ")");
+    }
+    nlohmann::json now = cfg.to_json();
+    saved.erase("version");
+    now.erase("version");
+    SB_CHECK(saved == now, "compare: ", cfg.out, " holds a sweep with a different configuration; use another --out."
+             "\n  saved: ", saved.dump(), "\n  now:   ", now.dump());
+    log(str("continuing the sweep in ", cfg.out));
+  }
+  write_file_atomic(cfg_path, cfg.to_json().dump(2) + "\n");
+
+  DataOptions dopt;
+  dopt.limit = cfg.limit;
+  dopt.image_size = cfg.image_size;
+  DatasetPtr train_data = open_dataset(cfg.data, Split::Train, 0, dopt);
+  int64_t classes = train_data->num_classes();
+  DataOptions vopt = dopt;
+  vopt.limit = cfg.val_limit;
+  DatasetPtr val_data = open_dataset(cfg.data, Split::Val, classes, vopt);
+  SampleTransform val_tf = make_transform(cfg.data, Split::Val, vopt);
+
+  auto plan = plan_runs(cfg);
+  CompareResult result;
+  auto t0 = std::chrono::steady_clock::now();
+  double trained_seconds = 0;
+  int trained_runs = 0;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const RunSpec& spec = plan[i];
+    std::string dir = cfg.out + "/runs/" + spec.dir_name();
+    std::string result_path = dir + "/result.json";
+    if (fs::exists(result_path)) {
+      try {
+        result.runs.push_back(RunOutcome::from_json(nlohmann::json::parse(read_file(result_path))));
+        continue;
+      } catch (const std::exception& e) {
+        log(str(result_path, " is unreadable (", e.what(), "); running it again"));
+      }
+    }
+    double eta = trained_runs ? trained_seconds / trained_runs * static_cast<double>(plan.size() - i) : NAN;
+    log(str("[run ", i + 1, "/", plan.size(), "] ", spec.label(), " batch ", spec.batch, " seed ", spec.seed,
+            " lr ", spec.lr, std::isnan(eta) ? std::string() : str("  (ETA ", static_cast<int>(eta / 60), "m",
+            static_cast<int>(std::fmod(eta, 60.0)), "s)")));
+    TrainConfig tc;
+    tc.spec.model = cfg.model;
+    tc.spec.options.norm = spec.norm;
+    tc.spec.options.groups = spec.groups > 0 ? spec.groups : 8;
+    tc.spec.options.classes = classes;
+    tc.spec.options.base_width = cfg.base_width;
+    tc.data = cfg.data;
+    tc.data_opt = dopt;
+    tc.val_limit = cfg.val_limit;
+    tc.batch = spec.batch;
+    tc.val_batch = 16;
+    tc.epochs = cfg.epochs;
+    tc.optim = cfg.optim;
+    tc.lr = spec.lr;
+    tc.momentum = cfg.momentum;
+    tc.weight_decay = cfg.weight_decay;
+    tc.schedule = "cosine";
+    int64_t steps_per_epoch = (train_data->size() + spec.batch - 1) / spec.batch;
+    tc.warmup_steps = static_cast<int64_t>(std::llround(cfg.warmup_epochs * steps_per_epoch));
+    tc.seed = static_cast<uint64_t>(spec.seed);
+    tc.threads = num_threads();
+    tc.init = init_for_seed(cfg, classes, spec.seed);
+    tc.init_strict = false;
+    tc.out = dir;
+    tc.resume = true;  // a run interrupted mid-way continues from its last saved state
+    TrainHooks th;
+    th.should_stop = hooks.should_stop;
+    RunOutcome o;
+    o.spec = spec;
+    auto r0 = std::chrono::steady_clock::now();
+    ModulePtr model;
+    TrainResult tr;
+    try {
+      tr = train(tc, &model, th);
+    } catch (const Error& e) {
+      std::string m = e.what();
+      if (m.find("training diverged") == std::string::npos) throw;
+      o.diverged = true;
+      o.note = m;
+    }
+    if (tr.interrupted) {
+      result.interrupted = true;
+      break;
+    }
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
+    trained_seconds += secs;
+    ++trained_runs;
+    o.seconds = tr.seconds;
+    o.epochs = tr.epochs;
+    if (!o.diverged) {
+      o.final_miou = tr.epochs.empty() ? NAN : tr.epochs.back().val_miou;
+      o.best_miou = tr.best_miou;
+      size_t n = tr.losses.size(), k = std::max<size_t>(1, n / 20);
+      double a = 0, b = 0;
+      for (size_t s = 0; s < k; ++s) a += tr.losses[s], b += tr.losses[n - 1 - s];
+      o.first_loss = a / k;
+      o.last_loss = b / k;
+      if (!(o.last_loss < o.first_loss)) {
+        o.diverged = true;
+        o.note = str("the loss ended higher than it began (", o.last_loss, " vs ", o.first_loss, ")");
+      }
+      o.loss_spikes = count_loss_spikes(tr.losses);
+      o.grad_norm_median = percentile(tr.grad_norms, 0.5);
+      o.grad_norm_p90 = percentile(tr.grad_norms, 0.9);
+      o.grad_norm_max = percentile(tr.grad_norms, 1.0);
+      measure_after(o, *model, *val_data, val_tf, dir);
+    }
+    fs::create_directories(dir);
+    write_file_atomic(result_path, o.to_json().dump(1) + "\n");
+    log(str("        final val mIoU ", std::isnan(o.final_miou) ? std::string("-") : str(o.final_miou),
+            o.diverged ? "  DIVERGED: " + o.note : std::string(), "  (", static_cast<int>(secs), " s)"));
+    result.runs.push_back(o);
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!result.interrupted) result.summary_md = write_report(cfg, result.runs, result.seconds);
+  return result;
+}
+
+}  // namespace sb

@@ -1,0 +1,98 @@
+// `smallbatch compare`: sweeps normalization x batch size x seed, trains and evaluates each run,
+// and writes the report (runs.csv, summary.csv/.md, PNG plots, report.html). Each finished run
+// is saved at once, so an interrupted sweep continues where it stopped.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tools/app/trainer.h"
+
+namespace sb {
+
+struct CompareConfig {
+  std::string preset = "quick";
+  std::vector<std::string> norms;       // bn, gn, ln, in, none, ...
+  std::vector<int64_t> groups;          // GroupNorm groups; several values: a group-count sweep
+  std::vector<int64_t> batch_sizes;     // images per step
+  int64_t seeds = 0;
+  int64_t epochs = 0;
+  std::string data = "shapes";
+  std::string model = "unet-s";
+  int64_t base_width = 0;
+  std::string lr_scaling = "linear";    // linear | sqrt | none
+  float base_lr = 0.f;                  // the learning rate at ref_batch
+  int64_t ref_batch = 16;
+  std::string optim = "sgd";
+  float momentum = 0.9f, weight_decay = 1e-4f;
+  double warmup_epochs = 0;
+  int64_t limit = 0, val_limit = 0, image_size = 0;
+  int threads = 0;
+  std::string out = "runs/compare";
+
+  // Fills every unset field from the preset; throws on an unknown preset or bad values.
+  void apply_preset();
+  nlohmann::json to_json() const;
+};
+
+// One training run of the sweep.
+struct RunSpec {
+  std::string norm;    // the norm kind passed to the model
+  int64_t groups = 0;  // for gn
+  bool group_sweep = false;  // part of a group-count sweep: labelled with its G
+  int64_t batch = 0;
+  int64_t seed = 0;
+  float lr = 0;
+  std::string label() const;  // "bn", "gn" or "gn(G=4)" in a group sweep
+  std::string dir_name() const;
+};
+
+struct LayerGap {
+  std::string layer;
+  double mean_shift = 0;  // mean over channels of |batch mean - running mean| / running std
+  double log_var_ratio = 0;  // mean over channels of |log(batch var / running var)|
+};
+
+struct RunOutcome {
+  RunSpec spec;
+  bool diverged = false;
+  std::string note;  // why it diverged, when it did
+  std::vector<EpochRecord> epochs;
+  double final_miou = NAN, best_miou = NAN;
+  double batchstat_miou = NAN;  // BN evaluated with batch statistics (batch = training batch)
+  double first_loss = NAN, last_loss = NAN;
+  int64_t loss_spikes = 0;
+  double grad_norm_median = NAN, grad_norm_p90 = NAN, grad_norm_max = NAN;
+  std::vector<LayerGap> gaps;   // BN only
+  double seconds = 0;
+
+  nlohmann::json to_json() const;
+  static RunOutcome from_json(const nlohmann::json& j);
+};
+
+struct CompareHooks {
+  std::function<void(const std::string&)> log;
+  std::function<bool()> should_stop;  // Ctrl-C: finish the current step, save, stop
+};
+
+struct CompareResult {
+  std::vector<RunOutcome> runs;
+  bool interrupted = false;
+  double seconds = 0;
+  std::string summary_md;  // the tables, as printed at the end
+};
+
+// Every run the configuration asks for, in execution order.
+std::vector<RunSpec> plan_runs(const CompareConfig& cfg);
+// Loss spikes: steps whose loss exceeds 2x the median of the 20 before it.
+int64_t count_loss_spikes(const std::vector<float>& losses);
+
+CompareResult run_compare(const CompareConfig& cfg, const CompareHooks& hooks = {});
+
+// Writes runs.csv, summary.csv, summary.md, the plots and report.html from finished runs.
+std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>& runs, double seconds);
+
+}  // namespace sb

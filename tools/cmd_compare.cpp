@@ -1,0 +1,109 @@
+// `smallbatch compare`: the main job. Parses the sweep flags, runs the sweep with progress, and
+// prints the summary table and where the report is.
+#include <csignal>
+#include <cstdio>
+#include <sstream>
+
+#include "core/threads.h"
+#include "tools/app/compare.h"
+#include "tools/cli.h"
+
+namespace sb::cli {
+
+static volatile std::sig_atomic_t g_stop = 0;
+static void on_sigint(int) {
+  g_stop = 1;
+  std::signal(SIGINT, SIG_DFL);
+}
+
+// "16,8,4" -> {16, 8, 4}, naming the flag on a bad entry.
+static std::vector<int64_t> parse_ints(const std::string& flag, const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    long long v = std::strtoll(item.c_str(), &end, 10);
+    SB_CHECK(!item.empty() && end && *end == '\0' && v > 0, flag, ": expected positive whole numbers separated by "
+             "commas, got '", s, "'");
+    out.push_back(v);
+  }
+  SB_CHECK(!out.empty(), flag, ": empty list");
+  return out;
+}
+
+static std::vector<std::string> parse_words(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+void add_compare_command(CLI::App& app, Action& action) {
+  auto* cmd = app.add_subcommand("compare", "the main job: GroupNorm vs BatchNorm (and friends) across batch sizes "
+                                            "and seeds, with a report");
+  struct Opts {
+    std::string norms, groups, batch_sizes;
+    CompareConfig cfg;
+  };
+  auto o = std::make_shared<Opts>();
+  cmd->add_option("--preset", o->cfg.preset, "quick (about 10 minutes on 2 cores) or full")
+      ->capture_default_str()->check(CLI::IsMember({"quick", "full"}));
+  cmd->add_option("--norms", o->norms, "comma-separated normalizations (quick: bn,gn; full: bn,gn,ln,in,none)");
+  cmd->add_option("--groups", o->groups, "GroupNorm groups; several (1,2,4,8,16) sweep the group count");
+  cmd->add_option("--batch-sizes", o->batch_sizes, "comma-separated images per batch (quick: 16,8,4,2; full: 32,...,1)");
+  cmd->add_option("--seeds", o->cfg.seeds, "seeds per configuration (quick 2, full 3)")->check(CLI::PositiveNumber);
+  cmd->add_option("--epochs", o->cfg.epochs, "epochs per run (every run sees the same images)")->check(CLI::PositiveNumber);
+  cmd->add_option("--data", o->cfg.data, "data source (default: the built-in shapes set, sized by the preset)")->capture_default_str();
+  cmd->add_option("--model", o->cfg.model, "model")->capture_default_str();
+  cmd->add_option("--base-width", o->cfg.base_width, "model width (quick 8, full 16)")->check(CLI::PositiveNumber);
+  cmd->add_option("--lr", o->cfg.base_lr, "learning rate at --ref-batch (default 0.1)")->check(CLI::PositiveNumber);
+  cmd->add_option("--ref-batch", o->cfg.ref_batch, "batch size at which the learning rate is --lr")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--lr-scaling", o->cfg.lr_scaling, "how the learning rate follows the batch size")
+      ->capture_default_str()->check(CLI::IsMember({"linear", "sqrt", "none"}));
+  cmd->add_option("--limit", o->cfg.limit, "use at most N training samples")->check(CLI::PositiveNumber);
+  cmd->add_option("--val-limit", o->cfg.val_limit, "use at most M validation samples")->check(CLI::PositiveNumber);
+  cmd->add_option("--image-size", o->cfg.image_size, "resize or crop images to S x S")->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", o->cfg.threads, "threads (default: SMALLBATCH_NUM_THREADS or all cores)")->check(CLI::PositiveNumber);
+  cmd->add_option("--out", o->cfg.out, "output directory; run again with the same one to continue a sweep")->capture_default_str();
+  cmd->callback([o, &action] {
+    action = [o]() -> int {
+      CompareConfig cfg = o->cfg;
+      if (!o->norms.empty()) cfg.norms = parse_words(o->norms);
+      if (!o->groups.empty()) cfg.groups = parse_ints("--groups", o->groups);
+      if (!o->batch_sizes.empty()) cfg.batch_sizes = parse_ints("--batch-sizes", o->batch_sizes);
+      set_num_threads(cfg.threads > 0 ? cfg.threads : default_num_threads());
+      cfg.threads = num_threads();
+      cfg.apply_preset();
+      auto plan = plan_runs(cfg);
+      std::printf("smallbatch compare (%s preset): %zu runs = %zu norms x %zu batch sizes x %lld seeds, %lld epochs each, "
+                  "%d threads, output in %s\n",
+                  cfg.preset.c_str(), plan.size(), cfg.norms.size(), cfg.batch_sizes.size(), (long long)cfg.seeds,
+                  (long long)cfg.epochs, cfg.threads, cfg.out.c_str());
+      std::fflush(stdout);
+      CompareHooks hooks;
+      hooks.log = [](const std::string& m) {
+        std::printf("%s\n", m.c_str());
+        std::fflush(stdout);
+      };
+      g_stop = 0;
+      std::signal(SIGINT, on_sigint);
+      hooks.should_stop = [] { return g_stop != 0; };
+      CompareResult r = run_compare(cfg, hooks);
+      std::signal(SIGINT, SIG_DFL);
+      if (r.interrupted) {
+        std::printf("interrupted; finished runs are kept. Run the same command again to continue.\n");
+        return 130;
+      }
+      std::printf("\n%s\nreport: %s/report.html (tables: summary.md, summary.csv; per-epoch rows: runs.csv; "
+                  "figures: fig*.png)\n",
+                  r.summary_md.c_str(), cfg.out.c_str());
+      return 0;
+    };
+  });
+}
+
+}  // namespace sb::cli

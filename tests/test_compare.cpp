@@ -1,0 +1,106 @@
+// The comparison sweep on a tiny configuration: every output is written, an interrupted sweep
+// continues where it stopped and ends with the same table, and bad settings are clear errors.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tools/app/compare.h"
+
+using namespace sb;
+
+namespace {
+CompareConfig tiny(const std::string& out) {
+  CompareConfig c;
+  c.norms = {"bn", "gn"};
+  c.groups = {2};
+  c.batch_sizes = {4, 2};
+  c.seeds = 1;
+  c.epochs = 2;
+  c.data = "shapes:train=12,val=6,size=16";
+  c.base_width = 4;
+  c.threads = 1;
+  c.out = out;
+  return c;
+}
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+}  // namespace
+
+TEST_CASE("compare: a tiny sweep writes every output, and an interrupted sweep continues to the same table") {
+  auto base = std::filesystem::temp_directory_path() / ("sb_compare_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(base);
+  CompareConfig a = tiny((base / "a").string());
+  CompareResult ra = run_compare(a);
+  REQUIRE(ra.runs.size() == 4);
+  for (const char* f : {"runs.csv", "summary.csv", "summary.md", "report.html", "fig1_miou_vs_batch.png",
+                        "fig2_val_curves.png", "fig3_bn_gap.png", "fig4_predictions.png", "compare.json"})
+    CHECK(std::filesystem::exists(base / "a" / f));
+  std::string md = slurp(base / "a" / "summary.md");
+  CHECK(md.find("| bn |") != std::string::npos);
+  CHECK(md.find("| gn |") != std::string::npos);
+  CHECK(slurp(base / "a" / "report.html").find("data:image/png;base64,") != std::string::npos);
+  // BN runs measured their batch-statistics evaluation and layer gaps.
+  for (auto& r : ra.runs) {
+    CHECK(r.epochs.size() == 2);
+    if (r.spec.norm == "bn" && !r.diverged) {
+      CHECK_FALSE(std::isnan(r.batchstat_miou));
+      CHECK_FALSE(r.gaps.empty());
+    }
+  }
+
+  // Interrupt the same sweep in its second run, then run it again.
+  CompareConfig b = tiny((base / "b").string());
+  int polls = 0;
+  CompareHooks h;
+  h.should_stop = [&] { return ++polls == 5; };
+  CompareResult rb1 = run_compare(b, h);
+  CHECK(rb1.interrupted);
+  std::string said;
+  CompareHooks h2;
+  h2.log = [&](const std::string& m) { said += m + "\n"; };
+  CompareResult rb2 = run_compare(b, h2);
+  CHECK_FALSE(rb2.interrupted);
+  CHECK(said.find("continuing the sweep") != std::string::npos);
+  REQUIRE(rb2.runs.size() == 4);
+  for (size_t i = 0; i < 4; ++i) {
+    CHECK(rb2.runs[i].final_miou == ra.runs[i].final_miou);
+    CHECK(rb2.runs[i].spec.dir_name() == ra.runs[i].spec.dir_name());
+  }
+  // The tables agree except for the closing line with the session's duration.
+  auto table = [](std::string s) { return s.substr(0, s.rfind("runs in")); };
+  CHECK(table(slurp(base / "b" / "summary.md")) == table(md));
+
+  // A different configuration in the same directory is refused.
+  CompareConfig c = tiny((base / "a").string());
+  c.epochs = 3;
+  CHECK_THROWS_WITH_AS(run_compare(c), doctest::Contains("different configuration"), Error);
+  std::filesystem::remove_all(base);
+}
+
+TEST_CASE("compare: presets fill the sweep and bad settings are errors") {
+  CompareConfig q;
+  q.apply_preset();
+  CHECK(q.norms == std::vector<std::string>{"bn", "gn"});
+  CHECK(q.seeds >= 2);
+  CHECK(q.batch_sizes.front() == 16);
+  CHECK(plan_runs(q).size() == q.norms.size() * q.batch_sizes.size() * q.seeds);
+  CompareConfig g;
+  g.norms = {"gn"};
+  g.groups = {1, 2, 4};
+  g.apply_preset();
+  auto plan = plan_runs(g);
+  CHECK(plan.size() == 3 * g.batch_sizes.size() * g.seeds);
+  CHECK(plan[1].label() == "gn(G=2)");
+  CompareConfig bad;
+  bad.preset = "huge";
+  CHECK_THROWS_WITH_AS(bad.apply_preset(), doctest::Contains("--preset"), Error);
+  CHECK(count_loss_spikes(std::vector<float>(30, 1.f)) == 0);
+  std::vector<float> l(30, 1.f);
+  l[25] = 5.f;
+  CHECK(count_loss_spikes(l) == 1);
+}

@@ -79,3 +79,31 @@ TEST_CASE("cli: bad flags, values and files are clear errors") {
     CHECK(r.out.find(c.expect) != std::string::npos);
   }
 }
+
+TEST_CASE("cli: predict writes a colour mask and an overlay per image") {
+  auto dir = std::filesystem::temp_directory_path() / ("sb_predict_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  auto d = cli("data shapes --out " + (dir / "data").string() + " --count 2 --val-count 2 --image-size 16 --seed 1");
+  REQUIRE(d.status == 0);
+  auto t = cli("train --data shapes:train=8,val=4,size=16 --base-width 4 --epochs 1 --batch 4 --threads 1 --out " +
+               (dir / "run").string());
+  INFO(t.out);
+  REQUIRE(t.status == 0);
+  auto p = cli("predict --weights " + (dir / "run" / "model.safetensors").string() + " --input " +
+               (dir / "data" / "val" / "images").string() + " --out " + (dir / "pred").string());
+  INFO(p.out);
+  CHECK(p.status == 0);
+  int masks = 0, overlays = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir / "pred")) {
+    std::string n = e.path().filename().string();
+    masks += n.find("_mask.png") != std::string::npos;
+    overlays += n.find("_overlay.png") != std::string::npos;
+  }
+  CHECK(masks == 2);
+  CHECK(overlays == 2);
+  auto bad = cli("predict --weights " + (dir / "run" / "model.safetensors").string() + " --input " +
+                 (dir / "run").string() + " --out " + (dir / "pred2").string());
+  CHECK(bad.status == 1);
+  CHECK(bad.out.find("no PNG, JPEG or BMP images") != std::string::npos);
+  std::filesystem::remove_all(dir);
+}

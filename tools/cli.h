@@ -33,6 +33,7 @@ void add_train_command(CLI::App& app, Action& action);
 void add_eval_command(CLI::App& app, Action& action);
 void add_data_command(CLI::App& app, Action& action);     // tools/cmd_data.cpp
 void add_compare_command(CLI::App& app, Action& action);  // tools/cmd_compare.cpp
+void add_predict_command(CLI::App& app, Action& action);  // tools/cmd_predict.cpp
 void add_models_command(CLI::App& app, Action& action);   // tools/cmd_models.cpp
 void add_bench_command(CLI::App& app, Action& action);    // tools/cmd_bench.cpp
 

@@ -123,7 +123,6 @@ void add_train_command(CLI::App& app, Action& action) {
       if (c.steps == 0 && c.epochs == 0) c.epochs = 8;
       apply_threads(c.threads);
       c.threads = num_threads();
-      c.data_opt.seed = c.seed;
       int64_t classes = flags->classes;
       if (classes == 0) classes = open_dataset(c.data, Split::Train, 0, c.data_opt)->num_classes();
       c.spec = flags->spec(classes);

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   sb::cli::add_compare_command(app, action);
   sb::cli::add_train_command(app, action);
   sb::cli::add_eval_command(app, action);
+  sb::cli::add_predict_command(app, action);
   sb::cli::add_data_command(app, action);
   sb::cli::add_models_command(app, action);
   sb::cli::add_bench_command(app, action);

@@ -6,13 +6,15 @@
 namespace sb {
 
 nlohmann::json ModelSpec::to_json() const {
-  return {{"model", model},
+  nlohmann::json j = {{"model", model},
           {"norm", options.norm},
           {"groups", options.groups},
           {"classes", options.classes},
           {"in_channels", options.in_channels},
           {"base_width", options.base_width},
           {"depth", options.depth}};
+  if (!data.empty()) j["data"] = data;
+  return j;
 }
 
 ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where) {
@@ -25,6 +27,7 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
     s.options.in_channels = j.at("in_channels").get<int64_t>();
     s.options.base_width = j.value("base_width", int64_t{16});
     s.options.depth = j.value("depth", int64_t{0});
+    s.data = j.value("data", std::string());
   } catch (const nlohmann::json::exception& e) {
     fail(where, ": the model configuration is incomplete or malformed (", e.what(), ")");
   }

@@ -14,6 +14,7 @@ namespace sb {
 struct ModelSpec {
   std::string model = "unet-s";
   ModelOptions options;
+  std::string data;  // the --data the model was trained on (optional): predict normalizes alike
 
   nlohmann::json to_json() const;
   // Throws naming `where` when a field is missing or has the wrong type.

@@ -299,12 +299,14 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   res.epochs = st.records;
   res.best_miou = st.best_miou;
 
+  ModelSpec saved_spec = cfg.spec;  // checkpoints also record the data, for predict
+  saved_spec.data = cfg.data;
   auto save_all = [&](bool epoch_end, bool improved) {
     if (cfg.out.empty()) return;
     save_state(state_path, cfg, *model, *opt, st);
     if (epoch_end) {
-      save_model(cfg.out + "/model.safetensors", *model, cfg.spec);
-      if (improved) save_model(cfg.out + "/best.safetensors", *model, cfg.spec);
+      save_model(cfg.out + "/model.safetensors", *model, saved_spec);
+      if (improved) save_model(cfg.out + "/best.safetensors", *model, saved_spec);
       std::string csv = metrics_csv_header();
       for (auto& r : st.records) csv += metrics_csv_row(r);
       write_file_atomic(cfg.out + "/metrics.csv", csv);
@@ -405,7 +407,7 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   res.epochs = st.records;
   res.best_miou = st.best_miou;
   res.seconds = st.seconds;
-  if (!res.interrupted && !cfg.save.empty()) save_model(cfg.save, *model, cfg.spec);
+  if (!res.interrupted && !cfg.save.empty()) save_model(cfg.save, *model, saved_spec);
   if (model_out) *model_out = model;
   return res;
 }

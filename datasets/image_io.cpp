@@ -7,6 +7,8 @@
 // configuration (only PNG, JPEG and BMP are compiled in, which keeps the decoder surface small;
 // the failure reason is thread-local because STBI_THREAD_LOCAL is defined for C++11), and the
 // binary needs no libstb0 at run time. The rest of the library uses the functions in image_io.h.
+// Debian 12 ships stb_image 2.27, whose JPEG Huffman-table parser overflows on corrupt tables
+// (fixed upstream in 2.28); jpeg_tables_ok() refuses such files before stb parses them.
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC
 #define STBI_ONLY_PNG
@@ -77,19 +79,66 @@ int32_t le32(const uint8_t* p) {
   return static_cast<int32_t>(uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24));
 }
 
+// True when every Huffman table in a JPEG DHT segment body holds at most 256 codes and fits in
+// the segment. stb_image 2.27 (Debian 12's libstb-dev) writes past its code arrays when a table
+// claims more (upstream added the check in 2.28), so such files are refused before stb sees them.
+bool dht_ok(const uint8_t* seg, size_t len) {
+  size_t q = 0;
+  while (q < len) {
+    if (q + 17 > len) return false;
+    size_t count = 0;
+    for (size_t k = 1; k <= 16; ++k) count += seg[q + k];
+    if (count > 256 || q + 17 + count > len) return false;
+    q += 17 + count;
+  }
+  return true;
+}
+
+bool is_jpeg(const uint8_t* b) { return b[0] == 0xFF && b[1] == 0xD8; }
+bool is_sof(uint8_t m) { return m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC; }
+
+struct ClaimedHeader {
+  int64_t width = 0, height = 0;  // 0: not recognized
+  bool bad_huffman = false;       // a JPEG DHT before the frame header is corrupt
+};
+
 // The width and height a PNG, JPEG or BMP header claims, read by us rather than by stb_image:
 // stb refuses very large images inside stbi_info with a generic "unknown image type", and the
-// claimed size is what a user needs to see. {0, 0} when the format or header is not recognized.
-std::pair<int64_t, int64_t> claimed_size(const ByteReader& read) {
+// claimed size is what a user needs to see.
+ClaimedHeader claimed_header(const ByteReader& read) {
+  ClaimedHeader h;
   uint8_t b[26];
-  if (!read(0, 2, b)) return {0, 0};
-  if (b[0] == 0x89 && read(0, 24, b) && std::memcmp(b + 12, "IHDR", 4) == 0) return {be32(b + 16), be32(b + 20)};
-  if (b[0] == 'B' && b[1] == 'M' && read(0, 26, b)) return {std::abs(int64_t(le32(b + 18))), std::abs(int64_t(le32(b + 22)))};
-  if (b[0] != 0xFF || b[1] != 0xD8) return {0, 0};
-  // JPEG: walk the marker segments up to the frame header (SOFn), which holds the size.
+  if (!read(0, 2, b)) return h;
+  if (b[0] == 0x89 && read(0, 24, b) && std::memcmp(b + 12, "IHDR", 4) == 0) {
+    h.width = be32(b + 16), h.height = be32(b + 20);
+    return h;
+  }
+  if (b[0] == 'B' && b[1] == 'M' && read(0, 26, b)) {
+    h.width = std::abs(int64_t(le32(b + 18))), h.height = std::abs(int64_t(le32(b + 22)));
+    return h;
+  }
+  if (!is_jpeg(b)) return h;
+  // JPEG: walk the marker segments up to the frame header (SOFn), which holds the size, checking
+  // the Huffman tables on the way (stbi_info parses those too).
   uint64_t off = 2;
+  std::vector<uint8_t> seg;
   for (int guard = 0; guard < 4096 && read(off, 4, b); ++guard) {
-    if (b[0] != 0xFF) return {0, 0};
+    if (b[0] != 0xFF) {  // garbage between segments: stb_image skips to the next 0xFF, so follow it
+      uint8_t chunk[512];
+      size_t got = 0;
+      for (;;) {
+        got = 512;
+        while (got > 0 && !read(off, got, chunk)) got /= 2;  // shorter reads near the end of the file
+        if (got == 0) return h;
+        auto* ff = static_cast<uint8_t*>(std::memchr(chunk, 0xFF, got));
+        if (ff) {
+          off += static_cast<uint64_t>(ff - chunk);
+          break;
+        }
+        off += got;
+      }
+      continue;
+    }
     uint8_t m = b[1];
     if (m == 0xFF) {  // fill byte
       off += 1;
@@ -99,12 +148,53 @@ std::pair<int64_t, int64_t> claimed_size(const ByteReader& read) {
       off += 2;
       continue;
     }
-    bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
-    if (sof) return read(off + 4, 5, b) ? std::pair<int64_t, int64_t>{be16(b + 3), be16(b + 1)} : std::pair<int64_t, int64_t>{0, 0};
-    if (m == 0xDA || m == 0xD9) return {0, 0};  // scan or end before any frame header
-    off += 2 + be16(b + 2);
+    size_t len = be16(b + 2);
+    if (m == 0xC4) {
+      seg.resize(len >= 2 ? len - 2 : 0);
+      if (len < 2 || !read(off + 4, seg.size(), seg.data()) || !dht_ok(seg.data(), seg.size())) {
+        h.bad_huffman = true;
+        return h;
+      }
+    }
+    if (is_sof(m)) {
+      if (read(off + 4, 5, b)) h.width = be16(b + 3), h.height = be16(b + 1);
+      return h;
+    }
+    if (m == 0xDA || m == 0xD9) return h;  // scan or end before any frame header
+    off += 2 + len;
   }
-  return {0, 0};
+  return h;
+}
+
+// Every DHT segment of a whole JPEG file in memory, including those between the scans of a
+// progressive JPEG (found by skipping the entropy-coded data up to the next marker).
+bool jpeg_tables_ok(const std::vector<uint8_t>& p) {
+  const size_t n = p.size();
+  size_t off = 2;
+  while (off + 4 <= n) {
+    if (p[off] != 0xFF) {  // garbage between segments: stb_image skips to the next 0xFF
+      ++off;
+      continue;
+    }
+    uint8_t m = p[off + 1];
+    if (m == 0xFF) {
+      off += 1;
+      continue;
+    }
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD8)) {
+      off += 2;
+      continue;
+    }
+    if (m == 0xD9) return true;
+    size_t len = be16(&p[off + 2]);
+    // stb_image parses a DHT even when the file ends inside it, so a cut-off one is refused too.
+    if (m == 0xC4 && (len < 2 || off + 2 + len > n || !dht_ok(&p[off + 4], len - 2))) return false;
+    if (len < 2 || off + 2 + len > n) return true;  // truncated elsewhere: stb reports it
+    off += 2 + len;
+    if (m == 0xDA)  // entropy-coded data: FF is followed by 00 (stuffing) or a restart marker
+      while (off + 1 < n && !(p[off] == 0xFF && p[off + 1] != 0 && !(p[off + 1] >= 0xD0 && p[off + 1] <= 0xD7))) ++off;
+  }
+  return true;
 }
 
 void check_pixels(const std::string& path, int64_t w, int64_t h, int64_t max_pixels) {
@@ -113,18 +203,24 @@ void check_pixels(const std::string& path, int64_t w, int64_t h, int64_t max_pix
            " pixels, more than the limit of ", max_pixels, " (--max-pixels); refusing to decode it");
 }
 
-// Refuses a header claiming more than max_pixels before stb_image sees the file.
-void check_claimed_size(const std::string& path, const ByteReader& read, int64_t max_pixels) {
-  auto [w, h] = claimed_size(read);
-  if (w > 0 && h > 0) check_pixels(path, w, h, max_pixels);
+const char* kBadHuffman =
+    ": corrupt or truncated JPEG: a Huffman table (DHT) is cut off, holds more than 256 codes or overruns its segment";
+
+// Refuses a header claiming more than max_pixels, or a corrupt JPEG table, before stb_image
+// sees the file.
+void check_claimed_header(const std::string& path, const ByteReader& read, int64_t max_pixels) {
+  ClaimedHeader h = claimed_header(read);
+  SB_CHECK(!h.bad_huffman, path, kBadHuffman);
+  if (h.width > 0 && h.height > 0) check_pixels(path, h.width, h.height, max_pixels);
 }
 
 ImageHeader header_from_memory(const std::string& path, const std::vector<uint8_t>& bytes, int64_t max_pixels) {
-  check_claimed_size(path, [&](uint64_t off, size_t n, uint8_t* out) {
+  check_claimed_header(path, [&](uint64_t off, size_t n, uint8_t* out) {
     if (off + n > bytes.size()) return false;
     std::memcpy(out, bytes.data() + off, n);
     return true;
   }, max_pixels);
+  SB_CHECK(bytes.size() < 2 || !is_jpeg(bytes.data()) || jpeg_tables_ok(bytes), path, kBadHuffman);
   int w = 0, h = 0, c = 0;
   int len = static_cast<int>(bytes.size());
   SB_CHECK(stbi_info_from_memory(bytes.data(), len, &w, &h, &c), path,
@@ -173,7 +269,7 @@ ImageHeader read_image_header(const std::string& path, int64_t max_pixels) {
   long size = std::ftell(f.get());
   std::fseek(f.get(), 0, SEEK_SET);
   SB_CHECK(size != 0, path, ": empty file (0 bytes), expected a PNG, JPEG or BMP image");
-  check_claimed_size(path, [&](uint64_t off, size_t n, uint8_t* out) {
+  check_claimed_header(path, [&](uint64_t off, size_t n, uint8_t* out) {
     return off + n <= static_cast<uint64_t>(size) && std::fseek(f.get(), static_cast<long>(off), SEEK_SET) == 0 &&
            std::fread(out, 1, n, f.get()) == n;
   }, max_pixels);

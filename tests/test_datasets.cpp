@@ -421,6 +421,48 @@ TEST_CASE("datasets: every bad input is a clear error naming the file") {
   }
 }
 
+TEST_CASE("datasets: a JPEG Huffman table with more than 256 codes is refused before stb_image parses it") {
+  // stb_image 2.27 (Debian 12) writes past its arrays on such a table (found by fuzzing under
+  // UBSan); upstream fixed it in 2.28. The table must be refused by our own check, naming the file.
+  TempDir t;
+  auto px = rgb_bytes(8, 8, [](int64_t y, int64_t x, int c) { return uint8_t(y * 20 + x * 3 + c); });
+  auto jpg = encode_jpg(px.data(), 8, 8, 3);
+  size_t dht = 0;
+  for (size_t i = 0; i + 1 < jpg.size(); ++i)
+    if (jpg[i] == 0xFF && jpg[i + 1] == 0xC4) {
+      dht = i;
+      break;
+    }
+  REQUIRE(dht > 0);
+  auto bad = jpg;
+  bad[dht + 5 + 11] = 0xEF;  // the first table's count of 12-bit codes: now far over 256 in total
+  write_bytes(t / "bad.jpg", bad);
+  // stb_image_write puts the tables after the frame header, which is all stbi_info reads: the
+  // header is fine, decoding is refused.
+  CHECK(read_image_header(t / "bad.jpg", 0).width == 8);
+  CHECK_ERROR_HAS(load_image(t / "bad.jpg", 0), "bad.jpg", "Huffman table");
+  // Moved before the frame header (as many encoders write it), the header check refuses it too.
+  size_t sof = 0;
+  for (size_t i = 0; i + 1 < bad.size(); ++i)
+    if (bad[i] == 0xFF && bad[i + 1] == 0xC0) {
+      sof = i;
+      break;
+    }
+  REQUIRE((sof > 0 && sof < dht));
+  size_t dht_len = 2 + (size_t(bad[dht + 2]) << 8 | bad[dht + 3]);
+  std::vector<uint8_t> moved(bad.begin(), bad.begin() + sof);
+  moved.insert(moved.end(), bad.begin() + dht, bad.begin() + dht + dht_len);
+  moved.insert(moved.end(), bad.begin() + sof, bad.begin() + dht);
+  moved.insert(moved.end(), bad.begin() + dht + dht_len, bad.end());
+  write_bytes(t / "early.jpg", moved);
+  CHECK_ERROR_HAS(read_image_header(t / "early.jpg", 0), "early.jpg", "Huffman table");
+  // Cut off inside the table: also refused (stb would parse it reading zeros).
+  write_bytes(t / "cut.jpg", std::vector<uint8_t>(jpg.begin(), jpg.begin() + dht + 30));
+  CHECK_ERROR_HAS(load_image(t / "cut.jpg", 0), "cut.jpg", "Huffman table");
+  write_bytes(t / "good.jpg", jpg);
+  CHECK(load_image(t / "good.jpg", 0).shape() == Shape{3, 8, 8});
+}
+
 TEST_CASE("datasets: resizing: identity, bilinear with half-pixel centres, antialiased shrink, nearest masks") {
   Tensor img = Tensor::from({1, 2, 2}, {0.f, 1.f, 2.f, 3.f});
   CHECK(same(resize_bilinear(img, 2, 2), img));

@@ -157,6 +157,7 @@ void add_train_command(CLI::App& app, Action& action) {
                   (unsigned long long)c.seed, c.threads);
       TrainResult r = train(c, nullptr, hooks);
       std::signal(SIGINT, SIG_DFL);
+      if (!r.skipped.empty()) std::fprintf(stderr, "%s\n", r.skipped.c_str());
       if (r.interrupted) {
         if (tty) std::printf("\r\033[K");
         if (c.out.empty()) std::printf("interrupted at step %zu; nothing saved (no --out)\n", r.losses.size());
@@ -218,6 +219,7 @@ void add_eval_command(CLI::App& app, Action& action) {
         f.floats["logits"] = logits;
         save_safetensors(o->save_logits, f);
       }
+      if (std::string sk = skip_report(*data); !sk.empty()) std::fprintf(stderr, "%s\n", sk.c_str());
       auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
       nlohmann::json j = {{"loss", num(r.loss)}, {"pixel_acc", num(r.pixel_acc)}, {"miou", num(r.miou)},
                           {"images", r.images}, {"bn_mode", o->bn_mode}};

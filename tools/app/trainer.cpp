@@ -408,6 +408,8 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   res.best_miou = st.best_miou;
   res.seconds = st.seconds;
   if (!res.interrupted && !cfg.save.empty()) save_model(cfg.save, *model, saved_spec);
+  res.skipped = skip_report(*train_data);
+  if (val_data) res.skipped += skip_report(*val_data);
   if (model_out) *model_out = model;
   return res;
 }

@@ -69,6 +69,7 @@ struct TrainResult {
   double best_miou = NAN;
   bool interrupted = false;        // stopped early by should_stop (state saved)
   bool resumed = false;
+  std::string skipped;             // --skip-bad's report for the train and val data ("" if none)
 };
 
 struct TrainHooks {

@@ -19,7 +19,7 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   static std::atomic<unsigned> counter{0};
   std::string tmp = str(path, ".tmp-", getpid(), "-", counter++);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  SB_CHECK(fd >= 0, path, ": cannot create '", tmp, "': ", std::strerror(errno));
+  SB_CHECK(fd >= 0, path, ": cannot write (creating '", tmp, "' failed: ", std::strerror(errno), ")");
   const char* p = static_cast<const char*>(data);
   size_t left = size;
   auto bail = [&](const char* what) {

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/fileio.h"
 #include "datasets/image_io.h"
 
 namespace sb {
@@ -210,7 +211,7 @@ void write_folder_info(const std::string& dir, const FolderInfo& info) {
     j["std"] = tidy(info.std);
   }
   std::string text = j.dump(2) + "\n";
-  write_file_atomic((fs::path(dir) / "dataset.json").string(), std::vector<uint8_t>(text.begin(), text.end()));
+  write_file_atomic((fs::path(dir) / "dataset.json").string(), text);
 }
 
 std::shared_ptr<FileSegDataset> open_folder(const std::string& dir, const std::string& split, int64_t classes,

@@ -21,6 +21,8 @@
 
 #include "datasets/image_io.h"
 
+#include "core/fileio.h"
+
 #include <unistd.h>
 
 #include <atomic>
@@ -383,29 +385,6 @@ std::vector<uint8_t> encode_jpg(const uint8_t* hwc, int64_t width, int64_t heigh
                                   hwc, quality),
            "encode_jpg: stb_image_write failed for a ", width, " x ", height, " x ", channels, " image");
   return out;
-}
-
-void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
-  static std::atomic<uint64_t> counter{0};
-  std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    SB_CHECK(f, path, ": cannot write (", std::strerror(errno), ")");
-    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    f.close();
-    if (!f) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      fail(path, ": write failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ec2;
-    std::filesystem::remove(tmp, ec2);
-    fail(path, ": cannot rename the temporary file into place (", ec.message(), ")");
-  }
 }
 
 void write_png(const std::string& path, const uint8_t* hwc, int64_t width, int64_t height, int channels) {

@@ -50,8 +50,6 @@ void write_jpg(const std::string& path, const uint8_t* hwc, int64_t width, int64
 // The same encodings into memory, for tests that need to corrupt or truncate the bytes.
 std::vector<uint8_t> encode_png(const uint8_t* hwc, int64_t width, int64_t height, int channels);
 std::vector<uint8_t> encode_jpg(const uint8_t* hwc, int64_t width, int64_t height, int channels, int quality = 95);
-// Writes bytes to path through a temporary file and a rename.
-void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);
 
 // (C, H, W) float in [0, 1] -> (H, W, C) bytes, rounded and clamped.
 std::vector<uint8_t> to_hwc_bytes(const Tensor& image);

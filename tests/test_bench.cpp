@@ -8,20 +8,14 @@
 #include <string>
 
 #ifdef SB_CLI_PATH
+#include "cli_util.h"
 
 namespace {
 
-// Runs `smallbatch <args>` and returns its stdout and exit status.
+// Runs `smallbatch <args>` and returns its output (stdout then stderr) and exit status.
 std::pair<std::string, int> run_cli(const std::string& args) {
-  std::string cmd = std::string("\"") + SB_CLI_PATH + "\" " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  char buf[4096];
-  size_t got;
-  while ((got = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, got);
-  int rc = pclose(p);
-  return {out, rc};
+  sbtest::CliResult r = sbtest::run_cli(args);
+  return {r.all(), r.code};
 }
 
 nlohmann::json run_json(const std::string& args) {

@@ -8,25 +8,20 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+
+#include "cli_util.h"
 #include <string>
 
 namespace {
 
-struct CliResult {
-  std::string out;
+struct CliOutput {
+  std::string out;  // stdout and stderr
   int status;
 };
 
-CliResult cli(const std::string& args) {
-  std::string cmd = std::string("\"") + SB_CLI_PATH + "\" " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int rc = pclose(p);
-  return {out, WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc)};
+CliOutput cli(const std::string& args) {
+  sbtest::CliResult r = sbtest::run_cli(args);
+  return {r.all(), r.code};
 }
 
 std::string fixture(const std::string& name) { return std::string(SB_FIXTURES_DIR) + "/" + name + ".safetensors"; }

@@ -17,6 +17,7 @@
 #include <set>
 #include <sstream>
 
+#include "cli_util.h"
 #include "core/safetensors.h"
 #include "datasets/folder.h"
 #include "datasets/image_io.h"
@@ -121,24 +122,8 @@ std::vector<int64_t> values(const IndexTensor& t) { return std::vector<int64_t>(
 
 std::string fixture(const std::string& name) { return std::string(SB_FIXTURES_DIR) + "/" + name; }
 
-struct CliResult {
-  int code = -1;
-  std::string out, err;
-};
-
-// Runs the smallbatch command line with `args` (paths here hold no spaces or quotes).
-CliResult run_cli(const std::string& args) {
-  TempDir t;
-  std::string out = t / "stdout", err = t / "stderr";
-  int rc = std::system((std::string(SB_CLI_PATH) + " " + args + " >" + out + " 2>" + err).c_str());
-  auto slurp = [](const std::string& p) {
-    std::ifstream f(p);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  };
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, slurp(out), slurp(err)};
-}
+using sbtest::CliResult;
+using sbtest::run_cli;
 
 const std::vector<int64_t> kVocIndices = {0, 0, 1, 1, 15, 15, 0, 255, 1, 20, 15, 15,
                                           2, 2, 255, 20, 20, 0, 3, 4, 5, 6, 7, 8};

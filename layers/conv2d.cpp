@@ -11,19 +11,28 @@ static void check_channels(const char* layer, int64_t in, int64_t out, int64_t g
            " and out_channels ", out, " must both be divisible by groups ", groups);
 }
 
+// A weight (d0, d1, kH, kW) and optional bias (bias_len,) with PyTorch's default initialization,
+// whose fan_in is weight.size(1) * kH * kW for both convolutions (for the transposed one that
+// is out_channels/groups, as PyTorch computes it). The bias is undefined when not wanted.
+static std::pair<Tensor, Tensor> conv_params(const char* layer, int64_t d0, int64_t d1, Pair k, int64_t bias_len,
+                                             bool with_bias, Generator& gen) {
+  SB_CHECK(k.h > 0 && k.w > 0, layer, ": kernel size must be positive");
+  int64_t fan_in = d1 * k.h * k.w;
+  Tensor w = Tensor::empty({d0, d1, k.h, k.w}), b;
+  init::default_weight_(w, fan_in, gen);
+  if (with_bias) {
+    b = Tensor::empty({bias_len});
+    init::default_bias_(b, fan_in, gen);
+  }
+  return {w, b};
+}
+
 Conv2d::Conv2d(const Conv2dConfig& cfg, Generator& gen) : cfg_(cfg) {
   check_channels("Conv2d", cfg.in_channels, cfg.out_channels, cfg.groups);
-  SB_CHECK(cfg.kernel_size.h > 0 && cfg.kernel_size.w > 0, "Conv2d: kernel size must be positive");
-  int64_t cin_g = cfg.in_channels / cfg.groups;
-  int64_t fan_in = cin_g * cfg.kernel_size.h * cfg.kernel_size.w;
-  Tensor w = Tensor::empty({cfg.out_channels, cin_g, cfg.kernel_size.h, cfg.kernel_size.w});
-  init::default_weight_(w, fan_in, gen);
+  auto [w, b] = conv_params("Conv2d", cfg.out_channels, cfg.in_channels / cfg.groups, cfg.kernel_size,
+                            cfg.out_channels, cfg.bias, gen);
   weight = register_parameter("weight", w);
-  if (cfg.bias) {
-    Tensor b = Tensor::empty({cfg.out_channels});
-    init::default_bias_(b, fan_in, gen);
-    bias = register_parameter("bias", b);
-  }
+  if (b.defined()) bias = register_parameter("bias", b);
 }
 
 Var Conv2d::forward(const Var& x) {
@@ -39,18 +48,10 @@ std::string Conv2d::name() const {
 
 ConvTranspose2d::ConvTranspose2d(const ConvTranspose2dConfig& cfg, Generator& gen) : cfg_(cfg) {
   check_channels("ConvTranspose2d", cfg.in_channels, cfg.out_channels, cfg.groups);
-  SB_CHECK(cfg.kernel_size.h > 0 && cfg.kernel_size.w > 0, "ConvTranspose2d: kernel size must be positive");
-  int64_t cout_g = cfg.out_channels / cfg.groups;
-  // PyTorch computes fan_in from weight.size(1) * kH * kW, i.e. out_channels/groups here.
-  int64_t fan_in = cout_g * cfg.kernel_size.h * cfg.kernel_size.w;
-  Tensor w = Tensor::empty({cfg.in_channels, cout_g, cfg.kernel_size.h, cfg.kernel_size.w});
-  init::default_weight_(w, fan_in, gen);
+  auto [w, b] = conv_params("ConvTranspose2d", cfg.in_channels, cfg.out_channels / cfg.groups, cfg.kernel_size,
+                            cfg.out_channels, cfg.bias, gen);
   weight = register_parameter("weight", w);
-  if (cfg.bias) {
-    Tensor b = Tensor::empty({cfg.out_channels});
-    init::default_bias_(b, fan_in, gen);
-    bias = register_parameter("bias", b);
-  }
+  if (b.defined()) bias = register_parameter("bias", b);
 }
 
 Var ConvTranspose2d::forward(const Var& x) {

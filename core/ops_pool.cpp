@@ -1,7 +1,11 @@
 // Pooling and resampling on (N, C, H, W): max_pool2d, avg_pool2d and upsample, each with its
-// backward beside its forward. Every kernel works one (H, W) plane at a time, planes in parallel.
+// backward beside its forward. Every kernel works one (H, W) plane at a time, planes in parallel;
+// max_pool2d has a fast path for the 2x2, stride-2 windows of UNet's down-sampling.
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "core/ops.h"
@@ -59,9 +63,80 @@ PoolGeometry pool_geometry(const Shape& xs, const Pool2dOptions& opt, const char
 
 }  // namespace
 
+// max_pool2d's fast path: 2x2 windows, stride 2, no padding, every window inside the input (as
+// in every UNet down-sampling step). Two input rows at a time, branch-free, and the winner kept
+// as its position in the window (0 to 3, one byte) instead of a flat int64 index; the backward
+// then writes each input element once (g where it won, else 0) with no zero-fill and scatter.
+// The window order and PyTorch's rule ("v > best || isnan(v)", so ties go to the first and a NaN
+// to the last NaN) are those of the general loop below, which tests/test_pool.cpp checks it against.
+static Var max_pool2d_2x2(const Var& x, const PoolGeometry& g) {
+  const Shape xs = x.shape();
+  Tensor out = Tensor::empty({xs[0], xs[1], g.OH, g.OW});  // (N, C, OH, OW)
+  const int64_t out_plane = g.OH * g.OW, in_plane = g.H * g.W, n_out = g.planes * out_plane;
+  std::shared_ptr<void> arg_storage = detail::allocate_bytes(static_cast<size_t>(std::max<int64_t>(n_out, 1)));
+  int8_t* pa = static_cast<int8_t*>(arg_storage.get());  // (N, C, OH, OW): 0..3, row-major in the window
+  const float* px = x.value().data();
+  float* py = out.data();
+#pragma omp parallel for schedule(static) if (n_out * 4 > kParallelMin)
+  for (int64_t pl = 0; pl < g.planes; ++pl)
+    for (int64_t oh = 0; oh < g.OH; ++oh) {
+      const float* r0 = px + pl * in_plane + 2 * oh * g.W;
+      const float* r1 = r0 + g.W;
+      float* yr = py + pl * out_plane + oh * g.OW;
+      int8_t* ar = pa + pl * out_plane + oh * g.OW;
+#pragma omp simd
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const float v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow], v3 = r1[2 * ow + 1];
+        float best = v0;
+        int8_t k = 0;
+        bool t = v1 > best || v1 != v1;
+        best = t ? v1 : best, k = t ? int8_t(1) : k;
+        t = v2 > best || v2 != v2;
+        best = t ? v2 : best, k = t ? int8_t(2) : k;
+        t = v3 > best || v3 != v3;
+        best = t ? v3 : best, k = t ? int8_t(3) : k;
+        yr[ow] = best;
+        ar[ow] = k;
+      }
+    }
+  return make_result(out, "max_pool2d", {x}, [arg_storage, g, xs](Node& n) {
+    Tensor gx = Tensor::empty(xs);  // (N, C, H, W)
+    const float* pg = n.grad.data();
+    const int8_t* pa = static_cast<const int8_t*>(arg_storage.get());
+    float* po = gx.data();
+    const int64_t in_plane = g.H * g.W, out_plane = g.OH * g.OW;
+#pragma omp parallel for schedule(static) if (g.planes * in_plane > kParallelMin)
+    for (int64_t pl = 0; pl < g.planes; ++pl) {
+      float* op = po + pl * in_plane;
+      // Rows and columns past the last window (odd H or W) get no gradient.
+      for (int64_t h = 2 * g.OH; h < g.H; ++h) std::fill(op + h * g.W, op + (h + 1) * g.W, 0.f);
+      for (int64_t oh = 0; oh < g.OH; ++oh) {
+        float* r0 = op + 2 * oh * g.W;
+        float* r1 = r0 + g.W;
+        const float* gr = pg + pl * out_plane + oh * g.OW;
+        const int8_t* ar = pa + pl * out_plane + oh * g.OW;
+#pragma omp simd
+        for (int64_t ow = 0; ow < g.OW; ++ow) {
+          const float v = gr[ow];
+          const int8_t k = ar[ow];
+          r0[2 * ow] = k == 0 ? v : 0.f;
+          r0[2 * ow + 1] = k == 1 ? v : 0.f;
+          r1[2 * ow] = k == 2 ? v : 0.f;
+          r1[2 * ow + 1] = k == 3 ? v : 0.f;
+        }
+        for (int64_t w = 2 * g.OW; w < g.W; ++w) r0[w] = r1[w] = 0.f;
+      }
+    }
+    n.inputs[0]->accumulate(gx);
+  });
+}
+
 Var max_pool2d(const Var& x, Pool2dOptions opt) {
   const Shape xs = x.shape();
   const PoolGeometry g = pool_geometry(xs, opt, "max_pool2d");
+  if (g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0 && 2 * g.OH <= g.H &&
+      2 * g.OW <= g.W)
+    return max_pool2d_2x2(x, g);
   Tensor out = Tensor::empty({xs[0], xs[1], g.OH, g.OW});         // (N, C, OH, OW)
   IndexTensor argmax = IndexTensor::empty({xs[0], xs[1], g.OH, g.OW});  // flat index in its plane
   const float* px = x.value().data();

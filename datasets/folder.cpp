@@ -177,6 +177,9 @@ FolderInfo read_folder_info(const std::string& dir) {
     nlohmann::json j = nlohmann::json::parse(f);
     SB_CHECK(j.is_object(), p.string(), ": expected a JSON object");
     if (j.contains("classes")) {
+      // get<int64_t>() would cast a float such as 1e300 with undefined behaviour (found by fuzzing).
+      SB_CHECK(!j["classes"].is_number_float(), p.string(), ": \"classes\" must be an integer, got ",
+               j["classes"].dump());
       info.classes = j["classes"].get<int64_t>();
       SB_CHECK(info.classes > 0, p.string(), ": \"classes\" must be positive, got ", info.classes);
     }

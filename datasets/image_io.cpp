@@ -96,7 +96,20 @@ bool dht_ok(const uint8_t* seg, size_t len) {
   return true;
 }
 
-bool is_jpeg(const uint8_t* b) { return b[0] == 0xFF && b[1] == 0xD8; }
+// stb_image reads a JPEG's start-of-image marker like any marker: 0xFF, any number of 0xFF fill
+// bytes, then 0xD8. So must we, or a file starting FF FF D8 would reach stb unchecked (found by
+// fuzzing). Returns the offset just past the marker, or 0 when the bytes do not start a JPEG.
+uint64_t jpeg_soi_end(const ByteReader& read) {
+  uint8_t chunk[512];
+  uint64_t off = 0;
+  for (;;) {
+    size_t got = 512;
+    while (got > 0 && !read(off, got, chunk)) got /= 2;  // shorter reads near the end of the file
+    if (got == 0) return 0;
+    for (size_t i = 0; i < got; ++i, ++off)
+      if (chunk[i] != 0xFF) return off >= 1 && chunk[i] == 0xD8 ? off + 1 : 0;
+  }
+}
 bool is_sof(uint8_t m) { return m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC; }
 
 struct ClaimedHeader {
@@ -119,10 +132,10 @@ ClaimedHeader claimed_header(const ByteReader& read) {
     h.width = std::abs(int64_t(le32(b + 18))), h.height = std::abs(int64_t(le32(b + 22)));
     return h;
   }
-  if (!is_jpeg(b)) return h;
   // JPEG: walk the marker segments up to the frame header (SOFn), which holds the size, checking
   // the Huffman tables on the way (stbi_info parses those too).
-  uint64_t off = 2;
+  uint64_t off = jpeg_soi_end(read);
+  if (off == 0) return h;
   std::vector<uint8_t> seg;
   for (int guard = 0; guard < 4096 && read(off, 4, b); ++guard) {
     if (b[0] != 0xFF) {  // garbage between segments: stb_image skips to the next 0xFF, so follow it
@@ -153,7 +166,8 @@ ClaimedHeader claimed_header(const ByteReader& read) {
     size_t len = be16(b + 2);
     if (m == 0xC4) {
       seg.resize(len >= 2 ? len - 2 : 0);
-      if (len < 2 || !read(off + 4, seg.size(), seg.data()) || !dht_ok(seg.data(), seg.size())) {
+      // An empty segment (len 2) has nothing to read, and seg.data() may then be null.
+      if (len < 2 || (!seg.empty() && !read(off + 4, seg.size(), seg.data())) || !dht_ok(seg.data(), seg.size())) {
         h.bad_huffman = true;
         return h;
       }
@@ -170,9 +184,9 @@ ClaimedHeader claimed_header(const ByteReader& read) {
 
 // Every DHT segment of a whole JPEG file in memory, including those between the scans of a
 // progressive JPEG (found by skipping the entropy-coded data up to the next marker).
-bool jpeg_tables_ok(const std::vector<uint8_t>& p) {
+// `off` is where the segments start, just past the start-of-image marker.
+bool jpeg_tables_ok(const std::vector<uint8_t>& p, size_t off) {
   const size_t n = p.size();
-  size_t off = 2;
   while (off + 4 <= n) {
     if (p[off] != 0xFF) {  // garbage between segments: stb_image skips to the next 0xFF
       ++off;
@@ -201,8 +215,11 @@ bool jpeg_tables_ok(const std::vector<uint8_t>& p) {
 
 void check_pixels(const std::string& path, int64_t w, int64_t h, int64_t max_pixels) {
   SB_CHECK(w > 0 && h > 0, path, ": the header claims a ", w, " x ", h, " image");
-  SB_CHECK(max_pixels <= 0 || w * h <= max_pixels, path, ": the header claims ", w, " x ", h, " = ", w * h,
-           " pixels, more than the limit of ", max_pixels, " (--max-pixels); refusing to decode it");
+  // A PNG header may claim up to 2^32 - 1 on each side, so w * h can overflow int64 (found by
+  // fuzzing): divide instead, and print the product as unsigned (both sides are below 2^32).
+  SB_CHECK(max_pixels <= 0 || w <= max_pixels / h, path, ": the header claims ", w, " x ", h, " = ",
+           static_cast<uint64_t>(w) * static_cast<uint64_t>(h), " pixels, more than the limit of ", max_pixels,
+           " (--max-pixels); refusing to decode it");
 }
 
 const char* kBadHuffman =
@@ -217,12 +234,14 @@ void check_claimed_header(const std::string& path, const ByteReader& read, int64
 }
 
 ImageHeader header_from_memory(const std::string& path, const std::vector<uint8_t>& bytes, int64_t max_pixels) {
-  check_claimed_header(path, [&](uint64_t off, size_t n, uint8_t* out) {
+  ByteReader read = [&](uint64_t off, size_t n, uint8_t* out) {
     if (off + n > bytes.size()) return false;
-    std::memcpy(out, bytes.data() + off, n);
+    if (n) std::memcpy(out, bytes.data() + off, n);  // memcpy(NULL, p, 0) is undefined (found by fuzzing)
     return true;
-  }, max_pixels);
-  SB_CHECK(bytes.size() < 2 || !is_jpeg(bytes.data()) || jpeg_tables_ok(bytes), path, kBadHuffman);
+  };
+  check_claimed_header(path, read, max_pixels);
+  uint64_t soi_end = jpeg_soi_end(read);
+  SB_CHECK(soi_end == 0 || jpeg_tables_ok(bytes, soi_end), path, kBadHuffman);
   int w = 0, h = 0, c = 0;
   int len = static_cast<int>(bytes.size());
   SB_CHECK(stbi_info_from_memory(bytes.data(), len, &w, &h, &c), path,
@@ -236,9 +255,56 @@ struct StbFree {
 };
 
 // Decodes to `want` channels (0: as stored); returns the pixels and the stored channel count.
+// A PNG as stb_image 2.27 may see it, checked first (each found by fuzzing):
+// - an IDAT chunk claiming more bytes than the file holds is refused: stb allocates what the
+//   chunk claims (up to 1 GiB) before it notices the file is short;
+// - the IDAT data together may hold at most twice the raw image size plus 1 KiB (no encoder writes
+//   more: deflate's stored blocks add 5 bytes per 64 KiB), so a decompression bomb, which stb
+//   inflates into a buffer that grows to 4 GiB, cannot exceed about 1032 times that;
+// - empty IDAT chunks are dropped: stb copies an empty first one with memcpy(NULL, ..., 0), which
+//   is undefined behaviour; they add nothing to the compressed stream.
+// Other files, and PNGs that need no change, are returned as they are.
+const std::vector<uint8_t>& png_for_stb(const std::string& path, const std::vector<uint8_t>& b,
+                                        std::vector<uint8_t>& storage) {
+  static const uint8_t kSig[8] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
+  if (b.size() < 8 || std::memcmp(b.data(), kSig, 8) != 0) return b;
+  auto is_idat = [&](size_t off) { return std::memcmp(&b[off + 4], "IDAT", 4) == 0; };
+  uint64_t idat_bytes = 0;
+  bool has_empty = false;
+  for (size_t off = 8; off + 12 <= b.size(); off += 12 + size_t(be32(&b[off]))) {
+    if (!is_idat(off)) continue;
+    uint64_t len = be32(&b[off]), left = b.size() - off - 8;
+    SB_CHECK(len <= left, path, ": corrupt or truncated PNG: an IDAT chunk claims ", len, " bytes but the file has ",
+             left, " left");
+    idat_bytes += len;
+    has_empty = has_empty || len == 0;
+  }
+  if (b.size() >= 29 && std::memcmp(&b[12], "IHDR", 4) == 0) {
+    static const int kChannels[7] = {1, 0, 3, 1, 2, 0, 4};  // by colour type
+    const double w = be32(&b[16]), h = be32(&b[20]);
+    const int depth = b[24], type = b[25];
+    const int channels = type <= 6 && kChannels[type] ? kChannels[type] : 4;
+    // Row bytes with the filter byte, and Adam7's extra rows and filter bytes when interlaced.
+    const double raw = h * (1 + std::ceil(w * channels * std::max(depth, 1) / 8.0)) + 8 * h + 64;
+    SB_CHECK(idat_bytes <= 2 * raw + 1024, path, ": corrupt PNG: ", idat_bytes, " bytes of compressed data for a ",
+             be32(&b[16]), " x ", be32(&b[20]), " image, more than any encoder writes for it");
+  }
+  if (!has_empty) return b;
+  storage.assign(b.begin(), b.begin() + 8);
+  size_t off = 8;
+  for (; off + 12 <= b.size(); off += 12 + size_t(be32(&b[off]))) {
+    size_t end = std::min(b.size(), off + 12 + size_t(be32(&b[off])));
+    if (!(is_idat(off) && be32(&b[off]) == 0)) storage.insert(storage.end(), b.begin() + off, b.begin() + end);
+  }
+  if (off < b.size()) storage.insert(storage.end(), b.begin() + off, b.end());  // a cut-off tail, as it was
+  return storage;
+}
+
 template <class T>
-std::unique_ptr<T, StbFree> decode(const std::string& path, const std::vector<uint8_t>& bytes,
+std::unique_ptr<T, StbFree> decode(const std::string& path, const std::vector<uint8_t>& file_bytes,
                                    const ImageHeader& hd, int want, int& channels) {
+  std::vector<uint8_t> storage;
+  const std::vector<uint8_t>& bytes = png_for_stb(path, file_bytes, storage);
   int w = 0, h = 0;
   int len = static_cast<int>(bytes.size());
   T* px;

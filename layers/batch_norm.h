@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <optional>
+#include <typeinfo>
 
 #include "core/ops_norm.h"
 #include "layers/module.h"
@@ -43,9 +44,7 @@ class BatchNorm2d : public Module {
     }
   }
   Var forward(const Var& x) override {
-    SB_CHECK(x.dim() == 4, name(), ": expected 4-d input (N, C, H, W) but got ", x.shape());
-    SB_CHECK(x.size(1) == features_, name(), ": expected ", features_, " channels but got input ",
-             x.shape());
+    check_input(x);
     if (gap_stats && running_mean.defined()) gap_stats->add(x.value(), running_mean, running_var, cfg_.eps);
     return forward_with(x, is_training() || batch_stats_in_eval);
   }
@@ -59,7 +58,29 @@ class BatchNorm2d : public Module {
     return batch_norm(x, running_mean, running_var, weight, bias, use_batch_stats,
                       cfg_.momentum.value_or(0.f), cfg_.eps, !cfg_.momentum.has_value(), tracked);
   }
+  // forward() then ReLU as one fused op (batch_norm_relu), with forward()'s checks, statistics
+  // and modes. A subclass that redefines forward() keeps the unfused default.
+  Var forward_relu(const Var& x) override {
+    if (typeid(*this) != typeid(BatchNorm2d)) return Module::forward_relu(x);
+    SB_CHECK(x.dim() == 4, name(), ": expected 4-d input (N, C, H, W) but got ", x.shape());
+    SB_CHECK(x.size(1) == features_, name(), ": expected ", features_, " channels but got input ",
+             x.shape());
+    if (gap_stats && running_mean.defined()) gap_stats->add(x.value(), running_mean, running_var, cfg_.eps);
+    const bool use_batch_stats = is_training() || batch_stats_in_eval;  // as forward_with
+    if (use_batch_stats && !is_training())
+      return batch_norm_relu(x, Tensor(), Tensor(), weight, bias, true, 0.f, cfg_.eps);
+    int64_t* tracked = num_batches_tracked.defined() ? num_batches_tracked.data() : nullptr;
+    return batch_norm_relu(x, running_mean, running_var, weight, bias, use_batch_stats,
+                           cfg_.momentum.value_or(0.f), cfg_.eps, !cfg_.momentum.has_value(), tracked);
+  }
   std::string name() const override { return str("BatchNorm2d(", features_, ")"); }
+  int64_t num_features() const { return features_; }
+  // Throws naming the layer unless x is (N, num_features, H, W).
+  void check_input(const Var& x) const {
+    SB_CHECK(x.dim() == 4, name(), ": expected 4-d input (N, C, H, W) but got ", x.shape());
+    SB_CHECK(x.size(1) == features_, name(), ": expected ", features_, " channels but got input ",
+             x.shape());
+  }
   const BatchNormConfig& config() const { return cfg_; }
   // In eval mode, normalize with the batch's statistics instead of the running ones (without
   // updating them): how `eval --bn-mode batch` measures BatchNorm's train/test gap.

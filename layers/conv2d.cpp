@@ -1,6 +1,7 @@
 // Conv2d and ConvTranspose2d: parameter registration, initialization and forward.
 #include "layers/conv2d.h"
 
+#include "core/ops_norm.h"
 #include "layers/init.h"
 
 namespace sb {
@@ -36,14 +37,20 @@ Conv2d::Conv2d(const Conv2dConfig& cfg, Generator& gen) : cfg_(cfg) {
 }
 
 Var Conv2d::forward(const Var& x) {
-  return conv2d(x, weight, bias, {cfg_.stride, cfg_.padding, cfg_.dilation, cfg_.groups});
+  Var w = weight;
+  if (cfg_.weight_standardization) {
+    // Per-filter statistics are GroupNorm with one group per output channel on (1, C_out, fan_in).
+    const Shape& s = weight.shape();  // (C_out, C_in/groups, kH, kW)
+    w = reshape(group_norm(reshape(weight, {1, s[0], s[1] * s[2] * s[3]}), s[0], Var(), Var(), 1e-5f), s);
+  }
+  return conv2d(x, w, bias, {cfg_.stride, cfg_.padding, cfg_.dilation, cfg_.groups});
 }
 
 std::string Conv2d::name() const {
   return str("Conv2d(", cfg_.in_channels, ", ", cfg_.out_channels, ", kernel_size=(", cfg_.kernel_size.h,
              ", ", cfg_.kernel_size.w, "), stride=(", cfg_.stride.h, ", ", cfg_.stride.w, "), padding=(",
              cfg_.padding.h, ", ", cfg_.padding.w, ")", cfg_.groups > 1 ? str(", groups=", cfg_.groups) : "",
-             cfg_.bias ? "" : ", bias=False", ")");
+             cfg_.bias ? "" : ", bias=False", cfg_.weight_standardization ? ", weight_standardization" : "", ")");
 }
 
 ConvTranspose2d::ConvTranspose2d(const ConvTranspose2dConfig& cfg, Generator& gen) : cfg_(cfg) {

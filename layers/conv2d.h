@@ -13,6 +13,11 @@ struct Conv2dConfig {
   Pair stride = 1, padding = 0, dilation = 1;
   int64_t groups = 1;
   bool bias = true;
+  // Weight Standardization (Qiao et al., 2019): each output channel's filter is normalized to
+  // zero mean and unit variance over its (C_in/groups, kH, kW) values in every forward, as
+  // timm's StdConv2d does (biased variance, eps 1e-5 inside the square root). The stored
+  // parameter stays the raw weight, so state_dict keys and shapes are unchanged.
+  bool weight_standardization = false;
 };
 
 class Conv2d : public Module {

@@ -3,6 +3,8 @@
 // InstanceNorm. No running statistics: inference normalizes exactly as training does.
 #pragma once
 
+#include <typeinfo>
+
 #include "core/ops_norm.h"
 #include "layers/module.h"
 
@@ -25,6 +27,13 @@ class GroupNorm : public Module {
     SB_CHECK(x.dim() >= 2 && x.size(1) == channels_, name(), ": expected input (N, ", channels_,
              ", *) but got ", x.shape());
     return group_norm(x, groups_, weight, bias, eps_);
+  }
+  // One fused op. A subclass that redefines forward() keeps the unfused default.
+  Var forward_relu(const Var& x) override {
+    if (typeid(*this) != typeid(GroupNorm)) return Module::forward_relu(x);
+    SB_CHECK(x.dim() >= 2 && x.size(1) == channels_, name(), ": expected input (N, ", channels_,
+             ", *) but got ", x.shape());
+    return group_norm_relu(x, groups_, weight, bias, eps_);
   }
   std::string name() const override { return str("GroupNorm(", groups_, ", ", channels_, ")"); }
   int64_t num_groups() const { return groups_; }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/ops.h"
 #include "core/safetensors.h"
 
 namespace sb {
@@ -24,6 +25,9 @@ class Module {
   // Single-input modules override this; others (losses, multi-input blocks) define their own
   // call signature.
   virtual Var forward(const Var& x);
+  // relu(forward(x)). Norm layers override it with one fused op (same values, one pass less
+  // over the activations each way); blocks call it for their norm -> ReLU pairs.
+  virtual Var forward_relu(const Var& x) { return relu(forward(x)); }
   // forward(), plus, inside a FiniteCheck scope, a check that names this module (by its dotted
   // path) when its output is not finite. Models call their children through it.
   Var operator()(const Var& x);

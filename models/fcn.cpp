@@ -7,12 +7,15 @@
 
 namespace sb {
 
-FCNStage::FCNStage(int64_t cin, int64_t cout, const std::string& norm, int64_t groups) {
-  bool bias = norm_needs_conv_bias(norm);
-  c1 = register_module("c1", std::make_shared<Conv2d>(Conv2dConfig{cin, cout, 3, 2, 1, 1, 1, bias}));
-  n1 = register_module("n1", make_norm(norm, cout, groups));
-  c2 = register_module("c2", std::make_shared<Conv2d>(Conv2dConfig{cout, cout, 3, 1, 1, 1, 1, bias}));
-  n2 = register_module("n2", make_norm(norm, cout, groups));
+FCNStage::FCNStage(int64_t cin, int64_t cout, const std::string& norm, int64_t groups, int64_t norm_warmup) {
+  Conv2dConfig conv{cin, cout, 3, 2, 1, 1, 1, norm_needs_conv_bias(norm)};
+  conv.weight_standardization = norm_uses_weight_standardization(norm);
+  c1 = register_module("c1", std::make_shared<Conv2d>(conv));
+  n1 = register_module("n1", make_norm(norm, cout, groups, norm_warmup));
+  conv.in_channels = cout;
+  conv.stride = 1;
+  c2 = register_module("c2", std::make_shared<Conv2d>(conv));
+  n2 = register_module("n2", make_norm(norm, cout, groups, norm_warmup));
 }
 
 Var FCNStage::forward(const Var& x) {
@@ -32,7 +35,8 @@ FCN::FCN(const FCNConfig& cfg) : cfg_(cfg) {
   check_norm_widths("fcn", cfg.norm, cfg.groups, widths);
   for (int64_t k = 1; k <= cfg.depth; ++k)
     stages_.push_back(register_module(
-        str("s", k), std::make_shared<FCNStage>(k == 1 ? cfg.in_channels : width(k - 1), width(k), cfg.norm, cfg.groups)));
+        str("s", k), std::make_shared<FCNStage>(k == 1 ? cfg.in_channels : width(k - 1), width(k), cfg.norm, cfg.groups,
+                                                   cfg.norm_warmup)));
   head_ = register_module("head", std::make_shared<Conv2d>(Conv2dConfig{width(cfg.depth), cfg.classes, 1}));
 }
 

@@ -13,7 +13,7 @@ namespace sb {
 // Block's), halving H and W.
 class FCNStage : public Module {
  public:
-  FCNStage(int64_t cin, int64_t cout, const std::string& norm, int64_t groups);
+  FCNStage(int64_t cin, int64_t cout, const std::string& norm, int64_t groups, int64_t norm_warmup = 0);
   Var forward(const Var& x) override;
   std::string name() const override { return "FCNStage"; }
   ModulePtr c1, n1, c2, n2;
@@ -26,6 +26,7 @@ struct FCNConfig {
   int64_t classes = 4;
   int64_t in_channels = 3;
   int64_t depth = 3;  // stride-2 stages, in [1, kMaxDepth]; the output stride is 2^depth
+  int64_t norm_warmup = 0;  // training steps, for brn and frozenbn (make_norm)
   static constexpr int64_t kMaxDepth = 8;
 };
 

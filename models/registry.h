@@ -12,12 +12,14 @@ namespace sb {
 // One set of options for every model; each model reads the fields its ModelInfo lists and
 // ignores the others (unet-s has a fixed depth).
 struct ModelOptions {
-  std::string norm = "gn";  // bn | gn | ln | in | none
+  std::string norm = "gn";  // bn | gn | ln | in | none | gn+ws | brn | frozenbn
   int64_t groups = 8;
   int64_t classes = 4;
   int64_t in_channels = 3;
   int64_t base_width = 16;
   int64_t depth = 0;        // down-sampling steps (unet, fcn); 0: the model's default
+  int64_t norm_warmup = 0;  // brn: steps over which r_max, d_max ramp up; frozenbn: steps before
+                            // the statistics freeze (make_norm)
 };
 
 // One ModelOptions field a model reads.

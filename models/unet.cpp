@@ -5,37 +5,58 @@
 
 #include "core/ops.h"
 #include "layers/batch_norm.h"
+#include "layers/batch_renorm.h"
 #include "layers/conv2d.h"
 #include "layers/group_norm.h"
 #include "layers/simple.h"
 
 namespace sb {
 
-ModulePtr make_norm(const std::string& kind, int64_t c, int64_t groups) {
+const std::vector<std::string>& norm_kinds() {
+  static const std::vector<std::string> kinds = {"bn", "gn", "ln", "in", "none", "gn+ws", "brn", "frozenbn"};
+  return kinds;
+}
+
+static std::string known_norms() {
+  std::string s;
+  for (const auto& k : norm_kinds()) s += (s.empty() ? "" : ", ") + k;
+  return s;
+}
+
+ModulePtr make_norm(const std::string& kind, int64_t c, int64_t groups, int64_t warmup_steps) {
   if (kind == "bn") return std::make_shared<BatchNorm2d>(c);
-  if (kind == "gn") {
-    SB_CHECK(groups > 0, "norm 'gn': groups must be positive, got ", groups);
+  if (kind == "gn" || kind == "gn+ws") {
+    SB_CHECK(groups > 0, "norm '", kind, "': groups must be positive, got ", groups);
     return std::make_shared<GroupNorm>(std::min(groups, c), c);
   }
   if (kind == "ln") return std::make_shared<GroupNorm>(1, c);
   if (kind == "in") return std::make_shared<GroupNorm>(c, c);
   if (kind == "none") return std::make_shared<Identity>();
-  fail("unknown norm '", kind, "' (known: bn, gn, ln, in, none)");
+  if (kind == "brn") {
+    BatchRenormConfig r;
+    r.ramp_steps = warmup_steps;
+    return std::make_shared<BatchRenorm2d>(c, r);
+  }
+  if (kind == "frozenbn") return std::make_shared<FreezingBatchNorm2d>(c, warmup_steps);
+  fail("unknown norm '", kind, "' (known: ", known_norms(), ")");
 }
 
 bool norm_needs_conv_bias(const std::string& kind) { return kind == "none"; }
+bool norm_uses_weight_standardization(const std::string& kind) { return kind == "gn+ws"; }
 
-Block::Block(int64_t cin, int64_t cout, const std::string& norm, int64_t groups) {
-  bool bias = norm_needs_conv_bias(norm);
-  c1 = register_module("c1", std::make_shared<Conv2d>(Conv2dConfig{cin, cout, 3, 1, 1, 1, 1, bias}));
-  n1 = register_module("n1", make_norm(norm, cout, groups));
-  c2 = register_module("c2", std::make_shared<Conv2d>(Conv2dConfig{cout, cout, 3, 1, 1, 1, 1, bias}));
-  n2 = register_module("n2", make_norm(norm, cout, groups));
+Block::Block(int64_t cin, int64_t cout, const std::string& norm, int64_t groups, int64_t norm_warmup) {
+  Conv2dConfig conv{cin, cout, 3, 1, 1, 1, 1, norm_needs_conv_bias(norm)};
+  conv.weight_standardization = norm_uses_weight_standardization(norm);
+  c1 = register_module("c1", std::make_shared<Conv2d>(conv));
+  n1 = register_module("n1", make_norm(norm, cout, groups, norm_warmup));
+  conv.in_channels = cout;
+  c2 = register_module("c2", std::make_shared<Conv2d>(conv));
+  n2 = register_module("n2", make_norm(norm, cout, groups, norm_warmup));
 }
 
 Var Block::forward(const Var& x) {
-  Var h = relu(n1->forward(c1->forward(x)));
-  return relu(n2->forward(c2->forward(h)));
+  Var h = n1->forward_relu(c1->forward(x));  // norm + ReLU, fused where the norm has a fused op
+  return n2->forward_relu(c2->forward(h));
 }
 
 UNetS::UNetS(const UNetSConfig& cfg) : cfg_(cfg) {
@@ -44,13 +65,13 @@ UNetS::UNetS(const UNetSConfig& cfg) : cfg_(cfg) {
            " classes=", cfg.classes, " in_channels=", cfg.in_channels);
   int64_t b = cfg.base;
   // Registration order is the reference's attribute order, hence its state_dict order.
-  e1 = register_module("e1", std::make_shared<Block>(cfg.in_channels, b, cfg.norm, cfg.groups));
-  e2 = register_module("e2", std::make_shared<Block>(b, 2 * b, cfg.norm, cfg.groups));
-  e3 = register_module("e3", std::make_shared<Block>(2 * b, 4 * b, cfg.norm, cfg.groups));
+  e1 = register_module("e1", std::make_shared<Block>(cfg.in_channels, b, cfg.norm, cfg.groups, cfg.norm_warmup));
+  e2 = register_module("e2", std::make_shared<Block>(b, 2 * b, cfg.norm, cfg.groups, cfg.norm_warmup));
+  e3 = register_module("e3", std::make_shared<Block>(2 * b, 4 * b, cfg.norm, cfg.groups, cfg.norm_warmup));
   u2 = register_module("u2", std::make_shared<ConvTranspose2d>(4 * b, 2 * b, 2, 2));
-  d2 = register_module("d2", std::make_shared<Block>(4 * b, 2 * b, cfg.norm, cfg.groups));
+  d2 = register_module("d2", std::make_shared<Block>(4 * b, 2 * b, cfg.norm, cfg.groups, cfg.norm_warmup));
   u1 = register_module("u1", std::make_shared<ConvTranspose2d>(2 * b, b, 2, 2));
-  d1 = register_module("d1", std::make_shared<Block>(2 * b, b, cfg.norm, cfg.groups));
+  d1 = register_module("d1", std::make_shared<Block>(2 * b, b, cfg.norm, cfg.groups, cfg.norm_warmup));
   head = register_module("head", std::make_shared<Conv2d>(Conv2dConfig{b, cfg.classes, 1}));
 }
 
@@ -70,14 +91,14 @@ Var UNetS::forward(const Var& x) {
 
 void check_norm_widths(const std::string& model, const std::string& norm, int64_t groups,
                        const std::vector<std::pair<std::string, int64_t>>& widths) {
-  static const std::vector<std::string> known = {"bn", "gn", "ln", "in", "none"};
+  const auto& known = norm_kinds();
   SB_CHECK(std::find(known.begin(), known.end(), norm) != known.end(), model, ": unknown norm '", norm,
-           "' (known: bn, gn, ln, in, none)");
-  if (norm != "gn") return;
-  SB_CHECK(groups > 0, model, ": norm 'gn' needs groups > 0, got groups=", groups);
+           "' (known: ", known_norms(), ")");
+  if (norm != "gn" && norm != "gn+ws") return;
+  SB_CHECK(groups > 0, model, ": norm '", norm, "' needs groups > 0, got groups=", groups);
   for (const auto& [where, w] : widths) {
     int64_t g = std::min(groups, w);  // make_norm's rule: narrow layers get one group per channel
-    SB_CHECK(w % g == 0, model, ": norm 'gn' with groups=", groups, " cannot split ", where, "'s ", w,
+    SB_CHECK(w % g == 0, model, ": norm '", norm, "' with groups=", groups, " cannot split ", where, "'s ", w,
              " channels into ", g, " equal groups; choose a base_width whose multiples are divisible by ",
              groups, ", or other groups");
   }
@@ -98,12 +119,12 @@ UNet::UNet(const UNetConfig& cfg) : cfg_(cfg) {
   // Registration order = state_dict order; for D = 2 it is UNet-S's order, key for key.
   for (int64_t l = 1; l <= D + 1; ++l)
     enc_.push_back(register_module(str("e", l), std::make_shared<Block>(l == 1 ? cfg.in_channels : width(l - 1),
-                                                                      width(l), cfg.norm, cfg.groups)));
+                                                                      width(l), cfg.norm, cfg.groups, cfg.norm_warmup)));
   up_.resize(D);
   dec_.resize(D);
   for (int64_t l = D; l >= 1; --l) {
     up_[l - 1] = register_module(str("u", l), std::make_shared<ConvTranspose2d>(width(l + 1), width(l), 2, 2));
-    dec_[l - 1] = register_module(str("d", l), std::make_shared<Block>(width(l + 1), width(l), cfg.norm, cfg.groups));
+    dec_[l - 1] = register_module(str("d", l), std::make_shared<Block>(width(l + 1), width(l), cfg.norm, cfg.groups, cfg.norm_warmup));
   }
   head_ = register_module("head", std::make_shared<Conv2d>(Conv2dConfig{b, cfg.classes, 1}));
 }

@@ -11,16 +11,26 @@
 
 namespace sb {
 
+// The normalization kinds, in the order help texts list them.
+const std::vector<std::string>& norm_kinds();
 // "bn" BatchNorm2d(C) | "gn" GroupNorm(min(G, C), C) | "ln" GroupNorm(1, C) |
-// "in" GroupNorm(C, C) | "none" Identity. Throws on an unknown kind, listing the known ones.
-ModulePtr make_norm(const std::string& kind, int64_t channels, int64_t groups);
+// "in" GroupNorm(C, C) | "none" Identity |
+// "gn+ws" GroupNorm as "gn"; the convolutions before it use Weight Standardization |
+// "brn" BatchRenorm2d(C) whose r_max, d_max limits ramp up over `warmup_steps` |
+// "frozenbn" FreezingBatchNorm2d(C): BatchNorm for `warmup_steps`, then frozen to its running
+//     statistics (warmup_steps 0 freezes at once, to the initial statistics 0 and 1).
+// Throws on an unknown kind, listing the known ones.
+ModulePtr make_norm(const std::string& kind, int64_t channels, int64_t groups, int64_t warmup_steps = 0);
 // True for the kinds whose convolutions carry a bias (only "none", as in the reference).
 bool norm_needs_conv_bias(const std::string& kind);
+// True for "gn+ws": the convolutions feeding the norm standardize their weights.
+bool norm_uses_weight_standardization(const std::string& kind);
 
-// (conv3x3 -> norm -> relu) x 2; children c1, n1, c2, n2.
+// (conv3x3 -> norm -> relu) x 2; children c1, n1, c2, n2. `norm_warmup` is make_norm's
+// warmup_steps (brn, frozenbn).
 class Block : public Module {
  public:
-  Block(int64_t cin, int64_t cout, const std::string& norm, int64_t groups);
+  Block(int64_t cin, int64_t cout, const std::string& norm, int64_t groups, int64_t norm_warmup = 0);
   Var forward(const Var& x) override;
   std::string name() const override { return "Block"; }
   ModulePtr c1, n1, c2, n2;
@@ -32,6 +42,7 @@ struct UNetSConfig {
   int64_t base = 16;
   int64_t classes = 4;
   int64_t in_channels = 3;
+  int64_t norm_warmup = 0;  // training steps, for brn and frozenbn (make_norm)
 };
 
 // Input (N, in_channels, H, W) with H and W divisible by 4; output logits (N, classes, H, W).
@@ -55,6 +66,7 @@ struct UNetConfig {
   int64_t classes = 4;
   int64_t in_channels = 3;
   int64_t depth = 4;  // max-pool down-sampling steps, in [1, kMaxDepth]
+  int64_t norm_warmup = 0;  // training steps, for brn and frozenbn (make_norm)
   static constexpr int64_t kMaxDepth = 8;
 };
 

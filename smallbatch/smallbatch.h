@@ -14,6 +14,7 @@
 
 // layers: the Module system and the layers built on it
 #include "layers/batch_norm.h"
+#include "layers/batch_renorm.h"
 #include "layers/conv2d.h"
 #include "layers/group_norm.h"
 #include "layers/init.h"

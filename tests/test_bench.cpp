@@ -57,7 +57,7 @@ TEST_CASE("bench: the FLOP count of a tiny unet-s matches a hand count") {
 TEST_CASE("bench: --json prints one JSON line with every field") {
   auto j = run_json("bench --model unet-s --norm bn --base-width 4 --classes 3 --batch 2 --size 16 "
                     "--steps 3 --warmup 1 --threads 1 --json");
-  for (const char* k : {"median_ms", "p10_ms", "p90_ms", "images_per_s", "gflops", "peak_rss_mb"}) {
+  for (const char* k : {"median_ms", "p10_ms", "p90_ms", "cpu_median_ms", "images_per_s", "gflops", "peak_rss_mb"}) {
     CAPTURE(k);
     REQUIRE(j.contains(k));
     CHECK(j.at(k).is_number());

@@ -99,8 +99,46 @@ TEST_CASE("compare: presets fill the sweep and bad settings are errors") {
   CompareConfig bad;
   bad.preset = "huge";
   CHECK_THROWS_WITH_AS(bad.apply_preset(), doctest::Contains("--preset"), Error);
-  CHECK(count_loss_spikes(std::vector<float>(30, 1.f)) == 0);
+  CHECK(count_loss_spikes(std::vector<float>(30, 1.f), 32) == 0);
   std::vector<float> l(30, 1.f);
   l[25] = 5.f;
-  CHECK(count_loss_spikes(l) == 1);
+  CHECK(count_loss_spikes(l, 32) == 1);
+  l[26] = NAN;
+  CHECK(count_loss_spikes(l, 32) == 2);
+  // At batch 4 a stretch is 8 steps: one step at 5 lifts its stretch's mean to 1.5, not above.
+  std::vector<float> b4(160, 1.f);
+  b4[100] = 5.f;
+  CHECK(count_loss_spikes(b4, 4) == 0);
+  b4[101] = 5.f;
+  CHECK(count_loss_spikes(b4, 4) == 1);
+  CHECK(count_loss_spikes(std::vector<float>(79, 1.f), 4) == 0);  // 9 whole stretches: too few to judge
+}
+
+TEST_CASE("compare: gn+ws, brn and frozenbn sweep end to end; the BN family gets gap tables") {
+  auto base = std::filesystem::temp_directory_path() / ("sb_compare_variants_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(base);
+  CompareConfig c = tiny(base.string());
+  c.norms = {"gn+ws", "brn", "frozenbn"};
+  c.batch_sizes = {2};
+  c.epochs = 3;
+  c.norm_warmup_epochs = 1;
+  CompareResult r = run_compare(c);
+  REQUIRE(r.runs.size() == 3);
+  for (auto& run : r.runs) {
+    CAPTURE(run.spec.label());
+    CHECK_FALSE(run.diverged);
+    CHECK(run.epochs.size() == 3);
+    bool bn_family = run.spec.norm != "gn+ws";
+    CHECK(std::isnan(run.batchstat_miou) != bn_family);
+    CHECK(run.gaps.empty() != bn_family);
+  }
+  std::string md = slurp(base / "summary.md");
+  for (const char* want : {"| gn+ws |", "| brn |", "| frozenbn |", "| brn gap |", "| frozenbn gap |",
+                           "brn, per layer", "frozenbn, per layer", "| e1.n1 |"})
+    CHECK_MESSAGE(md.find(want) != std::string::npos, want);
+  CHECK(md.find("gn+ws gap") == std::string::npos);
+  // frozenbn froze after one epoch (12 images / batch 2 = 6 steps): its step counter stopped there.
+  auto state = slurp(base / "runs" / "frozenbn_b2_s0" / "config.json");
+  CHECK(state.find("\"norm_warmup\": 6") != std::string::npos);
+  std::filesystem::remove_all(base);
 }

@@ -275,6 +275,12 @@ TEST_CASE("conv_transpose2d: computes only the gradients that are needed") {
 // ---- a direct-loop reference over many configurations -------------------------------------
 
 TEST_CASE("conv2d: agrees with the direct definition over random configurations") {
+  // On 1 thread every GEMM runs single-threaded: stride-1 convolutions take the shifted GEMMs
+  // (forward and input gradient) and the rest im2col tiles; on 4 threads these small problems
+  // run whole GEMMs on the pool, with untiled im2col.
+  for (int threads : {1, 4}) {
+  ThreadCount tc(threads);
+  INFO(threads << " threads");
   Generator gen(7);
   int tested = 0;
   for (int trial = 0; trial < 60; ++trial) {
@@ -302,6 +308,41 @@ TEST_CASE("conv2d: agrees with the direct definition over random configurations"
     ++tested;
   }
   CHECK(tested >= 30);
+  }
+}
+
+TEST_CASE("conv2d: the shifted-GEMM path (16+ channels, stride 1 along width) agrees with the direct definition") {
+  // 1 thread, so every GEMM is single-threaded and conv_rows_shifted runs for the forward and,
+  // with stride 1, the input gradient; padding, dilation, stride along height, groups and
+  // non-square kernels vary. The weight gradient takes im2col tiles.
+  ThreadCount tc(1);
+  Generator gen(17);
+  int tested = 0;
+  for (int trial = 0; trial < 24; ++trial) {
+    Conv2dOptions o;
+    o.groups = 1 + gen.below(2);
+    const int64_t N = 1 + gen.below(2), Cig = 16 + gen.below(5), Cog = 16 + gen.below(5);
+    const int64_t kH = 1 + gen.below(3), kW = 1 + gen.below(3);
+    const int64_t H = 2 + gen.below(8), W = 2 + gen.below(8);
+    o.stride = {1 + int64_t(gen.below(2)), 1};
+    o.padding = {int64_t(gen.below(3)), int64_t(gen.below(3))};
+    o.dilation = {1 + int64_t(gen.below(2)), 1 + int64_t(gen.below(2))};
+    if (H + 2 * o.padding.h < o.dilation.h * (kH - 1) + 1) continue;
+    if (W + 2 * o.padding.w < o.dilation.w * (kW - 1) + 1) continue;
+    Tensor x = Tensor::randn({N, Cig * o.groups, H, W}, gen);
+    Tensor w = Tensor::randn({Cog * o.groups, Cig, kH, kW}, gen);
+    Tensor b = gen.below(2) ? Tensor::randn({Cog * o.groups}, gen) : Tensor();
+    INFO("trial " << trial << ": x " << shape_str(x.shape()) << " w " << shape_str(w.shape())
+                  << " stride " << o.stride.h << "," << o.stride.w << " padding " << o.padding.h
+                  << "," << o.padding.w << " dilation " << o.dilation.h << "," << o.dilation.w
+                  << " groups " << o.groups << (b.defined() ? " bias" : ""));
+    Direct ref = direct_conv2d(x, w, b, o, gen);
+    check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) {
+      return conv2d(vx, vw, vb, o);
+    });
+    ++tested;
+  }
+  CHECK(tested >= 12);
 }
 
 TEST_CASE("conv_transpose2d: agrees with the direct definition over random configurations") {

@@ -1,5 +1,6 @@
-// The optimized kernels against their slow, simple definitions: im2col (row-wise copies) against
-// a per-element loop, relu's select loops against the definition, and the storage cache's
+// The optimized kernels against their slow, simple definitions: im2col (row-wise copies, and
+// copies from the zero-padded image) against a per-element loop, the blocked transpose against
+// its definition, relu's select loops against the definition, and the storage cache's
 // accounting (live_tensor_bytes counts live tensors only, cached blocks are not live).
 #include <doctest/doctest.h>
 
@@ -7,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/kernels/gemm.h"
 #include "core/kernels/im2col.h"
 #include "core/ops.h"
 
@@ -33,7 +35,7 @@ std::vector<float> im2col_reference(const kernels::ColGeometry& g, const std::ve
 
 }  // namespace
 
-TEST_CASE("kernels: im2col equals its per-element definition") {
+TEST_CASE("kernels: im2col, and im2col through the padded image, equal the per-element definition") {
   Generator gen(11);
   int tested = 0;
   for (int trial = 0; trial < 200; ++trial) {
@@ -53,10 +55,40 @@ TEST_CASE("kernels: im2col equals its per-element definition") {
     std::vector<float> got(g.rows() * g.cols(), 123.f);  // garbage: every element must be written
     kernels::im2col(g, im.data(), got.data());
     CAPTURE(trial);
-    CHECK(got == im2col_reference(g, im));  // pure copies: bit-exact
+    const std::vector<float> want = im2col_reference(g, im);
+    CHECK(got == want);  // pure copies: bit-exact
+    // Through the padded image, for all grid rows and for a band of them.
+    std::vector<float> padded(g.padded_size(), 77.f), via_pad(g.rows() * g.cols(), 123.f);
+    kernels::pad_image(g, im.data(), padded.data());
+    kernels::im2col_rows_padded(g, padded.data(), via_pad.data(), 0, g.out_h);
+    CHECK(via_pad == want);
+    const int64_t oh0 = gen.below(static_cast<uint64_t>(g.out_h)), oh1 = oh0 + 1 + gen.below(static_cast<uint64_t>(g.out_h - oh0));
+    std::vector<float> band(g.rows() * (oh1 - oh0) * g.out_w, 123.f), band_ref(band.size());
+    kernels::im2col_rows_padded(g, padded.data(), band.data(), oh0, oh1);
+    for (int64_t r = 0; r < g.rows(); ++r)
+      for (int64_t k = 0; k < (oh1 - oh0) * g.out_w; ++k)
+        band_ref[r * (oh1 - oh0) * g.out_w + k] = want[r * g.cols() + oh0 * g.out_w + k];
+    CHECK(band == band_ref);
     ++tested;
   }
   CHECK(tested >= 100);
+}
+
+TEST_CASE("kernels: transpose equals its definition, blocks and ragged edges") {
+  Generator gen(13);
+  for (int trial = 0; trial < 60; ++trial) {
+    const int64_t rows = 1 + gen.below(40), cols = 1 + gen.below(40), ld = cols + gen.below(5);
+    std::vector<float> src(rows * ld);
+    for (float& v : src) v = gen.uniform(-1.f, 1.f);
+    std::vector<float> got(rows * cols, 123.f), want(rows * cols);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) want[c * rows + r] = src[r * ld + c];
+    kernels::transpose(src.data(), rows, cols, ld, got.data());
+    CAPTURE(rows);
+    CAPTURE(cols);
+    CAPTURE(ld);
+    CHECK(got == want);
+  }
 }
 
 TEST_CASE("kernels: relu and its gradient equal the definition, at sizes that run in parallel") {

@@ -1,5 +1,6 @@
 // GroupNorm and BatchNorm: PyTorch fixtures, hand-worked values, composed references built from
-// basic ops, double-precision stability checks, finite-difference gradients, error messages.
+// basic ops, double-precision stability checks, finite-difference gradients, error messages;
+// the fused norm + ReLU ops against relu() of the plain ones, as ops and as layers.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -13,6 +14,8 @@
 #include "core/threads.h"
 #include "fixtures.h"
 #include "gradcheck.h"
+#include "layers/batch_norm.h"
+#include "layers/group_norm.h"
 
 using namespace sb;
 using sbtest::gradcheck;
@@ -588,4 +591,222 @@ TEST_CASE("batch_norm: errors name the shapes involved") {
   // A failed call changes nothing.
   CHECK(bitwise_equal(rm, Tensor::zeros({8})));
   CHECK(bitwise_equal(rv, Tensor::ones({8})));
+}
+
+// ---- the float kernels on large sets ------------------------------------------------------
+
+TEST_CASE("group_norm: float-block statistics stay exact-ish on large sets of 0.01 * randn + 100") {
+  // 2048 values per group: eight float blocks combined in double, pilot-shifted mean. The
+  // reference is straight double arithmetic from the definitions.
+  Shape s{2, 4, 32, 32};
+  Tensor x = randn_t(s, 25, 100.f, 0.01f), dy = randn_t(s, 26);
+  std::vector<double> y_ref, dx_ref;
+  group_norm_double(x, 2, dy, y_ref, dx_ref);
+  Grads got = run([](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, 2, vw, vb); }, x,
+                  Tensor(), Tensor(), dy);
+  CHECK_CLOSE(got.y, to_float(y_ref, s));
+  CHECK_CLOSE(got.dx, to_float(dx_ref, s));
+  // An outlier as the pilot (the first value of each group, 30 standard deviations out).
+  Tensor xo = x.clone();
+  xo[0] = 100.3f;
+  xo[2048] = 99.7f;
+  group_norm_double(xo, 2, dy, y_ref, dx_ref);
+  got = run([](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, 2, vw, vb); }, xo, Tensor(),
+            Tensor(), dy);
+  CHECK_CLOSE(got.y, to_float(y_ref, s));
+  CHECK_CLOSE(got.dx, to_float(dx_ref, s));
+}
+
+// ---- fused norm + ReLU ----------------------------------------------------------------------
+
+namespace {
+
+// Inputs whose normalized values stay at least ~0.1 away from ReLU's kink (x = +-(1 + |randn|)
+// with random signs, positive weights, small biases), so finite differences never cross it.
+Tensor away_from_kink(Shape s, uint64_t seed) {
+  Tensor x = randn_t(s, seed), sign = randn_t(std::move(s), seed + 1);
+  for (int64_t i = 0; i < x.numel(); ++i) x[i] = (sign[i] < 0 ? -1.f : 1.f) * (1.f + 0.5f * std::fabs(x[i]));
+  return x;
+}
+
+// y, dx, dw, db of the fused op against relu() of the plain one: the output bit for bit, the
+// gradients to float rounding (the two sum the same terms, one masked in a separate pass).
+void check_fused(const Grads& fused, const Grads& plain) {
+  CHECK(bitwise_equal(fused.y, plain.y));
+  CHECK_CLOSE(fused.dx, plain.dx, 1e-6);
+  if (plain.dw.defined()) CHECK_CLOSE(fused.dw, plain.dw, 1e-6);
+  if (plain.db.defined()) CHECK_CLOSE(fused.db, plain.db, 1e-6);
+}
+
+}  // namespace
+
+TEST_CASE("group_norm_relu: equals relu(group_norm), forward and backward, small and large groups") {
+  struct Case {
+    Shape shape;
+    int64_t groups;
+    bool affine;
+  };
+  // The first three take the double kernels (fewer than 64 values per group), the rest the
+  // float ones; the last two are large enough to run multi-threaded.
+  std::vector<Case> cases = {{{3, 4}, 2, true},          {{2, 8, 5}, 4, false},      {{2, 6, 3, 5}, 3, true},
+                             {{2, 4, 8, 8}, 2, false},     {{2, 32, 16, 16}, 8, true}, {{1, 64, 24, 24}, 32, true}};
+  uint64_t seed = 300;
+  for (const Case& c : cases) {
+    CAPTURE(shape_str(c.shape));
+    int64_t C = c.shape[1], G = c.groups;
+    Tensor x = randn_t(c.shape, seed++, -0.5f, 1.5f), dy = randn_t(c.shape, seed++);
+    Tensor w = c.affine ? randn_t({C}, seed++, 1.f, 0.5f) : Tensor();
+    Tensor b = c.affine ? randn_t({C}, seed++) : Tensor();
+    Grads fused = run([G](const Var& v, const Var& vw, const Var& vb) { return group_norm_relu(v, G, vw, vb); },
+                      x, w, b, dy);
+    Grads plain = run([G](const Var& v, const Var& vw, const Var& vb) { return relu(group_norm(v, G, vw, vb)); },
+                      x, w, b, dy);
+    check_fused(fused, plain);
+    // And against the composed reference, as the plain op is, except with 2 values per group,
+    // where dx is ~eps-small and the float32 composition keeps only its rounding noise.
+    if (x.numel() / (c.shape[0] * G) > 2)
+      check_same(fused, run([G](const Var& v, const Var& vw, const Var& vb) {
+        return relu(group_norm_composed(v, G, vw, vb));
+      }, x, w, b, dy));
+  }
+}
+
+TEST_CASE("batch_norm_relu: equals relu(batch_norm), training (running stats too) and eval") {
+  struct Case {
+    Shape shape;
+    bool affine;
+  };
+  std::vector<Case> cases = {{{4, 3}, true}, {{2, 4, 3, 3}, true}, {{3, 2, 5}, false}, {{2, 3, 8, 8}, false},
+                             {{4, 16, 24, 24}, true}};
+  uint64_t seed = 400;
+  for (const Case& c : cases) {
+    CAPTURE(shape_str(c.shape));
+    int64_t C = c.shape[1];
+    Tensor x = randn_t(c.shape, seed++, 0.5f, 2.f), dy = randn_t(c.shape, seed++);
+    Tensor w = c.affine ? randn_t({C}, seed++, 1.f, 0.5f) : Tensor();
+    Tensor b = c.affine ? randn_t({C}, seed++) : Tensor();
+    Tensor rm = randn_t({C}, seed++), rv = rand_t({C}, seed++, 0.5f, 2.f);
+    for (bool training : {true, false}) {
+      CAPTURE(training);
+      Tensor rm1 = rm.clone(), rv1 = rv.clone(), rm2 = rm.clone(), rv2 = rv.clone();
+      int64_t t1 = 3, t2 = 3;
+      Grads fused = run([&](const Var& v, const Var& vw, const Var& vb) {
+        return batch_norm_relu(v, rm1, rv1, vw, vb, training, 0.1f, 1e-5f, false, &t1);
+      }, x, w, b, dy);
+      Grads plain = run([&](const Var& v, const Var& vw, const Var& vb) {
+        return relu(batch_norm(v, rm2, rv2, vw, vb, training, 0.1f, 1e-5f, false, &t2));
+      }, x, w, b, dy);
+      check_fused(fused, plain);
+      CHECK(bitwise_equal(rm1, rm2));
+      CHECK(bitwise_equal(rv1, rv2));
+      CHECK(t1 == t2);
+    }
+    // No running statistics: batch statistics in both modes.
+    Grads fused = run([](const Var& v, const Var& vw, const Var& vb) {
+      return batch_norm_relu(v, Tensor(), Tensor(), vw, vb, false, 0.1f);
+    }, x, w, b, dy);
+    Grads plain = run([](const Var& v, const Var& vw, const Var& vb) {
+      return relu(batch_norm(v, Tensor(), Tensor(), vw, vb, false, 0.1f));
+    }, x, w, b, dy);
+    check_fused(fused, plain);
+  }
+}
+
+TEST_CASE("norm + relu: finite-difference gradients, and the check catches an unmasked backward") {
+  Tensor w = rand_t({4}, 501, 0.5f, 1.5f), b = rand_t({4}, 502, -0.2f, 0.2f);
+  // (2, 4, 3): 6 values per group (double kernels); (2, 4, 8, 8): 128 (float kernels).
+  for (Shape s : {Shape{2, 4, 3}, Shape{2, 4, 8, 8}}) {
+    CAPTURE(shape_str(s));
+    Tensor x = away_from_kink(s, 503);
+    CHECK_GRADCHECK([](const std::vector<Var>& v) { return group_norm_relu(v[0], 2, v[1], v[2]); }, {x, w, b});
+    CHECK_GRADCHECK([](const std::vector<Var>& v) {
+      return batch_norm_relu(v[0], Tensor(), Tensor(), v[1], v[2], true, 0.1f);
+    }, {x, w, b});
+    Tensor rm = randn_t({4}, 504, 0.f, 0.1f), rv = rand_t({4}, 505, 0.8f, 1.2f);
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) {
+      return batch_norm_relu(v[0], rm, rv, v[1], v[2], false, 0.1f);
+    }, {x, w, b});
+    // relu's value with the unmasked gradient of group_norm: the check must fail.
+    auto unmasked = [](const std::vector<Var>& v) {
+      Var y = group_norm(v[0], 2, v[1], v[2]);
+      return y + (relu(y) - y).detach();
+    };
+    CHECK_FALSE(gradcheck(unmasked, {x, w, b}).ok);
+  }
+}
+
+TEST_CASE("group_norm_relu and batch_norm_relu: results do not depend on the thread count") {
+  Shape s{2, 32, 24, 24};
+  Tensor x = randn_t(s, 511), dy = randn_t(s, 512), w = randn_t({32}, 513), b = randn_t({32}, 514);
+  auto gn = [](const Var& v, const Var& vw, const Var& vb) { return group_norm_relu(v, 8, vw, vb); };
+  auto bn = [](const Var& v, const Var& vw, const Var& vb) {
+    return batch_norm_relu(v, Tensor(), Tensor(), vw, vb, true, 0.1f);
+  };
+  for (int k = 0; k < 2; ++k) {
+    CAPTURE(k);
+    Grads one, many;
+    {
+      ThreadScope t(1);
+      one = k == 0 ? run(gn, x, w, b, dy) : run(bn, x, w, b, dy);
+    }
+    {
+      ThreadScope t(4);
+      many = k == 0 ? run(gn, x, w, b, dy) : run(bn, x, w, b, dy);
+    }
+    CHECK(bitwise_equal(one.y, many.y));
+    CHECK(bitwise_equal(one.dx, many.dx));
+    CHECK(bitwise_equal(one.dw, many.dw));
+    CHECK(bitwise_equal(one.db, many.db));
+  }
+}
+
+namespace {
+
+// A GroupNorm that redefines forward(): its forward_relu must not bypass that.
+class DoubledGroupNorm : public GroupNorm {
+ public:
+  using GroupNorm::GroupNorm;
+  Var forward(const Var& x) override { return GroupNorm::forward(x) * 2.f; }
+};
+
+}  // namespace
+
+TEST_CASE("layers: forward_relu equals relu(forward) for GroupNorm, BatchNorm2d and a subclass") {
+  Tensor x = randn_t({2, 8, 6, 6}, 521, 0.3f, 1.5f), dy = randn_t({2, 8, 6, 6}, 522);
+  auto compare = [&](Module& fused_m, Module& plain_m) {
+    Var xa(x.clone(), true), xb(x.clone(), true);
+    Var ya = fused_m.forward_relu(xa), yb = relu(plain_m.forward(xb));
+    CHECK(bitwise_equal(ya.value(), yb.value()));
+    ya.backward(dy);
+    yb.backward(dy);
+    CHECK_CLOSE(xa.grad(), xb.grad(), 1e-6);
+    auto pa = fused_m.parameters(), pb = plain_m.parameters();
+    REQUIRE(pa.size() == pb.size());
+    for (size_t i = 0; i < pa.size(); ++i) CHECK_CLOSE(pa[i].grad(), pb[i].grad(), 1e-6);
+    auto ba = fused_m.named_buffers(), bb = plain_m.named_buffers();
+    for (size_t i = 0; i < ba.size(); ++i) CHECK(bitwise_equal(ba[i].second, bb[i].second));
+  };
+  SUBCASE("GroupNorm") {
+    GroupNorm a(4, 8), b(4, 8);
+    compare(a, b);
+  }
+  SUBCASE("BatchNorm2d: training, eval, and eval with batch statistics") {
+    BatchNorm2d a(8), b(8);
+    compare(a, b);  // training: running statistics updated alike
+    a.eval(), b.eval();
+    compare(a, b);
+    a.batch_stats_in_eval = b.batch_stats_in_eval = true;
+    compare(a, b);
+  }
+  SUBCASE("a subclass that redefines forward() keeps it") {
+    DoubledGroupNorm a(4, 8), b(4, 8);
+    compare(a, b);
+    Var y = a.forward_relu(Var(x));
+    Var want = relu(group_norm(Var(x), 4, a.weight, a.bias) * 2.f);
+    CHECK(bitwise_equal(y.value(), want.value()));
+  }
+  CHECK_THROWS_WITH_AS(GroupNorm(2, 8).forward_relu(Var(Tensor::ones({2, 6, 3}))),
+                       doctest::Contains("GroupNorm(2, 8): expected input (N, 8, *) but got (2, 6, 3)"), Error);
+  CHECK_THROWS_WITH_AS(BatchNorm2d(8).forward_relu(Var(Tensor::ones({2, 6, 3, 3}))),
+                       doctest::Contains("BatchNorm2d(8): expected 8 channels"), Error);
 }

@@ -411,8 +411,8 @@ TEST_CASE("plot: writing to a bad path is an error naming the path") {
   CHECK_THROWS_WITH_AS(encode_png(Canvas(0, 0)), doctest::Contains("empty"), sb::Error);
 }
 
-// The README's example figure. Set SB_PLOT_EXAMPLE=path/plot_example.png to write it; the
-// numbers are made up, and the title says so.
+// A demo figure with every feature of a line chart. Set SB_PLOT_EXAMPLE=path/example.png to write
+// it and look; the numbers are made up, and the title says so.
 TEST_CASE("plot: example figure (demo data)") {
   LineChart chart;
   chart.title = "Validation mIoU vs batch size \u2013 example (demo data)";

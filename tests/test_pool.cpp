@@ -1,9 +1,14 @@
 // max_pool2d, avg_pool2d and upsample: PyTorch reference values (tools/fixtures/fx_pool.py),
-// finite-difference gradients, PyTorch's output-size rules, and error messages.
+// finite-difference gradients, PyTorch's output-size rules, error messages, and max_pool2d's
+// 2x2 fast path against the definition.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <string>
+#include <vector>
 
 #include "core/ops.h"
 #include "fixtures.h"
@@ -213,4 +218,71 @@ TEST_CASE("upsample: rejects bad inputs, naming every shape") {
                        "upsample: output size (0, 4) must be positive (input (1, 2, 5, 6))", Error);
   CHECK_THROWS_WITH_AS(upsample(Var(Tensor::zeros({1, 2, 0, 6})), 3, 4, UpsampleMode::Bilinear),
                        "upsample: input (1, 2, 0, 6) has an empty plane (output size (3, 4))", Error);
+}
+
+namespace {
+
+// max_pool2d by its definition, one window at a time, with PyTorch's rule: scan the window in
+// row-major order, take v when v > best or v is NaN. Returns the output and the input grad for
+// upstream grad gy (each window's grad to its winner, summed where windows overlap).
+void max_pool_reference(const Tensor& x, int64_t k, int64_t s, int64_t OH, int64_t OW, const Tensor& gy,
+                        Tensor& y, Tensor& gx) {
+  const int64_t planes = x.size(0) * x.size(1), H = x.size(2), W = x.size(3);
+  y = Tensor::empty({x.size(0), x.size(1), OH, OW});
+  gx = Tensor::zeros(x.shape());
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        float best = -std::numeric_limits<float>::infinity();
+        int64_t arg = -1;
+        for (int64_t h = oh * s; h < std::min(oh * s + k, H); ++h)
+          for (int64_t w = ow * s; w < std::min(ow * s + k, W); ++w) {
+            const float v = x[(p * H + h) * W + w];
+            if (arg < 0 || v > best || std::isnan(v)) best = v, arg = h * W + w;
+          }
+        y[(p * OH + oh) * OW + ow] = best;
+        gx[p * H * W + arg] += gy[(p * OH + oh) * OW + ow];
+      }
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape()) return false;
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (!(a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])))) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("max_pool2d: the 2x2 stride-2 fast path equals the definition (ties, NaN, -inf, odd sizes)") {
+  Generator gen(77);
+  struct Case {
+    Shape shape;
+    bool ceil_mode;
+  };
+  // Odd sizes in floor mode drop the last row/column (still the fast path); ceil_mode on odd
+  // sizes has clipped windows and takes the general loop, checked against the same definition.
+  std::vector<Case> cases = {{{1, 1, 2, 2}, false}, {{2, 3, 6, 8}, false}, {{1, 2, 7, 5}, false},
+                             {{2, 16, 64, 64}, false}, {{1, 2, 7, 5}, true}, {{1, 1, 3, 4}, false}};
+  for (const Case& c : cases) {
+    CAPTURE(shape_str(c.shape));
+    CAPTURE(c.ceil_mode);
+    Tensor x = Tensor::empty(c.shape);
+    // Few distinct values, so windows hold ties; a sprinkle of NaN and -inf.
+    for (auto& v : x) {
+      const uint64_t r = gen.below(20);
+      v = r == 0 ? std::numeric_limits<float>::quiet_NaN()
+          : r == 1 ? -std::numeric_limits<float>::infinity()
+                   : static_cast<float>(gen.below(4));
+    }
+    Var xv(x.clone(), true);
+    Var y = max_pool2d(xv, pool(2, 2, 0, c.ceil_mode));
+    const int64_t OH = y.size(2), OW = y.size(3);
+    Tensor gy = Tensor::randn(y.shape(), gen);
+    y.backward(gy);
+    Tensor y_ref, gx_ref;
+    max_pool_reference(x, 2, 2, OH, OW, gy, y_ref, gx_ref);
+    CHECK(same_bits(y.value(), y_ref));
+    CHECK(same_bits(xv.grad(), gx_ref));
+  }
 }

@@ -120,16 +120,17 @@ def main():
 
     for _ in range(a.warmup):
         body()
-    ms = []
+    ms, cpu = [], []
     for _ in range(a.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         body()
         ms.append((time.perf_counter() - t0) * 1000.0)
+        cpu.append((time.process_time() - c0) * 1000.0)  # all threads of the process
 
     med = statistics.median(ms)
     out = {"impl": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(),
            "steps": a.steps, "warmup": a.warmup, "median_ms": med, "p10_ms": quantile(ms, 0.1),
-           "p90_ms": quantile(ms, 0.9), "images_per_s": 1000.0 * images / med, "flops_per_step": flops,
+           "p90_ms": quantile(ms, 0.9), "cpu_median_ms": statistics.median(cpu), "images_per_s": 1000.0 * images / med, "flops_per_step": flops,
            "gflops": flops / (med * 1e6) if flops else None,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     if a.op is None:

@@ -13,6 +13,18 @@ namespace sb::cli {
 
 using Action = std::function<int()>;
 
+// Number checks for flags. CLI11's PositiveNumber says "Value -3 not in range 0.000000 to
+// 17976931348623157...(300 digits)"; these say what is wanted: "--batch: must be positive, got -3".
+inline std::string number_check(const std::string& s, bool zero_ok) {
+  double v = 0;
+  if (!CLI::detail::lexical_cast(s, v)) return "expected a number, got '" + s + "'";
+  if (v > 0 || (zero_ok && v == 0)) return {};
+  return std::string(zero_ok ? "must be zero or positive" : "must be positive") + ", got " + s;
+}
+inline const CLI::Validator Positive([](std::string& s) { return number_check(s, false); }, "POSITIVE", "Positive");
+inline const CLI::Validator NonNegative([](std::string& s) { return number_check(s, true); }, "NONNEGATIVE",
+                                        "NonNegative");
+
 // Model flags shared by train, eval and bench; `from_checkpoint` leaves them optional.
 struct ModelFlags {
   std::string model = "unet-s";
@@ -22,8 +34,9 @@ struct ModelFlags {
   int64_t in_channels = 3;
   int64_t base_width = 16;
   int64_t depth = 0;  // 0: the model's default
+  int64_t norm_warmup = 0;  // 0: train resolves it to one epoch for brn and frozenbn
   CLI::Option *model_opt = nullptr, *norm_opt = nullptr, *groups_opt = nullptr, *classes_opt = nullptr,
-              *in_opt = nullptr, *width_opt = nullptr, *depth_opt = nullptr;
+              *in_opt = nullptr, *width_opt = nullptr, *depth_opt = nullptr, *warmup_opt = nullptr;
   void add(CLI::App& cmd);
   bool any_given() const;
   ModelSpec spec(int64_t classes_default) const;

@@ -1,6 +1,7 @@
 // `smallbatch bench`: times whole training steps (or one layer's forward + backward) on random
 // data, and with --vs-torch alternates runs with tools/bench_torch.py to report time ratios.
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -50,6 +51,14 @@ double peak_rss_mb() {
   return static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux reports kilobytes
 }
 
+// CPU time used so far by all threads of this process, in ms. Unlike wall time it does not
+// grow while the process waits for a core, so on a busy machine it still measures the work.
+double process_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
+}
+
 // The value at fraction q of the sorted samples, interpolating linearly (numpy's default).
 double quantile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
@@ -96,6 +105,7 @@ int64_t step_flops(const Var& root) {
 
 struct Timing {
   std::vector<double> ms;  // one per timed repeat
+  std::vector<double> cpu_ms;  // process CPU time (all threads) per timed repeat
   int64_t flops = 0;       // per repeat; 0 when not counted
   int64_t images = 0;      // per repeat
 };
@@ -108,8 +118,10 @@ Timing time_repeats(int64_t warmup, int64_t steps, int64_t images, const F& body
   for (int64_t i = 0; i < warmup; ++i) body();
   for (int64_t i = 0; i < steps; ++i) {
     auto t0 = Clock::now();
+    const double c0 = process_cpu_ms();
     t.flops = body();
     t.ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    t.cpu_ms.push_back(process_cpu_ms() - c0);
   }
   return t;
 }
@@ -205,6 +217,7 @@ nlohmann::json result_json(const ModelFlags& flags, const BenchOptions& o, const
   j["median_ms"] = med;
   j["p10_ms"] = quantile(t.ms, 0.1);
   j["p90_ms"] = quantile(t.ms, 0.9);
+  j["cpu_median_ms"] = quantile(t.cpu_ms, 0.5);
   j["images_per_s"] = 1000.0 * static_cast<double>(t.images) / med;
   j["flops_per_step"] = t.flops;
   j["gflops"] = t.flops > 0 ? nlohmann::json(static_cast<double>(t.flops) / (med * 1e6)) : nlohmann::json(nullptr);
@@ -227,6 +240,7 @@ void print_table(const nlohmann::json& j) {
   std::printf("  %-14s %10s\n", "median", (fixed(j["median_ms"], 2) + " ms").c_str());
   std::printf("  %-14s %10s\n", "p10", (fixed(j["p10_ms"], 2) + " ms").c_str());
   std::printf("  %-14s %10s\n", "p90", (fixed(j["p90_ms"], 2) + " ms").c_str());
+  std::printf("  %-14s %10s\n", "CPU median", (fixed(j["cpu_median_ms"], 2) + " ms").c_str());
   std::printf("  %-14s %10s\n", "images/s", fixed(j["images_per_s"], 1).c_str());
   if (!j["gflops"].is_null()) std::printf("  %-14s %10s\n", "GFLOP/s", fixed(j["gflops"], 1).c_str());
   std::printf("  %-14s %10s\n", "peak RSS", (fixed(j["peak_rss_mb"], 1) + " MB").c_str());
@@ -315,7 +329,7 @@ int vs_torch(const ModelFlags& flags, const BenchOptions& o) {
               sb_cmd.c_str(), torch_cmd.c_str());
   std::printf("%-6s %12s %12s %8s %10s %10s\n", "round", "sb ms", "torch ms", "ratio", "sb MB", "torch MB");
   std::fflush(stdout);
-  std::vector<double> sb_ms, th_ms, ratios, sb_mb, th_mb;
+  std::vector<double> sb_ms, th_ms, ratios, sb_mb, th_mb, cpu_ratios;
   nlohmann::json rows = nlohmann::json::array();
   for (int r = 0; r < o.rounds; ++r) {
     // Alternate which goes first, so a drift in machine load does not favour one side.
@@ -325,6 +339,8 @@ int vs_torch(const ModelFlags& flags, const BenchOptions& o) {
     double sa = a.at("median_ms"), tb = b.at("median_ms");
     sb_ms.push_back(sa), th_ms.push_back(tb), ratios.push_back(sa / tb);
     sb_mb.push_back(a.at("peak_rss_mb")), th_mb.push_back(b.at("peak_rss_mb"));
+    if (a.contains("cpu_median_ms") && b.contains("cpu_median_ms"))
+      cpu_ratios.push_back(a.at("cpu_median_ms").get<double>() / b.at("cpu_median_ms").get<double>());
     std::printf("%-6d %12.2f %12.2f %8.3f %10.1f %10.1f\n", r + 1, sa, tb, sa / tb, sb_mb.back(), th_mb.back());
     std::fflush(stdout);
     rows.push_back({{"smallbatch", a}, {"torch", b}});
@@ -335,8 +351,15 @@ int vs_torch(const ModelFlags& flags, const BenchOptions& o) {
   std::printf("time ratio smallbatch/pytorch: median %.3f (min %.3f, max %.3f); RSS ratio %.3f\n", med_ratio,
               *std::min_element(ratios.begin(), ratios.end()), *std::max_element(ratios.begin(), ratios.end()),
               rss_ratio);
+  // CPU time per step (all threads) does not count time spent waiting for a core, so on a busy
+  // machine it is the steadier comparison of the work each does (spinning threads count as work).
+  if (!cpu_ratios.empty())
+    std::printf("CPU time ratio smallbatch/pytorch: median %.3f (min %.3f, max %.3f)\n", quantile(cpu_ratios, 0.5),
+                *std::min_element(cpu_ratios.begin(), cpu_ratios.end()),
+                *std::max_element(cpu_ratios.begin(), cpu_ratios.end()));
   if (o.json) {
     nlohmann::json j = {{"rounds", rows}, {"median_time_ratio", med_ratio}, {"rss_ratio", rss_ratio}};
+    if (!cpu_ratios.empty()) j["median_cpu_ratio"] = quantile(cpu_ratios, 0.5);
     std::printf("%s\n", j.dump().c_str());
   }
   return 0;

@@ -49,16 +49,20 @@ void add_compare_command(CLI::App& app, Action& action) {
     CompareConfig cfg;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("--preset", o->cfg.preset, "quick (about 10 minutes on 2 cores) or full")
+  cmd->add_option("--preset", o->cfg.preset, "quick (bn, gn; at most 10 minutes on 2 cores) or full (every norm, batch 32 to 1, 3 seeds)")
       ->capture_default_str()->check(CLI::IsMember({"quick", "full"}));
-  cmd->add_option("--norms", o->norms, "comma-separated normalizations (quick: bn,gn; full: bn,gn,ln,in,none)");
+  cmd->add_option("--norms", o->norms, "comma-separated normalizations: bn, gn, ln, in, none, gn+ws, brn, frozenbn "
+                                      "(quick: bn,gn; full: all)");
+  cmd->add_option("--norm-warmup", o->cfg.norm_warmup_epochs,
+                  "epochs of brn's r_max/d_max ramp and of frozenbn's BatchNorm before it freezes (default: epochs / 3)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--groups", o->groups, "GroupNorm groups; several (1,2,4,8,16) sweep the group count");
   cmd->add_option("--batch-sizes", o->batch_sizes, "comma-separated images per batch (quick: 16,8,4,2; full: 32,...,1)");
   cmd->add_option("--seeds", o->cfg.seeds, "seeds per configuration (quick 2, full 3)")->check(CLI::PositiveNumber);
-  cmd->add_option("--epochs", o->cfg.epochs, "epochs per run (every run sees the same images)")->check(CLI::PositiveNumber);
-  cmd->add_option("--data", o->cfg.data, "data source (default: the built-in shapes set, sized by the preset)")->capture_default_str();
+  cmd->add_option("--epochs", o->cfg.epochs, "epochs per run, every run sees the same images (quick 12, full 16)")->check(CLI::PositiveNumber);
+  cmd->add_option("--data", o->cfg.data, "data source (default: shapes:train=1024,val=128,size=32,difficulty=0.5)")->capture_default_str();
   cmd->add_option("--model", o->cfg.model, "model")->capture_default_str();
-  cmd->add_option("--base-width", o->cfg.base_width, "model width (quick 8, full 16)")->check(CLI::PositiveNumber);
+  cmd->add_option("--base-width", o->cfg.base_width, "model width (default 8)")->check(CLI::PositiveNumber);
   cmd->add_option("--lr", o->cfg.base_lr, "learning rate at --ref-batch (default 0.1)")->check(CLI::PositiveNumber);
   cmd->add_option("--ref-batch", o->cfg.ref_batch, "batch size at which the learning rate is --lr")
       ->capture_default_str()->check(CLI::PositiveNumber);

@@ -33,16 +33,16 @@ struct SourceFlags {
                                    "folder:DIR, voc:DIR, pets:DIR")->capture_default_str();
     cmd.add_option("--split", split, "which split")->capture_default_str()->check(CLI::IsMember({"train", "val"}));
     cmd.add_option("--image-size", opt.image_size, "resize the shorter side to S, then centre-crop S x S")
-        ->check(CLI::PositiveNumber);
-    cmd.add_option("--limit", opt.limit, "use at most this many samples")->check(CLI::PositiveNumber);
-    cmd.add_option("--classes", classes, "number of classes (default: from the source)")->check(CLI::PositiveNumber);
+        ->check(Positive);
+    cmd.add_option("--limit", opt.limit, "use at most this many samples")->check(Positive);
+    cmd.add_option("--classes", classes, "number of classes (default: from the source)")->check(Positive);
     cmd.add_flag("--skip-bad", opt.skip_bad, "skip unreadable or invalid samples (counted and reported)");
     cmd.add_option("--max-pixels", opt.max_pixels, "refuse images whose header claims more pixels")
-        ->capture_default_str()->check(CLI::PositiveNumber);
+        ->capture_default_str()->check(Positive);
     cmd.add_option("--pets-border", opt.pets_border, "pets: the trimap border as ignore (255) or a class of its own")
         ->capture_default_str()->check(CLI::IsMember({"ignore", "class"}));
     cmd.add_option("--seed", opt.seed, "shapes: the data seed")->capture_default_str();
-    cmd.add_option("--workers", workers, "loader threads")->capture_default_str()->check(CLI::NonNegativeNumber);
+    cmd.add_option("--workers", workers, "loader threads")->capture_default_str()->check(NonNegative);
   }
   Split which() const { return split == "train" ? Split::Train : Split::Val; }
   DatasetPtr open() const { return open_dataset(data, which(), classes, opt); }
@@ -68,8 +68,8 @@ void add_shapes(CLI::App& parent, Action& action) {
   auto* cmd = parent.add_subcommand("shapes", "write the synthetic shapes set to disk in the folder: layout "
                                               "(PNG images, single-channel index PNG masks, dataset.json)");
   cmd->add_option("--out", o->out, "output directory (new, or without train/ and val/)")->required();
-  cmd->add_option("--count", o->count, "train samples")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--val-count", o->val_count, "val samples")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--count", o->count, "train samples")->capture_default_str()->check(Positive);
+  cmd->add_option("--val-count", o->val_count, "val samples")->capture_default_str()->check(Positive);
   cmd->add_option("--image-size", o->size, "images are S x S")->capture_default_str()->check(CLI::Range(16, 2048));
   cmd->add_option("--seed", o->seed, "data seed")->capture_default_str();
   cmd->add_option("--difficulty", o->difficulty, "0 (easy) .. 3 (hard)")->capture_default_str()->check(CLI::Range(0.0, 3.0));

@@ -33,13 +33,13 @@ void add_predict_command(CLI::App& app, Action& action) {
   cmd->add_option("--input", o->input, "an image (PNG, JPEG, BMP) or a directory of them")->required()->check(CLI::ExistingPath);
   cmd->add_option("--out", o->out, "output directory")->required();
   cmd->add_option("--data", o->data, "the data source whose normalization to apply (default: the one in the checkpoint)");
-  cmd->add_option("--image-size", o->image_size, "resize or crop to S x S first (as in training)")->check(CLI::PositiveNumber);
+  cmd->add_option("--image-size", o->image_size, "resize or crop to S x S first (as in training)")->check(Positive);
   cmd->add_option("--alpha", o->alpha, "overlay opacity of the mask colours")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--threads", o->threads, "threads")->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", o->threads, "threads")->check(Positive);
   cmd->callback([o, &action] {
     action = [o]() -> int {
       set_num_threads(o->threads > 0 ? o->threads : default_num_threads());
-      TensorFile weights = load_safetensors(o->weights);
+      TensorFile weights = model_checkpoint(load_safetensors(o->weights));  // a state.safetensors works too
       ModelSpec spec = read_model_spec(weights);
       ModulePtr model = spec.build();
       model->load_state_dict(weights, true);
@@ -62,7 +62,8 @@ void add_predict_command(CLI::App& app, Action& action) {
       }
       std::error_code ec;
       fs::create_directories(o->out, ec);
-      SB_CHECK(!ec && fs::is_directory(o->out), "--out: cannot create directory '", o->out, "'");
+      SB_CHECK(!ec && fs::is_directory(o->out), "--out: cannot create directory '", o->out, "'",
+               ec ? " (" + ec.message() + ")" : std::string(" (a file of that name exists)"));
       NoGrad ng;
       for (const auto& path : inputs) {
         Tensor raw = load_image(path.string(), dopt.max_pixels);  // (3, H, W) in [0, 1]

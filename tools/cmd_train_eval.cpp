@@ -17,16 +17,19 @@ namespace sb::cli {
 
 void ModelFlags::add(CLI::App& cmd) {
   model_opt = cmd.add_option("--model", model, "model name (see `smallbatch models`)")->capture_default_str();
-  norm_opt = cmd.add_option("--norm", norm, "normalization: bn, gn, ln, in or none")->capture_default_str();
-  groups_opt = cmd.add_option("--groups", groups, "GroupNorm groups (gn)")->capture_default_str()->check(CLI::PositiveNumber);
-  classes_opt = cmd.add_option("--classes", classes, "number of classes (default: from the data)")->check(CLI::PositiveNumber);
-  in_opt = cmd.add_option("--in-channels", in_channels, "input channels")->capture_default_str()->check(CLI::PositiveNumber);
-  width_opt = cmd.add_option("--base-width", base_width, "channels of the first level")->capture_default_str()->check(CLI::PositiveNumber);
-  depth_opt = cmd.add_option("--depth", depth, "levels of unet / stages of fcn (default: the model's)")->check(CLI::PositiveNumber);
+  norm_opt = cmd.add_option("--norm", norm, "normalization: bn, gn, ln, in, none, gn+ws, brn or frozenbn")->capture_default_str();
+  groups_opt = cmd.add_option("--groups", groups, "GroupNorm groups (gn)")->capture_default_str()->check(Positive);
+  classes_opt = cmd.add_option("--classes", classes, "number of classes (default: from the data)")->check(Positive);
+  in_opt = cmd.add_option("--in-channels", in_channels, "input channels")->capture_default_str()->check(Positive);
+  width_opt = cmd.add_option("--base-width", base_width, "channels of the first level")->capture_default_str()->check(Positive);
+  depth_opt = cmd.add_option("--depth", depth, "levels of unet / stages of fcn (default: the model's)")->check(Positive);
+  warmup_opt = cmd.add_option("--norm-warmup", norm_warmup,
+                              "training steps of brn's r_max/d_max ramp and of frozenbn's warm-up (default: one epoch)")
+                   ->check(NonNegative);
 }
 
 bool ModelFlags::any_given() const {
-  for (auto* o : {model_opt, norm_opt, groups_opt, classes_opt, in_opt, width_opt, depth_opt})
+  for (auto* o : {model_opt, norm_opt, groups_opt, classes_opt, in_opt, width_opt, depth_opt, warmup_opt})
     if (o && o->count() > 0) return true;
   return false;
 }
@@ -40,12 +43,13 @@ ModelSpec ModelFlags::spec(int64_t classes_default) const {
   s.options.in_channels = in_channels;
   s.options.base_width = base_width;
   s.options.depth = depth;
+  s.options.norm_warmup = norm_warmup;
   return s;
 }
 
 static void add_threads(CLI::App& cmd, int& threads) {
   cmd.add_option("--threads", threads, "threads for OpenMP and OpenBLAS (default: SMALLBATCH_NUM_THREADS or all cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(Positive);
 }
 
 static void apply_threads(int threads) { set_num_threads(threads > 0 ? threads : default_num_threads()); }
@@ -75,15 +79,15 @@ static std::string fmt_metric(double v) {
 }
 
 void add_data_flags(CLI::App& cmd, DataOptions& d, std::string* val_data, int64_t* val_limit) {
-  cmd.add_option("--image-size", d.image_size, "resize or crop images to S x S")->check(CLI::PositiveNumber);
-  cmd.add_option("--limit", d.limit, "use at most N samples")->check(CLI::PositiveNumber);
+  cmd.add_option("--image-size", d.image_size, "resize or crop images to S x S")->check(Positive);
+  cmd.add_option("--limit", d.limit, "use at most N samples")->check(Positive);
   cmd.add_flag("--skip-bad", d.skip_bad, "skip unreadable samples (counted and reported) instead of failing");
   cmd.add_option("--max-pixels", d.max_pixels, "refuse images whose header claims more pixels")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(Positive);
   cmd.add_option("--pets-border", d.pets_border, "pets: the trimap border as 'ignore' (255) or its own 'class'")
       ->capture_default_str()->check(CLI::IsMember({"ignore", "class"}));
   if (val_data) cmd.add_option("--val-data", *val_data, "validation data (default: the validation split of --data; 'none' to skip)");
-  if (val_limit) cmd.add_option("--val-limit", *val_limit, "use at most M validation samples")->check(CLI::PositiveNumber);
+  if (val_limit) cmd.add_option("--val-limit", *val_limit, "use at most M validation samples")->check(Positive);
 }
 
 void add_train_command(CLI::App& app, Action& action) {
@@ -95,23 +99,23 @@ void add_train_command(CLI::App& app, Action& action) {
   cmd->add_option("--data", cfg->data, "training data: shapes, tensors:FILE, folder:DIR, voc:DIR, pets:DIR")->capture_default_str();
   add_data_flags(*cmd, cfg->data_opt, &cfg->val_data, &cfg->val_limit);
   cmd->add_flag("--augment", cfg->data_opt.augment, "random scale, crop, flip and colour jitter for training");
-  cmd->add_option("--batch", cfg->batch, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
-  auto* steps = cmd->add_option("--steps", cfg->steps, "optimizer steps")->check(CLI::PositiveNumber);
-  auto* epochs = cmd->add_option("--epochs", cfg->epochs, "passes over the data (default 8)")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", cfg->batch, "images per step")->capture_default_str()->check(Positive);
+  auto* steps = cmd->add_option("--steps", cfg->steps, "optimizer steps")->check(Positive);
+  auto* epochs = cmd->add_option("--epochs", cfg->epochs, "passes over the data (default 8)")->check(Positive);
   steps->excludes(epochs);
   cmd->add_flag("--no-shuffle", *no_shuffle, "take samples in file order (step s uses samples [sB, (s+1)B), wrapping)");
   cmd->add_option("--optim", cfg->optim, "optimizer")->capture_default_str()->check(CLI::IsMember({"sgd", "adam", "adamw"}));
-  cmd->add_option("--lr", cfg->lr, "learning rate")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--momentum", cfg->momentum, "SGD momentum")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--wd", cfg->weight_decay, "weight decay")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--lr", cfg->lr, "learning rate")->capture_default_str()->check(NonNegative);
+  cmd->add_option("--momentum", cfg->momentum, "SGD momentum")->capture_default_str()->check(NonNegative);
+  cmd->add_option("--wd", cfg->weight_decay, "weight decay")->capture_default_str()->check(NonNegative);
   cmd->add_flag("!--no-wd-norm-bias", cfg->decay_norm_and_bias, "keep weight decay off norm weights and biases");
   cmd->add_option("--schedule", cfg->schedule, "learning-rate schedule, stepped per iteration")
       ->capture_default_str()->check(CLI::IsMember({"const", "step", "cosine", "poly"}));
-  cmd->add_option("--warmup", cfg->warmup_steps, "linear warm-up steps")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--clip-grad", cfg->clip_grad, "clip gradients to this global L2 norm (0: off)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--warmup", cfg->warmup_steps, "linear warm-up steps")->check(NonNegative);
+  cmd->add_option("--clip-grad", cfg->clip_grad, "clip gradients to this global L2 norm (0: off)")->check(NonNegative);
   cmd->add_option("--seed", cfg->seed, "seed for initialization, shuffling and augmentation")->capture_default_str();
   add_threads(*cmd, cfg->threads);
-  cmd->add_option("--workers", cfg->loader_workers, "data loader threads")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--workers", cfg->loader_workers, "data loader threads")->capture_default_str()->check(NonNegative);
   cmd->add_option("--init", cfg->init, "starting weights (.safetensors; a PyTorch state_dict works)")->check(CLI::ExistingFile);
   cmd->add_option("--save", cfg->save, "write the final weights here (.safetensors)");
   cmd->add_option("--out", cfg->out, "output directory: metrics.csv, config.json, model/best.safetensors, state");
@@ -126,6 +130,12 @@ void add_train_command(CLI::App& app, Action& action) {
       int64_t classes = flags->classes;
       if (classes == 0) classes = open_dataset(c.data, Split::Train, 0, c.data_opt)->num_classes();
       c.spec = flags->spec(classes);
+      if (!c.save.empty()) {  // checked now rather than after the whole training
+        std::filesystem::path dir = std::filesystem::path(c.save).parent_path();
+        SB_CHECK(std::filesystem::is_directory(dir.empty() ? "." : dir), "--save: cannot write '", c.save, "': '",
+                 dir.string(), "' is not a directory");
+        SB_CHECK(!std::filesystem::is_directory(c.save), "--save: '", c.save, "' is a directory; give a file name");
+      }
       if (!c.out.empty() && c.save.empty()) c.save = c.out + "/model.safetensors";
       bool tty = isatty(STDOUT_FILENO);
       TrainHooks hooks;
@@ -185,10 +195,10 @@ void add_eval_command(CLI::App& app, Action& action) {
   };
   auto o = std::make_shared<Opts>();
   flags->add(*cmd);
-  cmd->add_option("--weights", o->weights, "checkpoint (.safetensors)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--weights", o->weights, "checkpoint (.safetensors; a train --out state.safetensors works too)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--data", o->data, "evaluation data (its validation split): shapes, tensors:FILE, folder:DIR, voc:DIR, pets:DIR")->capture_default_str();
   add_data_flags(*cmd, o->dopt, nullptr, nullptr);
-  cmd->add_option("--batch", o->batch, "images per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", o->batch, "images per forward pass")->capture_default_str()->check(Positive);
   add_threads(*cmd, o->threads);
   cmd->add_option("--save-logits", o->save_logits, "write the eval-mode logits (N, K, H, W) as tensor 'logits'");
   cmd->add_option("--bn-mode", o->bn_mode, "BatchNorm statistics: running (eval) or batch")
@@ -197,7 +207,7 @@ void add_eval_command(CLI::App& app, Action& action) {
   cmd->callback([=, &action] {
     action = [=]() -> int {
       apply_threads(o->threads);
-      TensorFile weights = load_safetensors(o->weights);
+      TensorFile weights = model_checkpoint(load_safetensors(o->weights));  // a state.safetensors works too
       ModelSpec spec;
       if (flags->any_given()) {
         int64_t classes = flags->classes;

@@ -1,5 +1,6 @@
 // Row-major single-precision GEMM on OpenBLAS: C = alpha * op(A) * op(B) + beta * C.
-// The one place that talks to cblas, so kernels stay free of BLAS details.
+// The one place that talks to cblas, so kernels stay free of BLAS details; and the transpose
+// that lays out an operand for it.
 #pragma once
 
 #include <cstdint>
@@ -16,5 +17,8 @@ inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
                  const float* A, const float* B, float beta, float* C) {
   gemm(trans_a, trans_b, M, N, K, alpha, A, trans_a ? M : K, B, trans_b ? K : N, beta, C, N);
 }
+
+// dst (cols, rows) = the transpose of src (rows, cols), whose rows are ld floats apart.
+void transpose(const float* src, int64_t rows, int64_t cols, int64_t ld, float* dst);
 
 }  // namespace sb::kernels

@@ -74,6 +74,59 @@ void im2col_rows(const ColGeometry& g, const float* im, float* col, int64_t oh0,
 
 void im2col(const ColGeometry& g, const float* im, float* col) { im2col_rows(g, im, col, 0, g.out_h); }
 
+void pad_image(const ColGeometry& g, const float* im, float* padded) {
+  const int64_t Hp = g.padded_height(), Wp = g.padded_width();
+  const bool parallel = !omp_in_parallel() && g.channels > 1 && g.channels * Hp * Wp > kParallelMin;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t c = 0; c < g.channels; ++c) {
+    float* dst = padded + c * Hp * Wp;                     // (Hp, Wp)
+    const float* src = im + c * g.height * g.width;        // (height, width)
+    std::memset(dst, 0, sizeof(float) * g.pad_h * Wp);     // rows above
+    for (int64_t h = 0; h < g.height; ++h) {
+      float* row = dst + (g.pad_h + h) * Wp;
+      std::memset(row, 0, sizeof(float) * g.pad_w);
+      std::memcpy(row + g.pad_w, src + h * g.width, sizeof(float) * g.width);
+      std::memset(row + g.pad_w + g.width, 0, sizeof(float) * (Wp - g.pad_w - g.width));
+    }
+    std::memset(dst + (g.pad_h + g.height) * Wp, 0, sizeof(float) * (Hp - g.pad_h - g.height) * Wp);  // below
+  }
+}
+
+// Column rows [r0, r1) of im2col_rows_padded: one copy of out_w values per (row, grid row).
+__attribute__((optimize("no-tree-loop-distribute-patterns"), target_clones("avx512f", "avx2", "default")))
+static void im2col_padded_block(const ColGeometry& g, const float* padded, float* col, int64_t oh0, int64_t oh1,
+                                int64_t r0, int64_t r1) {
+  const int64_t kk = g.kernel_h * g.kernel_w, cols = (oh1 - oh0) * g.out_w;
+  const int64_t Hp = g.padded_height(), Wp = g.padded_width(), ow_n = g.out_w, sw = g.stride_w;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t c = r / kk, i = (r / g.kernel_w) % g.kernel_h, j = r % g.kernel_w;
+    // Grid position (oh, ow) reads padded (oh * stride_h + i * dil_h, ow * stride_w + j * dil_w).
+    const float* src = padded + c * Hp * Wp + (oh0 * g.stride_h + i * g.dil_h) * Wp + j * g.dil_w;
+    float* dst = col + r * cols;  // (oh1 - oh0, out_w)
+    const int64_t src_step = g.stride_h * Wp;
+    if (sw == 1) {
+      for (int64_t oh = oh0; oh < oh1; ++oh, dst += ow_n, src += src_step)
+        for (int64_t ow = 0; ow < ow_n; ++ow) dst[ow] = src[ow];
+    } else {
+      for (int64_t oh = oh0; oh < oh1; ++oh, dst += ow_n, src += src_step)
+        for (int64_t ow = 0; ow < ow_n; ++ow) dst[ow] = src[ow * sw];
+    }
+  }
+}
+
+void im2col_rows_padded(const ColGeometry& g, const float* padded, float* col, int64_t oh0, int64_t oh1) {
+  const int64_t rows = g.rows();
+  if (omp_in_parallel() || rows * (oh1 - oh0) * g.out_w <= kParallelMin) {
+    im2col_padded_block(g, padded, col, oh0, oh1, 0, rows);
+    return;
+  }
+#pragma omp parallel
+  {
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    im2col_padded_block(g, padded, col, oh0, oh1, rows * t / nt, rows * (t + 1) / nt);
+  }
+}
+
 void col2im(const ColGeometry& g, const float* col, float* im) {
   const int64_t kk = g.kernel_h * g.kernel_w, plane = g.height * g.width;
   const bool parallel = !omp_in_parallel() && g.channels > 1 && g.rows() * g.cols() > kParallelMin;

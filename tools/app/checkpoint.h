@@ -29,6 +29,10 @@ inline constexpr const char* kModelMetadataKey = "smallbatch.model";
 void save_model(const std::string& path, const Module& model, const ModelSpec& spec);
 // The spec stored in a checkpoint; throws when the file has none.
 ModelSpec read_model_spec(const TensorFile& file);
+// A training state (`train --out DIR` writes DIR/state.safetensors: "model."-prefixed weights
+// beside the optimizer's, the run's configuration in the metadata) as a model checkpoint, so
+// eval and predict take it too; any other file is returned unchanged.
+TensorFile model_checkpoint(TensorFile file);
 // Loads weights into `model` (strict), reporting mismatches key by key with the file's name.
 void load_weights(Module& model, const std::string& path);
 

@@ -15,7 +15,7 @@ namespace sb {
 
 struct CompareConfig {
   std::string preset = "quick";
-  std::vector<std::string> norms;       // bn, gn, ln, in, none, ...
+  std::vector<std::string> norms;       // norm_kinds(): bn, gn, ln, in, none, gn+ws, brn, frozenbn
   std::vector<int64_t> groups;          // GroupNorm groups; several values: a group-count sweep
   std::vector<int64_t> batch_sizes;     // images per step
   int64_t seeds = 0;
@@ -29,6 +29,7 @@ struct CompareConfig {
   std::string optim = "sgd";
   float momentum = 0.9f, weight_decay = 1e-4f;
   double warmup_epochs = 0;
+  double norm_warmup_epochs = 0;        // brn's r_max/d_max ramp, frozenbn's warm-up (0: epochs / 3)
   int64_t limit = 0, val_limit = 0, image_size = 0;
   int threads = 0;
   std::string out = "runs/compare";
@@ -46,7 +47,7 @@ struct RunSpec {
   int64_t batch = 0;
   int64_t seed = 0;
   float lr = 0;
-  std::string label() const;  // "bn", "gn" or "gn(G=4)" in a group sweep
+  std::string label() const;  // the norm ("bn", "gn+ws", ...), or "gn(G=4)" in a group sweep
   std::string dir_name() const;
 };
 
@@ -87,8 +88,10 @@ struct CompareResult {
 
 // Every run the configuration asks for, in execution order.
 std::vector<RunSpec> plan_runs(const CompareConfig& cfg);
-// Loss spikes: steps whose loss exceeds 2x the median of the 20 before it.
-int64_t count_loss_spikes(const std::vector<float>& losses);
+// Loss spikes, comparable across batch sizes: the per-step losses of `batch`-image steps are
+// averaged over stretches of ceil(32 / batch) steps (about 32 images), and a spike is a stretch
+// whose mean exceeds 1.5x the median of the 10 stretches before it.
+int64_t count_loss_spikes(const std::vector<float>& losses, int64_t batch);
 
 CompareResult run_compare(const CompareConfig& cfg, const CompareHooks& hooks = {});
 

@@ -1,5 +1,6 @@
 // The comparison report: runs.csv, summary.csv, summary.md, four PNG figures and a
 // self-contained report.html, all computed from the runs' outcomes.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -39,7 +40,10 @@ std::string fmt(double v, int decimals = 1) {
   if (std::isnan(v)) return "-";
   char b[32];
   std::snprintf(b, sizeof b, "%.*f", decimals, v);
-  return b;
+  std::string t = b;
+  // A tiny negative rounds to "-0.0", which reads as a sign that isn't there.
+  if (t[0] == '-' && t.find_first_not_of("-0.") == std::string::npos) t.erase(0, 1);
+  return t;
 }
 
 std::string csv_num(double v) {
@@ -146,7 +150,7 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
     return t;
   };
   md << "Validation mIoU (%) after " << cfg.epochs << " epochs, mean ± std over " << cfg.seeds
-     << " seeds; columns are images per batch.\n\n";
+     << (cfg.seeds == 1 ? " seed" : " seeds") << "; columns are images per batch.\n\n";
   header("norm \\ batch");
   for (auto& l : labels) {
     md << "| " << l << " |";
@@ -166,7 +170,8 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
     }
     md << "\n";
   }
-  md << "\nStability: diverged runs / runs, loss spikes (steps above 2x the median of the 20 before), "
+  md << "\nStability: diverged runs / runs, loss spikes (32-image stretches of training whose mean loss is above 1.5x "
+        "the median of the 10 stretches before), "
         "median gradient norm.\n\n";
   header("norm \\ batch");
   for (auto& l : labels) {
@@ -183,25 +188,64 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
     }
     md << "\n";
   }
-  bool any_bn = false;
-  for (auto& [k, c] : cells) any_bn = any_bn || !c.batchstat.empty();
-  if (any_bn) {
+  // The BatchNorm family (bn, brn, frozenbn): the labels evaluated with batch statistics too.
+  std::vector<std::string> bn_labels;
+  for (auto& l : labels)
+    for (int64_t b : batches) {
+      auto it = cells.find({l, b});
+      if (it != cells.end() && !it->second.batchstat.empty()) {
+        bn_labels.push_back(l);
+        break;
+      }
+    }
+  if (!bn_labels.empty()) {
     md << "\nBatchNorm's train/test gap: val mIoU (%) with running statistics (eval mode) vs with the "
           "statistics of each evaluation batch of the training batch size.\n\n";
-    header("bn eval \\ batch");
-    for (const char* mode : {"running", "batch", "gap"}) {
-      md << "| " << mode << " |";
-      for (int64_t b : batches) {
-        auto it = cells.find({"bn", b});
-        if (it == cells.end()) {
-          md << " |";
-          continue;
+    header("eval \\ batch");
+    for (auto& l : bn_labels)
+      for (const char* mode : {"running", "batch", "gap"}) {
+        md << "| " << l << " " << mode << " |";
+        for (int64_t b : batches) {
+          auto it = cells.find({l, b});
+          if (it == cells.end()) {
+            md << " |";
+            continue;
+          }
+          double run = it->second.mean(), bat = Cell::mean_of(it->second.batchstat);
+          double v = std::string(mode) == "running" ? run : std::string(mode) == "batch" ? bat : bat - run;
+          md << " " << fmt(v) << " |";
         }
-        double run = it->second.mean(), bat = Cell::mean_of(it->second.batchstat);
-        double v = std::string(mode) == "running" ? run : std::string(mode) == "batch" ? bat : bat - run;
-        md << " " << fmt(v) << " |";
+        md << "\n";
       }
-      md << "\n";
+    // Per layer: how far the statistics of validation batches (of the training batch size) are
+    // from the running ones, averaged over seeds.
+    for (auto& l : bn_labels) {
+      std::vector<std::string> layers;
+      std::map<std::pair<std::string, int64_t>, std::vector<const LayerGap*>> per;
+      for (auto& r : runs)
+        if (r.spec.label() == l)
+          for (auto& g : r.gaps) {
+            if (std::find(layers.begin(), layers.end(), g.layer) == layers.end()) layers.push_back(g.layer);
+            per[{g.layer, r.spec.batch}].push_back(&g);
+          }
+      if (layers.empty()) continue;
+      md << "\n" << l << ", per layer: mean over channels of |batch mean - running mean| / running std, and of "
+         << "|log(batch var / running var)|, on validation batches of the training batch size (mean over seeds).\n\n";
+      header("layer \\ batch");
+      for (auto& layer : layers) {
+        md << "| " << layer << " |";
+        for (int64_t b : batches) {
+          auto it = per.find({layer, b});
+          if (it == per.end()) {
+            md << " |";
+            continue;
+          }
+          double shift = 0, logvar = 0;
+          for (auto* g : it->second) shift += g->mean_shift, logvar += g->log_var_ratio;
+          md << " " << fmt(shift / it->second.size(), 2) << " / " << fmt(logvar / it->second.size(), 2) << " |";
+        }
+        md << "\n";
+      }
     }
   }
   md << "\n" << runs.size() << " runs in " << fmt(seconds / 60, 1) << " min (this session; finished runs "
@@ -212,7 +256,7 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
   // ---- figures ----
   std::vector<double> bx(batches.begin(), batches.end());
   plot::LineChart fig1;
-  fig1.title = str("Val mIoU vs batch size (", cfg.model, ", ", cfg.epochs, " epochs, ", cfg.seeds, " seeds)");
+  fig1.title = str("Val mIoU vs batch size (", cfg.model, ", ", cfg.epochs, " epochs, ", cfg.seeds, cfg.seeds == 1 ? " seed)" : " seeds)");
   fig1.x.label = "images per batch (log2 scale)";
   fig1.x.log2 = true;
   fig1.y.label = "val mIoU (%), mean ± std";
@@ -260,19 +304,22 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
   fig3.title = "BatchNorm train/test gap: mIoU with batch statistics minus with running statistics";
   fig3.x_label = "images per batch";
   fig3.y.label = "mIoU difference (percentage points)";
-  plot::Series gap{.name = "batch stats - running stats"};
-  for (int64_t b : batches) {
-    fig3.categories.push_back(std::to_string(b));
-    auto it = cells.find({"bn", b});
-    gap.y.push_back(it == cells.end() ? NAN : Cell::mean_of(it->second.batchstat) - it->second.mean());
-    std::vector<double> d;
-    if (it != cells.end())
+  for (int64_t b : batches) fig3.categories.push_back(std::to_string(b));
+  for (auto& l : bn_labels) {
+    plot::Series gap{.name = l};
+    for (int64_t b : batches) {
+      auto it = cells.find({l, b});
+      gap.y.push_back(it == cells.end() ? NAN : Cell::mean_of(it->second.batchstat) - it->second.mean());
+      std::vector<double> d;
       for (auto& r : runs)
-        if (r.spec.label() == "bn" && r.spec.batch == b && !r.diverged)
+        if (r.spec.label() == l && r.spec.batch == b && !r.diverged)
           d.push_back((r.batchstat_miou - r.final_miou) * 100);
-    gap.err.push_back(Cell::std_of(d));
+      gap.err.push_back(Cell::std_of(d));
+    }
+    fig3.series.push_back(gap);
   }
-  fig3.series.push_back(gap);
+  if (bn_labels.empty())
+    fig3.series.push_back(plot::Series{.name = "no BatchNorm runs", .y = std::vector<double>(batches.size(), NAN)});
   plot::Canvas c3 = plot::render(fig3);
   plot::write_png(c3, out + "/fig3_bn_gap.png");
 

@@ -48,19 +48,52 @@ nlohmann::json TrainConfig::to_json() const {
           {"version", SMALLBATCH_VERSION}};
 }
 
-std::string metrics_csv_header() {
-  return "epoch,step,lr,train_loss,val_loss,val_pixel_acc,val_miou,seconds,images_per_s\n";
+std::string metrics_csv_header() { return "epoch,step,lr,train_loss,val_loss,val_pixel_acc,val_miou\n"; }
+
+static std::string csv_num(double v) {
+  if (std::isnan(v)) return std::string("");
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return std::string(buf);
 }
 
 std::string metrics_csv_row(const EpochRecord& r) {
-  auto num = [](double v) {
-    if (std::isnan(v)) return std::string("");
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.6g", v);
-    return std::string(buf);
-  };
-  return str(r.epoch, ",", r.step, ",", num(r.lr), ",", num(r.train_loss), ",", num(r.val_loss), ",",
-             num(r.val_pixel_acc), ",", num(r.val_miou), ",", num(r.seconds), ",", num(r.images_per_s), "\n");
+  return str(r.epoch, ",", r.step, ",", csv_num(r.lr), ",", csv_num(r.train_loss), ",", csv_num(r.val_loss), ",",
+             csv_num(r.val_pixel_acc), ",", csv_num(r.val_miou), "\n");
+}
+
+std::string timing_csv_header() { return "epoch,step,seconds,images_per_s\n"; }
+
+std::string timing_csv_row(const EpochRecord& r) {
+  return str(r.epoch, ",", r.step, ",", csv_num(r.seconds), ",", csv_num(r.images_per_s), "\n");
+}
+
+// Fills the records' timing from a timing.csv written by an earlier session of the run, and
+// returns the cumulative seconds of the last record it found. Timing is informational: a
+// missing or damaged file leaves zeros, never an error.
+static double restore_timing(const std::string& path, std::vector<EpochRecord>& records) {
+  if (records.empty() || !fs::exists(path)) return 0;
+  double seconds = 0;
+  try {
+    std::istringstream in(read_file(path));
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream row(line);
+      std::string epoch, step, secs, ips;
+      if (!std::getline(row, epoch, ',') || !std::getline(row, step, ',') || !std::getline(row, secs, ',') ||
+          !std::getline(row, ips, ','))
+        continue;
+      for (EpochRecord& r : records)
+        if (r.epoch == std::stoll(epoch) && r.step == std::stoll(step)) {
+          r.seconds = secs.empty() ? 0 : std::stod(secs);
+          r.images_per_s = ips.empty() ? 0 : std::stod(ips);
+          if (&r == &records.back()) seconds = r.seconds;
+        }
+    }
+  } catch (const std::exception&) {
+  }
+  return seconds;
 }
 
 static std::unique_ptr<Optimizer> make_optimizer(const TrainConfig& cfg, const Module& model) {
@@ -89,8 +122,7 @@ struct RunState {
 static nlohmann::json record_json(const EpochRecord& r) {
   auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
   return {{"epoch", r.epoch}, {"step", r.step}, {"lr", r.lr}, {"train_loss", num(r.train_loss)},
-          {"val_loss", num(r.val_loss)}, {"val_pixel_acc", num(r.val_pixel_acc)}, {"val_miou", num(r.val_miou)},
-          {"seconds", r.seconds}, {"images_per_s", r.images_per_s}};
+          {"val_loss", num(r.val_loss)}, {"val_pixel_acc", num(r.val_pixel_acc)}, {"val_miou", num(r.val_miou)}};
 }
 
 static EpochRecord record_from_json(const nlohmann::json& j) {
@@ -100,8 +132,7 @@ static EpochRecord record_from_json(const nlohmann::json& j) {
   r.step = j.at("step");
   r.lr = num("lr"), r.train_loss = num("train_loss"), r.val_loss = num("val_loss");
   r.val_pixel_acc = num("val_pixel_acc"), r.val_miou = num("val_miou");
-  r.seconds = num("seconds"), r.images_per_s = num("images_per_s");
-  return r;
+  return r;  // timing lives in timing.csv (see restore_timing), not in the state
 }
 
 static Tensor vector_tensor(const std::vector<float>& v) {
@@ -133,7 +164,7 @@ static void save_state(const std::string& path, const TrainConfig& cfg, const Mo
   f.metadata["config"] = cfg.to_json().dump();
   f.metadata["records"] = recs.dump();
   f.metadata["best_miou"] = std::isnan(st.best_miou) ? "nan" : str(st.best_miou);
-  f.metadata["seconds"] = str(st.seconds);
+  // No wall-clock time in here: two runs with the same seed and threads write identical states.
   save_safetensors(path, f);
 }
 
@@ -168,13 +199,24 @@ static RunState load_state(const std::string& path, Module& model, Optimizer& op
     for (auto& r : nlohmann::json::parse(f.metadata.at("records"))) st.records.push_back(record_from_json(r));
     std::string b = f.metadata.at("best_miou");
     st.best_miou = b == "nan" ? NAN : std::stod(b);
-    st.seconds = std::stod(f.metadata.at("seconds"));
   } catch (const std::exception& e) {
     fail(path, ": the training state's metadata is damaged (", e.what(), ")");
   }
   SB_CHECK(static_cast<int64_t>(st.losses.size()) == st.step, path, ": the state records ", st.losses.size(),
            " losses for ", st.step, " steps");
   return st;
+}
+
+// A process killed while writing leaves its temporary file ("NAME.tmp-PID-N") behind; the next
+// session of the run removes those of the files it owns.
+static void remove_stale_temporaries(const std::string& dir) {
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    for (const char* own : {"state.safetensors", "model.safetensors", "best.safetensors", "metrics.csv", "timing.csv",
+                            "config.json"})
+      if (name.rfind(str(own, ".tmp-"), 0) == 0) fs::remove(it->path(), ec);
+  }
 }
 
 // Lists the settings that differ between a saved config.json and this run's.
@@ -200,6 +242,9 @@ static std::string locate_non_finite_forward(Module& model, const Tensor& images
   }
   return "every layer's output was finite; the loss itself overflowed";
 }
+
+// A finite loss this many times above both the first step's loss and chance level is divergence.
+constexpr float kDivergenceFactor = 100.f;
 
 TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks& hooks) {
   SB_CHECK(cfg.batch > 0, "--batch: must be positive, got ", cfg.batch);
@@ -229,8 +274,12 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   }
   SampleTransform val_transform = val_data ? make_transform(val_spec, Split::Val, val_opt) : SampleTransform{};
 
+  // brn and frozenbn count their warm-up in steps; 0 asks for one epoch of them.
+  ModelSpec spec = cfg.spec;
+  if ((spec.options.norm == "brn" || spec.options.norm == "frozenbn") && spec.options.norm_warmup == 0)
+    spec.options.norm_warmup = std::max<int64_t>(1, train_data->size() / cfg.batch);
   manual_seed(cfg.seed);
-  ModulePtr model = cfg.spec.build();
+  ModulePtr model = spec.build();
   model->assign_paths();
   if (!cfg.init.empty()) {
     if (cfg.init_strict) {
@@ -274,6 +323,7 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
              ec ? " (" + ec.message() + ")" : "");
     state_path = cfg.out + "/state.safetensors";
     config_path = cfg.out + "/config.json";
+    remove_stale_temporaries(cfg.out);
     if (cfg.resume && fs::exists(state_path)) {
       if (fs::exists(config_path)) {
         nlohmann::json saved;
@@ -286,6 +336,7 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
         SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff);
       }
       st = load_state(state_path, *model, *opt);
+      st.seconds = restore_timing(cfg.out + "/timing.csv", st.records);
       res.resumed = true;
       log(str("resuming ", cfg.out, " at step ", st.step, " of ", total));
     } else {
@@ -299,18 +350,22 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   res.epochs = st.records;
   res.best_miou = st.best_miou;
 
-  ModelSpec saved_spec = cfg.spec;  // checkpoints also record the data, for predict
+  ModelSpec saved_spec = spec;  // checkpoints also record the data, for predict
   saved_spec.data = cfg.data;
+  // The state is written last: it is the commit point. A run killed between these writes
+  // resumes from the previous state and redoes the epoch, rewriting the other files with the
+  // same bytes, so what --resume ends with never depends on where the kill landed.
   auto save_all = [&](bool epoch_end, bool improved) {
     if (cfg.out.empty()) return;
-    save_state(state_path, cfg, *model, *opt, st);
     if (epoch_end) {
+      std::string csv = metrics_csv_header(), timing = timing_csv_header();
+      for (auto& r : st.records) csv += metrics_csv_row(r), timing += timing_csv_row(r);
+      write_file_atomic(cfg.out + "/metrics.csv", csv);
+      write_file_atomic(cfg.out + "/timing.csv", timing);
       save_model(cfg.out + "/model.safetensors", *model, saved_spec);
       if (improved) save_model(cfg.out + "/best.safetensors", *model, saved_spec);
-      std::string csv = metrics_csv_header();
-      for (auto& r : st.records) csv += metrics_csv_row(r);
-      write_file_atomic(cfg.out + "/metrics.csv", csv);
     }
+    save_state(state_path, cfg, *model, *opt, st);
   };
 
   auto params = model->parameters();
@@ -335,12 +390,31 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
     float lr_factor = schedule.factor(st.step);
     opt->set_lr_factor(lr_factor);
     opt->zero_grad();
-    Var logits = (*model)(Var(b.images));
+    Var logits;
+    try {
+      logits = (*model)(Var(b.images));
+    } catch (const Error& e) {
+      // Name the step and batch; say what to change when BatchNorm meets a single value per channel.
+      std::string m = e.what();
+      bool one_value = m.find("more than 1 value per channel") != std::string::npos;
+      fail("step ", st.step + 1, ", a batch of shape ", b.images.shape(), ": ", m,
+           one_value ? str(". BatchNorm needs more than one value per channel in training: use --batch 2 or more, "
+                           "larger images (--image-size) or a shallower model (--depth), or another --norm")
+                     : std::string());
+    }
     Var loss = cross_entropy(logits, b.masks);
     float lv = loss.item();
     if (!std::isfinite(lv))
       fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, "; ",
            locate_non_finite_forward(*model, b.images), ". The last good checkpoint is kept.");
+    // A loss can also explode and stay finite (normalized layers absorb huge weights): far above
+    // both the run's first loss and chance level, log(K), the run has diverged.
+    float base = std::max(st.losses.empty() ? lv : st.losses.front(),
+                          std::log(static_cast<float>(std::max<int64_t>(2, classes))));
+    if (lv > kDivergenceFactor * base)
+      fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, ", more than ",
+           kDivergenceFactor, " times ", base, " (the larger of the first step's loss and chance level, log ", classes,
+           "); lower --lr or clip gradients (--clip-grad). The last good checkpoint is kept.");
     loss.backward();
     for (auto it = named.rbegin(); it != named.rend(); ++it) {  // backward order: output side first
       const Tensor& g = it->second.grad();

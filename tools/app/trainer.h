@@ -84,7 +84,8 @@ struct TrainHooks {
 
 // Builds the model (seeded), loads init, trains with validation per epoch, writes out/ and
 // save. Throws sb::Error when the loss or a gradient goes non-finite, naming the step and the
-// first layer; the last good checkpoint is left as it was.
+// first layer, or when the loss explodes (100 times above both its first value and chance level,
+// log K); the last good checkpoint is left as it was.
 TrainResult train(const TrainConfig& cfg, ModulePtr* model_out = nullptr, const TrainHooks& hooks = {});
 
 struct EvalResult {
@@ -102,8 +103,13 @@ enum class BNEval { Running, Batch };
 EvalResult evaluate(Module& model, const Dataset& data, int64_t batch, BNEval bn = BNEval::Running,
                     Tensor* logits_out = nullptr, const SampleTransform& transform = {});
 
-// The metrics.csv header and one row.
+// The metrics.csv header and one row: the results only, reproducible bit for bit for a given
+// seed and thread count.
 std::string metrics_csv_header();
 std::string metrics_csv_row(const EpochRecord& r);
+// The timing.csv header and one row (cumulative seconds, images/s): wall-clock time, kept apart
+// from metrics.csv because it differs from run to run.
+std::string timing_csv_header();
+std::string timing_csv_row(const EpochRecord& r);
 
 }  // namespace sb

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Crash safety, end to end: `smallbatch train --out DIR` and `smallbatch compare --out DIR` are
+# killed with SIGKILL at random moments. After every kill each checkpoint in DIR must load, and
+# running the same command again (train: --resume) must finish with files byte-identical (cmp) to
+# an uninterrupted run's. Also: a diverging run (--lr 1e4) stops with an error, a status below
+# 128, and leaves a loadable checkpoint.
+#
+# Usage: tests/crash_safety.sh path/to/smallbatch [train kills, default 24] [compare kills, default 4]
+# SB_CRASH_SEED=N repeats a run's kill moments (the seed is printed).
+set -euo pipefail
+
+sb=$1
+train_kills=${2:-24}
+compare_kills=${3:-4}
+work=$(mktemp -d "${TMPDIR:-/tmp}/sb_crash.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+seed=${SB_CRASH_SEED:-$(( $$ ^ $(date +%s) ))}
+RANDOM=$seed
+echo "crash_safety: seed $seed (SB_CRASH_SEED=$seed repeats the kill moments)"
+
+fail() {
+  echo "crash_safety: FAIL: $*" >&2
+  exit 1
+}
+now_ms() { date +%s%3N; }
+# A random delay in [0, max_ms] milliseconds, as seconds for sleep.
+random_delay() { local ms=$(( (RANDOM * 32768 + RANDOM) % ($1 + 1) )); printf '%d.%03d' $((ms / 1000)) $((ms % 1000)); }
+
+data="shapes:train=24,val=8,size=16"
+train=(train --data "$data" --base-width 4 --groups 2 --norm gn --batch 4 --epochs 5 --lr 0.05 --seed 5
+       --threads 1 --workers 1)
+
+# Every checkpoint that exists must load: eval rebuilds the model from it and runs it.
+check_loadable() {
+  local dir=$1 f
+  for f in model.safetensors best.safetensors state.safetensors; do
+    [ -e "$dir/$f" ] || continue
+    "$sb" eval --weights "$dir/$f" --data "$data" --threads 1 --json >"$work/eval.out" 2>&1 ||
+      fail "$dir/$f does not load after a kill: $(cat "$work/eval.out")"
+  done
+  if [ -e "$dir/metrics.csv" ]; then
+    head -n 1 "$dir/metrics.csv" | grep -qx 'epoch,step,lr,train_loss,val_loss,val_pixel_acc,val_miou' ||
+      fail "$dir/metrics.csv has a damaged header"
+    [ -z "$(tail -c 1 "$dir/metrics.csv")" ] || fail "$dir/metrics.csv ends mid-line"
+  fi
+}
+
+same_files() {  # same_files A B file...
+  local a=$1 b=$2 f
+  shift 2
+  for f in "$@"; do
+    cmp "$a/$f" "$b/$f" || fail "$b/$f differs from the uninterrupted run's"
+  done
+}
+
+# ---- train ----
+t0=$(now_ms)
+"$sb" "${train[@]}" --out "$work/ref" >"$work/ref.log" 2>&1 || fail "the reference run failed: $(cat "$work/ref.log")"
+ref_ms=$(( $(now_ms) - t0 ))
+echo "crash_safety: uninterrupted train run: $ref_ms ms"
+train_files=(model.safetensors best.safetensors state.safetensors metrics.csv config.json)
+
+kills=0 rounds=0
+while [ "$kills" -lt "$train_kills" ]; do
+  rounds=$((rounds + 1))
+  dir="$work/run$rounds"
+  while :; do
+    "$sb" "${train[@]}" --out "$dir" --resume >"$work/run.log" 2>&1 &
+    pid=$!
+    sleep "$(random_delay "$ref_ms")"
+    kill -9 "$pid" 2>/dev/null || true
+    status=0
+    { wait "$pid"; } 2>/dev/null || status=$?  # (the braces keep bash's "Killed" notice quiet)
+    if [ "$status" -eq 137 ]; then
+      kills=$((kills + 1))
+      check_loadable "$dir"
+    elif [ "$status" -eq 0 ]; then
+      break  # finished before the kill
+    else
+      fail "train --resume exited with status $status after $kills kills: $(cat "$work/run.log")"
+    fi
+  done
+  same_files "$work/ref" "$dir" "${train_files[@]}"
+  leftovers=$(find "$dir" -name '*.tmp-*' | wc -l)
+  [ "$leftovers" -eq 0 ] || fail "$dir keeps $leftovers temporary files: $(ls "$dir")"
+done
+echo "crash_safety: train: $kills kills over $rounds runs; every checkpoint loaded after every kill, and each" \
+  "resumed run ended byte-identical to the uninterrupted one"
+
+# ---- compare ----
+sweep=(compare --norms bn,gn --batch-sizes 4,2 --seeds 1 --epochs 1 --data "shapes:train=16,val=8,size=16"
+       --base-width 4 --threads 1)
+t0=$(now_ms)
+"$sb" "${sweep[@]}" --out "$work/cref" >"$work/cref.log" 2>&1 || fail "the reference sweep failed: $(cat "$work/cref.log")"
+cref_ms=$(( $(now_ms) - t0 ))
+echo "crash_safety: uninterrupted sweep: $cref_ms ms"
+ckills=0 crounds=0
+while [ "$ckills" -lt "$compare_kills" ]; do
+  crounds=$((crounds + 1))
+  dir="$work/cmp$crounds"
+  while :; do
+    "$sb" "${sweep[@]}" --out "$dir" >"$work/cmp.log" 2>&1 &
+    pid=$!
+    sleep "$(random_delay "$cref_ms")"
+    kill -9 "$pid" 2>/dev/null || true
+    status=0
+    { wait "$pid"; } 2>/dev/null || status=$?
+    if [ "$status" -eq 137 ]; then
+      ckills=$((ckills + 1))
+      for f in "$dir"/runs/*/model.safetensors "$dir"/runs/*/state.safetensors; do
+        [ -e "$f" ] || continue
+        "$sb" eval --weights "$f" --data "shapes:train=16,val=8,size=16" --threads 1 >"$work/eval.out" 2>&1 ||
+          fail "$f does not load after a kill: $(cat "$work/eval.out")"
+      done
+    elif [ "$status" -eq 0 ]; then
+      break
+    else
+      fail "compare exited with status $status after $ckills kills: $(cat "$work/cmp.log")"
+    fi
+  done
+  same_files "$work/cref" "$dir" summary.csv
+  # (A run's state.safetensors and config.json record the path of its initial weights, which
+  # lives in the sweep's folder, so those two differ between folders by design.)
+  for r in "$work"/cref/runs/*/; do
+    same_files "$r" "$dir/runs/$(basename "$r")" model.safetensors best.safetensors metrics.csv
+  done
+done
+echo "crash_safety: compare: $ckills kills over $crounds sweeps; each completed with the same summary.csv and run files"
+
+# ---- a diverging run ----
+div=(train --data "$data" --base-width 4 --groups 2 --norm gn --batch 4 --threads 1 --workers 1 --seed 5)
+"$sb" "${div[@]}" --epochs 1 --out "$work/div" >"$work/div.log" 2>&1 || fail "the good run failed: $(cat "$work/div.log")"
+cp "$work/div/model.safetensors" "$work/good.safetensors"
+status=0
+"$sb" "${div[@]}" --epochs 20 --lr 1e4 --momentum 0.9 --out "$work/div" >"$work/div.log" 2>"$work/div.err" || status=$?
+[ "$status" -gt 0 ] && [ "$status" -lt 128 ] || fail "a diverging run exited with status $status"
+grep -q "training diverged at step" "$work/div.err" || fail "a diverging run said: $(cat "$work/div.err")"
+grep -q "last good checkpoint is kept" "$work/div.err" || fail "a diverging run said: $(cat "$work/div.err")"
+check_loadable "$work/div"
+cmp "$work/good.safetensors" "$work/div/model.safetensors" || fail "the diverging run replaced the good checkpoint"
+"$sb" eval --weights "$work/div/model.safetensors" --data "$data" --threads 1 --json >"$work/eval.out" 2>&1
+grep -q '"loss":[0-9]' "$work/eval.out" || fail "the kept checkpoint does not evaluate to a finite loss: $(cat "$work/eval.out")"
+echo "crash_safety: a diverging run stopped with status $status: $(head -c 200 "$work/div.err")"
+echo "crash_safety: ok"

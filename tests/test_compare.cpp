@@ -114,7 +114,7 @@ TEST_CASE("compare: presets fill the sweep and bad settings are errors") {
   CHECK(count_loss_spikes(std::vector<float>(79, 1.f), 4) == 0);  // 9 whole stretches: too few to judge
 }
 
-TEST_CASE("compare: gn+ws, brn and frozenbn sweep end to end; the BN family gets gap tables") {
+TEST_CASE("compare: gn+ws, brn and frozenbn sweep end to end, and the BN family gets gap tables") {
   auto base = std::filesystem::temp_directory_path() / ("sb_compare_variants_" + std::to_string(::getpid()));
   std::filesystem::remove_all(base);
   CompareConfig c = tiny(base.string());

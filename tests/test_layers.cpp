@@ -113,7 +113,7 @@ TEST_CASE("module: layers give clear errors for bad configurations") {
   CHECK_THROWS_WITH_AS(Conv2d(3, 4, 3, 1, 0).forward(Var(Tensor::zeros({1, 5, 8, 8}))), doctest::Contains("conv2d"), Error);
 }
 
-TEST_CASE("module: BatchNorm2d eval uses running statistics; batch-stat evaluation updates nothing") {
+TEST_CASE("module: BatchNorm2d eval uses running statistics, and batch-stat evaluation updates nothing") {
   BatchNorm2d bn(2);
   Generator g(5);
   Tensor x = Tensor::randn({8, 2, 8, 8}, g, 1.0f, 2.0f);

@@ -300,7 +300,7 @@ TEST_CASE("dropout: drops the right fraction") {
   }
 }
 
-TEST_CASE("dropout: identity in eval mode and for p == 0; zeros for p == 1") {
+TEST_CASE("dropout: identity in eval mode and for p == 0, zeros for p == 1") {
   Generator data(16);
   Var x(Tensor::randn({3, 4}, data), true);
   Generator gen(17);

@@ -180,7 +180,7 @@ TEST_CASE("gn+ws: a Weight-Standardized Conv2d matches PyTorch, output and gradi
   CHECK(conv.name().find("weight_standardization") != std::string::npos);
 }
 
-TEST_CASE("models: brn and frozenbn have bn's state_dict keys; gn+ws has gn's") {
+TEST_CASE("models: brn and frozenbn have bn's state_dict keys, and gn+ws has gn's") {
   auto keys = [](const std::string& norm) {
     ModelOptions o;
     o.norm = norm;
@@ -248,12 +248,12 @@ TEST_CASE("checkpoint: the model spec keeps norm_warmup") {
   CHECK_FALSE(s.to_json().contains("norm_warmup"));
 }
 
-TEST_CASE("compare: the full preset sweeps every norm; gn+ws joins a group sweep; bad norms are named") {
+TEST_CASE("compare: the full preset sweeps every norm, gn+ws joins a group sweep, bad norms are named") {
   CompareConfig full;
   full.preset = "full";
   full.apply_preset();
   CHECK(full.norms == norm_kinds());
-  CHECK(full.norm_warmup_epochs == doctest::Approx(3.0));  // epochs / 3
+  CHECK(full.norm_warmup_epochs == doctest::Approx(5.0));  // 16 epochs / 3, rounded
   CompareConfig c;
   c.norms = {"gn", "gn+ws", "brn"};
   c.groups = {2, 4};

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <map>
 
 #include "core/fileio.h"
 #include "core/safetensors.h"
@@ -287,6 +288,9 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
   auto plan = plan_runs(cfg);
   CompareResult result;
   auto t0 = std::chrono::steady_clock::now();
+  // Seconds of the runs trained in this session, per batch size: small batches take longer per
+  // image, so the ETA prices each remaining run by its own batch size where one was timed.
+  std::map<int64_t, std::pair<double, int>> timed;  // batch -> (seconds, runs)
   double trained_seconds = 0;
   int trained_runs = 0;
   for (size_t i = 0; i < plan.size(); ++i) {
@@ -301,7 +305,15 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
         log(str(result_path, " is unreadable (", e.what(), "); running it again"));
       }
     }
-    double eta = trained_runs ? trained_seconds / trained_runs * static_cast<double>(plan.size() - i) : NAN;
+    double eta = NAN;
+    if (trained_runs) {
+      eta = 0;
+      for (size_t k = i; k < plan.size(); ++k) {
+        if (k > i && fs::exists(cfg.out + "/runs/" + plan[k].dir_name() + "/result.json")) continue;  // done
+        auto it = timed.find(plan[k].batch);
+        eta += it != timed.end() ? it->second.first / it->second.second : trained_seconds / trained_runs;
+      }
+    }
     log(str("[run ", i + 1, "/", plan.size(), "] ", spec.label(), " batch ", spec.batch, " seed ", spec.seed,
             " lr ", spec.lr, std::isnan(eta) ? std::string() : str("  (ETA ", static_cast<int>(eta / 60), "m",
             static_cast<int>(std::fmod(eta, 60.0)), "s)")));
@@ -354,6 +366,8 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
     trained_seconds += secs;
     ++trained_runs;
+    timed[spec.batch].first += secs;
+    ++timed[spec.batch].second;
     o.seconds = tr.seconds;
     o.epochs = tr.epochs;
     if (!o.diverged) {

@@ -19,8 +19,8 @@ FCNStage::FCNStage(int64_t cin, int64_t cout, const std::string& norm, int64_t g
 }
 
 Var FCNStage::forward(const Var& x) {
-  Var h = relu(n1->forward(c1->forward(x)));  // (N, cout, H / 2, W / 2) for even H, W
-  return relu(n2->forward(c2->forward(h)));
+  Var h = n1->forward_relu(c1->forward(x));  // (N, cout, H / 2, W / 2) for even H, W; fused where it can be
+  return n2->forward_relu(c2->forward(h));
 }
 
 FCN::FCN(const FCNConfig& cfg) : cfg_(cfg) {

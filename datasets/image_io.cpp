@@ -14,6 +14,14 @@
 #define STBI_ONLY_PNG
 #define STBI_ONLY_JPEG
 #define STBI_ONLY_BMP
+// Zeroed allocations: stb_image 2.27 does not clear its JPEG decoder state (2.28 does), so a scan
+// using a Huffman table no DHT defined read uninitialized memory, as an index into a 257-entry
+// table (found by fuzzing, and not even reproducible from run to run). With calloc such a table
+// is all zeros and decodes deterministically within bounds. STBI_MALLOC, STBI_REALLOC and
+// STBI_FREE must be defined together.
+#define STBI_MALLOC(size) calloc(1, size)
+#define STBI_REALLOC(p, size) realloc(p, size)
+#define STBI_FREE(p) free(p)
 #include <stb_image.h>
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_STATIC
@@ -207,8 +215,19 @@ bool jpeg_tables_ok(const std::vector<uint8_t>& p, size_t off) {
     if (m == 0xC4 && (len < 2 || off + 2 + len > n || !dht_ok(&p[off + 4], len - 2))) return false;
     if (len < 2 || off + 2 + len > n) return true;  // truncated elsewhere: stb reports it
     off += 2 + len;
-    if (m == 0xDA)  // entropy-coded data: FF is followed by 00 (stuffing) or a restart marker
-      while (off + 1 < n && !(p[off] == 0xFF && p[off + 1] != 0 && !(p[off + 1] >= 0xD0 && p[off + 1] <= 0xD7))) ++off;
+    if (m == 0xDA) {
+      // From the first scan on, where stb_image looks for the next marker depends on how much
+      // entropy-coded data its decoder consumed, which in a corrupt file no walk of ours can
+      // predict (it even varied from run to run: found by fuzzing). In a valid file FF C4 appears
+      // there only as a real marker (the data stuffs FF as FF 00), so every FF C4 from here on
+      // must start a sound table.
+      for (size_t q = off; q + 1 < n; ++q) {
+        if (p[q] != 0xFF || p[q + 1] != 0xC4) continue;
+        size_t dlen = q + 4 <= n ? be16(&p[q + 2]) : 0;
+        if (dlen < 2 || q + 2 + dlen > n || !dht_ok(&p[q + 4], dlen - 2)) return false;
+      }
+      return true;
+    }
   }
   return true;
 }
@@ -271,7 +290,8 @@ const std::vector<uint8_t>& png_for_stb(const std::string& path, const std::vect
   auto is_idat = [&](size_t off) { return std::memcmp(&b[off + 4], "IDAT", 4) == 0; };
   uint64_t idat_bytes = 0;
   bool has_empty = false;
-  for (size_t off = 8; off + 12 <= b.size(); off += 12 + size_t(be32(&b[off]))) {
+  // A chunk counts once its 8-byte header is there: stb reads an IDAT whose CRC is cut off too.
+  for (size_t off = 8; off + 8 <= b.size(); off += 12 + size_t(be32(&b[off]))) {
     if (!is_idat(off)) continue;
     uint64_t len = be32(&b[off]), left = b.size() - off - 8;
     SB_CHECK(len <= left, path, ": corrupt or truncated PNG: an IDAT chunk claims ", len, " bytes but the file has ",
@@ -292,7 +312,7 @@ const std::vector<uint8_t>& png_for_stb(const std::string& path, const std::vect
   if (!has_empty) return b;
   storage.assign(b.begin(), b.begin() + 8);
   size_t off = 8;
-  for (; off + 12 <= b.size(); off += 12 + size_t(be32(&b[off]))) {
+  for (; off + 8 <= b.size(); off += 12 + size_t(be32(&b[off]))) {
     size_t end = std::min(b.size(), off + 12 + size_t(be32(&b[off])));
     if (!(is_idat(off) && be32(&b[off]) == 0)) storage.insert(storage.end(), b.begin() + off, b.begin() + end);
   }

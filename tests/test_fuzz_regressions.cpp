@@ -202,3 +202,64 @@ TEST_CASE("fuzz regression: a JPEG with an empty Huffman table segment decodes a
   REQUIRE(b.shape() == a.shape());
   CHECK(std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0);
 }
+
+TEST_CASE("fuzz regression: a bad Huffman table after the first scan is refused wherever it sits") {
+  // After the entropy-coded data, where stb_image looks for the next marker depends on how much
+  // of it the decoder consumed; the table check gave up at a segment running past the end of the
+  // file, while stb could still reach a later table of 300 codes (which it then overflowed).
+  uint8_t rgb[8 * 8 * 3];
+  for (int i = 0; i < 8 * 8 * 3; ++i) rgb[i] = static_cast<uint8_t>(i * 7);
+  std::vector<uint8_t> jpg = encode_jpg(rgb, 8, 8, 3);
+  jpg.resize(jpg.size() - 2);                              // drop EOI
+  jpg.insert(jpg.end(), {0xFF, 0xFE, 0x0F, 0xFF, 'x'});    // a comment claiming 4095 bytes
+  jpg.insert(jpg.end(), {0xFF, 0xC4, 0x01, 0x3F, 0x00});   // DHT, length 319, table 0
+  for (int i = 0; i < 16; ++i) jpg.push_back(i < 2 ? 150 : 0);
+  jpg.resize(jpg.size() + 300, 0x01);
+  TempDir t;
+  std::string err = error_of([&] { load_image(t.file("late_dht.jpg", jpg), 1 << 20); });
+  CHECK(err.find("Huffman") != std::string::npos);
+  // A valid JPEG, baseline with its tables before the scan, is untouched by the check.
+  CHECK(load_image(t.file("ok.jpg", encode_jpg(rgb, 8, 8, 3)), 1 << 20).shape() == Shape{3, 8, 8});
+}
+
+TEST_CASE("fuzz regression: a PNG ending in an empty IDAT chunk header is handled") {
+  // The chunk walk needed 12 bytes per chunk, so an empty IDAT whose CRC was cut off escaped it,
+  // and stb_image memcpy'd it into a null buffer.
+  uint8_t px[16] = {1, 2, 3, 4};
+  std::vector<uint8_t> png = encode_png(px, 4, 4, 1);
+  png.resize(png.size() - 12);  // drop IEND
+  png.insert(png.end(), {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xAF});
+  TempDir t;
+  std::string p = t.file("cut.png", png);
+  std::string err = error_of([&] { load_image(p, 1 << 20); });
+  CHECK((err.empty() || err.find(p) != std::string::npos));
+}
+
+TEST_CASE("fuzz regression: a JPEG scan using a Huffman table no DHT defined decodes the same every time") {
+  // stb_image 2.27 left its decoder state uninitialized, so such a table was whatever the heap
+  // held: an out-of-bounds index one run, nothing the next. Its allocations are now zeroed.
+  uint8_t rgb[16 * 16 * 3];
+  for (int i = 0; i < 16 * 16 * 3; ++i) rgb[i] = static_cast<uint8_t>(i * 11);
+  std::vector<uint8_t> jpg = encode_jpg(rgb, 16, 16, 3);
+  size_t sos = 2;
+  while (!(jpg[sos] == 0xFF && jpg[sos + 1] == 0xDA)) sos += 2 + ((jpg[sos + 2] << 8) | jpg[sos + 3]);
+  jpg[sos + 6] = 0x33;  // the first component's DC and AC tables: 3, never defined
+  TempDir t;
+  std::string p = t.file("undefined_table.jpg", jpg);
+  std::vector<std::string> outcomes;
+  for (int run = 0; run < 3; ++run) {
+    std::string out;
+    try {
+      Tensor img = load_image(p, 1 << 20);
+      out.assign(reinterpret_cast<const char*>(img.data()), img.numel() * sizeof(float));
+    } catch (const Error& e) {
+      out = e.what();
+    }
+    // Churn the heap so that uninitialized memory would differ between runs.
+    std::vector<std::vector<uint8_t>> noise;
+    for (int k = 0; k < 64; ++k) noise.emplace_back(size_t(4096 + 997 * k), static_cast<uint8_t>(run * 37 + k));
+    outcomes.push_back(out);
+  }
+  CHECK(outcomes[0] == outcomes[1]);
+  CHECK(outcomes[1] == outcomes[2]);
+}

@@ -203,6 +203,14 @@ TEST_CASE("bad inputs: predict names the image it cannot read") {
          write_bytes(s / "in/huge.png", huge);
        },
        predict + " --input " + (s / "in/huge.png"), {"huge.png", "100000 x 100000"}},
+      {"--out under a file",
+       [&] { write_bytes(s / "in/ok.png", png); },
+       "predict --weights " + (s / "model.safetensors") + " --input " + (s / "in/ok.png") + " --out " +
+           (s / "model.safetensors/masks"),
+       {"--out", "model.safetensors/masks", "Not a directory"}},
+      {"an image size the model can't take",
+       [&] { write_bytes(s / "in/odd.png", rgb_png(6, 6)); },
+       predict + " --input " + (s / "in/odd.png"), {"odd.png", "(1, 3, 6, 6)", "--image-size"}},
   });
 }
 
@@ -349,8 +357,5 @@ TEST_CASE("bad inputs: bad flag values name the flag") {
        {"--out", file + "/sweep"}},
       {"data shapes --out under a file", {}, "data shapes --count 2 --val-count 2 --image-size 16 --out " + file + "/d",
        {file + "/d"}},
-      {"eval --save-logits under a file", {},
-       "eval --weights " + file + " --save-logits " + file + "/l.safetensors",
-       {file}},  // the weights fail first; the path is named either way
   });
 }

@@ -58,7 +58,7 @@ void add_compare_command(CLI::App& app, Action& action) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--groups", o->groups, "GroupNorm groups; several (1,2,4,8,16) sweep the group count");
   cmd->add_option("--batch-sizes", o->batch_sizes, "comma-separated images per batch (quick: 16,8,4,2; full: 32,...,1)");
-  cmd->add_option("--seeds", o->cfg.seeds, "seeds per configuration (quick 2, full 3)")->check(CLI::PositiveNumber);
+  cmd->add_option("--seeds", o->cfg.seeds, "seeds per configuration (default 3)")->check(CLI::PositiveNumber);
   cmd->add_option("--epochs", o->cfg.epochs, "epochs per run, every run sees the same images (quick 12, full 16)")->check(CLI::PositiveNumber);
   cmd->add_option("--data", o->cfg.data, "data source (default: shapes:train=1024,val=128,size=32,difficulty=0.5)")->capture_default_str();
   cmd->add_option("--model", o->cfg.model, "model")->capture_default_str();

@@ -80,7 +80,12 @@ void add_predict_command(CLI::App& app, Action& action) {
           for (float v : shown) lo = std::min(lo, v), hi = std::max(hi, v);
           for (float& v : shown) v = hi > lo ? (v - lo) / (hi - lo) : 0.5f;
         }
-        Var logits = (*model)(Var(s.image.reshape({1, s.image.size(0), H, W})));
+        Var logits;
+        try {
+          logits = (*model)(Var(s.image.reshape({1, s.image.size(0), H, W})));
+        } catch (const Error& e) {  // e.g. a size the model can't take: say which image
+          fail(path.string(), ": ", e.what(), o->image_size ? "" : " (--image-size S resizes the images first)");
+        }
         int64_t K = logits.size(1);
         std::vector<uint8_t> mask(H * W * 3), overlay(H * W * 3);
         std::vector<uint8_t> rgb = to_hwc_bytes(shown);

@@ -25,7 +25,7 @@ void CompareConfig::apply_preset() {
   if (norms.empty()) norms = quick ? std::vector<std::string>{"bn", "gn"} : norm_kinds();
   if (groups.empty()) groups = {8};
   if (batch_sizes.empty()) batch_sizes = quick ? std::vector<int64_t>{16, 8, 4, 2} : std::vector<int64_t>{32, 16, 8, 4, 2, 1};
-  if (seeds == 0) seeds = quick ? 2 : 3;
+  if (seeds == 0) seeds = 3;
   if (epochs == 0) epochs = quick ? 12 : 16;
   if (base_width == 0) base_width = 8;
   if (base_lr == 0.f) base_lr = 0.1f;

@@ -24,26 +24,15 @@
 #include "datasets/shapes.h"
 #include "datasets/transforms.h"
 #include "tools/app/data_spec.h"
+#include "temp_dir.h"
 
 using namespace sb;
 namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory under the system temp directory, removed with everything in it.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() / ("sb_datasets_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(counter++) + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& rel) const { return (path / rel).string(); }
+struct TempDir : sbtest::TempDir {
+  TempDir() : sbtest::TempDir("sb_datasets") {}
 };
 
 // Runs f and returns its sb::Error message ("" if it did not throw one).

@@ -20,24 +20,15 @@
 #include "datasets/image_io.h"
 #include "models/registry.h"
 #include "tools/app/checkpoint.h"
+#include "temp_dir.h"
 
 using namespace sb;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() / ("sb_fuzzreg_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(counter++) + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : sbtest::TempDir {
+  TempDir() : sbtest::TempDir("sb_fuzzreg") {}
   std::string file(const std::string& name, const std::vector<uint8_t>& bytes) const {
     std::string p = (path / name).string();
     std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());

@@ -16,6 +16,7 @@
 #include "core/errors.h"
 #include "core/fileio.h"
 #include "tools/app/plot.h"
+#include "temp_dir.h"
 
 using namespace sb;
 using namespace sb::plot;
@@ -25,19 +26,8 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() / ("sb_plot_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(counter++) + "_" +
-                                        std::to_string(std::random_device{}()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : sbtest::TempDir {
+  TempDir() : sbtest::TempDir("sb_plot") {}
 };
 
 Canvas test_canvas(int w, int h) {

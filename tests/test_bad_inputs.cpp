@@ -19,24 +19,26 @@
 #include "datasets/image_io.h"
 #include "models/registry.h"
 #include "tools/app/checkpoint.h"
+#include "temp_dir.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Scratch {
-  fs::path path;
-  explicit Scratch(const std::string& tag) {
-    path = fs::temp_directory_path() / ("sb_bad_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~Scratch() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& rel) const { return (path / rel).string(); }
+struct Scratch : sbtest::TempDir {
+  explicit Scratch(const std::string& tag) : sbtest::TempDir("sb_bad_" + tag) {}
 };
+
+// A tiny unet-s of the shapes data (5 classes), small enough to save and load in milliseconds.
+sb::ModelSpec tiny_shapes_spec() {
+  sb::ModelSpec spec;
+  spec.options.norm = "gn";
+  spec.options.groups = 2;
+  spec.options.classes = 5;
+  spec.options.base_width = 4;
+  spec.data = "shapes";
+  return spec;
+}
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
   fs::create_directories(fs::path(path).parent_path());
@@ -177,12 +179,7 @@ TEST_CASE("bad inputs: broken images and masks are errors naming the file") {
 TEST_CASE("bad inputs: predict names the image it cannot read") {
   Scratch s("pred");
   // A real checkpoint of the shapes data (predict needs the data to normalize alike).
-  sb::ModelSpec spec;
-  spec.options.norm = "gn";
-  spec.options.groups = 2;
-  spec.options.classes = 5;
-  spec.options.base_width = 4;
-  spec.data = "shapes";
+  sb::ModelSpec spec = tiny_shapes_spec();
   sb::save_model(s / "model.safetensors", *spec.build(), spec);
   std::string predict = "predict --weights " + (s / "model.safetensors") + " --threads 1 --out " + (s / "pred");
   auto png = rgb_png(8, 8);
@@ -264,12 +261,7 @@ TEST_CASE("bad inputs: broken safetensors files are errors naming the file and t
 
 TEST_CASE("bad inputs: checkpoints with missing, extra or mis-shaped keys name every key") {
   Scratch s("keys");
-  sb::ModelSpec spec;
-  spec.options.norm = "gn";
-  spec.options.groups = 2;
-  spec.options.classes = 5;
-  spec.options.base_width = 4;
-  spec.data = "shapes";
+  sb::ModelSpec spec = tiny_shapes_spec();
   sb::ModulePtr model = spec.build();
   auto write_variant = [&](const std::string& path, const std::function<void(sb::TensorFile&)>& edit) {
     sb::TensorFile f = model->state_dict();

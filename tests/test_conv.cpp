@@ -185,6 +185,27 @@ void check_direct(const Tensor& x, const Tensor& w, const Tensor& b, const Direc
   if (b.defined()) CHECK_CLOSE(vb.grad(), ref.gb);
 }
 
+// One trial of the random-configuration tests: draws x, w and an optional bias of the given
+// sizes and checks conv2d against the direct definition. False when the kernel does not fit.
+bool check_random_conv2d(Generator& gen, int trial, const Conv2dOptions& o, int64_t N, int64_t Cig, int64_t Cog,
+                         int64_t kH, int64_t kW, int64_t H, int64_t W) {
+  if (H + 2 * o.padding.h < o.dilation.h * (kH - 1) + 1) return false;
+  if (W + 2 * o.padding.w < o.dilation.w * (kW - 1) + 1) return false;
+  Tensor x = Tensor::randn({N, Cig * o.groups, H, W}, gen);
+  Tensor w = Tensor::randn({Cog * o.groups, Cig, kH, kW}, gen);
+  Tensor b = gen.below(2) ? Tensor::randn({Cog * o.groups}, gen) : Tensor();
+  INFO("trial " << trial << ": x " << shape_str(x.shape()) << " w " << shape_str(w.shape())
+                << " stride " << o.stride.h << "," << o.stride.w << " padding " << o.padding.h
+                << "," << o.padding.w << " dilation " << o.dilation.h << "," << o.dilation.w
+                << " groups " << o.groups << (b.defined() ? " bias" : ""));
+  Direct ref = direct_conv2d(x, w, b, o, gen);
+  check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) {
+    return conv2d(vx, vw, vb, o);
+  });
+  return true;
+}
+
+
 // Sets the thread count for one test and restores it after.
 struct ThreadCount {
   int prev = num_threads();
@@ -292,20 +313,7 @@ TEST_CASE("conv2d: agrees with the direct definition over random configurations"
     o.stride = {1 + int64_t(gen.below(3)), 1 + int64_t(gen.below(3))};
     o.padding = {int64_t(gen.below(4)), int64_t(gen.below(4))};
     o.dilation = {1 + int64_t(gen.below(3)), 1 + int64_t(gen.below(3))};
-    if (H + 2 * o.padding.h < o.dilation.h * (kH - 1) + 1) continue;
-    if (W + 2 * o.padding.w < o.dilation.w * (kW - 1) + 1) continue;
-    Tensor x = Tensor::randn({N, Cig * o.groups, H, W}, gen);
-    Tensor w = Tensor::randn({Cog * o.groups, Cig, kH, kW}, gen);
-    Tensor b = gen.below(2) ? Tensor::randn({Cog * o.groups}, gen) : Tensor();
-    INFO("trial " << trial << ": x " << shape_str(x.shape()) << " w " << shape_str(w.shape())
-                  << " stride " << o.stride.h << "," << o.stride.w << " padding " << o.padding.h
-                  << "," << o.padding.w << " dilation " << o.dilation.h << "," << o.dilation.w
-                  << " groups " << o.groups << (b.defined() ? " bias" : ""));
-    Direct ref = direct_conv2d(x, w, b, o, gen);
-    check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) {
-      return conv2d(vx, vw, vb, o);
-    });
-    ++tested;
+    if (check_random_conv2d(gen, trial, o, N, Cig, Cog, kH, kW, H, W)) ++tested;
   }
   CHECK(tested >= 30);
   }
@@ -327,20 +335,7 @@ TEST_CASE("conv2d: the shifted-GEMM path (16+ channels, stride 1 along width) ag
     o.stride = {1 + int64_t(gen.below(2)), 1};
     o.padding = {int64_t(gen.below(3)), int64_t(gen.below(3))};
     o.dilation = {1 + int64_t(gen.below(2)), 1 + int64_t(gen.below(2))};
-    if (H + 2 * o.padding.h < o.dilation.h * (kH - 1) + 1) continue;
-    if (W + 2 * o.padding.w < o.dilation.w * (kW - 1) + 1) continue;
-    Tensor x = Tensor::randn({N, Cig * o.groups, H, W}, gen);
-    Tensor w = Tensor::randn({Cog * o.groups, Cig, kH, kW}, gen);
-    Tensor b = gen.below(2) ? Tensor::randn({Cog * o.groups}, gen) : Tensor();
-    INFO("trial " << trial << ": x " << shape_str(x.shape()) << " w " << shape_str(w.shape())
-                  << " stride " << o.stride.h << "," << o.stride.w << " padding " << o.padding.h
-                  << "," << o.padding.w << " dilation " << o.dilation.h << "," << o.dilation.w
-                  << " groups " << o.groups << (b.defined() ? " bias" : ""));
-    Direct ref = direct_conv2d(x, w, b, o, gen);
-    check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) {
-      return conv2d(vx, vw, vb, o);
-    });
-    ++tested;
+    if (check_random_conv2d(gen, trial, o, N, Cig, Cog, kH, kW, H, W)) ++tested;
   }
   CHECK(tested >= 12);
 }

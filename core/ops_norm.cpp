@@ -7,6 +7,8 @@
 #include <cmath>
 #include <vector>
 
+#include "core/kernels/stream.h"
+
 namespace sb {
 
 // Problems smaller than this run on one thread: forking costs more than it saves.
@@ -87,8 +89,11 @@ SB_NORM_CLONES static void row_grad_sums_f(const float* x, const float* dy, cons
 }
 
 // dx = k_dy * g - k_const - (x - mean) * k_xhat in float (see row_dx), g as in row_grad_sums_f.
-SB_NORM_CLONES static void row_dx_f(const float* x, const float* dy, const float* y, float* dx, int64_t len,
-                                    float mu_hi, float mu_lo, float k_dy, float k_const, float k_xhat) {
+// Inlined into row_dx_f's clones, which run it on the whole row or block by block into a staging
+// buffer for streaming stores: the same loop in the same clone, so both give the same bits.
+__attribute__((always_inline)) inline void dx_run_f(const float* x, const float* dy, const float* y, float* dx,
+                                                    int64_t len, float mu_hi, float mu_lo, float k_dy,
+                                                    float k_const, float k_xhat) {
   if (y) {
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) {
@@ -101,13 +106,27 @@ SB_NORM_CLONES static void row_dx_f(const float* x, const float* dy, const float
   }
 }
 
+// dx_run_f over one row; stream: write dx with streaming stores (see core/kernels/stream.h).
+SB_NORM_CLONES static void row_dx_f(const float* x, const float* dy, const float* y, float* dx, int64_t len,
+                                    float mu_hi, float mu_lo, float k_dy, float k_const, float k_xhat,
+                                    bool stream) {
+  if (!stream) return dx_run_f(x, dy, y, dx, len, mu_hi, mu_lo, k_dy, k_const, k_xhat);
+  alignas(64) float stage[kBlock];
+  for (int64_t b = 0; b < len; b += kBlock) {
+    const int64_t n = std::min(kBlock, len - b);
+    dx_run_f(x + b, dy + b, y ? y + b : nullptr, stage, n, mu_hi, mu_lo, k_dy, k_const, k_xhat);
+    kernels::stream_store(dx + b, stage, n);
+  }
+  kernels::stream_fence();
+}
+
 // y = (x - mean) * scale + shift, with the double mean split as mu_hi + mu_lo (two floats).
 // x - mu_hi is exact when x is near the mean (Sterbenz), so the float loop keeps the precision
 // of the double mean; folding the mean into the shift (x * scale + shift') would not.
 // With relu, y = max(0, that), written exactly as relu() writes it, so the fused op's output is
-// bitwise relu(norm(x)).
-SB_NORM_CLONES static void row_normalize(const float* x, float* y, int64_t len, float mu_hi, float mu_lo,
-                                         float scale, float shift, bool relu) {
+// bitwise relu(norm(x)). Inlined into row_normalize's clones, as dx_run_f.
+__attribute__((always_inline)) inline void normalize_run(const float* x, float* y, int64_t len, float mu_hi,
+                                                         float mu_lo, float scale, float shift, bool relu) {
   if (relu) {
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) {
@@ -118,6 +137,19 @@ SB_NORM_CLONES static void row_normalize(const float* x, float* y, int64_t len, 
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) y[i] = ((x[i] - mu_hi) - mu_lo) * scale + shift;
   }
+}
+
+// normalize_run over one row; stream as in row_dx_f.
+SB_NORM_CLONES static void row_normalize(const float* x, float* y, int64_t len, float mu_hi, float mu_lo,
+                                         float scale, float shift, bool relu, bool stream) {
+  if (!stream) return normalize_run(x, y, len, mu_hi, mu_lo, scale, shift, relu);
+  alignas(64) float stage[kBlock];
+  for (int64_t b = 0; b < len; b += kBlock) {
+    const int64_t n = std::min(kBlock, len - b);
+    normalize_run(x + b, stage, n, mu_hi, mu_lo, scale, shift, relu);
+    kernels::stream_store(y + b, stage, n);
+  }
+  kernels::stream_fence();
 }
 
 // g = y > 0 ? dy : 0 into out: the ReLU's backward, for the double kernels of small sets.
@@ -196,6 +228,12 @@ static int64_t spatial_size(const Shape& xs) {
   return s;
 }
 
+// Whether an op that reads and writes `tensors` tensors of `numel` floats writes its output with
+// streaming stores: when those bytes reach kernels::streaming_min_bytes().
+static bool streams_output(int64_t tensors, int64_t numel) {
+  return tensors * numel * static_cast<int64_t>(sizeof(float)) >= kernels::streaming_min_bytes();
+}
+
 // ---- GroupNorm --------------------------------------------------------------------------
 
 // group_norm and group_norm_relu: relu applies max(0, .) to the output, and masks the incoming
@@ -224,6 +262,7 @@ static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, 
   const float* pw = weight.defined() ? weight.value().data() : nullptr;
   const float* pb = bias.defined() ? bias.value().data() : nullptr;
   float* py = y.data();
+  const bool stream = streams_output(2, x.numel());  // reads x, writes y
 
   // A group of sample n is the contiguous block of Cg channels x S positions at (n * G + g) * M.
 #pragma omp parallel for schedule(static) if (x.numel() > kParallelMin)
@@ -247,7 +286,7 @@ static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, 
     for (int64_t k = 0; k < Cg; ++k) {
       const int64_t c = g * Cg + k;
       const float scale = static_cast<float>(rs * (pw ? pw[c] : 1.f));
-      row_normalize(xg + k * S, yg + k * S, S, mu_hi, mu_lo, scale, pb ? pb[c] : 0.f, relu);
+      row_normalize(xg + k * S, yg + k * S, S, mu_hi, mu_lo, scale, pb ? pb[c] : 0.f, relu, stream);
     }
   }
 
@@ -275,6 +314,7 @@ static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, 
     // Per-(n, c) partial sums for dbias (sum dy) and dweight (sum dy * xhat); summed over n
     // serially below, so the parameter gradients don't depend on the thread count.
     std::vector<double> sum_dy(N * C), sum_dy_xhat(N * C);  // (N, C)
+    const bool stream = streams_output(pys ? 4 : 3, xv.numel());  // reads x, dy (and y), writes dx
 
 #pragma omp parallel for schedule(static) if (xv.numel() > kParallelMin)
     for (int64_t ng = 0; ng < N * G; ++ng) {
@@ -303,7 +343,7 @@ static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, 
         const int64_t off = ng * M + k * S;
         if (fast)
           row_dx_f(px + off, pdy + off, yg ? yg + k * S : nullptr, pdx + off, S, mu_hi, mu_lo,
-                   static_cast<float>(k_dy), static_cast<float>(k_const), static_cast<float>(k_xhat));
+                   static_cast<float>(k_dy), static_cast<float>(k_const), static_cast<float>(k_xhat), stream);
         else
           row_dx(px + off, pdy + off, pdx + off, S, mu, k_dy, k_const, k_xhat);
       }
@@ -381,6 +421,7 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
   float* py = y.data();
   float* prm = tracking ? running_mean.data() : nullptr;
   float* prv = tracking ? running_var.data() : nullptr;
+  const bool stream = streams_output(2, x.numel());  // reads x, writes y
 
   // Channel c is N rows of S values, at (i * C + c) * S for sample i.
 #pragma omp parallel for schedule(static) if (x.numel() > kParallelMin)
@@ -416,7 +457,7 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
     const float scale = static_cast<float>(rs * (pw ? pw[c] : 1.f));
     const float shift = pb ? pb[c] : 0.f;
     for (int64_t i = 0; i < N; ++i)
-      row_normalize(px + (i * C + c) * S, py + (i * C + c) * S, S, mu_hi, mu_lo, scale, shift, relu);
+      row_normalize(px + (i * C + c) * S, py + (i * C + c) * S, S, mu_hi, mu_lo, scale, shift, relu, stream);
   }
 
   Tensor saved_y = relu ? y : Tensor();  // the ReLU mask's source, a handle on the output
@@ -444,6 +485,7 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
     // dx = rstd * w * dy needs no reduction; the reduction pass runs only when batch statistics
     // were used or the parameters want gradients.
     const bool reduce = batch_stats || need_w || need_b;
+    const bool stream = streams_output(pys ? 4 : 3, xv.numel());  // reads x, dy (and y), writes dx
 
     // One channel per iteration, samples in order: deterministic for any thread count.
 #pragma omp parallel for schedule(static) if (xv.numel() > kParallelMin)
@@ -469,7 +511,7 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
           const int64_t off = (i * C + c) * S;
           if (fast)
             row_dx_f(px + off, pdy + off, pys ? pys + off : nullptr, pdx + off, S, mu_hi, mu_lo,
-                     static_cast<float>(rs * w), static_cast<float>(k_const), static_cast<float>(k_xhat));
+                     static_cast<float>(rs * w), static_cast<float>(k_const), static_cast<float>(k_xhat), stream);
           else
             row_dx(px + off, pdy + off, pdx + off, S, mu, rs * w, k_const, k_xhat);
         }

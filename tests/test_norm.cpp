@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "core/kernels/stream.h"
 #include "core/ops_norm.h"
 #include "core/threads.h"
 #include "fixtures.h"
@@ -809,4 +810,67 @@ TEST_CASE("layers: forward_relu equals relu(forward) for GroupNorm, BatchNorm2d 
                        doctest::Contains("GroupNorm(2, 8): expected input (N, 8, *) but got (2, 6, 3)"), Error);
   CHECK_THROWS_WITH_AS(BatchNorm2d(8).forward_relu(Var(Tensor::ones({2, 6, 3, 3}))),
                        doctest::Contains("BatchNorm2d(8): expected 8 channels"), Error);
+}
+
+// ---- streaming stores -------------------------------------------------------------------------
+
+namespace {
+
+// Sets the size from which norm outputs are written with streaming stores, for a scope.
+struct StreamScope {
+  explicit StreamScope(int64_t bytes) { kernels::set_streaming_min_bytes(bytes); }
+  ~StreamScope() { kernels::set_streaming_min_bytes(-1); }
+};
+
+}  // namespace
+
+TEST_CASE("norm ops: streaming-store outputs equal cached-store outputs bit for bit") {
+  // Shapes with rows of odd lengths (misaligned row starts, tails shorter than a vector), rows
+  // longer than one 256-value staging block, and the float and double kernels.
+  const std::vector<Shape> shapes = {{2, 4, 7, 9}, {3, 8, 33, 17}, {2, 16, 24, 24}, {4, 3}, {1, 8, 3, 5}};
+  uint64_t seed = 900;
+  for (const Shape& s : shapes) {
+    CAPTURE(shape_str(s));
+    const int64_t C = s[1];
+    Tensor x = randn_t(s, seed++, 0.3f, 1.2f), dy = randn_t(s, seed++);
+    Tensor w = randn_t({C}, seed++, 1.f, 0.3f), b = randn_t({C}, seed++);
+    const int64_t G = C % 4 == 0 ? C / 4 : 1;
+    for (int k = 0; k < 6; ++k) {
+      CAPTURE(k);
+      Tensor rm = Tensor::zeros({C}), rv = Tensor::ones({C});
+      auto f = [&](const Var& v, const Var& vw, const Var& vb) {
+        switch (k) {
+          case 0: return group_norm(v, G, vw, vb);
+          case 1: return group_norm_relu(v, G, vw, vb);
+          case 2: return batch_norm(v, rm, rv, vw, vb, true, 0.1f);
+          case 3: return batch_norm_relu(v, rm, rv, vw, vb, true, 0.1f);
+          case 4: return batch_norm(v, rm, rv, vw, vb, false, 0.1f);
+          default: return batch_norm_relu(v, rm, rv, vw, vb, false, 0.1f);
+        }
+      };
+      Grads cached, streamed;
+      {
+        StreamScope never(INT64_MAX);
+        cached = run(f, x, w, b, dy);
+      }
+      rm = Tensor::zeros({C}), rv = Tensor::ones({C});
+      {
+        StreamScope always(0);
+        streamed = run(f, x, w, b, dy);
+      }
+      CHECK(bitwise_equal(cached.y, streamed.y));
+      CHECK(bitwise_equal(cached.dx, streamed.dx));
+      CHECK(bitwise_equal(cached.dw, streamed.dw));
+      CHECK(bitwise_equal(cached.db, streamed.db));
+    }
+  }
+}
+
+TEST_CASE("norm ops: the streaming threshold defaults to a positive size and can be restored") {
+  const int64_t def = kernels::streaming_min_bytes();
+  CHECK(def > 0);
+  kernels::set_streaming_min_bytes(123);
+  CHECK(kernels::streaming_min_bytes() == 123);
+  kernels::set_streaming_min_bytes(-1);
+  CHECK(kernels::streaming_min_bytes() == def);
 }

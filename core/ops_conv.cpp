@@ -220,6 +220,39 @@ void conv_rows_shifted(const ColGeometry& g, const float* taps, int64_t M, const
     }
 }
 
+// The weight gradient of a stride-1 convolution as one GEMM per tap, with no column matrix:
+//   dW_t^T (C, M) = sum over grid positions (oh, ow) of padded[:, oh + i dil_h, ow + j dil_w] dY[:, oh, ow]^T
+// for tap t = (i, j). In the padded image's flat layout (C, Hp * Wp) position (oh, ow) of tap t is
+// at (oh * Wp + ow) + (i dil_h Wp + j dil_w), so with dY laid out on the padded width, dyp_t
+// (L, M), L = (Ho - 1) * Wp + Wo, row oh * Wp + ow holding dY[:, oh, ow]^T and zero rows at
+// ow >= Wo, the sum is one product of the image read in place from that offset, (C, L) with ld
+// Hp * Wp, by dyp_t; the zero rows cancel the positions that wrap around a row's end. Split
+// along L so each GEMM stays within OpenBLAS's unpacked kernel (see tile_rows). Writes the kk
+// products to out (kk, C, M). Deterministic: every sum runs in a fixed order.
+void conv_weight_grad_shifted(const ColGeometry& g, const float* padded, const float* dyp, int64_t M, float* out) {
+  const int64_t Hp = g.padded_height(), Wp = g.padded_width(), C = g.channels, kk = g.kernel_h * g.kernel_w;
+  const int64_t L = (g.out_h - 1) * Wp + g.out_w;
+  const int64_t chunk = std::max<int64_t>(1, kSmallGemmMNK / std::max<int64_t>(1, C * M));
+  for (int64_t t = 0; t < kk; ++t) {
+    const int64_t i = t / g.kernel_w, j = t % g.kernel_w;
+    const float* a = padded + i * g.dil_h * Wp + j * g.dil_w;  // (C, L), ld Hp * Wp
+    for (int64_t l0 = 0; l0 < L; l0 += chunk) {
+      const int64_t len = std::min(chunk, L - l0);
+      gemm(false, false, C, M, len, 1.f, a + l0, Hp * Wp, dyp + l0 * M, M, l0 == 0 ? 0.f : 1.f, out + t * C * M, M);
+    }
+  }
+}
+
+// dyp (L, M) for conv_weight_grad_shifted from dY (M, Ho, Wo): rows oh * Wp + ow = dY[:, oh, ow],
+// zero rows where ow >= Wo.
+void lay_out_on_padded_width(const ColGeometry& g, const float* dy, int64_t M, float* dyp) {
+  const int64_t Wp = g.padded_width(), Wo = g.out_w, HWo = g.out_h * g.out_w;
+  for (int64_t oh = 0; oh < g.out_h; ++oh) {
+    kernels::transpose(dy + oh * Wo, M, Wo, HWo, dyp + oh * Wp * M);
+    if (oh + 1 < g.out_h) std::fill(dyp + (oh * Wp + Wo) * M, dyp + (oh + 1) * Wp * M, 0.f);
+  }
+}
+
 void check_bias(const char* op, const Var& bias, int64_t C_out, const Shape& xs, const Shape& ws) {
   if (!bias.defined()) return;
   SB_CHECK(bias.shape() == Shape{C_out}, op, ": bias ", bias.shape(), " does not match weight ", ws,
@@ -328,11 +361,19 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
     const bool shifted = adjoint && tiled && z.C_out_g >= kShiftedMinChannels;  // the adjoint has stride 1
     const int64_t th_x = adjoint && !shifted ? tile_rows(z.adj_geo, tiled, z.C_in_g) : 0;  // input gradient tiles
     const int64_t Wo = z.geo.out_w, Ho = z.geo.out_h, W = z.geo.width, H = z.geo.height;
+    // The weight gradient per tap from the padded image, with no column matrix, under the same
+    // conditions as the forward's shifted GEMMs, and a stride of 1 both ways.
+    const bool shifted_w = need_w && !z.pointwise && tiled && z.geo.stride_h == 1 && z.geo.stride_w == 1 &&
+                           z.C_in_g >= kShiftedMinChannels;
+    const int64_t L = (Ho - 1) * z.geo.padded_width() + Wo;  // rows of dY on the padded width
     // Per slot: a column tile, then the zero-padded image (x, or dY for the adjoint) it is
     // copied from; the weight gradient and the input gradient use the buffer one after the other.
     int64_t ws_floats = 0, col_w = 0, col_x = 0;
-    // The weight gradient's slot also holds a dY tile transposed, (th_w * Wo, C_out_g), after the image.
-    if (need_w && !z.pointwise)
+    // The weight gradient's slot also holds, after the image, a dY tile transposed, (th_w * Wo,
+    // C_out_g), or with shifted_w all of dY on the padded width, (L, C_out_g).
+    if (shifted_w)
+      ws_floats = z.geo.padded_size() + L * z.C_out_g;
+    else if (need_w && !z.pointwise)
       col_w = z.K * th_w * Wo, ws_floats = col_w + z.geo.padded_size() + th_w * Wo * z.C_out_g;
     if (adjoint) col_x = z.adj_K * th_x * W, ws_floats = std::max(ws_floats, col_x + z.adj_geo.padded_size());
     if (col2im_path) ws_floats = std::max(ws_floats, z.ws_floats);
@@ -360,9 +401,15 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
         // Each dY tile is transposed first (it is C_out_g / K the size of the column tile), so
         // the product is a plain NN GEMM that, with tile_rows' small tiles, OpenBLAS runs
         // unpacked: 116 GFLOP/s instead of 84 for K = 144, C_out_g = 16 (see tile_rows).
-        float* t = gwt.data() + slot * z.K * z.C_out_g;  // (K, C_out_g)
+        float* t = gwt.data() + slot * z.K * z.C_out_g;  // (K, C_out_g), or (kk, C_in_g, C_out_g)
         if (z.pointwise) {
           gemm(false, true, z.K, z.C_out_g, z.HWo, 1.f, px + x_off, gyg, 0.f, t);
+        } else if (shifted_w) {
+          float* padded = ws_;                        // (C_in_g, Hp, Wp)
+          float* dyp = padded + z.geo.padded_size();  // (L, C_out_g)
+          kernels::pad_image(z.geo, px + x_off, padded);
+          lay_out_on_padded_width(z.geo, gyg, z.C_out_g, dyp);
+          conv_weight_grad_shifted(z.geo, padded, dyp, z.C_out_g, t);
         } else {
           float* padded = ws_ + col_w;                        // (C_in_g, Hp, Wp)
           float* gyt = padded + z.geo.padded_size();          // (th_w * Wo, C_out_g)
@@ -375,8 +422,17 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
                  z.C_out_g);
           }
         }
-        for (int64_t co = 0; co < z.C_out_g; ++co)
-          for (int64_t k = 0; k < z.K; ++k) gwg[co * z.K + k] += t[k * z.C_out_g + co];
+        if (shifted_w) {
+          // t (kk, C_in_g, C_out_g) into dW_g (C_out_g, C_in_g, kk).
+          const int64_t kk = z.K / z.C_in_g;
+          for (int64_t co = 0; co < z.C_out_g; ++co)
+            for (int64_t ci = 0; ci < z.C_in_g; ++ci)
+              for (int64_t tap = 0; tap < kk; ++tap)
+                gwg[co * z.K + ci * kk + tap] += t[(tap * z.C_in_g + ci) * z.C_out_g + co];
+        } else {
+          for (int64_t co = 0; co < z.C_out_g; ++co)
+            for (int64_t k = 0; k < z.K; ++k) gwg[co * z.K + k] += t[k * z.C_out_g + co];
+        }
       }
       if (need_x) {
         // The column buffer is free again: the weight gradient above is done with it.

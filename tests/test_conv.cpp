@@ -321,8 +321,9 @@ TEST_CASE("conv2d: agrees with the direct definition over random configurations"
 
 TEST_CASE("conv2d: the shifted-GEMM path (16+ channels, stride 1 along width) agrees with the direct definition") {
   // 1 thread, so every GEMM is single-threaded and conv_rows_shifted runs for the forward and,
-  // with stride 1, the input gradient; padding, dilation, stride along height, groups and
-  // non-square kernels vary. The weight gradient takes im2col tiles.
+  // with stride 1, the input gradient, and conv_weight_grad_shifted for the weight gradient
+  // (im2col tiles with stride 2 along height); padding, dilation, groups and non-square kernels
+  // vary.
   ThreadCount tc(1);
   Generator gen(17);
   int tested = 0;

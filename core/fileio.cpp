@@ -1,4 +1,5 @@
-// Atomic writes (temp + fsync + rename + directory fsync) and whole-file reads.
+// Atomic writes (temp + fsync + rename + directory fsync), the clean-up after a writer that was
+// killed half-way, and whole-file reads.
 #include "core/fileio.h"
 
 #include <fcntl.h>
@@ -62,6 +63,25 @@ std::string read_file(const std::string& path) {
   ss << in.rdbuf();
   SB_CHECK(!in.bad(), path, ": read failed");
   return ss.str();
+}
+
+void remove_stale_temporaries(const std::string& dir, const std::vector<std::string>& targets) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    std::error_code st;
+    if (!it->is_regular_file(st)) continue;
+    std::string name = it->path().filename().string();
+    for (const std::string& t : targets) {
+      std::string prefix = t + ".tmp-";
+      if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+      // Only the writers' own suffix, digits and dashes: "model.safetensors.tmp-old" is not ours.
+      if (name.find_first_not_of("0123456789-", prefix.size()) != std::string::npos) continue;
+      std::error_code rm;
+      fs::remove(it->path(), rm);
+      break;
+    }
+  }
 }
 
 }  // namespace sb

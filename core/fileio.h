@@ -21,4 +21,10 @@ inline void write_file_atomic(const std::string& path, const std::vector<uint8_t
 // The whole file as bytes; throws naming the path when it can't be read.
 std::string read_file(const std::string& path);
 
+// A process killed between writing and renaming leaves its temporary behind, "NAME.tmp-PID-N"
+// from write_file_atomic or "NAME.tmp-PID-RANDOM-N" from save_safetensors. Removes those in `dir`
+// whose NAME is one of `targets`; any other file, whatever its name, is left alone, since the
+// folder may hold the user's files too. Best effort: a file that can't be removed stays.
+void remove_stale_temporaries(const std::string& dir, const std::vector<std::string>& targets);
+
 }  // namespace sb

@@ -124,8 +124,11 @@ while [ "$ckills" -lt "$compare_kills" ]; do
   for r in "$work"/cref/runs/*/; do
     same_files "$r" "$dir/runs/$(basename "$r")" model.safetensors best.safetensors metrics.csv
   done
+  leftovers=$(find "$dir" -name '*.tmp-*' | wc -l)
+  [ "$leftovers" -eq 0 ] || fail "$dir keeps $leftovers temporary files: $(find "$dir" -name '*.tmp-*')"
 done
-echo "crash_safety: compare: $ckills kills over $crounds sweeps; each completed with the same summary.csv and run files"
+echo "crash_safety: compare: $ckills kills over $crounds sweeps; each completed with the same summary.csv and" \
+  "run files, and no temporary files"
 
 # ---- a diverging run ----
 div=(train --data "$data" --base-width 4 --groups 2 --norm gn --batch 4 --threads 1 --workers 1 --seed 5)

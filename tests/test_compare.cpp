@@ -1,12 +1,15 @@
 // The comparison sweep on a tiny configuration: every output is written, an interrupted sweep
-// continues where it stopped and ends with the same table, and bad settings are clear errors.
+// continues where it stopped and ends with the same table (and without the temporaries a killed
+// one left), and bad settings are clear errors.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
+#include "temp_dir.h"
 #include "tools/app/compare.h"
 
 using namespace sb;
@@ -141,4 +144,45 @@ TEST_CASE("compare: gn+ws, brn and frozenbn sweep end to end, and the BN family 
   auto state = slurp(base / "runs" / "frozenbn_b2_s0" / "config.json");
   CHECK(state.find("\"norm_warmup\": 6") != std::string::npos);
   std::filesystem::remove_all(base);
+}
+
+TEST_CASE("compare: a sweep removes the temporaries a killed sweep left, and nothing else") {
+  namespace fs = std::filesystem;
+  sbtest::TempDir dir("sb_compare_tmp");
+  CompareConfig c = tiny(dir.path.string());
+  c.batch_sizes = {2};
+  c.epochs = 1;
+  REQUIRE(run_compare(c).runs.size() == 2);
+  // Beside every file the sweep wrote, the temporaries a process killed mid-write leaves, in
+  // write_file_atomic's naming (NAME.tmp-PID-N) and save_safetensors' (NAME.tmp-PID-RANDOM-N):
+  // planting them beside what was actually written also catches a new output file that the
+  // clean-up does not know about.
+  std::vector<fs::path> written, planted;
+  for (auto& e : fs::recursive_directory_iterator(dir.path))
+    if (e.is_regular_file()) written.push_back(e.path());
+  std::map<fs::path, std::string> before;
+  auto plant = [](const fs::path& p) { std::ofstream(p) << "half-written"; };
+  for (auto& f : written) {
+    before[f] = slurp(f);
+    for (const char* suffix : {".tmp-999999-3", ".tmp-999999-123456789-0"}) {
+      planted.push_back(f.string() + suffix);
+      plant(planted.back());
+    }
+  }
+  // Files that only look like temporaries: not beside a file of the sweep, or not the writers'
+  // suffix.
+  const fs::path run = dir.path / "runs" / "bn_b2_s0";
+  std::vector<fs::path> others = {dir.path / "notes.txt", dir.path / "notes.txt.tmp-999999-1",
+                                  dir.path / "runs.csv.tmp-old", run / "result.json.tmp-999999-1.bak",
+                                  dir.path / "init" / "seed7.safetensors.tmp-999999-1"};
+  for (auto& f : others) plant(f);
+  REQUIRE(fs::exists(run / "result.json"));
+
+  CompareResult r = run_compare(c);
+  REQUIRE(r.runs.size() == 2);
+  for (auto& p : planted) CHECK_MESSAGE(!fs::exists(p), p.string());
+  for (auto& p : others) CHECK_MESSAGE(fs::exists(p), p.string());
+  // The finished runs were skipped: their files and the initial weights are as they were.
+  for (auto& [f, bytes] : before)
+    if (f.parent_path() != dir.path) CHECK_MESSAGE(slurp(f) == bytes, f.string());
 }

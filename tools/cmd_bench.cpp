@@ -391,24 +391,24 @@ void add_bench_command(CLI::App& app, Action& action) {
   auto o = std::make_shared<BenchOptions>();
   auto shape = std::make_shared<std::string>();
   flags->add(*cmd);
-  cmd->add_option("--batch", o->batch, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--size", o->size, "image height and width")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", o->batch, "images per step")->capture_default_str()->check(Positive);
+  cmd->add_option("--size", o->size, "image height and width")->capture_default_str()->check(Positive);
   cmd->add_option("--threads", o->threads, "threads for OpenMP and OpenBLAS (default: SMALLBATCH_NUM_THREADS or all cores)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--steps", o->steps, "timed repeats")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--warmup", o->warmup, "untimed repeats first")->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->check(Positive);
+  cmd->add_option("--steps", o->steps, "timed repeats")->capture_default_str()->check(Positive);
+  cmd->add_option("--warmup", o->warmup, "untimed repeats first")->capture_default_str()->check(NonNegative);
   cmd->add_option("--seed", o->seed, "seed for weights and random data")->capture_default_str();
   cmd->add_flag("--json", o->json, "print one JSON line");
   cmd->add_option("--op", o->op, "time one layer instead of a training step")
       ->check(CLI::IsMember({"conv2d", "conv_transpose2d", "groupnorm", "batchnorm"}));
   cmd->add_option("--shape", *shape, "--op input shape N,C,H,W");
-  cmd->add_option("--out-channels", o->out_channels, "--op conv*: output channels (default C)")->check(CLI::PositiveNumber);
-  cmd->add_option("--kernel", o->kernel, "--op conv*: kernel size (default 3; 2 for conv_transpose2d)")->check(CLI::PositiveNumber);
-  cmd->add_option("--stride", o->stride, "--op conv*: stride (default 1; 2 for conv_transpose2d)")->check(CLI::PositiveNumber);
+  cmd->add_option("--out-channels", o->out_channels, "--op conv*: output channels (default C)")->check(Positive);
+  cmd->add_option("--kernel", o->kernel, "--op conv*: kernel size (default 3; 2 for conv_transpose2d)")->check(Positive);
+  cmd->add_option("--stride", o->stride, "--op conv*: stride (default 1; 2 for conv_transpose2d)")->check(Positive);
   cmd->add_option("--padding", o->padding, "--op conv*: padding (default kernel/2; 0 for conv_transpose2d)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(NonNegative);
   cmd->add_flag("--vs-torch", o->vs_torch, "alternate runs with tools/bench_torch.py and print time and RSS ratios");
-  cmd->add_option("--rounds", o->rounds, "--vs-torch: alternations")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--rounds", o->rounds, "--vs-torch: alternations")->capture_default_str()->check(Positive);
   cmd->add_option("--python", o->python, "--vs-torch: the Python with PyTorch")->capture_default_str();
   cmd->add_option("--torch-script", o->torch_script, "--vs-torch: path of bench_torch.py (default: found from the binary)");
   cmd->callback([=, &action] {

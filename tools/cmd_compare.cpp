@@ -55,23 +55,23 @@ void add_compare_command(CLI::App& app, Action& action) {
                                       "(quick: bn,gn; full: all)");
   cmd->add_option("--norm-warmup", o->cfg.norm_warmup_epochs,
                   "epochs of brn's r_max/d_max ramp and of frozenbn's BatchNorm before it freezes (default: epochs / 3)")
-      ->check(CLI::PositiveNumber);
+      ->check(Positive);
   cmd->add_option("--groups", o->groups, "GroupNorm groups; several (1,2,4,8,16) sweep the group count");
   cmd->add_option("--batch-sizes", o->batch_sizes, "comma-separated images per batch (quick: 16,8,4,2; full: 32,...,1)");
-  cmd->add_option("--seeds", o->cfg.seeds, "seeds per configuration (default 3)")->check(CLI::PositiveNumber);
-  cmd->add_option("--epochs", o->cfg.epochs, "epochs per run, every run sees the same images (quick 12, full 16)")->check(CLI::PositiveNumber);
+  cmd->add_option("--seeds", o->cfg.seeds, "seeds per configuration (default 3)")->check(Positive);
+  cmd->add_option("--epochs", o->cfg.epochs, "epochs per run, every run sees the same images (quick 12, full 16)")->check(Positive);
   cmd->add_option("--data", o->cfg.data, "data source (default: shapes:train=1024,val=128,size=32,difficulty=0.5)")->capture_default_str();
   cmd->add_option("--model", o->cfg.model, "model")->capture_default_str();
-  cmd->add_option("--base-width", o->cfg.base_width, "model width (default 8)")->check(CLI::PositiveNumber);
-  cmd->add_option("--lr", o->cfg.base_lr, "learning rate at --ref-batch (default 0.1)")->check(CLI::PositiveNumber);
+  cmd->add_option("--base-width", o->cfg.base_width, "model width (default 8)")->check(Positive);
+  cmd->add_option("--lr", o->cfg.base_lr, "learning rate at --ref-batch (default 0.1)")->check(Positive);
   cmd->add_option("--ref-batch", o->cfg.ref_batch, "batch size at which the learning rate is --lr")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(Positive);
   cmd->add_option("--lr-scaling", o->cfg.lr_scaling, "how the learning rate follows the batch size")
       ->capture_default_str()->check(CLI::IsMember({"linear", "sqrt", "none"}));
-  cmd->add_option("--limit", o->cfg.limit, "use at most N training samples")->check(CLI::PositiveNumber);
-  cmd->add_option("--val-limit", o->cfg.val_limit, "use at most M validation samples")->check(CLI::PositiveNumber);
-  cmd->add_option("--image-size", o->cfg.image_size, "resize or crop images to S x S")->check(CLI::PositiveNumber);
-  cmd->add_option("--threads", o->cfg.threads, "threads (default: SMALLBATCH_NUM_THREADS or all cores)")->check(CLI::PositiveNumber);
+  cmd->add_option("--limit", o->cfg.limit, "use at most N training samples")->check(Positive);
+  cmd->add_option("--val-limit", o->cfg.val_limit, "use at most M validation samples")->check(Positive);
+  cmd->add_option("--image-size", o->cfg.image_size, "resize or crop images to S x S")->check(Positive);
+  cmd->add_option("--threads", o->cfg.threads, "threads (default: SMALLBATCH_NUM_THREADS or all cores)")->check(Positive);
   cmd->add_option("--out", o->cfg.out, "output directory; run again with the same one to continue a sweep")->capture_default_str();
   cmd->callback([o, &action] {
     action = [o]() -> int {

@@ -248,6 +248,22 @@ static void measure_after(RunOutcome& o, Module& model, const Dataset& val, cons
   save_safetensors(dir + "/pred.safetensors", f);
 }
 
+// A sweep killed while writing leaves temporary files beside their targets: compare.json and the
+// report's files here, the initial weights in init/, each run's files in its folder. Only those
+// are removed, never anything else: --out may be a folder that holds other files too.
+static void remove_stale_sweep_temporaries(const CompareConfig& cfg, const std::vector<RunSpec>& plan) {
+  remove_stale_temporaries(cfg.out, {"compare.json", "runs.csv", "summary.csv", "summary.md", "report.html",
+                                     "fig1_miou_vs_batch.png", "fig2_val_curves.png", "fig3_bn_gap.png",
+                                     "fig4_predictions.png"});
+  std::vector<std::string> inits;
+  for (int64_t seed = 0; seed < cfg.seeds; ++seed) inits.push_back(str("seed", seed, ".safetensors"));
+  remove_stale_temporaries(cfg.out + "/init", inits);
+  // A finished run's train() is never called again, so its files are cleaned here too.
+  std::vector<std::string> run_files = train_output_files();
+  run_files.insert(run_files.end(), {"result.json", "pred.safetensors"});
+  for (const RunSpec& r : plan) remove_stale_temporaries(cfg.out + "/runs/" + r.dir_name(), run_files);
+}
+
 CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks) {
   CompareConfig cfg = cfg_in;
   cfg.apply_preset();
@@ -273,6 +289,8 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
              "\n  saved: ", saved.dump(), "\n  now:   ", now.dump());
     log(str("continuing the sweep in ", cfg.out));
   }
+  auto plan = plan_runs(cfg);
+  remove_stale_sweep_temporaries(cfg, plan);
   write_file_atomic(cfg_path, cfg.to_json().dump(2) + "\n");
 
   DataOptions dopt;
@@ -285,7 +303,6 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
   DatasetPtr val_data = open_dataset(cfg.data, Split::Val, classes, vopt);
   SampleTransform val_tf = make_transform(cfg.data, Split::Val, vopt);
 
-  auto plan = plan_runs(cfg);
   CompareResult result;
   auto t0 = std::chrono::steady_clock::now();
   // Seconds of the runs trained in this session, per batch size: small batches take longer per

@@ -207,16 +207,10 @@ static RunState load_state(const std::string& path, Module& model, Optimizer& op
   return st;
 }
 
-// A process killed while writing leaves its temporary file ("NAME.tmp-PID-N") behind; the next
-// session of the run removes those of the files it owns.
-static void remove_stale_temporaries(const std::string& dir) {
-  std::error_code ec;
-  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
-    std::string name = it->path().filename().string();
-    for (const char* own : {"state.safetensors", "model.safetensors", "best.safetensors", "metrics.csv", "timing.csv",
-                            "config.json"})
-      if (name.rfind(str(own, ".tmp-"), 0) == 0) fs::remove(it->path(), ec);
-  }
+const std::vector<std::string>& train_output_files() {
+  static const std::vector<std::string> files = {"state.safetensors", "model.safetensors", "best.safetensors",
+                                                 "metrics.csv", "timing.csv", "config.json"};
+  return files;
 }
 
 // Lists the settings that differ between a saved config.json and this run's.
@@ -323,7 +317,9 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
              ec ? " (" + ec.message() + ")" : "");
     state_path = cfg.out + "/state.safetensors";
     config_path = cfg.out + "/config.json";
-    remove_stale_temporaries(cfg.out);
+    // A process killed while writing leaves its temporary files behind; the next session of the
+    // run removes those of the files it owns.
+    remove_stale_temporaries(cfg.out, train_output_files());
     if (cfg.resume && fs::exists(state_path)) {
       if (fs::exists(config_path)) {
         nlohmann::json saved;

@@ -87,6 +87,9 @@ struct TrainHooks {
 // first layer, or when the loss explodes (100 times above both its first value and chance level,
 // log K); the last good checkpoint is left as it was.
 TrainResult train(const TrainConfig& cfg, ModulePtr* model_out = nullptr, const TrainHooks& hooks = {});
+// The files train() writes in cfg.out: their temporaries, left by a killed session, are the ones
+// the next session (or a compare sweep owning the run) removes.
+const std::vector<std::string>& train_output_files();
 
 struct EvalResult {
   double loss = 0, pixel_acc = 0, miou = 0;

@@ -42,18 +42,24 @@ struct Plan {
   // Units spread over threads (GEMMs single-threaded), or run in order (GEMMs on the whole pool).
   bool spread = false;
   int slots = 1;  // workspaces (and weight-gradient partials) to allocate
+  // Run in order, but worth the whole pool: the shifted-GEMM paths then split each unit's output
+  // rows over the threads (single-threaded GEMMs again); the others leave it to OpenBLAS.
+  bool split_rows = false;
 };
 
 Plan plan_units(int64_t units, int64_t flops_per_unit, int64_t ws_floats) {
   const int threads = omp_get_max_threads();
-  if (threads <= 1 || units <= 1 || omp_in_parallel()) return {};
+  if (threads <= 1 || omp_in_parallel()) return {};
   if (units * flops_per_unit < kMinSpreadFlops) return {};
-  if (threads * ws_floats * int64_t(sizeof(float)) > kMaxSpreadWorkspaceBytes) return {};
+  Plan in_order;
+  in_order.split_rows = true;
+  if (units <= 1) return in_order;
+  if (threads * ws_floats * int64_t(sizeof(float)) > kMaxSpreadWorkspaceBytes) return in_order;
   // Share of thread-rounds doing work: 9 units on 8 threads take two rounds, 9/16 busy.
   const int64_t rounds = (units + threads - 1) / threads;
   const double busy = double(units) / double(rounds * threads);
   if (flops_per_unit < kSmallGemmFlops || busy >= 0.75) return {true, threads};
-  return {};
+  return in_order;
 }
 
 // Runs body(unit, workspace, slot) for every unit in [0, units). Spread: each thread takes one
@@ -207,10 +213,12 @@ Tensor tap_weights(const Tensor& w, int64_t G, bool adjoint) {
 // contiguous run of out_w values in each channel of the zero-padded image (C, Hp, Wp), so
 // each product reads the padded image in place (ldb = Hp * Wp). Each GEMM is small enough
 // for OpenBLAS's unpacked kernel; this replaces an im2col that cost as much as 15% of a step.
-// Deterministic: the taps add in a fixed order.
+// Deterministic: the taps add in a fixed order. With split_rows the grid rows are shared out
+// over the threads; each row is still computed by the same GEMMs, so the result is the same bits.
 void conv_rows_shifted(const ColGeometry& g, const float* taps, int64_t M, const float* padded, float* out,
-                       int64_t ldo) {
+                       int64_t ldo, bool split_rows) {
   const int64_t Hp = g.padded_height(), Wp = g.padded_width(), C = g.channels, kk = g.kernel_h * g.kernel_w;
+#pragma omp parallel for schedule(static) if (split_rows)
   for (int64_t oh = 0; oh < g.out_h; ++oh)
     for (int64_t t = 0; t < kk; ++t) {
       const int64_t i = t / g.kernel_w, j = t % g.kernel_w;
@@ -229,18 +237,40 @@ void conv_rows_shifted(const ColGeometry& g, const float* taps, int64_t M, const
 // Hp * Wp, by dyp_t; the zero rows cancel the positions that wrap around a row's end. Split
 // along L so each GEMM stays within OpenBLAS's unpacked kernel (see tile_rows). Writes the kk
 // products to out (kk, C, M). Deterministic: every sum runs in a fixed order.
-void conv_weight_grad_shifted(const ColGeometry& g, const float* padded, const float* dyp, int64_t M, float* out) {
+//
+// With split_rows (partials: (threads, kk * C * M) floats), thread r of T sums the grid rows
+// [Ho r / T, Ho (r + 1) / T) into its own partial, and the partials are added in thread order:
+// reproducible for a given thread count.
+void conv_weight_grad_shifted(const ColGeometry& g, const float* padded, const float* dyp, int64_t M, float* out,
+                              bool split_rows, float* partials) {
   const int64_t Hp = g.padded_height(), Wp = g.padded_width(), C = g.channels, kk = g.kernel_h * g.kernel_w;
-  const int64_t L = (g.out_h - 1) * Wp + g.out_w;
+  const int64_t L = (g.out_h - 1) * Wp + g.out_w, size = kk * C * M;
   const int64_t chunk = std::max<int64_t>(1, kSmallGemmMNK / std::max<int64_t>(1, C * M));
-  for (int64_t t = 0; t < kk; ++t) {
-    const int64_t i = t / g.kernel_w, j = t % g.kernel_w;
-    const float* a = padded + i * g.dil_h * Wp + j * g.dil_w;  // (C, L), ld Hp * Wp
-    for (int64_t l0 = 0; l0 < L; l0 += chunk) {
-      const int64_t len = std::min(chunk, L - l0);
-      gemm(false, false, C, M, len, 1.f, a + l0, Hp * Wp, dyp + l0 * M, M, l0 == 0 ? 0.f : 1.f, out + t * C * M, M);
+  // out = the products over dY rows [l_begin, l_end).
+  auto products = [&](int64_t l_begin, int64_t l_end, float* dst) {
+    for (int64_t t = 0; t < kk; ++t) {
+      const int64_t i = t / g.kernel_w, j = t % g.kernel_w;
+      const float* a = padded + i * g.dil_h * Wp + j * g.dil_w;  // (C, L), ld Hp * Wp
+      for (int64_t l0 = l_begin; l0 < l_end; l0 += chunk) {
+        const int64_t len = std::min(chunk, l_end - l0);
+        gemm(false, false, C, M, len, 1.f, a + l0, Hp * Wp, dyp + l0 * M, M, l0 == l_begin ? 0.f : 1.f,
+             dst + t * size / kk, M);
+      }
+      if (l_begin >= l_end) std::fill(dst + t * size / kk, dst + (t + 1) * size / kk, 0.f);
     }
+  };
+  if (!split_rows) return products(0, L, out);
+  int used = 1;
+#pragma omp parallel
+  {
+    const int64_t T = omp_get_num_threads(), r = omp_get_thread_num();
+    const int64_t oh0 = g.out_h * r / T, oh1 = g.out_h * (r + 1) / T;
+    products(oh0 * Wp, std::min(L, oh1 * Wp), partials + r * size);
+    if (r == 0) used = static_cast<int>(T);
   }
+  std::copy(partials, partials + size, out);
+  for (int r = 1; r < used; ++r)
+    for (int64_t k = 0; k < size; ++k) out[k] += partials[r * size + k];
 }
 
 // dyp (L, M) for conv_weight_grad_shifted from dY (M, Ho, Wo): rows oh * Wp + ow = dY[:, oh, ow],
@@ -305,7 +335,8 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
     const Plan plan = plan_units(N * G, 2 * z.C_out_g * z.K * z.HWo, z.ws_floats);
     // Shifted GEMMs (no column matrix) where each GEMM runs on one thread, the width stride is
     // 1 and there are enough input channels; otherwise im2col tiles.
-    const bool shifted = !z.pointwise && tiles_pay(plan) && s.w == 1 && C_in_g >= kShiftedMinChannels;
+    const bool shifted = !z.pointwise && (tiles_pay(plan) || plan.split_rows) && s.w == 1 &&
+                         C_in_g >= kShiftedMinChannels;
     const int64_t th = tile_rows(z.geo, tiles_pay(plan), z.C_out_g);
     // Per slot: a column tile (K, th * Wo) unless shifted, then the zero-padded image.
     const int64_t col_floats = z.pointwise || shifted ? 0 : z.K * th * Wo;
@@ -329,7 +360,8 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
         kernels::pad_image(z.geo, xg, padded);
         if (shifted) {
           const int64_t kk = kH * kW;
-          conv_rows_shifted(z.geo, taps.data() + g * kk * z.C_out_g * C_in_g, z.C_out_g, padded, og, z.HWo);
+          conv_rows_shifted(z.geo, taps.data() + g * kk * z.C_out_g * C_in_g, z.C_out_g, padded, og, z.HWo,
+                            plan.split_rows);
         }
         for (int64_t oh0 = 0; oh0 < (shifted ? 0 : Ho); oh0 += th) {
           const int64_t oh1 = std::min(Ho, oh0 + th), cols = (oh1 - oh0) * Wo;
@@ -358,13 +390,14 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
     const Plan plan = plan_units(units, (need_x + need_w) * 2 * z.C_out_g * z.K * z.HWo, full_ws);
     const bool tiled = tiles_pay(plan);
     const int64_t th_w = tile_rows(z.geo, tiled, z.C_out_g);            // weight gradient tiles
-    const bool shifted = adjoint && tiled && z.C_out_g >= kShiftedMinChannels;  // the adjoint has stride 1
+    const bool rows = plan.split_rows;  // the shifted paths split each unit's rows over the threads
+    const bool shifted = adjoint && (tiled || rows) && z.C_out_g >= kShiftedMinChannels;  // the adjoint has stride 1
     const int64_t th_x = adjoint && !shifted ? tile_rows(z.adj_geo, tiled, z.C_in_g) : 0;  // input gradient tiles
     const int64_t Wo = z.geo.out_w, Ho = z.geo.out_h, W = z.geo.width, H = z.geo.height;
     // The weight gradient per tap from the padded image, with no column matrix, under the same
     // conditions as the forward's shifted GEMMs, and a stride of 1 both ways.
-    const bool shifted_w = need_w && !z.pointwise && tiled && z.geo.stride_h == 1 && z.geo.stride_w == 1 &&
-                           z.C_in_g >= kShiftedMinChannels;
+    const bool shifted_w = need_w && !z.pointwise && (tiled || rows) && z.geo.stride_h == 1 &&
+                           z.geo.stride_w == 1 && z.C_in_g >= kShiftedMinChannels;
     const int64_t L = (Ho - 1) * z.geo.padded_width() + Wo;  // rows of dY on the padded width
     // Per slot: a column tile, then the zero-padded image (x, or dY for the adjoint) it is
     // copied from; the weight gradient and the input gradient use the buffer one after the other.
@@ -384,6 +417,8 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
     // (slots, C_out, K), reduced in slot order afterwards, so no two threads race on a sum.
     Tensor partials = need_w && plan.spread ? Tensor::zeros({plan.slots, wnumel}) : Tensor();
     Tensor gwt = need_w ? Tensor::empty({plan.slots, z.K * z.C_out_g}) : Tensor();  // (slots, K, C_out_g)
+    // Per-thread partial weight gradients when shifted_w splits rows: (threads, K * C_out_g).
+    Tensor row_partials = shifted_w && rows ? Tensor::empty({omp_get_max_threads(), z.K * z.C_out_g}) : Tensor();
     const float* px = xv.data();
     const float* pw = wv.data();
     const float* pgy = gy.data();
@@ -409,7 +444,8 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
           float* dyp = padded + z.geo.padded_size();  // (L, C_out_g)
           kernels::pad_image(z.geo, px + x_off, padded);
           lay_out_on_padded_width(z.geo, gyg, z.C_out_g, dyp);
-          conv_weight_grad_shifted(z.geo, padded, dyp, z.C_out_g, t);
+          conv_weight_grad_shifted(z.geo, padded, dyp, z.C_out_g, t, rows,
+                                   rows ? row_partials.data() : nullptr);
         } else {
           float* padded = ws_ + col_w;                        // (C_in_g, Hp, Wp)
           float* gyt = padded + z.geo.padded_size();          // (th_w * Wo, C_out_g)
@@ -445,7 +481,8 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
           float* padded = ws_;  // (C_out_g, padded Ho, padded Wo)
           kernels::pad_image(z.adj_geo, gyg, padded);
           const int64_t kk = z.adj_K / z.C_out_g;
-          conv_rows_shifted(z.adj_geo, taps.data() + g * kk * z.C_in_g * z.C_out_g, z.C_in_g, padded, gxg, z.HW);
+          conv_rows_shifted(z.adj_geo, taps.data() + g * kk * z.C_in_g * z.C_out_g, z.C_in_g, padded, gxg, z.HW,
+                            rows);
         } else if (adjoint) {
           // dx_g[:, tile] (C_in_g, cols) = Wf_g (C_in_g, adj_K) x im2col(dY_g) tile (adj_K, cols)
           const float* wf = wflip.data() + g * z.C_in_g * z.adj_K;

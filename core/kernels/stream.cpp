@@ -4,9 +4,12 @@
 #include "core/kernels/stream.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
+
+#include "core/errors.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -72,8 +75,17 @@ static int64_t last_level_cache_bytes() {
   return best_bytes;
 }
 
+// SMALLBATCH_STREAMING_MIN_BYTES, when set, replaces half the last-level cache (for measuring
+// the two store kinds against each other from the command line).
 static int64_t default_streaming_min_bytes() {
   static const int64_t bytes = [] {
+    if (const char* env = std::getenv("SMALLBATCH_STREAMING_MIN_BYTES"); env && *env) {
+      char* end = nullptr;
+      const long long v = std::strtoll(env, &end, 10);
+      SB_CHECK(end && *end == '\0' && v >= 0, "SMALLBATCH_STREAMING_MIN_BYTES: expected a whole number of "
+               "bytes, 0 or more, but got '", env, "'");
+      return static_cast<int64_t>(v);
+    }
     const int64_t llc = last_level_cache_bytes();
     return llc > 0 ? llc / 2 : int64_t(8) << 20;
   }();

@@ -359,3 +359,18 @@ TEST_CASE("bad inputs: bad flag values name the flag") {
        {file + "/d"}},
   });
 }
+
+TEST_CASE("bad inputs: SMALLBATCH_STREAMING_MIN_BYTES is validated, and 0 streams every norm output") {
+  const std::string args = "bench --op groupnorm --groups 2 --shape 2,4,8,8 --steps 1 --warmup 0 --threads 1";
+  setenv("SMALLBATCH_STREAMING_MIN_BYTES", "lots", 1);
+  sbtest::CliResult bad = sbtest::run_cli(args);
+  setenv("SMALLBATCH_STREAMING_MIN_BYTES", "0", 1);
+  sbtest::CliResult zero = sbtest::run_cli(args);
+  unsetenv("SMALLBATCH_STREAMING_MIN_BYTES");
+  INFO("stderr: " << bad.err);
+  CHECK(bad.code > 0);
+  CHECK(bad.code < 128);
+  CHECK(bad.err.find("SMALLBATCH_STREAMING_MIN_BYTES") != std::string::npos);
+  CHECK(bad.err.find("'lots'") != std::string::npos);
+  CHECK(zero.code == 0);
+}

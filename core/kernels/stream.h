@@ -18,9 +18,10 @@ void stream_fence();
 
 // Ops whose bytes read plus written reach this write their outputs with stream_store: by the
 // time they finish, an output this large would have left the cache anyway. The default is half
-// the last-level cache (from sysfs; 8 MiB when it is not reported). Measured on a 32 MiB L3
-// with GroupNorm over (N, 64, 64, 64): streaming costs 25% at N = 2 and 4 (outputs that stay
-// cached) and saves 30% at N = 8 and 16, counting a read of the output afterwards.
+// the last-level cache (from sysfs; 8 MiB when it is not reported). Measured on a 32 MiB L3,
+// GroupNorm forward + backward on (N, 64, 64, 64) (docs/PERFORMANCE.md, round 3): streaming
+// costs 29% at N = 2 (2 MiB tensors, which stay cached), is even at N = 4, and saves 16% and
+// 23% at N = 8 and 16.
 int64_t streaming_min_bytes();
 // Overrides the default; a negative value restores it. 0 streams every output (the tests use it
 // to run the streaming paths on small inputs); INT64_MAX never streams.

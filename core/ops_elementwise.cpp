@@ -225,8 +225,10 @@ Var pow(const Var& a, float p) {
                   [p](float x, float) { return p * std::pow(x, p - 1.f); });
 }
 // relu has its own loops: written as selects they vectorize, where the generic unary_op's
-// multiply by a 0/1 derivative compiles to a branch per element. The backward passes the gradient
-// where x > 0 and writes 0 elsewhere, as PyTorch's threshold_backward does.
+// multiply by a 0/1 derivative compiles to a branch per element. As PyTorch (1.13, CPU): the
+// forward keeps every x that is not below 0, so NaN stays NaN (a diverging run shows in the loss
+// instead of being zeroed here) and -0 stays -0; the backward, like threshold_backward, writes 0
+// where the output is <= 0 and passes the gradient elsewhere, NaN included.
 Var relu(const Var& a) {
   const Tensor& x = a.value();
   Tensor out = Tensor::empty(x.shape());
@@ -236,9 +238,9 @@ Var relu(const Var& a) {
 #pragma omp parallel for simd if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const float v = px[i];
-    po[i] = v > 0.f ? v : 0.f;
+    po[i] = v < 0.f ? 0.f : v;
   }
-  // The output is positive exactly where the input is, so backward needs only the output.
+  // The output is positive (or NaN) exactly where the input is, so backward needs only the output.
   return make_result(out, "relu", {a}, [out](Node& nd) {
     Tensor gx = Tensor::empty(out.shape());
     const float *py = out.data(), *pg = nd.grad.data();
@@ -247,7 +249,7 @@ Var relu(const Var& a) {
 #pragma omp parallel for simd if (len > kParallelMin)
     for (int64_t i = 0; i < len; ++i) {
       const float g = pg[i];  // loaded unconditionally, so the select vectorizes without branches
-      pd[i] = py[i] > 0.f ? g : 0.f;
+      pd[i] = py[i] <= 0.f ? 0.f : g;
     }
     nd.inputs[0]->accumulate(gx);
   });

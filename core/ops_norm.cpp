@@ -105,8 +105,8 @@ SB_INLINE void grad_sums_block(const float* x, const float* dy, const float* y, 
   for (; i + kLanes <= e; i += kLanes) {
     Vec16 g0 = load16(dy + i), g1 = load16(dy + i + 16);
     if (kMasked) {
-      g0 = load16(y + i) > 0.f ? g0 : zero;
-      g1 = load16(y + i + 16) > 0.f ? g1 : zero;
+      g0 = load16(y + i) <= 0.f ? zero : g0;
+      g1 = load16(y + i + 16) <= 0.f ? zero : g1;
     }
     a0 += g0;
     a1 += g1;
@@ -116,14 +116,14 @@ SB_INLINE void grad_sums_block(const float* x, const float* dy, const float* y, 
   sa = lane_sum(a0, a1);
   sd = lane_sum(d0, d1);
   for (; i < e; ++i) {
-    const float g = !kMasked || y[i] > 0.f ? dy[i] : 0.f;
+    const float g = kMasked && y[i] <= 0.f ? 0.f : dy[i];
     sa += g;
     sd += g * ((x[i] - mu_hi) - mu_lo);
   }
 }
 
 // The backward's reduction over one row in float blocks: a += sum g, b += sum g * (x - mean),
-// where g = dy, or with a fused ReLU (y given: the op's output) g = y > 0 ? dy : 0.
+// where g = dy, or with a fused ReLU (y given: the op's output) g = y <= 0 ? 0 : dy, as relu()'s backward.
 SB_NORM_CLONES static void row_grad_sums_f(const float* x, const float* dy, const float* y, int64_t len,
                                            float mu_hi, float mu_lo, double& a, double& b) {
   double ta = 0, tb = 0;
@@ -148,7 +148,7 @@ SB_INLINE void dx_run_f(const float* x, const float* dy, const float* y, float* 
   if (y) {
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) {
-      const float g = y[i] > 0.f ? dy[i] : 0.f;
+      const float g = y[i] <= 0.f ? 0.f : dy[i];
       dx[i] = k_dy * g - k_const - ((x[i] - mu_hi) - mu_lo) * k_xhat;
     }
   } else {
@@ -182,7 +182,7 @@ SB_INLINE void normalize_run(const float* x, float* y, int64_t len, float mu_hi,
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) {
       const float v = ((x[i] - mu_hi) - mu_lo) * scale + shift;
-      y[i] = v > 0.f ? v : 0.f;
+      y[i] = v < 0.f ? 0.f : v;
     }
   } else {
 #pragma omp simd
@@ -203,9 +203,9 @@ SB_NORM_CLONES static void row_normalize(const float* x, float* y, int64_t len, 
   kernels::stream_fence();
 }
 
-// g = y > 0 ? dy : 0 into out: the ReLU's backward, for the double kernels of small sets.
+// g = y <= 0 ? 0 : dy into out: the ReLU's backward, for the double kernels of small sets.
 static void row_relu_mask(const float* dy, const float* y, float* out, int64_t len) {
-  for (int64_t i = 0; i < len; ++i) out[i] = y[i] > 0.f ? dy[i] : 0.f;
+  for (int64_t i = 0; i < len; ++i) out[i] = y[i] <= 0.f ? 0.f : dy[i];
 }
 
 // The double kernels, for sets of fewer than kFloatMin values.
@@ -288,7 +288,7 @@ static bool streams_output(int64_t tensors, int64_t numel) {
 // ---- GroupNorm --------------------------------------------------------------------------
 
 // group_norm and group_norm_relu: relu applies max(0, .) to the output, and masks the incoming
-// gradient by output > 0 inside the backward's own loops.
+// gradient where the output is <= 0 inside the backward's own loops.
 static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, const Var& bias, float eps,
                            bool relu) {
   const char* op = relu ? "group_norm_relu" : "group_norm";

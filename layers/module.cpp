@@ -12,8 +12,11 @@ static thread_local bool g_check_finite = false;
 FiniteCheck::FiniteCheck() : prev_(g_check_finite) { g_check_finite = true; }
 FiniteCheck::~FiniteCheck() { g_check_finite = prev_; }
 
-Var Module::operator()(const Var& x) {
-  Var y = forward(x);
+Var Module::operator()(const Var& x) { return checked(forward(x)); }
+
+Var Module::call_relu(const Var& x) { return checked(forward_relu(x)); }
+
+Var Module::checked(Var y) const {
   if (g_check_finite) {
     const Tensor& v = y.value();
     for (int64_t i = 0; i < v.numel(); ++i)

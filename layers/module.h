@@ -31,6 +31,8 @@ class Module {
   // forward(), plus, inside a FiniteCheck scope, a check that names this module (by its dotted
   // path) when its output is not finite. Models call their children through it.
   Var operator()(const Var& x);
+  // forward_relu() through the same check.
+  Var call_relu(const Var& x);
 
   // Gives every module its dotted path from this root ("e2.n1"); called by FiniteCheck users.
   void assign_paths(const std::string& prefix = "");
@@ -84,6 +86,9 @@ class Module {
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
   std::string path_;
+
+  // y, after the FiniteCheck test when one is in scope.
+  Var checked(Var y) const;
 };
 
 // While alive, Module::operator() checks every module output for NaN or infinity and throws an

@@ -19,8 +19,8 @@ FCNStage::FCNStage(int64_t cin, int64_t cout, const std::string& norm, int64_t g
 }
 
 Var FCNStage::forward(const Var& x) {
-  Var h = n1->forward_relu(c1->forward(x));  // (N, cout, H / 2, W / 2) for even H, W; fused where it can be
-  return n2->forward_relu(c2->forward(h));
+  Var h = n1->call_relu((*c1)(x));  // (N, cout, H / 2, W / 2) for even H, W; fused where it can be
+  return n2->call_relu((*c2)(h));
 }
 
 FCN::FCN(const FCNConfig& cfg) : cfg_(cfg) {
@@ -54,8 +54,8 @@ Var FCN::forward(const Var& x) {
            cfg_.depth, " needs H and W divisible by 2^depth = ", f, " but got input ", x.shape(),
            "; use a smaller depth or crop the input");
   Var h = x;
-  for (auto& s : stages_) h = s->forward(h);  // ends at (N, base * 2^(D-1), H / 2^D, W / 2^D)
-  Var logits = head_->forward(h);              // (N, classes, H / 2^D, W / 2^D)
+  for (auto& s : stages_) h = (*s)(h);  // ends at (N, base * 2^(D-1), H / 2^D, W / 2^D)
+  Var logits = (*head_)(h);             // (N, classes, H / 2^D, W / 2^D)
   return upsample(logits, x.size(2), x.size(3), UpsampleMode::Bilinear);  // (N, classes, H, W)
 }
 

@@ -55,8 +55,8 @@ Block::Block(int64_t cin, int64_t cout, const std::string& norm, int64_t groups,
 }
 
 Var Block::forward(const Var& x) {
-  Var h = n1->forward_relu(c1->forward(x));  // norm + ReLU, fused where the norm has a fused op
-  return n2->forward_relu(c2->forward(h));
+  Var h = n1->call_relu((*c1)(x));  // norm + ReLU, fused where the norm has a fused op
+  return n2->call_relu((*c2)(h));
 }
 
 UNetS::UNetS(const UNetSConfig& cfg) : cfg_(cfg) {
@@ -81,12 +81,12 @@ Var UNetS::forward(const Var& x) {
            x.shape());
   Pool2dOptions pool;
   pool.kernel = 2;
-  Var x1 = e1->forward(x);                        // (N, b, H, W)
-  Var x2 = e2->forward(max_pool2d(x1, pool));     // (N, 2b, H/2, W/2)
-  Var x3 = e3->forward(max_pool2d(x2, pool));     // (N, 4b, H/4, W/4)
-  Var y = d2->forward(concat({u2->forward(x3), x2}, 1));  // upsampled first, skip second
-  y = d1->forward(concat({u1->forward(y), x1}, 1));
-  return head->forward(y);                        // (N, classes, H, W)
+  Var x1 = (*e1)(x);                          // (N, b, H, W)
+  Var x2 = (*e2)(max_pool2d(x1, pool));       // (N, 2b, H/2, W/2)
+  Var x3 = (*e3)(max_pool2d(x2, pool));       // (N, 4b, H/4, W/4)
+  Var y = (*d2)(concat({(*u2)(x3), x2}, 1));  // upsampled first, skip second
+  y = (*d1)(concat({(*u1)(y), x1}, 1));
+  return (*head)(y);                          // (N, classes, H, W)
 }
 
 void check_norm_widths(const std::string& model, const std::string& norm, int64_t groups,
@@ -145,11 +145,11 @@ Var UNet::forward(const Var& x) {
   // feats[l - 1]: e{l}'s output (N, 2^(l-1) b, H / 2^(l-1), W / 2^(l-1)); the last is the bottleneck.
   std::vector<Var> feats;
   for (size_t i = 0; i < enc_.size(); ++i)
-    feats.push_back(enc_[i]->forward(i == 0 ? x : max_pool2d(feats.back(), pool)));
+    feats.push_back((*enc_[i])(i == 0 ? x : max_pool2d(feats.back(), pool)));
   Var y = feats.back();  // (N, 2^D b, H / 2^D, W / 2^D)
   for (int64_t l = cfg_.depth; l >= 1; --l)  // upsampled first, skip second, as in UNet-S
-    y = dec_[l - 1]->forward(concat({up_[l - 1]->forward(y), feats[l - 1]}, 1));
-  return head_->forward(y);  // (N, classes, H, W)
+    y = (*dec_[l - 1])(concat({(*up_[l - 1])(y), feats[l - 1]}, 1));
+  return (*head_)(y);  // (N, classes, H, W)
 }
 
 }  // namespace sb

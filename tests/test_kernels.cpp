@@ -102,8 +102,8 @@ TEST_CASE("kernels: relu and its gradient equal the definition, at sizes that ru
     y.backward(gy);
     bool ok = true;
     for (int64_t i = 0; i < n; ++i) {
-      ok = ok && y.value()[i] == (x[i] > 0.f ? x[i] : 0.f);
-      ok = ok && xv.grad()[i] == (x[i] > 0.f ? gy[i] : 0.f);
+      ok = ok && y.value()[i] == (x[i] < 0.f ? 0.f : x[i]);
+      ok = ok && xv.grad()[i] == (x[i] <= 0.f ? 0.f : gy[i]);
     }
     CHECK(ok);
   }

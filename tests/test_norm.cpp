@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "core/ops.h"
 #include "core/kernels/stream.h"
+#include "core/ops.h"
 #include "core/ops_norm.h"
 #include "core/threads.h"
 #include "fixtures.h"
@@ -873,4 +873,25 @@ TEST_CASE("norm ops: the streaming threshold defaults to a positive size and can
   CHECK(kernels::streaming_min_bytes() == 123);
   kernels::set_streaming_min_bytes(-1);
   CHECK(kernels::streaming_min_bytes() == def);
+}
+
+TEST_CASE("group_norm_relu and batch_norm_relu: a NaN input propagates, as relu(norm(x)) does in PyTorch") {
+  // PyTorch 1.13: relu(group_norm(x)) is NaN over the whole group of a NaN input; the fused op
+  // used to write 0 there (its select was y > 0 ? y : 0), hiding the NaN from the loss.
+  Tensor x = randn_t({2, 4, 3, 3}, 71);
+  x[5] = NAN;  // sample 0, group 0 (channels 0 and 1)
+  Var y = group_norm_relu(Var(x), 2, Var(), Var());
+  Var y_plain = relu(group_norm(Var(x), 2, Var(), Var()));
+  const int64_t group = 2 * 9;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    CAPTURE(i);
+    CHECK(std::isnan(y.value()[i]) == (i < group));
+    CHECK(std::isnan(y_plain.value()[i]) == (i < group));
+  }
+  Var b = batch_norm_relu(Var(x), Tensor(), Tensor(), Var(), Var(), true, 0.1f);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    CAPTURE(i);
+    const int64_t c = (i / 9) % 4;  // channel 0 holds the NaN, in both samples' statistics
+    CHECK(std::isnan(b.value()[i]) == (c == 0));
+  }
 }

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "core/ops.h"
 #include "gradcheck.h"
@@ -156,4 +157,28 @@ TEST_CASE("linalg: matmul and linear") {
   CHECK_GRADCHECK([](const std::vector<Var>& v) { return linear(v[0], v[1], v[2]); },
                   {rnd({4, 5}, 15), rnd({3, 5}, 16), rnd({3}, 17)});
   CHECK_GRADCHECK([](const std::vector<Var>& v) { return linear(v[0], v[1]); }, {rnd({4, 5}, 15), rnd({3, 5}, 16)});
+}
+
+TEST_CASE("elementwise: relu follows PyTorch at NaN, -0 and the infinities") {
+  // PyTorch 1.13 on the CPU: relu([nan, -0., 0., -1., 2., inf, -inf]) = [nan, -0., 0., 0., 2., inf,
+  // 0.], and the gradient of its sum is [1, 0, 0, 0, 1, 1, 0] (threshold_backward passes the
+  // gradient unless the output is <= 0).
+  Var x(Tensor::from({7}, {NAN, -0.f, 0.f, -1.f, 2.f, INFINITY, -INFINITY}), true);
+  Var y = relu(x);
+  y.backward(Tensor::ones({7}));
+  const Tensor& v = y.value();
+  CHECK(std::isnan(v[0]));
+  CHECK(v[1] == 0.f);
+  CHECK(std::signbit(v[1]));
+  CHECK(v[2] == 0.f);
+  CHECK(!std::signbit(v[2]));
+  CHECK(v[3] == 0.f);
+  CHECK(v[4] == 2.f);
+  CHECK(v[5] == INFINITY);
+  CHECK(v[6] == 0.f);
+  const std::vector<float> want_grad = {1, 0, 0, 0, 1, 1, 0};
+  for (int64_t i = 0; i < 7; ++i) {
+    CAPTURE(i);
+    CHECK(x.grad()[i] == want_grad[i]);
+  }
 }

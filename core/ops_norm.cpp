@@ -34,24 +34,19 @@ static constexpr int64_t kBlock = 1024;
 // 16 floats as one value (GCC's vector extension): one AVX-512 register in that clone, two AVX2
 // or four SSE ones in the others. The reductions keep their partial sums in two of these by
 // hand: under `omp simd reduction` GCC 12 kept them on the stack, a store-to-load dependency
-// per vector that made the sums 2 to 3 times slower than the loads feeding them.
-// The helpers returning one are always inlined, so GCC's note that such a return changes the ABI
-// without AVX-512 (-Wpsabi) concerns no call that exists.
-#pragma GCC diagnostic ignored "-Wpsabi"
+// per vector that made the sums 2 to 3 times slower than the loads feeding them. The helpers
+// take them by reference: passed or returned by value, a 64-byte vector has a different ABI with
+// and without AVX-512, which clang refuses in the baseline clone (and GCC warns about).
 typedef float Vec16 __attribute__((vector_size(64)));
 static constexpr int64_t kLanes = 32;  // two Vec16 accumulators
 
-SB_INLINE Vec16 load16(const float* p) {
-  Vec16 v;
-  __builtin_memcpy(&v, p, sizeof v);
-  return v;
-}
+// v = the 16 floats at p, whatever its alignment.
+SB_INLINE void load16(Vec16& v, const float* p) { __builtin_memcpy(&v, p, sizeof v); }
 
-// The 32 partial sums a and b added up, in a fixed order.
-SB_INLINE float lane_sum(Vec16 a, Vec16 b) {
-  const Vec16 v = a + b;
+// The 32 partial sums in a and b added up, in a fixed order.
+SB_INLINE float lane_sum(const Vec16& a, const Vec16& b) {
   float s = 0.f;
-  for (int i = 0; i < 16; ++i) s += v[i];
+  for (int i = 0; i < 16; ++i) s += a[i] + b[i];
   return s;
 }
 
@@ -63,8 +58,11 @@ SB_NORM_CLONES static double row_sum_shifted(const float* x, int64_t len, float 
     Vec16 s0 = {}, s1 = {};
     int64_t i = b;
     for (; i + kLanes <= e; i += kLanes) {
-      s0 += load16(x + i) - shift;
-      s1 += load16(x + i + 16) - shift;
+      Vec16 v0, v1;
+      load16(v0, x + i);
+      load16(v1, x + i + 16);
+      s0 += v0 - shift;
+      s1 += v1 - shift;
     }
     float s = lane_sum(s0, s1);
     for (; i < e; ++i) s += x[i] - shift;
@@ -81,7 +79,11 @@ SB_NORM_CLONES static double row_sq_dev_f(const float* x, int64_t len, float mu_
     Vec16 s0 = {}, s1 = {};
     int64_t i = b;
     for (; i + kLanes <= e; i += kLanes) {
-      const Vec16 d0 = (load16(x + i) - mu_hi) - mu_lo, d1 = (load16(x + i + 16) - mu_hi) - mu_lo;
+      Vec16 d0, d1;
+      load16(d0, x + i);
+      load16(d1, x + i + 16);
+      d0 = (d0 - mu_hi) - mu_lo;
+      d1 = (d1 - mu_hi) - mu_lo;
       s0 += d0 * d0;
       s1 += d1 * d1;
     }
@@ -103,15 +105,22 @@ SB_INLINE void grad_sums_block(const float* x, const float* dy, const float* y, 
   Vec16 a0 = {}, a1 = {}, d0 = {}, d1 = {};
   int64_t i = b;
   for (; i + kLanes <= e; i += kLanes) {
-    Vec16 g0 = load16(dy + i), g1 = load16(dy + i + 16);
+    Vec16 g0, g1, x0, x1;
+    load16(g0, dy + i);
+    load16(g1, dy + i + 16);
     if (kMasked) {
-      g0 = load16(y + i) <= 0.f ? zero : g0;
-      g1 = load16(y + i + 16) <= 0.f ? zero : g1;
+      Vec16 y0, y1;
+      load16(y0, y + i);
+      load16(y1, y + i + 16);
+      g0 = y0 <= 0.f ? zero : g0;
+      g1 = y1 <= 0.f ? zero : g1;
     }
+    load16(x0, x + i);
+    load16(x1, x + i + 16);
     a0 += g0;
     a1 += g1;
-    d0 += g0 * ((load16(x + i) - mu_hi) - mu_lo);
-    d1 += g1 * ((load16(x + i + 16) - mu_hi) - mu_lo);
+    d0 += g0 * ((x0 - mu_hi) - mu_lo);
+    d1 += g1 * ((x1 - mu_hi) - mu_lo);
   }
   sa = lane_sum(a0, a1);
   sd = lane_sum(d0, d1);

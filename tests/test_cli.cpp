@@ -48,6 +48,16 @@ TEST_CASE("cli: train saves a checkpoint that eval rebuilds from its metadata") 
   CHECK(j["class_iou"].size() == 3);
   CHECK(j["confusion"].size() == 9);
   CHECK(std::filesystem::exists(dir / "logits.safetensors"));
+  // A model flag given alone overrides that setting only; the rest come from the checkpoint
+  // (base width 4 and 3 classes here), not from the flags' defaults (16, and the data's).
+  auto same = cli("eval --weights " + (dir / "model.safetensors").string() + " --groups 2 --data " + data +
+                  " --json");
+  INFO(same.out);
+  CHECK(same.status == 0);
+  auto other = cli("eval --weights " + (dir / "model.safetensors").string() + " --base-width 8 --data " + data);
+  INFO(other.out);
+  CHECK(other.status == 1);
+  CHECK(other.out.find("e1.c1.weight") != std::string::npos);  // the shapes differ from the checkpoint's
   std::filesystem::remove_all(dir);
 }
 

@@ -40,6 +40,8 @@ struct ModelFlags {
   void add(CLI::App& cmd);
   bool any_given() const;
   ModelSpec spec(int64_t classes_default) const;
+  // base with the flags given on the command line applied over it; the others keep base's values.
+  ModelSpec override_given(ModelSpec base) const;
 };
 
 void add_train_command(CLI::App& app, Action& action);

@@ -47,6 +47,19 @@ ModelSpec ModelFlags::spec(int64_t classes_default) const {
   return s;
 }
 
+ModelSpec ModelFlags::override_given(ModelSpec base) const {
+  auto given = [](const CLI::Option* o) { return o && o->count() > 0; };
+  if (given(model_opt)) base.model = model;
+  if (given(norm_opt)) base.options.norm = norm;
+  if (given(groups_opt)) base.options.groups = groups;
+  if (given(classes_opt)) base.options.classes = classes;
+  if (given(in_opt)) base.options.in_channels = in_channels;
+  if (given(width_opt)) base.options.base_width = base_width;
+  if (given(depth_opt)) base.options.depth = depth;
+  if (given(warmup_opt)) base.options.norm_warmup = norm_warmup;
+  return base;
+}
+
 static void add_threads(CLI::App& cmd, int& threads) {
   cmd.add_option("--threads", threads, "threads for OpenMP and OpenBLAS (default: SMALLBATCH_NUM_THREADS or all cores)")
       ->check(Positive);
@@ -208,13 +221,16 @@ void add_eval_command(CLI::App& app, Action& action) {
     action = [=]() -> int {
       apply_threads(o->threads);
       TensorFile weights = model_checkpoint(load_safetensors(o->weights));  // a state.safetensors works too
+      // The checkpoint's own configuration, with any model flags given applied over it (a flag
+      // left out keeps the checkpoint's value, not the command's default); without one in the
+      // metadata, the flags and their defaults describe the model.
       ModelSpec spec;
-      if (flags->any_given()) {
+      if (weights.metadata.count(kModelMetadataKey) || !flags->any_given()) {
+        spec = flags->override_given(read_model_spec(weights));
+      } else {
         int64_t classes = flags->classes;
         if (classes == 0) classes = open_dataset(o->data, Split::Val, 0, o->dopt)->num_classes();
         spec = flags->spec(classes);
-      } else {
-        spec = read_model_spec(weights);
       }
       ModulePtr model = spec.build();
       model->load_state_dict(weights, true);

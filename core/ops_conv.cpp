@@ -244,19 +244,19 @@ void conv_rows_shifted(const ColGeometry& g, const float* taps, int64_t M, const
 void conv_weight_grad_shifted(const ColGeometry& g, const float* padded, const float* dyp, int64_t M, float* out,
                               bool split_rows, float* partials) {
   const int64_t Hp = g.padded_height(), Wp = g.padded_width(), C = g.channels, kk = g.kernel_h * g.kernel_w;
-  const int64_t L = (g.out_h - 1) * Wp + g.out_w, size = kk * C * M;
-  const int64_t chunk = std::max<int64_t>(1, kSmallGemmMNK / std::max<int64_t>(1, C * M));
-  // out = the products over dY rows [l_begin, l_end).
+  const int64_t L = (g.out_h - 1) * Wp + g.out_w, tap_size = C * M, size = kk * tap_size;
+  const int64_t chunk = std::max<int64_t>(1, kSmallGemmMNK / std::max<int64_t>(1, tap_size));
+  // dst = the products over dY rows [l_begin, l_end).
   auto products = [&](int64_t l_begin, int64_t l_end, float* dst) {
+    if (l_begin >= l_end) return std::fill(dst, dst + size, 0.f);  // a thread with no rows
     for (int64_t t = 0; t < kk; ++t) {
       const int64_t i = t / g.kernel_w, j = t % g.kernel_w;
       const float* a = padded + i * g.dil_h * Wp + j * g.dil_w;  // (C, L), ld Hp * Wp
       for (int64_t l0 = l_begin; l0 < l_end; l0 += chunk) {
         const int64_t len = std::min(chunk, l_end - l0);
         gemm(false, false, C, M, len, 1.f, a + l0, Hp * Wp, dyp + l0 * M, M, l0 == l_begin ? 0.f : 1.f,
-             dst + t * size / kk, M);
+             dst + t * tap_size, M);
       }
-      if (l_begin >= l_end) std::fill(dst + t * size / kk, dst + (t + 1) * size / kk, 0.f);
     }
   };
   if (!split_rows) return products(0, L, out);
@@ -268,9 +268,7 @@ void conv_weight_grad_shifted(const ColGeometry& g, const float* padded, const f
     products(oh0 * Wp, std::min(L, oh1 * Wp), partials + r * size);
     if (r == 0) used = static_cast<int>(T);
   }
-  std::copy(partials, partials + size, out);
-  for (int r = 1; r < used; ++r)
-    for (int64_t k = 0; k < size; ++k) out[k] += partials[r * size + k];
+  sum_partials(partials, used, size, out);
 }
 
 // dyp (L, M) for conv_weight_grad_shifted from dY (M, Ho, Wo): rows oh * Wp + ow = dY[:, oh, ow],

@@ -199,7 +199,9 @@ SB_INLINE void normalize_run(const float* x, float* y, int64_t len, float mu_hi,
   }
 }
 
-// normalize_run over one row; stream as in row_dx_f.
+// normalize_run over one row; stream as in row_dx_f. (The staging loop is written out in both
+// rather than shared through a helper taking a lambda: the lambda would be a function of its own,
+// compiled for the baseline rather than for the clone, and the two paths could differ in bits.)
 SB_NORM_CLONES static void row_normalize(const float* x, float* y, int64_t len, float mu_hi, float mu_lo,
                                          float scale, float shift, bool relu, bool stream) {
   if (!stream) return normalize_run(x, y, len, mu_hi, mu_lo, scale, shift, relu);

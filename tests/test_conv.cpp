@@ -589,6 +589,33 @@ TEST_CASE("conv2d: results are bitwise reproducible for a fixed thread count") {
   }
 }
 
+TEST_CASE("conv2d: batch 1 split over threads by rows gives the 1-thread forward and input gradient") {
+  // One sample cannot be spread over the threads, so the shifted GEMMs share out its rows; each
+  // row is computed by the same GEMMs as on 1 thread. The weight gradient adds per-thread
+  // partials, so it only agrees to rounding.
+  Generator gen(19);
+  Tensor x = Tensor::randn({1, 16, 32, 32}, gen), w = Tensor::randn({16, 16, 3, 3}, gen);
+  Tensor gy = Tensor::randn({1, 16, 32, 32}, gen);
+  Conv2dOptions o;
+  o.padding = 1;
+  auto run = [&](int threads, Tensor out[3]) {
+    ThreadCount tc(threads);
+    Var vx(x.clone(), true), vw(w.clone(), true);
+    Var y = conv2d(vx, vw, Var(), o);
+    y.backward(gy);
+    out[0] = y.value(), out[1] = vx.grad(), out[2] = vw.grad();
+  };
+  Tensor one[3], many[3];
+  run(1, one);
+  for (int threads : {2, 4}) {
+    INFO(threads << " threads");
+    run(threads, many);
+    CHECK(bitwise_equal(many[0], one[0]));
+    CHECK(bitwise_equal(many[1], one[1]));
+    CHECK_CLOSE(many[2], one[2]);
+  }
+}
+
 TEST_CASE("conv_transpose2d: results are bitwise reproducible for a fixed thread count") {
   ThreadCount threads(4);
   Generator gen(18);

@@ -1,0 +1,63 @@
+// CPUID-based choice of the kernels' instruction set, with SMALLBATCH_SIMD to force a lower one.
+#include "core/kernels/simd.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "core/errors.h"
+
+namespace sb::kernels {
+
+Simd simd_cpu_level() {
+#if defined(__x86_64__) || defined(__i386__)
+  // libgcc's checks include the OS's XCR0 bits, so a CPU whose OS does not save the AVX-512
+  // registers reports no AVX-512 here.
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return Simd::avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Simd::avx2;
+#endif
+  return Simd::baseline;
+}
+
+const char* simd_name(Simd level) {
+  switch (level) {
+    case Simd::avx512: return "avx512";
+    case Simd::avx2: return "avx2";
+    case Simd::baseline: break;
+  }
+  return "baseline";
+}
+
+static Simd read_level() {
+  const Simd cpu = simd_cpu_level();
+  const char* env = std::getenv("SMALLBATCH_SIMD");
+  if (!env || !*env) return cpu;
+  Simd wanted;
+  if (std::strcmp(env, "avx512") == 0) wanted = Simd::avx512;
+  else if (std::strcmp(env, "avx2") == 0) wanted = Simd::avx2;
+  else if (std::strcmp(env, "baseline") == 0) wanted = Simd::baseline;
+  else fail("SMALLBATCH_SIMD: expected avx512, avx2 or baseline but got '", env, "'");
+  SB_CHECK(wanted <= cpu, "SMALLBATCH_SIMD=", env, ": this CPU supports at most ", simd_name(cpu));
+  return wanted;
+}
+
+Simd simd_level() {
+  // Read once; a bad value fails every call, not just the first.
+  static std::once_flag once;
+  static Simd level = Simd::baseline;
+  static std::string error;
+  std::call_once(once, [] {
+    try {
+      level = read_level();
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  });
+  if (!error.empty()) throw Error(error);
+  return level;
+}
+
+}  // namespace sb::kernels

@@ -1,6 +1,7 @@
 // CPUID-based choice of the kernels' instruction set, with SMALLBATCH_SIMD to force a lower one.
 #include "core/kernels/simd.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -44,20 +45,31 @@ static Simd read_level() {
   return wanted;
 }
 
+// -1 until the first call reads SMALLBATCH_SIMD; then the level's number.
+static std::atomic<int> g_level{-1};
+
 Simd simd_level() {
+  const int level = g_level.load(std::memory_order_relaxed);
+  if (level >= 0) return static_cast<Simd>(level);
   // Read once; a bad value fails every call, not just the first.
   static std::once_flag once;
-  static Simd level = Simd::baseline;
   static std::string error;
   std::call_once(once, [] {
     try {
-      level = read_level();
+      int expected = -1;
+      g_level.compare_exchange_strong(expected, static_cast<int>(read_level()));
     } catch (const Error& e) {
       error = e.what();
     }
   });
   if (!error.empty()) throw Error(error);
-  return level;
+  return static_cast<Simd>(g_level.load(std::memory_order_relaxed));
+}
+
+void set_simd_level(Simd level) {
+  const Simd cpu = simd_cpu_level();
+  SB_CHECK(level <= cpu, "set_simd_level(", simd_name(level), "): this CPU supports at most ", simd_name(cpu));
+  g_level.store(static_cast<int>(level), std::memory_order_relaxed);
 }
 
 }  // namespace sb::kernels

@@ -13,6 +13,9 @@ Simd simd_cpu_level();
 // The level in force: SMALLBATCH_SIMD when set, else simd_cpu_level(). Read once. A value that is
 // not a level name, or names a level above the CPU's, throws sb::Error naming the variable.
 Simd simd_level();
+// Forces a level for the rest of the process (tests run every kernel at every level the CPU
+// has). Throws sb::Error for a level above simd_cpu_level().
+void set_simd_level(Simd level);
 // "baseline", "avx2", "avx512".
 const char* simd_name(Simd level);
 

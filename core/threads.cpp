@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "core/errors.h"
+#include "core/platform.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -17,6 +18,7 @@ void set_num_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
   if (n <= 0) n = 1;
   omp_set_num_threads(n);
+  ensure_blas_kernels();  // OpenBLAS's core is settled before anything of OpenBLAS's is touched
   openblas_set_num_threads(n);
 }
 

@@ -20,14 +20,16 @@ struct CliResult {
   std::string all() const { return out + err; }
 };
 
-// `args` are passed through the shell as written (paths in the tests hold no spaces or quotes).
-inline CliResult run_cli(const std::string& args) {
+// `args` are passed through the shell as written (paths in the tests hold no spaces or quotes);
+// `env`, when given, is a list of NAME=value words set for the command alone.
+inline CliResult run_cli(const std::string& args, const std::string& env = "") {
   static std::atomic<int> counter{0};
   auto base = std::filesystem::temp_directory_path() /
               ("sb_cli_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
   std::string out = base.string() + ".out", err = base.string() + ".err";
   // Appended piece by piece: GCC 12 warns (-Wrestrict, a false positive) on a chain of +.
-  std::string cmd = "\"";
+  std::string cmd = env.empty() ? "" : "env " + env + " ";
+  cmd += "\"";
   cmd += SB_CLI_PATH;
   cmd += "\" ";
   cmd += args;

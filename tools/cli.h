@@ -51,5 +51,6 @@ void add_compare_command(CLI::App& app, Action& action);  // tools/cmd_compare.c
 void add_predict_command(CLI::App& app, Action& action);  // tools/cmd_predict.cpp
 void add_models_command(CLI::App& app, Action& action);   // tools/cmd_models.cpp
 void add_bench_command(CLI::App& app, Action& action);    // tools/cmd_bench.cpp
+void add_doctor_command(CLI::App& app, Action& action);   // tools/cmd_doctor.cpp
 
 }  // namespace sb::cli

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "core/errors.h"
+#include "core/platform.h"
 #include "core/threads.h"
 #include "tools/cli.h"
 
@@ -12,7 +13,8 @@ int main(int argc, char** argv) {
                "It trains segmentation networks and measures how GroupNorm and BatchNorm compare "
                "at small batch sizes."};
   app.require_subcommand(0, 1);
-  app.set_version_flag("--version", std::string("smallbatch ") + SMALLBATCH_VERSION);
+  // The version, and what this build runs on here: a timing means little without it.
+  app.set_version_flag("--version", [] { return std::string("smallbatch ") + SMALLBATCH_VERSION + "\n" + sb::platform_summary(); });
   sb::cli::Action action;
   sb::cli::add_compare_command(app, action);
   sb::cli::add_train_command(app, action);
@@ -21,6 +23,7 @@ int main(int argc, char** argv) {
   sb::cli::add_data_command(app, action);
   sb::cli::add_models_command(app, action);
   sb::cli::add_bench_command(app, action);
+  sb::cli::add_doctor_command(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

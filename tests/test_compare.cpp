@@ -47,6 +47,11 @@ TEST_CASE("compare: a tiny sweep writes every output, and an interrupted sweep c
   CHECK(md.find("| bn |") != std::string::npos);
   CHECK(md.find("| gn |") != std::string::npos);
   CHECK(slurp(base / "a" / "report.html").find("data:image/png;base64,") != std::string::npos);
+  // What the timings were measured on: the CPU, the BLAS core, smallbatch's kernels, the threads.
+  CHECK(md.find("Measured on: ") != std::string::npos);
+  CHECK(md.find("BLAS ") != std::string::npos);
+  CHECK(slurp(base / "a" / "report.html").find("<h2>Machine</h2>") != std::string::npos);
+  CHECK(slurp(base / "a" / "platform.json").find("\"blas_core\"") != std::string::npos);
   // BN runs measured their batch-statistics evaluation and layer gaps.
   for (auto& r : ra.runs) {
     CHECK(r.epochs.size() == 2);

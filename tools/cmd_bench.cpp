@@ -18,8 +18,10 @@
 
 #include "core/ops.h"
 #include "core/ops_norm.h"
+#include "core/kernels/gemm.h"
 #include "core/threads.h"
 #include "optim/optimizer.h"
+#include "tools/app/provenance.h"
 #include "tools/cli.h"
 
 namespace sb::cli {
@@ -148,7 +150,20 @@ Timing bench_model(const ModelFlags& flags, const BenchOptions& o) {
   });
 }
 
+// C (M, N) = A (M, K) x B (K, N) through the same GEMM the layers use: the machine's BLAS peak,
+// the yardstick for the convolutions' GFLOP/s.
+Timing bench_sgemm(const BenchOptions& o) {
+  const int64_t M = o.shape[0], N = o.shape[1], K = o.shape[2];
+  Generator gen(o.seed + 1);
+  Tensor a = Tensor::randn({M, K}, gen), b = Tensor::randn({K, N}, gen), c = Tensor::empty({M, N});
+  return time_repeats(o.warmup, o.steps, 0, [&] {
+    kernels::gemm(false, false, M, N, K, 1.f, a.data(), b.data(), 0.f, c.data());
+    return 2 * M * N * K;
+  });
+}
+
 Timing bench_op(const ModelFlags& flags, const BenchOptions& o) {
+  if (o.op == "sgemm") return bench_sgemm(o);
   SB_CHECK(o.shape.size() == 4, "bench --op ", o.op, ": --shape must be N,C,H,W");
   const int64_t N = o.shape[0], C = o.shape[1], H = o.shape[2], W = o.shape[3];
   Generator gen(o.seed + 1);
@@ -218,10 +233,11 @@ nlohmann::json result_json(const ModelFlags& flags, const BenchOptions& o, const
   j["p10_ms"] = quantile(t.ms, 0.1);
   j["p90_ms"] = quantile(t.ms, 0.9);
   j["cpu_median_ms"] = quantile(t.cpu_ms, 0.5);
-  j["images_per_s"] = 1000.0 * static_cast<double>(t.images) / med;
+  if (t.images > 0) j["images_per_s"] = 1000.0 * static_cast<double>(t.images) / med;
   j["flops_per_step"] = t.flops;
   j["gflops"] = t.flops > 0 ? nlohmann::json(static_cast<double>(t.flops) / (med * 1e6)) : nlohmann::json(nullptr);
   j["peak_rss_mb"] = peak_rss_mb();
+  j["platform"] = platform_json();  // a time means little without the machine, kernels and load
   return j;
 }
 
@@ -241,9 +257,10 @@ void print_table(const nlohmann::json& j) {
   std::printf("  %-14s %10s\n", "p10", (fixed(j["p10_ms"], 2) + " ms").c_str());
   std::printf("  %-14s %10s\n", "p90", (fixed(j["p90_ms"], 2) + " ms").c_str());
   std::printf("  %-14s %10s\n", "CPU median", (fixed(j["cpu_median_ms"], 2) + " ms").c_str());
-  std::printf("  %-14s %10s\n", "images/s", fixed(j["images_per_s"], 1).c_str());
+  if (j.contains("images_per_s")) std::printf("  %-14s %10s\n", "images/s", fixed(j["images_per_s"], 1).c_str());
   if (!j["gflops"].is_null()) std::printf("  %-14s %10s\n", "GFLOP/s", fixed(j["gflops"], 1).c_str());
   std::printf("  %-14s %10s\n", "peak RSS", (fixed(j["peak_rss_mb"], 1) + " MB").c_str());
+  std::printf("on\n%s", platform_lines("  ").c_str());
 }
 
 // ---- --vs-torch ------------------------------------------------------------------------
@@ -325,8 +342,8 @@ int vs_torch(const ModelFlags& flags, const BenchOptions& o) {
   const std::string args = shared_args(flags, o) + " --json";
   const std::string sb_cmd = quote(exe.string()) + " bench" + args;
   const std::string torch_cmd = quote(o.python) + " " + quote(script) + args;
-  std::printf("alternating %d rounds, %d threads\n  smallbatch: %s\n  pytorch:    %s\n", o.rounds, num_threads(),
-              sb_cmd.c_str(), torch_cmd.c_str());
+  std::printf("alternating %d rounds, %d threads\n  smallbatch: %s\n  pytorch:    %s\non\n%s", o.rounds, num_threads(),
+              sb_cmd.c_str(), torch_cmd.c_str(), platform_lines("  ").c_str());
   std::printf("%-6s %12s %12s %8s %10s %10s\n", "round", "sb ms", "torch ms", "ratio", "sb MB", "torch MB");
   std::fflush(stdout);
   std::vector<double> sb_ms, th_ms, ratios, sb_mb, th_mb, cpu_ratios;
@@ -358,14 +375,15 @@ int vs_torch(const ModelFlags& flags, const BenchOptions& o) {
                 *std::min_element(cpu_ratios.begin(), cpu_ratios.end()),
                 *std::max_element(cpu_ratios.begin(), cpu_ratios.end()));
   if (o.json) {
-    nlohmann::json j = {{"rounds", rows}, {"median_time_ratio", med_ratio}, {"rss_ratio", rss_ratio}};
+    nlohmann::json j = {{"rounds", rows}, {"median_time_ratio", med_ratio}, {"rss_ratio", rss_ratio},
+                        {"platform", platform_json()}};
     if (!cpu_ratios.empty()) j["median_cpu_ratio"] = quantile(cpu_ratios, 0.5);
     std::printf("%s\n", j.dump().c_str());
   }
   return 0;
 }
 
-std::vector<int64_t> parse_shape(const std::string& s) {
+std::vector<int64_t> parse_shape(const std::string& s, size_t dims, const char* names) {
   std::vector<int64_t> v;
   std::stringstream ss(s);
   std::string part;
@@ -376,10 +394,18 @@ std::vector<int64_t> parse_shape(const std::string& s) {
       SB_CHECK(used == part.size() && d > 0, "");
       v.push_back(d);
     } catch (const std::exception&) {
-      fail("bench: --shape expects positive integers N,C,H,W but got '", s, "'");
+      fail("bench: --shape expects positive integers ", names, " but got '", s, "'");
     }
   }
-  SB_CHECK(v.size() == 4, "bench: --shape expects 4 sizes N,C,H,W but got '", s, "'");
+  SB_CHECK(v.size() == dims, "bench: --shape expects ", dims, " sizes ", names, " but got '", s, "'");
+  // Every tensor the op makes must be addressable: a product past 2^40 floats (4 TiB) is refused
+  // before it can overflow.
+  int64_t product = 1;
+  for (int64_t d : v) {
+    SB_CHECK(d <= (int64_t(1) << 40) / product, "bench: --shape '", s, "' has ", names,
+             " whose product exceeds 2^40 elements");
+    product *= d;
+  }
   return v;
 }
 
@@ -400,8 +426,8 @@ void add_bench_command(CLI::App& app, Action& action) {
   cmd->add_option("--seed", o->seed, "seed for weights and random data")->capture_default_str();
   cmd->add_flag("--json", o->json, "print one JSON line");
   cmd->add_option("--op", o->op, "time one layer instead of a training step")
-      ->check(CLI::IsMember({"conv2d", "conv_transpose2d", "groupnorm", "batchnorm"}));
-  cmd->add_option("--shape", *shape, "--op input shape N,C,H,W");
+      ->check(CLI::IsMember({"conv2d", "conv_transpose2d", "groupnorm", "batchnorm", "sgemm"}));
+  cmd->add_option("--shape", *shape, "--op input shape N,C,H,W (sgemm: M,N,K, default 2048,2048,2048)");
   cmd->add_option("--out-channels", o->out_channels, "--op conv*: output channels (default C)")->check(Positive);
   cmd->add_option("--kernel", o->kernel, "--op conv*: kernel size (default 3; 2 for conv_transpose2d)")->check(Positive);
   cmd->add_option("--stride", o->stride, "--op conv*: stride (default 1; 2 for conv_transpose2d)")->check(Positive);
@@ -415,8 +441,10 @@ void add_bench_command(CLI::App& app, Action& action) {
     action = [=]() -> int {
       BenchOptions opt = *o;
       set_num_threads(opt.threads > 0 ? opt.threads : default_num_threads());
-      if (!opt.op.empty()) opt.shape = parse_shape(*shape);
+      if (opt.op == "sgemm") opt.shape = parse_shape(shape->empty() ? "2048,2048,2048" : *shape, 3, "M,N,K");
+      else if (!opt.op.empty()) opt.shape = parse_shape(*shape, 4, "N,C,H,W");
       else SB_CHECK(shape->empty(), "bench: --shape goes with --op");
+      SB_CHECK(!(opt.vs_torch && opt.op == "sgemm"), "bench: --vs-torch does not time --op sgemm (tools/bench_torch.py times models and layers)");
       if (opt.vs_torch) return vs_torch(*flags, opt);
       Timing t = opt.op.empty() ? bench_model(*flags, opt) : bench_op(*flags, opt);
       nlohmann::json j = result_json(*flags, opt, t);

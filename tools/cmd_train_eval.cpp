@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "core/safetensors.h"
+#include "core/platform.h"
 #include "core/threads.h"
 #include "tools/app/data_spec.h"
 #include "tools/app/trainer.h"
@@ -178,6 +179,8 @@ void add_train_command(CLI::App& app, Action& action) {
                   c.spec.options.norm.c_str(), c.data.c_str(), (long long)c.batch,
                   c.steps ? str(c.steps, " steps").c_str() : str(c.epochs, " epochs").c_str(),
                   (unsigned long long)c.seed, c.threads);
+      std::printf("on %s\n", platform_summary().c_str());
+      std::fflush(stdout);
       TrainResult r = train(c, nullptr, hooks);
       std::signal(SIGINT, SIG_DFL);
       if (!r.skipped.empty()) std::fprintf(stderr, "%s\n", r.skipped.c_str());

@@ -10,7 +10,9 @@
 
 #include "core/fileio.h"
 #include "core/safetensors.h"
+#include "core/platform.h"
 #include "core/threads.h"
+#include "tools/app/provenance.h"
 #include "layers/batch_norm.h"
 #include "models/registry.h"
 #include "models/unet.h"
@@ -252,7 +254,7 @@ static void measure_after(RunOutcome& o, Module& model, const Dataset& val, cons
 // report's files here, the initial weights in init/, each run's files in its folder. Only those
 // are removed, never anything else: --out may be a folder that holds other files too.
 static void remove_stale_sweep_temporaries(const CompareConfig& cfg, const std::vector<RunSpec>& plan) {
-  remove_stale_temporaries(cfg.out, {"compare.json", "runs.csv", "summary.csv", "summary.md", "report.html",
+  remove_stale_temporaries(cfg.out, {"compare.json", "platform.json", "runs.csv", "summary.csv", "summary.md", "report.html",
                                      "fig1_miou_vs_batch.png", "fig2_val_curves.png", "fig3_bn_gap.png",
                                      "fig4_predictions.png"});
   std::vector<std::string> inits;
@@ -292,6 +294,10 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
   auto plan = plan_runs(cfg);
   remove_stale_sweep_temporaries(cfg, plan);
   write_file_atomic(cfg_path, cfg.to_json().dump(2) + "\n");
+  // The machine this session runs on, for the report: timings compare only between like machines.
+  // Apart from compare.json, which must match across sessions that may run on different machines.
+  write_file_atomic(cfg.out + "/platform.json", platform_json().dump(2) + "\n");
+  log(str("on ", platform_summary()));
 
   DataOptions dopt;
   dopt.limit = cfg.limit;

@@ -96,6 +96,36 @@ plot::Canvas image_canvas(const Tensor& img) {
 
 }  // namespace
 
+// Text made safe inside HTML: paths and data specs may hold <, > and &.
+std::string html_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '<') out += "&lt;";
+    else if (c == '>') out += "&gt;";
+    else if (c == '&') out += "&amp;";
+    else out += c;
+  }
+  return out;
+}
+
+// "CPU ... (avx512); BLAS core ... (...); smallbatch kernels ...; N threads; load ..." from the
+// sweep's platform.json (written by the session that made this report), or "" without one.
+std::string machine_line(const std::string& out) {
+  const std::string path = out + "/platform.json";
+  if (!std::filesystem::exists(path)) return "";
+  try {
+    const nlohmann::json j = nlohmann::json::parse(read_file(path));
+    std::string line = str(j.at("cpu").get<std::string>(), " (", j.at("cpu_simd").get<std::string>(), "); BLAS ",
+                           j.at("blas_core").get<std::string>(), " kernels (", j.at("blas_core_origin").get<std::string>(),
+                           "); smallbatch kernels ", j.at("kernels").get<std::string>(), "; ", j.at("threads").get<int>(),
+                           " threads");
+    if (j.contains("load_average")) line += str("; load average ", fmt(j["load_average"][0].get<double>(), 2), " at the start");
+    return line;
+  } catch (const std::exception& e) {
+    return str("unknown (", path, " unreadable: ", e.what(), ")");
+  }
+}
+
 std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>& runs, double seconds) {
   namespace fs = std::filesystem;
   const std::string& out = cfg.out;
@@ -250,6 +280,8 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
   }
   md << "\n" << runs.size() << " runs in " << fmt(seconds / 60, 1) << " min (this session; finished runs "
      << "loaded from disk take no time).\n";
+  const std::string machine = machine_line(out);
+  if (!machine.empty()) md << "\nMeasured on: " << machine << "\n";
   std::string summary = md.str();
   write_file_atomic(out + "/summary.md", summary);
 
@@ -407,7 +439,10 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
   html << "<img alt=\"validation curves\" src=\"" << plot::png_data_uri(c2) << "\">";
   html << "<img alt=\"BN train/test gap\" src=\"" << plot::png_data_uri(c3) << "\">";
   if (!fig4_uri.empty()) html << "<img alt=\"predictions\" src=\"" << fig4_uri << "\">";
-  html << "<h2>Configuration</h2><pre>" << cfg.to_json().dump(2) << "</pre></body></html>\n";
+  html << "<h2>Configuration</h2><pre>" << html_escape(cfg.to_json().dump(2)) << "</pre>";
+  if (fs::exists(out + "/platform.json"))
+    html << "<h2>Machine</h2><pre>" << html_escape(read_file(out + "/platform.json")) << "</pre>";
+  html << "</body></html>\n";
   std::string page = html.str();
   write_file_atomic(out + "/report.html", page);
   return summary;

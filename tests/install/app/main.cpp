@@ -1,11 +1,15 @@
 // Builds against the installed package: per-header includes in both spellings, a registry
-// model and one training step (conv on OpenBLAS, OpenMP loops), so every dependency links.
+// model and one training step (conv on OpenBLAS, OpenMP loops), so every dependency links; and
+// the OpenBLAS core guard protects a library user as it does the command line.
+#include <strings.h>
+
 #include <cstdio>
 
 #include <smallbatch/core/ops.h>
 #include <smallbatch/layers/group_norm.h>
 #include <smallbatch/models/registry.h>
 #include <smallbatch/optim/optimizer.h>
+#include <smallbatch/core/platform.h>
 
 #include "core/threads.h"  // the headers' own spelling resolves too
 
@@ -27,5 +31,18 @@ int main() {
   sgd.step();
   std::printf("%s: %lld parameters, loss %.4f, %s\n", model->name().c_str(),
               static_cast<long long>(model->num_parameters()), loss.item(), extra.name().c_str());
+  // On a CPU with AVX2 or AVX-512, OpenBLAS runs AVX2-or-better kernels, or a warning said why not.
+  const sb::PlatformInfo p = sb::platform_info();
+  std::printf("%s\n", sb::platform_summary().c_str());
+  bool wide = false;
+  for (const char* core : {"SkylakeX", "Cooperlake", "SapphireRapids", "Haswell", "Zen", "Excavator"})
+    wide = wide || strcasecmp(p.blas.core.c_str(), core) == 0;
+  const bool user_choice = p.blas.origin.rfind("OPENBLAS_CORETYPE", 0) == 0;
+  if ((p.cpu_simd == "avx2" || p.cpu_simd == "avx512") && p.blas.library.rfind("OpenBLAS", 0) == 0 && !wide &&
+      p.blas.warning.empty() && !user_choice) {
+    std::printf("the OpenBLAS core guard did not act: %s kernels on a CPU with %s\n", p.blas.core.c_str(),
+                p.cpu_simd.c_str());
+    return 2;
+  }
   return loss.item() > 0 ? 0 : 1;
 }

@@ -10,7 +10,8 @@
 #include "core/errors.h"
 #include "core/platform.h"
 
-extern "C" void openblas_set_num_threads(int);
+// Weak: with a BLAS other than OpenBLAS (which has no such call) the program still links and runs.
+extern "C" __attribute__((weak)) void openblas_set_num_threads(int);
 
 namespace sb {
 
@@ -19,7 +20,7 @@ void set_num_threads(int n) {
   if (n <= 0) n = 1;
   omp_set_num_threads(n);
   ensure_blas_kernels();  // OpenBLAS's core is settled before anything of OpenBLAS's is touched
-  openblas_set_num_threads(n);
+  if (openblas_set_num_threads) openblas_set_num_threads(n);
 }
 
 int num_threads() { return omp_get_max_threads(); }

@@ -15,6 +15,7 @@
 
 #include "core/errors.h"
 #include "core/kernels/simd.h"
+#include "core/kernels/stream.h"
 #include "core/threads.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -207,6 +208,12 @@ PlatformInfo platform_info() {
   p.kernels = kernels::simd_name(kernels::simd_level());
   p.threads = num_threads();
   return p;
+}
+
+void check_environment() {
+  kernels::simd_level();
+  default_num_threads();
+  kernels::streaming_min_bytes();
 }
 
 std::string platform_summary() {

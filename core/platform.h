@@ -38,6 +38,11 @@ PlatformInfo platform_info();
 // One line: "CPU ...; BLAS OpenBLAS 0.3.21 (SkylakeX, ...); kernels avx512; 2 threads".
 std::string platform_summary();
 
+// Reads every SMALLBATCH_* setting now (SMALLBATCH_SIMD, SMALLBATCH_NUM_THREADS,
+// SMALLBATCH_STREAMING_MIN_BYTES), so a malformed one is an error before any work starts rather
+// than in the middle of it. Throws sb::Error naming the variable and its value.
+void check_environment();
+
 namespace detail {
 // The decision ensure_blas_kernels() takes, apart so tests can give it any CPU: returns the
 // OpenBLAS core to switch to ("" for none). cpu_simd as in PlatformInfo; bf16: AVX512_BF16;

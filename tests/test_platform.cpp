@@ -181,3 +181,34 @@ TEST_CASE("platform: with a BLAS that is not OpenBLAS, smallbatch runs, computes
   const std::string cmd = "env " + env + " '" + self_exe() + "' -tc='platform: the GEMM fingerprint is a correct product' >/dev/null";
   CHECK(std::system(cmd.c_str()) == 0);
 }
+
+TEST_CASE("platform: a malformed SMALLBATCH_* setting is an error naming it, before any work") {
+  sbtest::TempDir dir;
+  const std::string out = (dir.path / "run").string();
+  for (const char* env : {"SMALLBATCH_SIMD=avx9", "SMALLBATCH_SIMD=AVX2", "SMALLBATCH_NUM_THREADS=two",
+                          "SMALLBATCH_STREAMING_MIN_BYTES=-5"}) {
+    CAPTURE(env);
+    const std::string name = std::string(env).substr(0, std::string(env).find('='));
+    sbtest::CliResult r = sbtest::run_cli("train --steps 1 --out " + out, env);
+    CHECK(r.code == 1);
+    CHECK(r.err.find(name) != std::string::npos);
+    CHECK(!std::filesystem::exists(out));  // refused before the run folder was made
+    r = sbtest::run_cli("--version", env);
+    CHECK(r.code == 1);
+    CHECK(r.err.find(name) != std::string::npos);
+  }
+  // A level above the CPU's is refused by name; every level up to it runs.
+  const kernels::Simd cpu = kernels::simd_cpu_level();
+  for (kernels::Simd level : {kernels::Simd::baseline, kernels::Simd::avx2, kernels::Simd::avx512}) {
+    const std::string env = std::string("SMALLBATCH_SIMD=") + kernels::simd_name(level);
+    sbtest::CliResult r = sbtest::run_cli("doctor --json", env);
+    CAPTURE(env);
+    if (level <= cpu) {
+      CHECK(r.code == 0);
+      CHECK(r.out.find(std::string("\"kernels\":\"") + kernels::simd_name(level) + "\"") != std::string::npos);
+    } else {
+      CHECK(r.code == 1);
+      CHECK(r.err.find("this CPU supports at most") != std::string::npos);
+    }
+  }
+}

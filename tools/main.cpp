@@ -28,12 +28,16 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const std::exception& e) {  // --version reads the environment, which may be malformed
+    std::cerr << "smallbatch: error: " << e.what() << "\n";
+    return 1;
   }
   if (!action) {
     std::cout << app.help();
     return 0;
   }
   try {
+    sb::check_environment();
     return action();
   } catch (const sb::Error& e) {
     std::cerr << "smallbatch " << app.get_subcommands()[0]->get_name() << ": error: " << e.what() << "\n";

@@ -187,8 +187,8 @@ TEST_CASE("platform: a malformed SMALLBATCH_* setting is an error naming it, bef
   const std::string out = (dir.path / "run").string();
   for (const char* env : {"SMALLBATCH_SIMD=avx9", "SMALLBATCH_SIMD=AVX2", "SMALLBATCH_NUM_THREADS=two",
                           "SMALLBATCH_STREAMING_MIN_BYTES=-5"}) {
-    CAPTURE(env);
-    const std::string name = std::string(env).substr(0, std::string(env).find('='));
+    const std::string setting = env, name = setting.substr(0, setting.find('='));
+    CAPTURE(setting);
     sbtest::CliResult r = sbtest::run_cli("train --steps 1 --out " + out, env);
     CHECK(r.code == 1);
     CHECK(r.err.find(name) != std::string::npos);

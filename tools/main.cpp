@@ -14,7 +14,10 @@ int main(int argc, char** argv) {
                "at small batch sizes."};
   app.require_subcommand(0, 1);
   // The version, and what this build runs on here: a timing means little without it.
-  app.set_version_flag("--version", [] { sb::check_environment(); return std::string("smallbatch ") + SMALLBATCH_VERSION + "\n" + sb::platform_summary(); });
+  app.set_version_flag("--version", [] {
+    sb::check_environment();
+    return std::string("smallbatch ") + SMALLBATCH_VERSION + "\n" + sb::platform_summary();
+  });
   sb::cli::Action action;
   sb::cli::add_compare_command(app, action);
   sb::cli::add_train_command(app, action);

@@ -191,3 +191,62 @@ TEST_CASE("compare: a sweep removes the temporaries a killed sweep left, and not
   for (auto& [f, bytes] : before)
     if (f.parent_path() != dir.path) CHECK_MESSAGE(slurp(f) == bytes, f.string());
 }
+
+namespace {
+// Two 2x2 samples with known labels: class 0 on 4 of the 7 labelled pixels, classes 1 and 2 on the rest.
+struct KnownMasks : Dataset {
+  int64_t size() const override { return 2; }
+  Sample get(int64_t i) const override {
+    Sample s{Tensor::zeros({3, 2, 2}), IndexTensor::empty({2, 2})};
+    const int64_t labels[2][4] = {{0, 0, 1, 255}, {0, 2, 2, 0}};
+    for (int64_t k = 0; k < 4; ++k) s.mask[k] = labels[i][k];
+    return s;
+  }
+  int64_t num_classes() const override { return 4; }
+  std::string describe() const override { return "known masks"; }
+};
+
+RunOutcome outcome(const std::string& norm, int64_t batch, int64_t seed, double miou) {
+  RunOutcome o;
+  o.spec.norm = norm, o.spec.batch = batch, o.spec.seed = seed, o.spec.lr = 0.1f;
+  o.final_miou = o.best_miou = miou;
+  return o;
+}
+}  // namespace
+
+TEST_CASE("compare: the background-everywhere score is class 0's share over the classes present") {
+  // IoU of class 0: 4 / 7 (every labelled pixel is predicted 0); classes 1 and 2 score 0; class 3
+  // is absent from the labels and never predicted, so it does not count; 255 is ignored.
+  CHECK(background_only_miou(KnownMasks(), SampleTransform{}) == doctest::Approx(4.0 / 7.0 / 3.0));
+}
+
+TEST_CASE("compare: the report reads its table: reference line, a warning when nothing learned, a conclusion") {
+  sbtest::TempDir dir;
+  CompareConfig cfg = tiny((dir.path / "r").string());
+  cfg.seeds = 2;
+  std::filesystem::create_directories(cfg.out);
+  std::vector<RunOutcome> runs = {outcome("bn", 4, 0, 0.40), outcome("bn", 4, 1, 0.44), outcome("gn", 4, 0, 0.41),
+                                  outcome("gn", 4, 1, 0.43), outcome("bn", 2, 0, 0.20), outcome("bn", 2, 1, 0.22),
+                                  outcome("gn", 2, 0, 0.45), outcome("gn", 2, 1, 0.47)};
+  std::string md = write_report(cfg, runs, 1.0, 0.25);
+  CHECK(md.find("Predicting background everywhere scores 25.0") != std::string::npos);
+  CHECK(md.find("did not learn") == std::string::npos);
+  CHECK(md.find("At 2 images per batch, gn scores 46.0 ± 1.4 and bn scores 21.0 ± 1.4 val mIoU.") != std::string::npos);
+  CHECK(md.find("gn leads bn by 25.0 points, more than the two cells' spreads over seeds") != std::string::npos);
+  CHECK(md.find("From 4 to 2 images per batch, bn loses 21.0; gn gains 4.0 points.") != std::string::npos);
+  const std::string html = slurp(dir.path / "r" / "report.html");
+  for (const char* caption : {"<b>Figure 1.</b>", "<b>Figure 2.</b>", "<b>Figure 3.</b>"})
+    CHECK(html.find(caption) != std::string::npos);
+  CHECK(html.find("predicting background everywhere") != std::string::npos);
+  // Nothing above the floor: the report says so.
+  md = write_report(cfg, runs, 1.0, 0.50);
+  CHECK(md.find("No cell beats it: the models did not learn") != std::string::npos);
+  // One seed: no "± 0.0", which would claim a spread nobody measured.
+  cfg.seeds = 1;
+  std::vector<RunOutcome> one = {outcome("bn", 4, 0, 0.40), outcome("gn", 4, 0, 0.41), outcome("bn", 2, 0, 0.20),
+                                 outcome("gn", 2, 0, 0.45)};
+  md = write_report(cfg, one, 1.0, 0.25);
+  CHECK(md.find("± 0.0") == std::string::npos);
+  CHECK(md.find("| 40.0 |") != std::string::npos);
+  CHECK(md.find("one seed: no spread to compare with") != std::string::npos);
+}

@@ -19,7 +19,6 @@ void add_doctor_command(CLI::App& app, Action& action) {
     action = []() -> int {
       set_num_threads(threads > 0 ? threads : default_num_threads());
       nlohmann::json j = platform_json();
-      j["version"] = SMALLBATCH_VERSION;
       if (json) {
         std::printf("%s\n", j.dump().c_str());
       } else {

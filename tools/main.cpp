@@ -6,9 +6,11 @@
 #include "core/errors.h"
 #include "core/platform.h"
 #include "core/threads.h"
+#include "tools/app/provenance.h"
 #include "tools/cli.h"
 
 int main(int argc, char** argv) {
+  sb::set_command_line(argc, argv);
   CLI::App app{"smallbatch: a small, fast, honest deep-learning training framework in C++.\n"
                "It trains segmentation networks and measures how GroupNorm and BatchNorm compare "
                "at small batch sizes."};

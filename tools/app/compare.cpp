@@ -266,6 +266,22 @@ static void remove_stale_sweep_temporaries(const CompareConfig& cfg, const std::
   for (const RunSpec& r : plan) remove_stale_temporaries(cfg.out + "/runs/" + r.dir_name(), run_files);
 }
 
+double background_only_miou(const Dataset& val, const SampleTransform& tf) {
+  std::vector<int64_t> counts(static_cast<size_t>(std::max<int64_t>(1, val.num_classes())), 0);
+  int64_t labelled = 0;
+  Generator gen(0);
+  for (int64_t i = 0; i < val.size(); ++i) {
+    Sample s = val.get(i);
+    if (tf) s = tf(std::move(s), gen);
+    for (int64_t k : s.mask)
+      if (k >= 0 && k < static_cast<int64_t>(counts.size())) ++counts[static_cast<size_t>(k)], ++labelled;
+  }
+  if (labelled == 0) return NAN;
+  int64_t present = 0;
+  for (size_t k = 0; k < counts.size(); ++k) present += counts[k] > 0 || k == 0;
+  return static_cast<double>(counts[0]) / static_cast<double>(labelled) / static_cast<double>(present);
+}
+
 CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks) {
   CompareConfig cfg = cfg_in;
   cfg.apply_preset();
@@ -418,7 +434,8 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     result.runs.push_back(o);
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!result.interrupted) result.summary_md = write_report(cfg, result.runs, result.seconds);
+  if (!result.interrupted)
+    result.summary_md = write_report(cfg, result.runs, result.seconds, background_only_miou(*val_data, val_tf));
   return result;
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "tools/app/trainer.h"
@@ -96,6 +97,12 @@ int64_t count_loss_spikes(const std::vector<float>& losses, int64_t batch);
 CompareResult run_compare(const CompareConfig& cfg, const CompareHooks& hooks = {});
 
 // Writes runs.csv, summary.csv, summary.md, the plots and report.html from finished runs.
-std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>& runs, double seconds);
+// background_miou: what predicting background (class 0) everywhere scores on the validation set,
+// the floor a model that learned anything beats (NaN when unknown).
+std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>& runs, double seconds,
+                         double background_miou = NAN);
+// The mIoU (0..1) of predicting class 0 at every pixel of `val` (after `tf`): class 0's IoU is its
+// share of the labelled pixels, every other class present scores 0, absent classes don't count.
+double background_only_miou(const Dataset& val, const SampleTransform& tf);
 
 }  // namespace sb

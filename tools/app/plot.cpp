@@ -604,8 +604,9 @@ PlotArea draw_frame(Canvas& c, int x, int y, int w, int h, const std::string& ti
   if (R - L < 10) R = L + 10;
   if (B - T < 10) B = T + 10;
 
-  AxisScale sx(xr.lo, xr.hi, xa.log2 && xa.categories.empty(), L + 0.5, R - 0.5);
-  AxisScale sy(yr.lo, yr.hi, ya.log2, B - 0.5, T + 0.5);
+  AxisScale sx(xr.lo, xr.hi, xa.log2 && xa.categories.empty(), xa.reversed ? R - 0.5 : L + 0.5,
+               xa.reversed ? L + 0.5 : R - 0.5);
+  AxisScale sy(yr.lo, yr.hi, ya.log2, ya.reversed ? T + 0.5 : B - 0.5, ya.reversed ? B - 0.5 : T + 0.5);
 
   // Grid first, under everything.
   for (double v : yt.at) {

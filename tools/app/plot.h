@@ -109,6 +109,7 @@ std::string format_tick(double v, double step);
 struct Axis {
   std::string label;  // with units, e.g. "val mIoU (fraction of 1)"
   bool log2 = false;  // powers of two evenly spaced; values <= 0 are not drawn
+  bool reversed = false;  // larger values on the left (x) or bottom (y)
   std::optional<double> min, max;  // limits; from the data (padded) when unset
   // Non-empty: a categorical axis. Point i of a series sits at category i, labelled with
   // categories[i]; the series' x values are ignored.

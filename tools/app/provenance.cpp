@@ -2,11 +2,25 @@
 #include "tools/app/provenance.h"
 
 #include <cstdlib>
+#include <ctime>
 
 #include "core/errors.h"
 #include "core/platform.h"
 
 namespace sb {
+
+static std::string g_command_line;
+
+void set_command_line(int argc, char** argv) {
+  g_command_line.clear();
+  for (int i = 0; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool plain = !arg.empty() && arg.find_first_of(" \t\n'\"\\$`*?[]{}()<>|&;#~") == std::string::npos;
+    std::string quoted = "'";
+    for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    g_command_line += (i ? " " : "") + (plain ? arg : quoted + "'");
+  }
+}
 
 double load_average_1min() {
   double load[1];
@@ -16,6 +30,14 @@ double load_average_1min() {
 nlohmann::json platform_json() {
   const PlatformInfo p = platform_info();
   nlohmann::json j;
+  if (!g_command_line.empty()) j["command"] = g_command_line;
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", &utc);
+  j["date_utc"] = date;
+  j["version"] = SMALLBATCH_VERSION;
   j["cpu"] = p.cpu;
   j["cpu_simd"] = p.cpu_simd;
   j["blas"] = p.blas.library;

@@ -126,7 +126,59 @@ std::string machine_line(const std::string& out) {
   }
 }
 
-std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>& runs, double seconds) {
+// A few sentences read off the mIoU table: the norms at the smallest batch size, ranked, and
+// whether the gap between the first and the last exceeds the spread over seeds; then how each
+// norm moved from the largest batch to the smallest.
+std::string conclusion(const std::vector<std::string>& labels, const std::vector<int64_t>& batches,
+                       const std::map<std::pair<std::string, int64_t>, Cell>& cells, int64_t seeds) {
+  if (batches.empty() || labels.empty()) return "";
+  const int64_t small = batches.back(), large = batches.front();
+  std::vector<std::pair<double, std::string>> ranked;
+  for (auto& l : labels) {
+    auto it = cells.find({l, small});
+    if (it != cells.end() && !it->second.miou.empty()) ranked.push_back({it->second.mean(), l});
+  }
+  if (ranked.empty()) return str("At batch ", small, " every run diverged.");
+  std::sort(ranked.begin(), ranked.end(), std::greater<>());
+  std::ostringstream c;
+  auto score = [&](const std::string& l, int64_t b) {
+    const Cell& cell = cells.at({l, b});
+    return seeds > 1 && cell.miou.size() > 1 ? str(fmt(cell.mean()), " ± ", fmt(cell.std())) : fmt(cell.mean());
+  };
+  c << "At " << small << (small == 1 ? " image" : " images") << " per batch, ";
+  for (size_t i = 0; i < ranked.size(); ++i)
+    c << (i == 0 ? "" : i + 1 == ranked.size() ? " and " : ", ") << ranked[i].second << " scores "
+      << score(ranked[i].second, small);
+  c << " val mIoU.";
+  if (ranked.size() > 1) {
+    const Cell& best = cells.at({ranked.front().second, small});
+    const Cell& worst = cells.at({ranked.back().second, small});
+    const double gap = ranked.front().first - ranked.back().first;
+    c << " " << ranked.front().second << " leads " << ranked.back().second << " by " << fmt(gap) << " points";
+    if (seeds > 1)
+      c << (gap > best.std() + worst.std() ? ", more than" : ", within") << " the two cells' spreads over seeds ("
+        << fmt(best.std() + worst.std()) << ")";
+    else
+      c << " (one seed: no spread to compare with)";
+    c << ".";
+  }
+  if (large != small) {
+    c << " From " << large << " to " << small << " images per batch";
+    bool first = true;
+    for (auto& l : labels) {
+      auto a = cells.find({l, large}), b = cells.find({l, small});
+      if (a == cells.end() || b == cells.end() || a->second.miou.empty() || b->second.miou.empty()) continue;
+      const double d = b->second.mean() - a->second.mean();
+      c << (first ? ", " : "; ") << l << " " << (d >= 0 ? "gains " : "loses ") << fmt(std::abs(d));
+      first = false;
+    }
+    c << (first ? " no norm has both cells." : " points.");
+  }
+  return c.str();
+}
+
+std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>& runs, double seconds,
+                         double background_miou) {
   namespace fs = std::filesystem;
   const std::string& out = cfg.out;
   std::vector<int64_t> batches = cfg.batch_sizes;
@@ -175,7 +227,8 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
   };
   auto cell_text = [&](const Cell& c, bool error) {
     if (c.miou.empty()) return str("diverged (", c.diverged, "/", c.runs, ")");
-    std::string t = fmt(error ? 100 - c.mean() : c.mean()) + " ± " + fmt(c.std());
+    // One value has no spread: "± 0.0" would claim a precision nobody measured.
+    std::string t = fmt(error ? 100 - c.mean() : c.mean()) + (c.miou.size() > 1 ? " ± " + fmt(c.std()) : "");
     if (c.diverged) t += str(" (", c.diverged, "/", c.runs, " diverged)");
     return t;
   };
@@ -278,6 +331,17 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
       }
     }
   }
+  const double floor = background_miou * 100;
+  if (!std::isnan(floor)) {
+    md << "\nPredicting background everywhere scores " << fmt(floor) << " val mIoU on this validation set.";
+    bool any_above = false;
+    for (auto& [key, c] : cells) any_above = any_above || (!c.miou.empty() && c.mean() > floor + 0.05);
+    if (!any_above)
+      md << " **No cell beats it: the models did not learn. Train longer (--epochs) or raise the learning rate "
+            "(--lr).**";
+    md << "\n";
+  }
+  md << "\n" << conclusion(labels, batches, cells, cfg.seeds) << "\n";
   md << "\n" << runs.size() << " runs in " << fmt(seconds / 60, 1) << " min (this session; finished runs "
      << "loaded from disk take no time).\n";
   const std::string machine = machine_line(out);
@@ -291,6 +355,7 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
   fig1.title = str("Val mIoU vs batch size (", cfg.model, ", ", cfg.epochs, " epochs, ", cfg.seeds, cfg.seeds == 1 ? " seed)" : " seeds)");
   fig1.x.label = "images per batch (log2 scale)";
   fig1.x.log2 = true;
+  fig1.x.reversed = true;  // large batches first, as in the tables and Figure 3
   fig1.y.label = "val mIoU (%), mean ± std";
   fig1.dodge = 6;
   for (auto& l : labels) {
@@ -302,6 +367,10 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
     }
     fig1.series.push_back(s);
   }
+  if (!std::isnan(floor) && !bx.empty())
+    fig1.series.push_back(plot::Series{.name = "background everywhere", .x = {bx.front(), bx.back()},
+                                       .y = {floor, floor}, .color = plot::Color{120, 120, 120},
+                                       .marker = plot::Marker::None, .dashed = true});
   plot::Canvas c1 = plot::render(fig1);
   plot::write_png(c1, out + "/fig1_miou_vs_batch.png");
 
@@ -367,6 +436,7 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
         break;
       }
   std::string fig4_uri;
+  int64_t classes_seen = 0;  // the class indices fig 4 shows, for its legend
   if (!shown.empty()) {
     DataOptions vopt;
     vopt.limit = cfg.val_limit;
@@ -386,6 +456,8 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
           break;
         }
     int64_t n = preds[0].size(0);
+    for (auto& p : preds)
+      for (int64_t k : p) classes_seen = std::max(classes_seen, k + 1);
     for (int64_t i = 0; i < n; ++i) {
       Generator g(0);
       Sample s = val->get(i);
@@ -393,6 +465,8 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
       int64_t H = s.mask.size(0), W = s.mask.size(1);
       grid.tiles.push_back({image_canvas(s.image), str("val ", i)});
       grid.tiles.push_back({mask_canvas(s.mask.data(), H, W), "truth"});
+      for (int64_t k : s.mask)
+        if (k != 255) classes_seen = std::max(classes_seen, k + 1);
       for (size_t k = 0; k < preds.size(); ++k)
         grid.tiles.push_back({mask_canvas(preds[k].data() + i * H * W, H, W), shown[k]});
     }
@@ -409,7 +483,7 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
           "th:first-child,td:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd;margin:1em 0}"
           "pre{background:#f4f4f4;padding:1em;overflow:auto}</style></head><body>";
   html << "<h1>GroupNorm vs BatchNorm at small batch sizes</h1><p>" << runs.size() << " runs of " << cfg.model
-       << " on <code>" << cfg.data << "</code>. Every run sees the same images (" << cfg.epochs
+       << " on <code>" << html_escape(cfg.data) << "</code>. Every run sees the same images (" << cfg.epochs
        << " epochs), the same data order and initial weights per seed; the learning rate scales " << cfg.lr_scaling
        << " with batch size from " << cfg.base_lr << " at batch " << cfg.ref_batch << ".</p>";
   // Markdown tables to HTML, line by line.
@@ -435,10 +509,37 @@ std::string write_report(const CompareConfig& cfg, const std::vector<RunOutcome>
   }
   if (in_table) html << "</table>";
   html << "<h2>Figures</h2>";
-  html << "<img alt=\"val mIoU vs batch size\" src=\"" << plot::png_data_uri(c1) << "\">";
-  html << "<img alt=\"validation curves\" src=\"" << plot::png_data_uri(c2) << "\">";
-  html << "<img alt=\"BN train/test gap\" src=\"" << plot::png_data_uri(c3) << "\">";
-  if (!fig4_uri.empty()) html << "<img alt=\"predictions\" src=\"" << fig4_uri << "\">";
+  auto figure = [&](int number, const std::string& alt, const std::string& uri, const std::string& caption) {
+    html << "<figure><img alt=\"" << alt << "\" src=\"" << uri << "\"><figcaption><b>Figure " << number << ".</b> "
+         << caption << "</figcaption></figure>";
+  };
+  figure(1, "val mIoU vs batch size", plot::png_data_uri(c1),
+         str("Validation mIoU after ", cfg.epochs, " epochs against images per batch, largest batch on the left as in "
+             "the tables; points are means over ", cfg.seeds, cfg.seeds == 1 ? " seed" : " seeds",
+             cfg.seeds > 1 ? ", bars one standard deviation" : "",
+             std::isnan(floor) ? "" : "; the dashed line is what predicting background everywhere scores",
+             ". A norm that does not depend on the batch draws a flat line."));
+  figure(2, "validation curves", plot::png_data_uri(c2),
+         "Validation mIoU after every epoch, mean over seeds, one panel per batch size: whether a run was still "
+         "improving when training stopped, and whether it was unstable on the way.");
+  figure(3, "BN train/test gap", plot::png_data_uri(c3),
+         "The BatchNorm family's train/test gap: validation mIoU with the statistics of each evaluation batch "
+         "(of the training batch size) minus with the running statistics used at test time. A positive bar means "
+         "the running averages, not the weights, cost those points.");
+  if (!fig4_uri.empty()) {
+    std::string legend;
+    for (int64_t k = 0; k < std::max<int64_t>(2, classes_seen); ++k) {
+      const plot::Color c = class_color(k);
+      legend += str("<span style=\"display:inline-block;width:0.9em;height:0.9em;background:rgb(", int(c.r), ",",
+                    int(c.g), ",", int(c.b), ");border:1px solid #888;margin:0 0.3em 0 0.8em\"></span>class ", k,
+                    k == 0 ? " (background)" : "");
+    }
+    figure(4, "predictions", fig4_uri,
+           str("Predictions of the same validation images by the first seed's models at ", smallest,
+               smallest == 1 ? " image" : " images", " per batch. Classes: ", legend,
+               "<span style=\"display:inline-block;width:0.9em;height:0.9em;background:#fff;border:1px solid #888;"
+               "margin:0 0.3em 0 0.8em\"></span>ignored (255)."));
+  }
   html << "<h2>Configuration</h2><pre>" << html_escape(cfg.to_json().dump(2)) << "</pre>";
   if (fs::exists(out + "/platform.json"))
     html << "<h2>Machine</h2><pre>" << html_escape(read_file(out + "/platform.json")) << "</pre>";

@@ -112,3 +112,26 @@ TEST_CASE("cli: predict writes a colour mask and an overlay per image") {
   CHECK(bad.out.find("no PNG, JPEG or BMP images") != std::string::npos);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("cli: a flag or subcommand that does not parse reads like every other error, with a guess") {
+  struct Case {
+    std::string args, expect;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"train --epoch 1", "smallbatch train: error: unknown flag '--epoch'; did you mean '--epochs'?"},
+           {"train --lrr=0.1", "smallbatch train: error: unknown flag '--lrr'; did you mean '--lr'?"},
+           {"trian", "smallbatch: error: unexpected argument 'trian'; did you mean 'train'?"},
+           {"bench --zzzzzz 3", "smallbatch bench: error: unknown flag '--zzzzzz'\n"},
+           {"train --batch x", "smallbatch train: error: --batch: expected a number, got 'x'"},
+       }) {
+    sbtest::CliResult r = sbtest::run_cli(c.args);
+    INFO(c.args << "\n" << r.err);
+    CHECK(r.code >= 100);
+    CHECK(r.code < 128);
+    CHECK(r.err.find(c.expect) != std::string::npos);
+    CHECK(r.err.find("--help") != std::string::npos);
+  }
+  // bench spells the image size as every other command does; --size still works.
+  CHECK(sbtest::run_cli("bench --image-size 16 --steps 1 --warmup 0 --batch 1 --base-width 4 --groups 2 --json").code == 0);
+  CHECK(sbtest::run_cli("bench --size 16 --steps 1 --warmup 0 --batch 1 --base-width 4 --groups 2 --json").code == 0);
+}

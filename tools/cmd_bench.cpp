@@ -418,7 +418,7 @@ void add_bench_command(CLI::App& app, Action& action) {
   auto shape = std::make_shared<std::string>();
   flags->add(*cmd);
   cmd->add_option("--batch", o->batch, "images per step")->capture_default_str()->check(Positive);
-  cmd->add_option("--size", o->size, "image height and width")->capture_default_str()->check(Positive);
+  cmd->add_option("--image-size,--size", o->size, "image height and width (--size is the older spelling)")->capture_default_str()->check(Positive);
   cmd->add_option("--threads", o->threads, "threads for OpenMP and OpenBLAS (default: SMALLBATCH_NUM_THREADS or all cores)")
       ->check(Positive);
   cmd->add_option("--steps", o->steps, "timed repeats")->capture_default_str()->check(Positive);

@@ -1,13 +1,84 @@
 // The `smallbatch` command line: parses the subcommand and turns every error into a message on
 // stderr and a non-zero exit status (1 for errors, CLI11's codes for bad flags).
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "core/errors.h"
 #include "core/platform.h"
 #include "core/threads.h"
 #include "tools/app/provenance.h"
 #include "tools/cli.h"
+
+namespace {
+
+// Edits (insertions, deletions, substitutions) between a and b.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The candidate closest to `typed`, when it is close enough to be what was meant; else "".
+std::string closest(const std::string& typed, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = std::max<size_t>(2, typed.size() / 3) + 1;
+  for (const std::string& c : candidates) {
+    const size_t d = edit_distance(typed, c);
+    if (d < best_d || (c.rfind(typed, 0) == 0 && typed.size() >= 3 && best.empty())) best = c, best_d = d;
+  }
+  return best;
+}
+
+// A parse error as every other error reads, "smallbatch CMD: error: ...", with a suggestion for a
+// mistyped flag or subcommand. Keeps CLI11's exit code (100 to 127).
+int parse_error(CLI::App& app, const CLI::ParseError& e) {
+  if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+  CLI::App* cmd = &app;
+  for (CLI::App* sub = &app; sub;) {
+    std::vector<CLI::App*> parsed = sub->get_subcommands();
+    sub = parsed.empty() ? nullptr : parsed.front();
+    if (sub) cmd = sub;
+  }
+  const std::string name = cmd == &app ? "smallbatch" : "smallbatch " + cmd->get_name();
+  std::string message = e.what();
+  if (dynamic_cast<const CLI::ExtrasError*>(&e)) {
+    message.clear();
+    std::vector<std::string> flags, subcommands;
+    for (const CLI::Option* o : cmd->get_options())
+      for (const std::string& l : o->get_lnames()) flags.push_back("--" + l);
+    for (const CLI::App* s : cmd->get_subcommands({})) subcommands.push_back(s->get_name());
+    const std::vector<std::string> rest = cmd->remaining();
+    for (size_t i = 0; i < rest.size(); ++i) {
+      const std::string& arg = rest[i];
+      const bool flag = arg.rfind("-", 0) == 0;
+      // "--epoch 1": the 1 is the unknown flag's value, not a second mistake.
+      if (flag && arg.find('=') == std::string::npos && i + 1 < rest.size() && rest[i + 1].rfind("-", 0) != 0) ++i;
+      const std::string typed = arg.substr(0, arg.find('='));
+      if (!message.empty()) message += "; ";
+      message += flag ? "unknown flag '" + typed + "'" : "unexpected argument '" + arg + "'";
+      const std::string guess = closest(typed, flag ? flags : subcommands);
+      if (!guess.empty()) message += "; did you mean '" + guess + "'?";
+    }
+    if (message.empty()) message = e.what();
+  }
+  std::cerr << name << ": error: " << message << "\n"
+            << "Run '" << name << " --help' for " << (cmd == &app ? "the commands" : "its flags") << ".\n";
+  return e.get_exit_code();
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   sb::set_command_line(argc, argv);
@@ -32,7 +103,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return parse_error(app, e);
   } catch (const std::exception& e) {  // --version reads the environment, which may be malformed
     std::cerr << "smallbatch: error: " << e.what() << "\n";
     return 1;

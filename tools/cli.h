@@ -3,6 +3,8 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <functional>
 #include <string>
@@ -24,6 +26,15 @@ inline std::string number_check(const std::string& s, bool zero_ok) {
 inline const CLI::Validator Positive([](std::string& s) { return number_check(s, false); }, "POSITIVE", "Positive");
 inline const CLI::Validator NonNegative([](std::string& s) { return number_check(s, true); }, "NONNEGATIVE",
                                         "NonNegative");
+
+// `line` cut to the terminal's width (minus one column, so it never wraps): a progress line
+// rewritten with \r must stay on one row, or each update stacks another one.
+inline std::string fit_terminal_line(std::string line) {
+  winsize ws{};
+  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 && line.size() >= ws.ws_col)
+    line.resize(ws.ws_col - 1);
+  return line;
+}
 
 // Model flags shared by train, eval and bench; `from_checkpoint` leaves them optional.
 struct ModelFlags {

@@ -1,5 +1,7 @@
 // `smallbatch compare`: the main job. Parses the sweep flags, runs the sweep with progress, and
 // prints the summary table and where the report is.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <sstream>
@@ -89,10 +91,20 @@ void add_compare_command(CLI::App& app, Action& action) {
                   (long long)cfg.epochs, cfg.threads, cfg.out.c_str());
       std::fflush(stdout);
       CompareHooks hooks;
-      hooks.log = [](const std::string& m) {
-        std::printf("%s\n", m.c_str());
+      const bool tty = isatty(STDOUT_FILENO);
+      hooks.log = [tty](const std::string& m) {
+        std::printf("%s%s\n", tty ? "\r\033[K" : "", m.c_str());
         std::fflush(stdout);
       };
+      // On a terminal, the run in training shows its progress on one line, rewritten in place.
+      if (tty)
+        hooks.on_step = [](const StepReport& s) {
+          std::printf("\r\033[K%s", fit_terminal_line(str("        epoch ", s.epoch + 1, "/", s.epochs, "  step ", s.step, "/",
+                                                          s.total_steps, "  loss ", s.loss, "  ",
+                                                          static_cast<int>(s.images_per_s), " img/s"))
+                                         .c_str());
+          std::fflush(stdout);
+        };
       g_stop = 0;
       std::signal(SIGINT, on_sigint);
       hooks.should_stop = [] { return g_stop != 0; };

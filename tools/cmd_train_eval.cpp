@@ -159,9 +159,11 @@ void add_train_command(CLI::App& app, Action& action) {
         int width = 24, filled = static_cast<int>(width * s.step / std::max<int64_t>(1, s.total_steps));
         std::string bar(filled, '=');
         bar.resize(width, ' ');
-        std::printf("\r\033[Kepoch %lld/%lld [%s] %lld/%lld  loss %.4f  %.1f img/s  ETA %s", (long long)s.epoch + 1,
-                    (long long)s.epochs, bar.c_str(), (long long)s.step, (long long)s.total_steps, s.loss,
-                    s.images_per_s, fmt_duration(s.eta_seconds).c_str());
+        char line[256];
+        std::snprintf(line, sizeof line, "epoch %lld/%lld [%s] %lld/%lld  loss %.4f  %.1f img/s  ETA %s",
+                      (long long)s.epoch + 1, (long long)s.epochs, bar.c_str(), (long long)s.step,
+                      (long long)s.total_steps, s.loss, s.images_per_s, fmt_duration(s.eta_seconds).c_str());
+        std::printf("\r\033[K%s", fit_terminal_line(line).c_str());
         std::fflush(stdout);
       };
       hooks.on_epoch = [tty](const EpochRecord& r, Module&) {

@@ -385,6 +385,7 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     tc.resume = true;  // a run interrupted mid-way continues from its last saved state
     TrainHooks th;
     th.should_stop = hooks.should_stop;
+    th.on_step = hooks.on_step;
     RunOutcome o;
     o.spec = spec;
     auto r0 = std::chrono::steady_clock::now();

@@ -78,6 +78,7 @@ struct RunOutcome {
 struct CompareHooks {
   std::function<void(const std::string&)> log;
   std::function<bool()> should_stop;  // Ctrl-C: finish the current step, save, stop
+  std::function<void(const StepReport&)> on_step;  // progress of the run in training
 };
 
 struct CompareResult {

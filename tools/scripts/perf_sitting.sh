@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# One performance sitting, every figure the README quotes, measured back to back on one machine:
+# what runs (doctor), the BLAS peak, unet-s steps and the GroupNorm layer against PyTorch
+# (alternating run by run), the step under each forced OpenBLAS core, and the quick compare
+# preset's wall time. Prints a log; quote it with its machine and load.
+#
+# Usage: tools/scripts/perf_sitting.sh [path/to/smallbatch] [rounds, default 7] [--no-compare]
+# Needs Debian's python3-torch for the PyTorch side (tools/bench_torch.py).
+set -euo pipefail
+sb=${1:-build/smallbatch}
+rounds=${2:-7}
+run_compare=1
+[ "${3:-}" = "--no-compare" ] && run_compare=0
+
+echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+"$sb" doctor --threads 2
+
+echo "== sgemm 2048^3, 2 threads: the kernels smallbatch runs, then OpenBLAS's generic ones"
+"$sb" bench --op sgemm --threads 2 --steps 10 --warmup 2 --json | python3 -c 'import json,sys; j=json.load(sys.stdin); print("sgemm default  %.1f GFLOP/s (%s)" % (j["gflops"], j["platform"]["blas_core"]))'
+OPENBLAS_CORETYPE=Prescott "$sb" bench --op sgemm --threads 2 --steps 3 --warmup 1 --json | python3 -c 'import json,sys; j=json.load(sys.stdin); print("sgemm Prescott %.1f GFLOP/s" % j["gflops"])'
+
+echo "== unet-s step against PyTorch, 64 x 64, 4 classes, 2 threads, $rounds rounds each"
+for norm in gn bn; do
+  for batch in 2 8; do
+    steps=20; [ "$batch" = 8 ] && steps=8
+    echo "-- $norm batch $batch"
+    "$sb" bench --vs-torch --norm "$norm" --batch "$batch" --image-size 64 --classes 4 --threads 2 \
+      --steps "$steps" --warmup 3 --rounds "$rounds" | grep -E "^(median|time ratio|CPU time ratio)"
+    "$sb" bench --norm "$norm" --batch "$batch" --image-size 64 --classes 4 --threads 2 --steps "$steps" \
+      --warmup 3 --json | python3 -c 'import json,sys; j=json.load(sys.stdin); print("   conv GFLOP/s %.1f, peak RSS %.1f MB" % (j["gflops"], j["peak_rss_mb"]))'
+  done
+done
+echo "-- GroupNorm layer fwd + bwd, (8, 64, 64, 64)"
+"$sb" bench --vs-torch --op groupnorm --groups 8 --shape 8,64,64,64 --threads 2 --steps 30 --warmup 5 \
+  --rounds $((2 * rounds + 1)) | grep -E "^(median|time ratio|CPU time ratio)"
+
+echo "== the step under each OpenBLAS core (medians of 3 alternations; ms)"
+for norm in gn bn; do
+  for batch in 2 8; do
+    steps=20; [ "$batch" = 8 ] && steps=8
+    line="$norm b$batch:"
+    for core in default Prescott Haswell SkylakeX; do
+      ms=()
+      for i in 1 2 3; do
+        env_core=(); [ "$core" != default ] && env_core=(OPENBLAS_CORETYPE=$core)
+        ms+=("$(env "${env_core[@]}" "$sb" bench --norm "$norm" --batch "$batch" --image-size 64 --classes 4 \
+          --threads 2 --steps "$steps" --warmup 3 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')")
+      done
+      line+=" $core $(printf '%s\n' "${ms[@]}" | sort -g | sed -n 2p)"
+    done
+    echo "$line"
+  done
+done
+
+if [ "$run_compare" = 1 ]; then
+  echo "== the quick compare preset (2 threads)"
+  out=$(mktemp -d "${TMPDIR:-/tmp}/sb_quick.XXXXXX")
+  start=$(date +%s)
+  "$sb" compare --threads 2 --out "$out/quick" > "$out/log" 2>&1
+  echo "quick preset: $(( $(date +%s) - start )) s wall, load $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+  sed -n '/^Validation mIoU/,/^$/p' "$out/quick/summary.md" | head -8
+  cp "$out/quick/fig1_miou_vs_batch.png" "${TMPDIR:-/tmp}/sb_quick_fig1.png"
+  cp "$out/quick/summary.md" "${TMPDIR:-/tmp}/sb_quick_summary.md"
+  rm -rf "$out"
+fi
+echo "== done $(date -u '+%H:%M:%S UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"

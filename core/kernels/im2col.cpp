@@ -25,8 +25,12 @@ static inline void valid_range(int64_t offset, int64_t stride, int64_t size, int
 }
 
 // The copy loops below stay loops: rows of a few dozen floats make a memcpy call per row cost
-// more than the copy.
+// more than the copy. (GCC's attribute; clang, which only the fuzz build uses, has none.)
+#if defined(__clang__)
+#define SB_COPY_LOOPS
+#else
 #define SB_COPY_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
 #define SB_BODY SB_COPY_LOOPS __attribute__((always_inline)) static inline
 
 // Column rows [r0, r1) of im2col_rows. Compiled for AVX-512 and AVX2 beside the baseline

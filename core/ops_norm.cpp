@@ -20,9 +20,10 @@ static constexpr int64_t kParallelMin = 1 << 15;
 // input; these loops are the whole of the arithmetic, shared by both ops.
 //
 // Two versions. Sets of at least kFloatMin values take the float kernels: each sums blocks of
-// kBlock values in float, in 32 interleaved partial sums (compiled for AVX-512 and AVX2 beside
-// the baseline, the level chosen per call by SB_SIMD_VARIANTS), and adds the block sums in double, so a sum of a
-// million values carries the error of 32-value float sums, not of a million-value one. The mean
+// kBlock values in float, in 32 interleaved partial sums, and adds the block sums in double, so
+// a sum of a million values carries the error of 32-value float sums, not of a million-value
+// one. (Each float kernel is an always-inline body that SB_SIMD_VARIANTS compiles for AVX-512,
+// AVX2 and the baseline; the ops read kernels::simd_level() once and pass it down.) The mean
 // is taken of x minus a pilot value (the set's first element) and the variance of x minus the
 // mean, both in float and both exact-ish for inputs like 100 + 0.01 * randn. Smaller sets keep
 // the double kernels: with 2 values per set dx is a tiny difference of large terms (see row_dx)

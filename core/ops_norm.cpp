@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/kernels/simd.h"
 #include "core/kernels/stream.h"
 
 namespace sb {
@@ -19,24 +20,25 @@ static constexpr int64_t kParallelMin = 1 << 15;
 // input; these loops are the whole of the arithmetic, shared by both ops.
 //
 // Two versions. Sets of at least kFloatMin values take the float kernels: each sums blocks of
-// kBlock values in float, in 32 interleaved partial sums (compiled for AVX-512 and AVX2 beside
-// the baseline and picked at load time), and adds the block sums in double, so a sum of a
-// million values carries the error of 32-value float sums, not of a million-value one. The mean
+// kBlock values in float, in 32 interleaved partial sums, and adds the block sums in double, so
+// a sum of a million values carries the error of 32-value float sums, not of a million-value
+// one. (Each float kernel is an always-inline body that SB_SIMD_VARIANTS compiles for AVX-512,
+// AVX2 and the baseline; the ops read kernels::simd_level() once and pass it down.) The mean
 // is taken of x minus a pilot value (the set's first element) and the variance of x minus the
 // mean, both in float and both exact-ish for inputs like 100 + 0.01 * randn. Smaller sets keep
 // the double kernels: with 2 values per set dx is a tiny difference of large terms (see row_dx)
 // and needs the statistics and the arithmetic in double.
 static constexpr int64_t kFloatMin = 64;
 static constexpr int64_t kBlock = 1024;
-#define SB_NORM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #define SB_INLINE __attribute__((always_inline)) inline
+using kernels::Simd;
 
-// 16 floats as one value (GCC's vector extension): one AVX-512 register in that clone, two AVX2
+// 16 floats as one value (GCC's vector extension): one AVX-512 register in that variant, two AVX2
 // or four SSE ones in the others. The reductions keep their partial sums in two of these by
 // hand: under `omp simd reduction` GCC 12 kept them on the stack, a store-to-load dependency
 // per vector that made the sums 2 to 3 times slower than the loads feeding them. The helpers
 // take them by reference: passed or returned by value, a 64-byte vector has a different ABI with
-// and without AVX-512, which clang refuses in the baseline clone (and GCC warns about).
+// and without AVX-512, which clang refuses in the baseline variant (and GCC warns about).
 typedef float Vec16 __attribute__((vector_size(64)));
 static constexpr int64_t kLanes = 32;  // two Vec16 accumulators
 
@@ -51,7 +53,7 @@ SB_INLINE float lane_sum(const Vec16& a, const Vec16& b) {
 }
 
 // sum (x - shift) over len values, float blocks added in double.
-SB_NORM_CLONES static double row_sum_shifted(const float* x, int64_t len, float shift) {
+SB_INLINE double row_sum_shifted_body(const float* x, int64_t len, float shift) {
   double total = 0;
   for (int64_t b = 0; b < len; b += kBlock) {
     const int64_t e = std::min(len, b + kBlock);
@@ -70,9 +72,10 @@ SB_NORM_CLONES static double row_sum_shifted(const float* x, int64_t len, float 
   }
   return total;
 }
+SB_SIMD_VARIANTS(, double, row_sum_shifted, (x, len, shift), const float* x, int64_t len, float shift)
 
 // sum ((x - mu_hi) - mu_lo)^2: the squared deviations from the double mean mu_hi + mu_lo.
-SB_NORM_CLONES static double row_sq_dev_f(const float* x, int64_t len, float mu_hi, float mu_lo) {
+SB_INLINE double row_sq_dev_f_body(const float* x, int64_t len, float mu_hi, float mu_lo) {
   double total = 0;
   for (int64_t b = 0; b < len; b += kBlock) {
     const int64_t e = std::min(len, b + kBlock);
@@ -96,6 +99,8 @@ SB_NORM_CLONES static double row_sq_dev_f(const float* x, int64_t len, float mu_
   }
   return total;
 }
+SB_SIMD_VARIANTS(, double, row_sq_dev_f, (x, len, mu_hi, mu_lo), const float* x, int64_t len, float mu_hi,
+                 float mu_lo)
 
 // One block of row_grad_sums_f, with or without the ReLU mask.
 template <bool kMasked>
@@ -133,8 +138,8 @@ SB_INLINE void grad_sums_block(const float* x, const float* dy, const float* y, 
 
 // The backward's reduction over one row in float blocks: a += sum g, b += sum g * (x - mean),
 // where g = dy, or with a fused ReLU (y given: the op's output) g = y <= 0 ? 0 : dy, as relu()'s backward.
-SB_NORM_CLONES static void row_grad_sums_f(const float* x, const float* dy, const float* y, int64_t len,
-                                           float mu_hi, float mu_lo, double& a, double& b) {
+SB_INLINE void row_grad_sums_f_body(const float* x, const float* dy, const float* y, int64_t len, float mu_hi,
+                                    float mu_lo, double& a, double& b) {
   double ta = 0, tb = 0;
   for (int64_t blk = 0; blk < len; blk += kBlock) {
     const int64_t e = std::min(len, blk + kBlock);
@@ -147,10 +152,12 @@ SB_NORM_CLONES static void row_grad_sums_f(const float* x, const float* dy, cons
   a += ta;
   b += tb;
 }
+SB_SIMD_VARIANTS(, void, row_grad_sums_f, (x, dy, y, len, mu_hi, mu_lo, a, b), const float* x, const float* dy,
+                 const float* y, int64_t len, float mu_hi, float mu_lo, double& a, double& b)
 
 // dx = k_dy * g - k_const - (x - mean) * k_xhat in float (see row_dx), g as in row_grad_sums_f.
-// Inlined into row_dx_f's clones, which run it on the whole row or block by block into a staging
-// buffer for streaming stores: the same loop in the same clone, so both give the same bits.
+// Inlined into row_dx_f's variants, which run it on the whole row or block by block into a staging
+// buffer for streaming stores: the same loop in the same variant, so both give the same bits.
 SB_INLINE void dx_run_f(const float* x, const float* dy, const float* y, float* dx,
                         int64_t len, float mu_hi, float mu_lo, float k_dy,
                         float k_const, float k_xhat) {
@@ -167,9 +174,8 @@ SB_INLINE void dx_run_f(const float* x, const float* dy, const float* y, float* 
 }
 
 // dx_run_f over one row; stream: write dx with streaming stores (see core/kernels/stream.h).
-SB_NORM_CLONES static void row_dx_f(const float* x, const float* dy, const float* y, float* dx, int64_t len,
-                                    float mu_hi, float mu_lo, float k_dy, float k_const, float k_xhat,
-                                    bool stream) {
+SB_INLINE void row_dx_f_body(const float* x, const float* dy, const float* y, float* dx, int64_t len,
+                             float mu_hi, float mu_lo, float k_dy, float k_const, float k_xhat, bool stream) {
   if (!stream) return dx_run_f(x, dy, y, dx, len, mu_hi, mu_lo, k_dy, k_const, k_xhat);
   alignas(64) float stage[kBlock];
   for (int64_t b = 0; b < len; b += kBlock) {
@@ -179,12 +185,15 @@ SB_NORM_CLONES static void row_dx_f(const float* x, const float* dy, const float
   }
   kernels::stream_fence();
 }
+SB_SIMD_VARIANTS(, void, row_dx_f, (x, dy, y, dx, len, mu_hi, mu_lo, k_dy, k_const, k_xhat, stream),
+                 const float* x, const float* dy, const float* y, float* dx, int64_t len, float mu_hi, float mu_lo,
+                 float k_dy, float k_const, float k_xhat, bool stream)
 
 // y = (x - mean) * scale + shift, with the double mean split as mu_hi + mu_lo (two floats).
 // x - mu_hi is exact when x is near the mean (Sterbenz), so the float loop keeps the precision
 // of the double mean; folding the mean into the shift (x * scale + shift') would not.
 // With relu, y = max(0, that), written exactly as relu() writes it, so the fused op's output is
-// bitwise relu(norm(x)). Inlined into row_normalize's clones, as dx_run_f.
+// bitwise relu(norm(x)). Inlined into row_normalize's variants, as dx_run_f.
 SB_INLINE void normalize_run(const float* x, float* y, int64_t len, float mu_hi,
                              float mu_lo, float scale, float shift, bool relu) {
   if (relu) {
@@ -201,9 +210,9 @@ SB_INLINE void normalize_run(const float* x, float* y, int64_t len, float mu_hi,
 
 // normalize_run over one row; stream as in row_dx_f. (The staging loop is written out in both
 // rather than shared through a helper taking a lambda: the lambda would be a function of its own,
-// compiled for the baseline rather than for the clone, and the two paths could differ in bits.)
-SB_NORM_CLONES static void row_normalize(const float* x, float* y, int64_t len, float mu_hi, float mu_lo,
-                                         float scale, float shift, bool relu, bool stream) {
+// compiled for the baseline rather than for the variant, and the two paths could differ in bits.)
+SB_INLINE void row_normalize_body(const float* x, float* y, int64_t len, float mu_hi, float mu_lo, float scale,
+                                  float shift, bool relu, bool stream) {
   if (!stream) return normalize_run(x, y, len, mu_hi, mu_lo, scale, shift, relu);
   alignas(64) float stage[kBlock];
   for (int64_t b = 0; b < len; b += kBlock) {
@@ -213,6 +222,8 @@ SB_NORM_CLONES static void row_normalize(const float* x, float* y, int64_t len, 
   }
   kernels::stream_fence();
 }
+SB_SIMD_VARIANTS(, void, row_normalize, (x, y, len, mu_hi, mu_lo, scale, shift, relu, stream), const float* x,
+                 float* y, int64_t len, float mu_hi, float mu_lo, float scale, float shift, bool relu, bool stream)
 
 // g = y <= 0 ? 0 : dy into out: the ReLU's backward, for the double kernels of small sets.
 static void row_relu_mask(const float* dy, const float* y, float* out, int64_t len) {
@@ -315,6 +326,7 @@ static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, 
            Cg, " channel x ", S, " spatial position), so its output would be all zeros; use fewer groups or a "
            "larger input");
   const bool fast = M >= kFloatMin;  // float kernels (see the row kernels above)
+  const Simd level = kernels::simd_level();  // here, not in the loop: a bad SMALLBATCH_SIMD throws
 
   Tensor y = Tensor::empty(xs);  // (N, C, *)
   // Saved in double: rounding rstd to float would cost the backward its precision when dx is a
@@ -334,9 +346,9 @@ static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, 
     float* yg = py + ng * M;        // (Cg, S)
     double mu, var;
     if (fast) {
-      mu = xg[0] + row_sum_shifted(xg, M, xg[0]) / static_cast<double>(M);
+      mu = xg[0] + row_sum_shifted(level, xg, M, xg[0]) / static_cast<double>(M);
       const float hi = static_cast<float>(mu);
-      var = row_sq_dev_f(xg, M, hi, static_cast<float>(mu - hi)) / static_cast<double>(M);  // biased
+      var = row_sq_dev_f(level, xg, M, hi, static_cast<float>(mu - hi)) / static_cast<double>(M);  // biased
     } else {
       mu = row_sum(xg, M) / static_cast<double>(M);
       var = row_sq_dev(xg, M, mu) / static_cast<double>(M);  // biased
@@ -348,7 +360,7 @@ static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, 
     for (int64_t k = 0; k < Cg; ++k) {
       const int64_t c = g * Cg + k;
       const float scale = static_cast<float>(rs * (pw ? pw[c] : 1.f));
-      row_normalize(xg + k * S, yg + k * S, S, mu_hi, mu_lo, scale, pb ? pb[c] : 0.f, relu, stream);
+      row_normalize(level, xg + k * S, yg + k * S, S, mu_hi, mu_lo, scale, pb ? pb[c] : 0.f, relu, stream);
     }
   }
 
@@ -357,6 +369,7 @@ static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, 
   return make_result(y, op, {x, weight, bias},
                      [mean = std::move(mean), rstd = std::move(rstd), saved_y, N, C, G, S, fast](Node& n) {
     const int64_t Cg = C / G, M = Cg * S;
+    const Simd level = kernels::simd_level();
     const bool need_x = n.needs(0), need_w = n.needs(1), need_b = n.needs(2);
     const Tensor& xv = n.inputs[0]->value;  // (N, C, *)
     const float* px = xv.data();
@@ -389,7 +402,7 @@ static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, 
       double s1 = 0, s2 = 0;  // S1 = sum dy * w, S2 = sum dy * w * xhat over the group
       for (int64_t k = 0; k < Cg; ++k) {
         double a = 0, b = 0;
-        if (fast) row_grad_sums_f(xg + k * S, dyg + k * S, yg ? yg + k * S : nullptr, S, mu_hi, mu_lo, a, b);
+        if (fast) row_grad_sums_f(level, xg + k * S, dyg + k * S, yg ? yg + k * S : nullptr, S, mu_hi, mu_lo, a, b);
         else row_grad_sums(xg + k * S, dyg + k * S, S, mu, a, b);
         const double w = pw ? pw[g * Cg + k] : 1.0;
         sum_dy[nc0 + k] = a;
@@ -404,7 +417,7 @@ static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, 
         const double k_dy = rs * (pw ? pw[g * Cg + k] : 1.0);
         const int64_t off = ng * M + k * S;
         if (fast)
-          row_dx_f(px + off, pdy + off, yg ? yg + k * S : nullptr, pdx + off, S, mu_hi, mu_lo,
+          row_dx_f(level, px + off, pdy + off, yg ? yg + k * S : nullptr, pdx + off, S, mu_hi, mu_lo,
                    static_cast<float>(k_dy), static_cast<float>(k_const), static_cast<float>(k_xhat), stream);
         else
           row_dx(px + off, pdy + off, pdx + off, S, mu, k_dy, k_const, k_xhat);
@@ -463,6 +476,8 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
   const bool batch_stats = training || !tracking;
   SB_CHECK(!batch_stats || count != 1, op, ": expected more than 1 value per channel when training, "
            "got input of shape ", xs);
+  // Before the counter below is touched: a bad SMALLBATCH_SIMD fails the call changing nothing.
+  const Simd level = kernels::simd_level();
   const bool update = training && tracking;
   double m = momentum;  // the running-average factor of this step
   if (update) {
@@ -493,10 +508,10 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
       double s = 0, q = 0;
       if (fast) {
         const float pilot = px[c * S];  // sample 0's first value
-        for (int64_t i = 0; i < N; ++i) s += row_sum_shifted(px + (i * C + c) * S, S, pilot);
+        for (int64_t i = 0; i < N; ++i) s += row_sum_shifted(level, px + (i * C + c) * S, S, pilot);
         mu = pilot + s / static_cast<double>(count);
         const float hi = static_cast<float>(mu), lo = static_cast<float>(mu - hi);
-        for (int64_t i = 0; i < N; ++i) q += row_sq_dev_f(px + (i * C + c) * S, S, hi, lo);
+        for (int64_t i = 0; i < N; ++i) q += row_sq_dev_f(level, px + (i * C + c) * S, S, hi, lo);
       } else {
         for (int64_t i = 0; i < N; ++i) s += row_sum(px + (i * C + c) * S, S);
         mu = s / static_cast<double>(count);
@@ -519,13 +534,14 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
     const float scale = static_cast<float>(rs * (pw ? pw[c] : 1.f));
     const float shift = pb ? pb[c] : 0.f;
     for (int64_t i = 0; i < N; ++i)
-      row_normalize(px + (i * C + c) * S, py + (i * C + c) * S, S, mu_hi, mu_lo, scale, shift, relu, stream);
+      row_normalize(level, px + (i * C + c) * S, py + (i * C + c) * S, S, mu_hi, mu_lo, scale, shift, relu, stream);
   }
 
   Tensor saved_y = relu ? y : Tensor();  // the ReLU mask's source, a handle on the output
   return make_result(y, op, {x, weight, bias},
                      [mean = std::move(mean), rstd = std::move(rstd), saved_y, batch_stats, N, C, S, fast](Node& n) {
     const int64_t count = N * S;
+    const Simd level = kernels::simd_level();
     const bool need_x = n.needs(0), need_w = n.needs(1), need_b = n.needs(2);
     const Tensor& xv = n.inputs[0]->value;  // (N, C, *)
     const float* px = xv.data();
@@ -558,7 +574,7 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
       if (reduce)
         for (int64_t i = 0; i < N; ++i) {
           const int64_t off = (i * C + c) * S;
-          if (fast) row_grad_sums_f(px + off, pdy + off, pys ? pys + off : nullptr, S, mu_hi, mu_lo, a, b);
+          if (fast) row_grad_sums_f(level, px + off, pdy + off, pys ? pys + off : nullptr, S, mu_hi, mu_lo, a, b);
           else row_grad_sums(px + off, pdy + off, S, mu, a, b);
         }
       const double sum_dy_xhat = b * rs;
@@ -572,7 +588,7 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
         for (int64_t i = 0; i < N; ++i) {
           const int64_t off = (i * C + c) * S;
           if (fast)
-            row_dx_f(px + off, pdy + off, pys ? pys + off : nullptr, pdx + off, S, mu_hi, mu_lo,
+            row_dx_f(level, px + off, pdy + off, pys ? pys + off : nullptr, pdx + off, S, mu_hi, mu_lo,
                      static_cast<float>(rs * w), static_cast<float>(k_const), static_cast<float>(k_xhat), stream);
           else
             row_dx(px + off, pdy + off, pdx + off, S, mu, rs * w, k_const, k_xhat);

@@ -2,7 +2,9 @@
 #include "core/tensor.h"
 
 #include <atomic>
+#include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -83,12 +85,23 @@ class BlockCache {
 
  private:
   BlockCache() {
+    // SMALLBATCH_CACHE_MB caps the bytes kept for reuse (0 turns the cache off). Validated in every
+    // build, so a bad value is the same error with and without sanitizers.
+    if (const char* env = std::getenv("SMALLBATCH_CACHE_MB"); env && *env) limit_ = cache_mb(env) << 20;
 #if defined(__SANITIZE_ADDRESS__)
     limit_ = 0;  // reuse would hide use-after-free from AddressSanitizer
-#else
-    // SMALLBATCH_CACHE_MB caps the bytes kept for reuse (0 turns the cache off).
-    if (const char* env = std::getenv("SMALLBATCH_CACHE_MB")) limit_ = size_t(std::strtoull(env, nullptr, 10)) << 20;
 #endif
+  }
+
+  // The MiB that a SMALLBATCH_CACHE_MB value asks for: digits only, no more than size_t holds in bytes.
+  static size_t cache_mb(const char* env) {
+    bool digits = true;
+    for (const char* p = env; *p; ++p) digits = digits && *p >= '0' && *p <= '9';
+    errno = 0;
+    const unsigned long long mb = digits ? std::strtoull(env, nullptr, 10) : 0;
+    SB_CHECK(digits && errno == 0 && mb <= (SIZE_MAX >> 20), "SMALLBATCH_CACHE_MB: expected a whole number of "
+             "MiB, 0 or more (0 turns the cache off), but got '", env, "'");
+    return static_cast<size_t>(mb);
   }
 
   std::mutex mu_;

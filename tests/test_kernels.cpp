@@ -11,6 +11,7 @@
 #include "core/kernels/gemm.h"
 #include "core/kernels/im2col.h"
 #include "core/ops.h"
+#include "simd_levels.h"
 
 using namespace sb;
 
@@ -36,59 +37,63 @@ std::vector<float> im2col_reference(const kernels::ColGeometry& g, const std::ve
 }  // namespace
 
 TEST_CASE("kernels: im2col, and im2col through the padded image, equal the per-element definition") {
-  Generator gen(11);
-  int tested = 0;
-  for (int trial = 0; trial < 200; ++trial) {
-    kernels::ColGeometry g{};
-    g.channels = 1 + gen.below(3);
-    g.height = 1 + gen.below(9), g.width = 1 + gen.below(9);
-    g.kernel_h = 1 + gen.below(4), g.kernel_w = 1 + gen.below(4);
-    g.pad_h = gen.below(4), g.pad_w = gen.below(4);
-    g.stride_h = 1 + gen.below(3), g.stride_w = 1 + gen.below(3);
-    g.dil_h = 1 + gen.below(3), g.dil_w = 1 + gen.below(3);
-    const int64_t span_h = g.dil_h * (g.kernel_h - 1) + 1, span_w = g.dil_w * (g.kernel_w - 1) + 1;
-    if (g.height + 2 * g.pad_h < span_h || g.width + 2 * g.pad_w < span_w) continue;
-    g.out_h = (g.height + 2 * g.pad_h - span_h) / g.stride_h + 1;
-    g.out_w = (g.width + 2 * g.pad_w - span_w) / g.stride_w + 1;
-    std::vector<float> im(g.channels * g.height * g.width);
-    for (float& v : im) v = gen.uniform(-1.f, 1.f);
-    std::vector<float> got(g.rows() * g.cols(), 123.f);  // garbage: every element must be written
-    kernels::im2col(g, im.data(), got.data());
-    CAPTURE(trial);
-    const std::vector<float> want = im2col_reference(g, im);
-    CHECK(got == want);  // pure copies: bit-exact
-    // Through the padded image, for all grid rows and for a band of them.
-    std::vector<float> padded(g.padded_size(), 77.f), via_pad(g.rows() * g.cols(), 123.f);
-    kernels::pad_image(g, im.data(), padded.data());
-    kernels::im2col_rows_padded(g, padded.data(), via_pad.data(), 0, g.out_h);
-    CHECK(via_pad == want);
-    const int64_t oh0 = gen.below(static_cast<uint64_t>(g.out_h)), oh1 = oh0 + 1 + gen.below(static_cast<uint64_t>(g.out_h - oh0));
-    std::vector<float> band(g.rows() * (oh1 - oh0) * g.out_w, 123.f), band_ref(band.size());
-    kernels::im2col_rows_padded(g, padded.data(), band.data(), oh0, oh1);
-    for (int64_t r = 0; r < g.rows(); ++r)
-      for (int64_t k = 0; k < (oh1 - oh0) * g.out_w; ++k)
-        band_ref[r * (oh1 - oh0) * g.out_w + k] = want[r * g.cols() + oh0 * g.out_w + k];
-    CHECK(band == band_ref);
-    ++tested;
-  }
-  CHECK(tested >= 100);
+  sbtest::for_each_simd_level([&] {
+    Generator gen(11);
+    int tested = 0;
+    for (int trial = 0; trial < 200; ++trial) {
+      kernels::ColGeometry g{};
+      g.channels = 1 + gen.below(3);
+      g.height = 1 + gen.below(9), g.width = 1 + gen.below(9);
+      g.kernel_h = 1 + gen.below(4), g.kernel_w = 1 + gen.below(4);
+      g.pad_h = gen.below(4), g.pad_w = gen.below(4);
+      g.stride_h = 1 + gen.below(3), g.stride_w = 1 + gen.below(3);
+      g.dil_h = 1 + gen.below(3), g.dil_w = 1 + gen.below(3);
+      const int64_t span_h = g.dil_h * (g.kernel_h - 1) + 1, span_w = g.dil_w * (g.kernel_w - 1) + 1;
+      if (g.height + 2 * g.pad_h < span_h || g.width + 2 * g.pad_w < span_w) continue;
+      g.out_h = (g.height + 2 * g.pad_h - span_h) / g.stride_h + 1;
+      g.out_w = (g.width + 2 * g.pad_w - span_w) / g.stride_w + 1;
+      std::vector<float> im(g.channels * g.height * g.width);
+      for (float& v : im) v = gen.uniform(-1.f, 1.f);
+      std::vector<float> got(g.rows() * g.cols(), 123.f);  // garbage: every element must be written
+      kernels::im2col(g, im.data(), got.data());
+      CAPTURE(trial);
+      const std::vector<float> want = im2col_reference(g, im);
+      CHECK(got == want);  // pure copies: bit-exact
+      // Through the padded image, for all grid rows and for a band of them.
+      std::vector<float> padded(g.padded_size(), 77.f), via_pad(g.rows() * g.cols(), 123.f);
+      kernels::pad_image(g, im.data(), padded.data());
+      kernels::im2col_rows_padded(g, padded.data(), via_pad.data(), 0, g.out_h);
+      CHECK(via_pad == want);
+      const int64_t oh0 = gen.below(static_cast<uint64_t>(g.out_h)), oh1 = oh0 + 1 + gen.below(static_cast<uint64_t>(g.out_h - oh0));
+      std::vector<float> band(g.rows() * (oh1 - oh0) * g.out_w, 123.f), band_ref(band.size());
+      kernels::im2col_rows_padded(g, padded.data(), band.data(), oh0, oh1);
+      for (int64_t r = 0; r < g.rows(); ++r)
+        for (int64_t k = 0; k < (oh1 - oh0) * g.out_w; ++k)
+          band_ref[r * (oh1 - oh0) * g.out_w + k] = want[r * g.cols() + oh0 * g.out_w + k];
+      CHECK(band == band_ref);
+      ++tested;
+    }
+    CHECK(tested >= 100);
+  });
 }
 
 TEST_CASE("kernels: transpose equals its definition, blocks and ragged edges") {
-  Generator gen(13);
-  for (int trial = 0; trial < 60; ++trial) {
-    const int64_t rows = 1 + gen.below(40), cols = 1 + gen.below(40), ld = cols + gen.below(5);
-    std::vector<float> src(rows * ld);
-    for (float& v : src) v = gen.uniform(-1.f, 1.f);
-    std::vector<float> got(rows * cols, 123.f), want(rows * cols);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) want[c * rows + r] = src[r * ld + c];
-    kernels::transpose(src.data(), rows, cols, ld, got.data());
-    CAPTURE(rows);
-    CAPTURE(cols);
-    CAPTURE(ld);
-    CHECK(got == want);
-  }
+  sbtest::for_each_simd_level([] {  // AVX2 8 x 8 blocks, and element by element below avx2
+    Generator gen(13);
+    for (int trial = 0; trial < 60; ++trial) {
+      const int64_t rows = 1 + gen.below(40), cols = 1 + gen.below(40), ld = cols + gen.below(5);
+      std::vector<float> src(rows * ld);
+      for (float& v : src) v = gen.uniform(-1.f, 1.f);
+      std::vector<float> got(rows * cols, 123.f), want(rows * cols);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) want[c * rows + r] = src[r * ld + c];
+      kernels::transpose(src.data(), rows, cols, ld, got.data());
+      CAPTURE(rows);
+      CAPTURE(cols);
+      CAPTURE(ld);
+      CHECK(got == want);
+    }
+  });
 }
 
 TEST_CASE("kernels: relu and its gradient equal the definition, at sizes that run in parallel") {

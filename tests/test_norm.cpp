@@ -17,6 +17,7 @@
 #include "gradcheck.h"
 #include "layers/batch_norm.h"
 #include "layers/group_norm.h"
+#include "simd_levels.h"
 
 using namespace sb;
 using sbtest::gradcheck;
@@ -124,21 +125,23 @@ struct ThreadScope {
 // ---- GroupNorm ----------------------------------------------------------------------------
 
 TEST_CASE("group_norm: matches PyTorch GroupNorm, forward and gradients") {
-  TensorFile f = sbtest::load_fixture("group_norm");
-  auto cases = split_commas(f.metadata.at("cases"));
-  CHECK(cases.size() == 7);
-  for (const std::string& name : cases) {
-    CAPTURE(name);
-    auto get = [&](const std::string& k) { return f.get_float(name + "." + k); };
-    int64_t G = std::stoll(f.metadata.at(name + ".num_groups"));
-    float eps = std::stof(f.metadata.at(name + ".eps"));
-    bool has_affine = f.has_float(name + ".weight");
-    Tensor w = has_affine ? get("weight") : Tensor(), b = has_affine ? get("bias") : Tensor();
-    Grads got = run([&](const Var& x, const Var& vw, const Var& vb) { return group_norm(x, G, vw, vb, eps); },
-                    get("x"), w, b, get("dy"));
-    check_same(got, {get("y"), get("dx"), has_affine ? get("dweight") : Tensor(),
-                     has_affine ? get("dbias") : Tensor()});
-  }
+  sbtest::for_each_simd_level([&] {
+    TensorFile f = sbtest::load_fixture("group_norm");
+    auto cases = split_commas(f.metadata.at("cases"));
+    CHECK(cases.size() == 7);
+    for (const std::string& name : cases) {
+      CAPTURE(name);
+      auto get = [&](const std::string& k) { return f.get_float(name + "." + k); };
+      int64_t G = std::stoll(f.metadata.at(name + ".num_groups"));
+      float eps = std::stof(f.metadata.at(name + ".eps"));
+      bool has_affine = f.has_float(name + ".weight");
+      Tensor w = has_affine ? get("weight") : Tensor(), b = has_affine ? get("bias") : Tensor();
+      Grads got = run([&](const Var& x, const Var& vw, const Var& vb) { return group_norm(x, G, vw, vb, eps); },
+                      get("x"), w, b, get("dy"));
+      check_same(got, {get("y"), get("dx"), has_affine ? get("dweight") : Tensor(),
+                       has_affine ? get("dbias") : Tensor()});
+    }
+  });
 }
 
 TEST_CASE("group_norm: the worked example, with and without affine") {
@@ -173,27 +176,29 @@ TEST_CASE("group_norm: G = 1 is LayerNorm over (C, H, W), G = C is InstanceNorm"
 }
 
 TEST_CASE("group_norm: fused matches the composed reference, forward and backward") {
-  struct Case {
-    Shape shape;
-    int64_t groups;
-    bool affine;
-  };
-  // The last two are large enough to take the multi-threaded path.
-  std::vector<Case> cases = {{{3, 4}, 2, true},          {{2, 8, 5}, 4, false},     {{2, 6, 3, 5}, 3, true},
-                             {{1, 4, 2, 2}, 4, true},      {{2, 32, 16, 16}, 8, true}, {{1, 64, 24, 24}, 32, true}};
-  uint64_t seed = 100;
-  for (const Case& c : cases) {
-    CAPTURE(shape_str(c.shape));
-    CAPTURE(c.groups);
-    int64_t C = c.shape[1];
-    Tensor x = randn_t(c.shape, seed++, -0.5f, 1.5f), dy = randn_t(c.shape, seed++);
-    Tensor w = c.affine ? randn_t({C}, seed++, 1.f, 0.5f) : Tensor();
-    Tensor b = c.affine ? randn_t({C}, seed++) : Tensor();
-    int64_t G = c.groups;
-    check_same(run([G](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, G, vw, vb); }, x, w, b, dy),
-               run([G](const Var& v, const Var& vw, const Var& vb) { return group_norm_composed(v, G, vw, vb); },
-                   x, w, b, dy));
-  }
+  sbtest::for_each_simd_level([&] {
+    struct Case {
+      Shape shape;
+      int64_t groups;
+      bool affine;
+    };
+    // The last two are large enough to take the multi-threaded path.
+    std::vector<Case> cases = {{{3, 4}, 2, true},          {{2, 8, 5}, 4, false},     {{2, 6, 3, 5}, 3, true},
+                               {{1, 4, 2, 2}, 4, true},      {{2, 32, 16, 16}, 8, true}, {{1, 64, 24, 24}, 32, true}};
+    uint64_t seed = 100;
+    for (const Case& c : cases) {
+      CAPTURE(shape_str(c.shape));
+      CAPTURE(c.groups);
+      int64_t C = c.shape[1];
+      Tensor x = randn_t(c.shape, seed++, -0.5f, 1.5f), dy = randn_t(c.shape, seed++);
+      Tensor w = c.affine ? randn_t({C}, seed++, 1.f, 0.5f) : Tensor();
+      Tensor b = c.affine ? randn_t({C}, seed++) : Tensor();
+      int64_t G = c.groups;
+      check_same(run([G](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, G, vw, vb); }, x, w, b, dy),
+                 run([G](const Var& v, const Var& vw, const Var& vb) { return group_norm_composed(v, G, vw, vb); },
+                     x, w, b, dy));
+    }
+  });
 }
 
 // Double-precision GroupNorm forward and backward, straight from the definitions, for the
@@ -228,31 +233,33 @@ static Tensor to_float(const std::vector<double>& v, const Shape& s) {
 }
 
 TEST_CASE("group_norm: stable statistics for 0.01 * randn + 100") {
-  Shape s{2, 4, 8, 8};
-  Tensor x = randn_t(s, 21, 100.f, 0.01f), dy = randn_t(s, 22);
-  // The input really is hard: E[x^2] - E[x]^2 in float32 has nothing left of the variance (1e-4).
-  {
-    float m = 0, m2 = 0;
-    for (int64_t i = 0; i < 128; ++i) m += x[i] / 128, m2 += x[i] * x[i] / 128;
-    CHECK(std::fabs((m2 - m * m) - 1e-4f) > 1e-4f * 0.5f);
-  }
-  std::vector<double> y_ref, dx_ref;
-  group_norm_double(x, 2, dy, y_ref, dx_ref);
-  Grads got = run([](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, 2, vw, vb); }, x,
-                  Tensor(), Tensor(), dy);
-  CHECK_CLOSE(got.y, to_float(y_ref, s));
-  CHECK_CLOSE(got.dx, to_float(dx_ref, s));
-  // With a weight and bias the parameter gradients stay accurate too: dweight_c = sum dy * xhat.
-  Tensor w = randn_t({4}, 23, 1.f, 0.5f), b = randn_t({4}, 24);
-  Grads ga = run([](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, 2, vw, vb); }, x, w, b, dy);
-  Tensor dw_ref = Tensor::empty({4});
-  for (int64_t c = 0; c < 4; ++c) {
-    double s_ = 0;
-    for (int64_t n = 0; n < 2; ++n)
-      for (int64_t i = 0; i < 64; ++i) s_ += dy[(n * 4 + c) * 64 + i] * y_ref[(n * 4 + c) * 64 + i];
-    dw_ref[c] = static_cast<float>(s_);
-  }
-  CHECK_CLOSE(ga.dw, dw_ref);
+  sbtest::for_each_simd_level([&] {
+    Shape s{2, 4, 8, 8};
+    Tensor x = randn_t(s, 21, 100.f, 0.01f), dy = randn_t(s, 22);
+    // The input really is hard: E[x^2] - E[x]^2 in float32 has nothing left of the variance (1e-4).
+    {
+      float m = 0, m2 = 0;
+      for (int64_t i = 0; i < 128; ++i) m += x[i] / 128, m2 += x[i] * x[i] / 128;
+      CHECK(std::fabs((m2 - m * m) - 1e-4f) > 1e-4f * 0.5f);
+    }
+    std::vector<double> y_ref, dx_ref;
+    group_norm_double(x, 2, dy, y_ref, dx_ref);
+    Grads got = run([](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, 2, vw, vb); }, x,
+                    Tensor(), Tensor(), dy);
+    CHECK_CLOSE(got.y, to_float(y_ref, s));
+    CHECK_CLOSE(got.dx, to_float(dx_ref, s));
+    // With a weight and bias the parameter gradients stay accurate too: dweight_c = sum dy * xhat.
+    Tensor w = randn_t({4}, 23, 1.f, 0.5f), b = randn_t({4}, 24);
+    Grads ga = run([](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, 2, vw, vb); }, x, w, b, dy);
+    Tensor dw_ref = Tensor::empty({4});
+    for (int64_t c = 0; c < 4; ++c) {
+      double s_ = 0;
+      for (int64_t n = 0; n < 2; ++n)
+        for (int64_t i = 0; i < 64; ++i) s_ += dy[(n * 4 + c) * 64 + i] * y_ref[(n * 4 + c) * 64 + i];
+      dw_ref[c] = static_cast<float>(s_);
+    }
+    CHECK_CLOSE(ga.dw, dw_ref);
+  });
 }
 
 TEST_CASE("group_norm: finite-difference gradients") {
@@ -292,22 +299,24 @@ TEST_CASE("group_norm: the gradient check catches a backward that drops the vari
 }
 
 TEST_CASE("group_norm: results do not depend on the thread count") {
-  Shape s{2, 32, 24, 24};  // above the single-thread cutoff
-  Tensor x = randn_t(s, 51), dy = randn_t(s, 52), w = randn_t({32}, 53), b = randn_t({32}, 54);
-  auto f = [](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, 8, vw, vb); };
-  Grads one, many;
-  {
-    ThreadScope t(1);
-    one = run(f, x, w, b, dy);
-  }
-  {
-    ThreadScope t(4);
-    many = run(f, x, w, b, dy);
-  }
-  CHECK(bitwise_equal(one.y, many.y));
-  CHECK(bitwise_equal(one.dx, many.dx));
-  CHECK(bitwise_equal(one.dw, many.dw));
-  CHECK(bitwise_equal(one.db, many.db));
+  sbtest::for_each_simd_level([&] {
+    Shape s{2, 32, 24, 24};  // above the single-thread cutoff
+    Tensor x = randn_t(s, 51), dy = randn_t(s, 52), w = randn_t({32}, 53), b = randn_t({32}, 54);
+    auto f = [](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, 8, vw, vb); };
+    Grads one, many;
+    {
+      ThreadScope t(1);
+      one = run(f, x, w, b, dy);
+    }
+    {
+      ThreadScope t(4);
+      many = run(f, x, w, b, dy);
+    }
+    CHECK(bitwise_equal(one.y, many.y));
+    CHECK(bitwise_equal(one.dx, many.dx));
+    CHECK(bitwise_equal(one.dw, many.dw));
+    CHECK(bitwise_equal(one.db, many.db));
+  });
 }
 
 TEST_CASE("group_norm: errors name the numbers involved") {
@@ -343,49 +352,51 @@ TEST_CASE("group_norm: errors name the numbers involved") {
 // stats, each compared with PyTorch (output, gradients, running stats, num_batches_tracked),
 // then the eval step.
 static void check_batch_norm_fixture(const std::string& name) {
-  TensorFile f = sbtest::load_fixture("batch_norm");
-  auto meta = [&](const std::string& k) { return f.metadata.at(name + "." + k); };
-  auto get = [&](const std::string& k) { return f.get_float(name + "." + k); };
-  const bool track = meta("track") == "1", has_affine = meta("affine") == "1";
-  const bool cumulative = meta("momentum") == "none";
-  const float momentum = cumulative ? 0.f : std::stof(meta("momentum")), eps = std::stof(meta("eps"));
-  Tensor rm, rv;
-  int64_t tracked = 0;
-  if (track) {
-    rm = get("init.running_mean").clone();
-    rv = get("init.running_var").clone();
-    tracked = f.get_int(name + ".init.num_batches_tracked").item();
-  }
-  Tensor w = has_affine ? get("weight") : Tensor(), b = has_affine ? get("bias") : Tensor();
-  auto step = [&](const std::string& prefix, bool training) {
-    auto want = [&](const std::string& k) { return get(prefix + "." + k); };
-    Grads got = run(
-        [&](const Var& x, const Var& vw, const Var& vb) {
-          return batch_norm(x, rm, rv, vw, vb, training, momentum, eps, cumulative, track ? &tracked : nullptr);
-        },
-        want("x"), w, b, want("dy"));
-    check_same(got, {want("y"), want("dx"), has_affine ? want("dweight") : Tensor(),
-                     has_affine ? want("dbias") : Tensor()});
-  };
-  int steps = std::stoi(meta("steps"));
-  for (int k = 0; k < steps; ++k) {
-    std::string prefix = "step" + std::to_string(k);
-    CAPTURE(prefix);
-    step(prefix, true);
+  sbtest::for_each_simd_level([&] {
+    TensorFile f = sbtest::load_fixture("batch_norm");
+    auto meta = [&](const std::string& k) { return f.metadata.at(name + "." + k); };
+    auto get = [&](const std::string& k) { return f.get_float(name + "." + k); };
+    const bool track = meta("track") == "1", has_affine = meta("affine") == "1";
+    const bool cumulative = meta("momentum") == "none";
+    const float momentum = cumulative ? 0.f : std::stof(meta("momentum")), eps = std::stof(meta("eps"));
+    Tensor rm, rv;
+    int64_t tracked = 0;
     if (track) {
-      CHECK_CLOSE(rm, get(prefix + ".running_mean"));
-      CHECK_CLOSE(rv, get(prefix + ".running_var"));
-      CHECK(tracked == f.get_int(name + "." + prefix + ".num_batches_tracked").item());
+      rm = get("init.running_mean").clone();
+      rv = get("init.running_var").clone();
+      tracked = f.get_int(name + ".init.num_batches_tracked").item();
     }
-  }
-  Tensor rm_before = rm.clone(), rv_before = rv.clone();
-  int64_t tracked_before = tracked;
-  step("eval", false);
-  if (track) {  // eval leaves the running stats alone
-    CHECK(bitwise_equal(rm, rm_before));
-    CHECK(bitwise_equal(rv, rv_before));
-    CHECK(tracked == tracked_before);
-  }
+    Tensor w = has_affine ? get("weight") : Tensor(), b = has_affine ? get("bias") : Tensor();
+    auto step = [&](const std::string& prefix, bool training) {
+      auto want = [&](const std::string& k) { return get(prefix + "." + k); };
+      Grads got = run(
+          [&](const Var& x, const Var& vw, const Var& vb) {
+            return batch_norm(x, rm, rv, vw, vb, training, momentum, eps, cumulative, track ? &tracked : nullptr);
+          },
+          want("x"), w, b, want("dy"));
+      check_same(got, {want("y"), want("dx"), has_affine ? want("dweight") : Tensor(),
+                       has_affine ? want("dbias") : Tensor()});
+    };
+    int steps = std::stoi(meta("steps"));
+    for (int k = 0; k < steps; ++k) {
+      std::string prefix = "step" + std::to_string(k);
+      CAPTURE(prefix);
+      step(prefix, true);
+      if (track) {
+        CHECK_CLOSE(rm, get(prefix + ".running_mean"));
+        CHECK_CLOSE(rv, get(prefix + ".running_var"));
+        CHECK(tracked == f.get_int(name + "." + prefix + ".num_batches_tracked").item());
+      }
+    }
+    Tensor rm_before = rm.clone(), rv_before = rv.clone();
+    int64_t tracked_before = tracked;
+    step("eval", false);
+    if (track) {  // eval leaves the running stats alone
+      CHECK(bitwise_equal(rm, rm_before));
+      CHECK(bitwise_equal(rv, rv_before));
+      CHECK(tracked == tracked_before);
+    }
+  });
 }
 
 TEST_CASE("batch_norm: matches PyTorch BatchNorm2d, training steps with running stats, then eval") {
@@ -436,81 +447,86 @@ TEST_CASE("batch_norm: running stats by hand: unbiased variance, momentum, cumul
 }
 
 TEST_CASE("batch_norm: fused matches the composed reference, training and eval") {
-  struct Case {
-    Shape shape;
-    bool affine;
-  };
-  // The last one is large enough to take the multi-threaded path. Two values per channel are
-  // left to the fixture and stability tests: there training dx is ~eps/var times its terms, and
-  // the composed float32 reference keeps only its rounding noise.
-  std::vector<Case> cases = {{{4, 3}, true}, {{2, 4, 3, 3}, true}, {{3, 2, 5}, false}, {{4, 16, 24, 24}, true}};
-  uint64_t seed = 200;
-  for (const Case& c : cases) {
-    CAPTURE(shape_str(c.shape));
-    int64_t C = c.shape[1];
-    Tensor x = randn_t(c.shape, seed++, 0.5f, 2.f), dy = randn_t(c.shape, seed++);
-    Tensor w = c.affine ? randn_t({C}, seed++, 1.f, 0.5f) : Tensor();
-    Tensor b = c.affine ? randn_t({C}, seed++) : Tensor();
-    Tensor rm = randn_t({C}, seed++), rv = rand_t({C}, seed++, 0.5f, 2.f);
-    Tensor rm1 = rm.clone(), rv1 = rv.clone();  // the training call updates these
-    auto fused_train = [&](const Var& v, const Var& vw, const Var& vb) {
-      return batch_norm(v, rm1, rv1, vw, vb, true, 0.1f);
+  sbtest::for_each_simd_level([&] {
+    struct Case {
+      Shape shape;
+      bool affine;
     };
-    auto composed_train = [](const Var& v, const Var& vw, const Var& vb) {
-      return batch_norm_train_composed(v, vw, vb);
-    };
-    auto fused_eval = [&](const Var& v, const Var& vw, const Var& vb) {
-      return batch_norm(v, rm, rv, vw, vb, false, 0.1f);
-    };
-    auto composed_eval = [&](const Var& v, const Var& vw, const Var& vb) {
-      return batch_norm_eval_composed(v, rm, rv, vw, vb);
-    };
-    {
-      INFO("training");
-      check_same(run(fused_train, x, w, b, dy), run(composed_train, x, w, b, dy));
+    // The last one is large enough to take the multi-threaded path. Two values per channel are
+    // left to the fixture and stability tests: there training dx is ~eps/var times its terms, and
+    // the composed float32 reference keeps only its rounding noise.
+    std::vector<Case> cases = {{{4, 3}, true}, {{2, 4, 3, 3}, true}, {{3, 2, 5}, false}, {{4, 16, 24, 24}, true}};
+    uint64_t seed = 200;
+    for (const Case& c : cases) {
+      CAPTURE(shape_str(c.shape));
+      int64_t C = c.shape[1];
+      Tensor x = randn_t(c.shape, seed++, 0.5f, 2.f), dy = randn_t(c.shape, seed++);
+      Tensor w = c.affine ? randn_t({C}, seed++, 1.f, 0.5f) : Tensor();
+      Tensor b = c.affine ? randn_t({C}, seed++) : Tensor();
+      Tensor rm = randn_t({C}, seed++), rv = rand_t({C}, seed++, 0.5f, 2.f);
+      Tensor rm1 = rm.clone(), rv1 = rv.clone();  // the training call updates these
+      auto fused_train = [&](const Var& v, const Var& vw, const Var& vb) {
+        return batch_norm(v, rm1, rv1, vw, vb, true, 0.1f);
+      };
+      auto composed_train = [](const Var& v, const Var& vw, const Var& vb) {
+        return batch_norm_train_composed(v, vw, vb);
+      };
+      auto fused_eval = [&](const Var& v, const Var& vw, const Var& vb) {
+        return batch_norm(v, rm, rv, vw, vb, false, 0.1f);
+      };
+      auto composed_eval = [&](const Var& v, const Var& vw, const Var& vb) {
+        return batch_norm_eval_composed(v, rm, rv, vw, vb);
+      };
+      {
+        INFO("training");
+        check_same(run(fused_train, x, w, b, dy), run(composed_train, x, w, b, dy));
+      }
+      {
+        INFO("eval");
+        check_same(run(fused_eval, x, w, b, dy), run(composed_eval, x, w, b, dy));
+      }
     }
-    {
-      INFO("eval");
-      check_same(run(fused_eval, x, w, b, dy), run(composed_eval, x, w, b, dy));
-    }
-  }
+  });
 }
 
 TEST_CASE("batch_norm: stable statistics and running stats for 0.01 * randn + 100") {
-  Shape s{4, 3, 5, 5};
-  const int64_t C = 3, S = 25, count = 100;
-  Tensor x = randn_t(s, 71, 100.f, 0.01f), dy = randn_t(s, 72);
-  // Double-precision reference per channel, from the definitions.
-  std::vector<double> y_ref(x.numel()), dx_ref(x.numel());
-  Tensor mean_ref = Tensor::empty({C}), var_ref = Tensor::empty({C});
-  for (int64_t c = 0; c < C; ++c) {
-    auto at = [&](int64_t n, int64_t i) { return (n * C + c) * S + i; };
-    double mu = 0, q = 0, mdy = 0, mdyx = 0;
-    for (int64_t n = 0; n < 4; ++n)
-      for (int64_t i = 0; i < S; ++i) mu += x[at(n, i)];
-    mu /= count;
-    for (int64_t n = 0; n < 4; ++n)
-      for (int64_t i = 0; i < S; ++i) q += (x[at(n, i)] - mu) * (x[at(n, i)] - mu);
-    double rs = 1 / std::sqrt(q / count + 1e-5);
-    for (int64_t n = 0; n < 4; ++n)
-      for (int64_t i = 0; i < S; ++i) {
-        y_ref[at(n, i)] = (x[at(n, i)] - mu) * rs;
-        mdy += dy[at(n, i)] / (double)count;
-        mdyx += dy[at(n, i)] * y_ref[at(n, i)] / (double)count;
-      }
-    for (int64_t n = 0; n < 4; ++n)
-      for (int64_t i = 0; i < S; ++i) dx_ref[at(n, i)] = rs * (dy[at(n, i)] - mdy - y_ref[at(n, i)] * mdyx);
-    mean_ref[c] = static_cast<float>(mu);
-    var_ref[c] = static_cast<float>(q / (count - 1));
-  }
-  // momentum 1 from zeros: the running stats become exactly the batch mean and unbiased variance.
-  Tensor rm = Tensor::zeros({C}), rv = Tensor::zeros({C});
-  Grads got = run([&](const Var& v, const Var& vw, const Var& vb) { return batch_norm(v, rm, rv, vw, vb, true, 1.f); },
-                  x, Tensor(), Tensor(), dy);
-  CHECK_CLOSE(got.y, to_float(y_ref, s));
-  CHECK_CLOSE(got.dx, to_float(dx_ref, s));
-  CHECK_CLOSE(rm, mean_ref);
-  CHECK_CLOSE(rv, var_ref);
+  sbtest::for_each_simd_level([&] {
+    Shape s{4, 3, 5, 5};
+    const int64_t C = 3, S = 25, count = 100;
+    Tensor x = randn_t(s, 71, 100.f, 0.01f), dy = randn_t(s, 72);
+    // Double-precision reference per channel, from the definitions.
+    std::vector<double> y_ref(x.numel()), dx_ref(x.numel());
+    Tensor mean_ref = Tensor::empty({C}), var_ref = Tensor::empty({C});
+    for (int64_t c = 0; c < C; ++c) {
+      auto at = [&](int64_t n, int64_t i) { return (n * C + c) * S + i; };
+      double mu = 0, q = 0, mdy = 0, mdyx = 0;
+      for (int64_t n = 0; n < 4; ++n)
+        for (int64_t i = 0; i < S; ++i) mu += x[at(n, i)];
+      mu /= count;
+      for (int64_t n = 0; n < 4; ++n)
+        for (int64_t i = 0; i < S; ++i) q += (x[at(n, i)] - mu) * (x[at(n, i)] - mu);
+      double rs = 1 / std::sqrt(q / count + 1e-5);
+      for (int64_t n = 0; n < 4; ++n)
+        for (int64_t i = 0; i < S; ++i) {
+          y_ref[at(n, i)] = (x[at(n, i)] - mu) * rs;
+          mdy += dy[at(n, i)] / (double)count;
+          mdyx += dy[at(n, i)] * y_ref[at(n, i)] / (double)count;
+        }
+      for (int64_t n = 0; n < 4; ++n)
+        for (int64_t i = 0; i < S; ++i) dx_ref[at(n, i)] = rs * (dy[at(n, i)] - mdy - y_ref[at(n, i)] * mdyx);
+      mean_ref[c] = static_cast<float>(mu);
+      var_ref[c] = static_cast<float>(q / (count - 1));
+    }
+    // momentum 1 from zeros: the running stats become exactly the batch mean and unbiased variance.
+    Tensor rm = Tensor::zeros({C}), rv = Tensor::zeros({C});
+    Grads got = run([&](const Var& v, const Var& vw, const Var& vb) {
+      return batch_norm(v, rm, rv, vw, vb, true, 1.f);
+    }, x, Tensor(), Tensor(), dy);
+    CHECK_CLOSE(got.y, to_float(y_ref, s));
+    CHECK_CLOSE(got.dx, to_float(dx_ref, s));
+    CHECK_CLOSE(rm, mean_ref);
+    CHECK_CLOSE(rv, var_ref);
+  });
 }
 
 TEST_CASE("batch_norm: finite-difference gradients, training and eval") {
@@ -541,24 +557,26 @@ TEST_CASE("batch_norm: finite-difference gradients, training and eval") {
 }
 
 TEST_CASE("batch_norm: results do not depend on the thread count") {
-  Shape s{4, 16, 24, 24};
-  Tensor x = randn_t(s, 91), dy = randn_t(s, 92), w = randn_t({16}, 93), b = randn_t({16}, 94);
-  auto f = [](const Var& v, const Var& vw, const Var& vb) {
-    return batch_norm(v, Tensor(), Tensor(), vw, vb, true, 0.1f);
-  };
-  Grads one, many;
-  {
-    ThreadScope t(1);
-    one = run(f, x, w, b, dy);
-  }
-  {
-    ThreadScope t(4);
-    many = run(f, x, w, b, dy);
-  }
-  CHECK(bitwise_equal(one.y, many.y));
-  CHECK(bitwise_equal(one.dx, many.dx));
-  CHECK(bitwise_equal(one.dw, many.dw));
-  CHECK(bitwise_equal(one.db, many.db));
+  sbtest::for_each_simd_level([&] {
+    Shape s{4, 16, 24, 24};
+    Tensor x = randn_t(s, 91), dy = randn_t(s, 92), w = randn_t({16}, 93), b = randn_t({16}, 94);
+    auto f = [](const Var& v, const Var& vw, const Var& vb) {
+      return batch_norm(v, Tensor(), Tensor(), vw, vb, true, 0.1f);
+    };
+    Grads one, many;
+    {
+      ThreadScope t(1);
+      one = run(f, x, w, b, dy);
+    }
+    {
+      ThreadScope t(4);
+      many = run(f, x, w, b, dy);
+    }
+    CHECK(bitwise_equal(one.y, many.y));
+    CHECK(bitwise_equal(one.dx, many.dx));
+    CHECK(bitwise_equal(one.dw, many.dw));
+    CHECK(bitwise_equal(one.db, many.db));
+  });
 }
 
 TEST_CASE("batch_norm: errors name the shapes involved") {
@@ -597,25 +615,27 @@ TEST_CASE("batch_norm: errors name the shapes involved") {
 // ---- the float kernels on large sets ------------------------------------------------------
 
 TEST_CASE("group_norm: float-block statistics stay exact-ish on large sets of 0.01 * randn + 100") {
-  // 2048 values per group: eight float blocks combined in double, pilot-shifted mean. The
-  // reference is straight double arithmetic from the definitions.
-  Shape s{2, 4, 32, 32};
-  Tensor x = randn_t(s, 25, 100.f, 0.01f), dy = randn_t(s, 26);
-  std::vector<double> y_ref, dx_ref;
-  group_norm_double(x, 2, dy, y_ref, dx_ref);
-  Grads got = run([](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, 2, vw, vb); }, x,
-                  Tensor(), Tensor(), dy);
-  CHECK_CLOSE(got.y, to_float(y_ref, s));
-  CHECK_CLOSE(got.dx, to_float(dx_ref, s));
-  // An outlier as the pilot (the first value of each group, 30 standard deviations out).
-  Tensor xo = x.clone();
-  xo[0] = 100.3f;
-  xo[2048] = 99.7f;
-  group_norm_double(xo, 2, dy, y_ref, dx_ref);
-  got = run([](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, 2, vw, vb); }, xo, Tensor(),
-            Tensor(), dy);
-  CHECK_CLOSE(got.y, to_float(y_ref, s));
-  CHECK_CLOSE(got.dx, to_float(dx_ref, s));
+  sbtest::for_each_simd_level([&] {
+    // 2048 values per group: eight float blocks combined in double, pilot-shifted mean. The
+    // reference is straight double arithmetic from the definitions.
+    Shape s{2, 4, 32, 32};
+    Tensor x = randn_t(s, 25, 100.f, 0.01f), dy = randn_t(s, 26);
+    std::vector<double> y_ref, dx_ref;
+    group_norm_double(x, 2, dy, y_ref, dx_ref);
+    Grads got = run([](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, 2, vw, vb); }, x,
+                    Tensor(), Tensor(), dy);
+    CHECK_CLOSE(got.y, to_float(y_ref, s));
+    CHECK_CLOSE(got.dx, to_float(dx_ref, s));
+    // An outlier as the pilot (the first value of each group, 30 standard deviations out).
+    Tensor xo = x.clone();
+    xo[0] = 100.3f;
+    xo[2048] = 99.7f;
+    group_norm_double(xo, 2, dy, y_ref, dx_ref);
+    got = run([](const Var& v, const Var& vw, const Var& vb) { return group_norm(v, 2, vw, vb); }, xo, Tensor(),
+              Tensor(), dy);
+    CHECK_CLOSE(got.y, to_float(y_ref, s));
+    CHECK_CLOSE(got.dx, to_float(dx_ref, s));
+  });
 }
 
 // ---- fused norm + ReLU ----------------------------------------------------------------------
@@ -642,75 +662,79 @@ void check_fused(const Grads& fused, const Grads& plain) {
 }  // namespace
 
 TEST_CASE("group_norm_relu: equals relu(group_norm), forward and backward, small and large groups") {
-  struct Case {
-    Shape shape;
-    int64_t groups;
-    bool affine;
-  };
-  // The first three take the double kernels (fewer than 64 values per group), the rest the
-  // float ones; the last two are large enough to run multi-threaded.
-  std::vector<Case> cases = {{{3, 4}, 2, true},          {{2, 8, 5}, 4, false},      {{2, 6, 3, 5}, 3, true},
-                             {{2, 4, 8, 8}, 2, false},     {{2, 32, 16, 16}, 8, true}, {{1, 64, 24, 24}, 32, true}};
-  uint64_t seed = 300;
-  for (const Case& c : cases) {
-    CAPTURE(shape_str(c.shape));
-    int64_t C = c.shape[1], G = c.groups;
-    Tensor x = randn_t(c.shape, seed++, -0.5f, 1.5f), dy = randn_t(c.shape, seed++);
-    Tensor w = c.affine ? randn_t({C}, seed++, 1.f, 0.5f) : Tensor();
-    Tensor b = c.affine ? randn_t({C}, seed++) : Tensor();
-    Grads fused = run([G](const Var& v, const Var& vw, const Var& vb) { return group_norm_relu(v, G, vw, vb); },
-                      x, w, b, dy);
-    Grads plain = run([G](const Var& v, const Var& vw, const Var& vb) { return relu(group_norm(v, G, vw, vb)); },
-                      x, w, b, dy);
-    check_fused(fused, plain);
-    // And against the composed reference, as the plain op is, except with 2 values per group,
-    // where dx is ~eps-small and the float32 composition keeps only its rounding noise.
-    if (x.numel() / (c.shape[0] * G) > 2)
-      check_same(fused, run([G](const Var& v, const Var& vw, const Var& vb) {
-        return relu(group_norm_composed(v, G, vw, vb));
-      }, x, w, b, dy));
-  }
+  sbtest::for_each_simd_level([&] {
+    struct Case {
+      Shape shape;
+      int64_t groups;
+      bool affine;
+    };
+    // The first three take the double kernels (fewer than 64 values per group), the rest the
+    // float ones; the last two are large enough to run multi-threaded.
+    std::vector<Case> cases = {{{3, 4}, 2, true},          {{2, 8, 5}, 4, false},      {{2, 6, 3, 5}, 3, true},
+                               {{2, 4, 8, 8}, 2, false},     {{2, 32, 16, 16}, 8, true}, {{1, 64, 24, 24}, 32, true}};
+    uint64_t seed = 300;
+    for (const Case& c : cases) {
+      CAPTURE(shape_str(c.shape));
+      int64_t C = c.shape[1], G = c.groups;
+      Tensor x = randn_t(c.shape, seed++, -0.5f, 1.5f), dy = randn_t(c.shape, seed++);
+      Tensor w = c.affine ? randn_t({C}, seed++, 1.f, 0.5f) : Tensor();
+      Tensor b = c.affine ? randn_t({C}, seed++) : Tensor();
+      Grads fused = run([G](const Var& v, const Var& vw, const Var& vb) { return group_norm_relu(v, G, vw, vb); },
+                        x, w, b, dy);
+      Grads plain = run([G](const Var& v, const Var& vw, const Var& vb) { return relu(group_norm(v, G, vw, vb)); },
+                        x, w, b, dy);
+      check_fused(fused, plain);
+      // And against the composed reference, as the plain op is, except with 2 values per group,
+      // where dx is ~eps-small and the float32 composition keeps only its rounding noise.
+      if (x.numel() / (c.shape[0] * G) > 2)
+        check_same(fused, run([G](const Var& v, const Var& vw, const Var& vb) {
+          return relu(group_norm_composed(v, G, vw, vb));
+        }, x, w, b, dy));
+    }
+  });
 }
 
 TEST_CASE("batch_norm_relu: equals relu(batch_norm), training (running stats too) and eval") {
-  struct Case {
-    Shape shape;
-    bool affine;
-  };
-  std::vector<Case> cases = {{{4, 3}, true}, {{2, 4, 3, 3}, true}, {{3, 2, 5}, false}, {{2, 3, 8, 8}, false},
-                             {{4, 16, 24, 24}, true}};
-  uint64_t seed = 400;
-  for (const Case& c : cases) {
-    CAPTURE(shape_str(c.shape));
-    int64_t C = c.shape[1];
-    Tensor x = randn_t(c.shape, seed++, 0.5f, 2.f), dy = randn_t(c.shape, seed++);
-    Tensor w = c.affine ? randn_t({C}, seed++, 1.f, 0.5f) : Tensor();
-    Tensor b = c.affine ? randn_t({C}, seed++) : Tensor();
-    Tensor rm = randn_t({C}, seed++), rv = rand_t({C}, seed++, 0.5f, 2.f);
-    for (bool training : {true, false}) {
-      CAPTURE(training);
-      Tensor rm1 = rm.clone(), rv1 = rv.clone(), rm2 = rm.clone(), rv2 = rv.clone();
-      int64_t t1 = 3, t2 = 3;
-      Grads fused = run([&](const Var& v, const Var& vw, const Var& vb) {
-        return batch_norm_relu(v, rm1, rv1, vw, vb, training, 0.1f, 1e-5f, false, &t1);
+  sbtest::for_each_simd_level([&] {
+    struct Case {
+      Shape shape;
+      bool affine;
+    };
+    std::vector<Case> cases = {{{4, 3}, true}, {{2, 4, 3, 3}, true}, {{3, 2, 5}, false}, {{2, 3, 8, 8}, false},
+                               {{4, 16, 24, 24}, true}};
+    uint64_t seed = 400;
+    for (const Case& c : cases) {
+      CAPTURE(shape_str(c.shape));
+      int64_t C = c.shape[1];
+      Tensor x = randn_t(c.shape, seed++, 0.5f, 2.f), dy = randn_t(c.shape, seed++);
+      Tensor w = c.affine ? randn_t({C}, seed++, 1.f, 0.5f) : Tensor();
+      Tensor b = c.affine ? randn_t({C}, seed++) : Tensor();
+      Tensor rm = randn_t({C}, seed++), rv = rand_t({C}, seed++, 0.5f, 2.f);
+      for (bool training : {true, false}) {
+        CAPTURE(training);
+        Tensor rm1 = rm.clone(), rv1 = rv.clone(), rm2 = rm.clone(), rv2 = rv.clone();
+        int64_t t1 = 3, t2 = 3;
+        Grads fused = run([&](const Var& v, const Var& vw, const Var& vb) {
+          return batch_norm_relu(v, rm1, rv1, vw, vb, training, 0.1f, 1e-5f, false, &t1);
+        }, x, w, b, dy);
+        Grads plain = run([&](const Var& v, const Var& vw, const Var& vb) {
+          return relu(batch_norm(v, rm2, rv2, vw, vb, training, 0.1f, 1e-5f, false, &t2));
+        }, x, w, b, dy);
+        check_fused(fused, plain);
+        CHECK(bitwise_equal(rm1, rm2));
+        CHECK(bitwise_equal(rv1, rv2));
+        CHECK(t1 == t2);
+      }
+      // No running statistics: batch statistics in both modes.
+      Grads fused = run([](const Var& v, const Var& vw, const Var& vb) {
+        return batch_norm_relu(v, Tensor(), Tensor(), vw, vb, false, 0.1f);
       }, x, w, b, dy);
-      Grads plain = run([&](const Var& v, const Var& vw, const Var& vb) {
-        return relu(batch_norm(v, rm2, rv2, vw, vb, training, 0.1f, 1e-5f, false, &t2));
+      Grads plain = run([](const Var& v, const Var& vw, const Var& vb) {
+        return relu(batch_norm(v, Tensor(), Tensor(), vw, vb, false, 0.1f));
       }, x, w, b, dy);
       check_fused(fused, plain);
-      CHECK(bitwise_equal(rm1, rm2));
-      CHECK(bitwise_equal(rv1, rv2));
-      CHECK(t1 == t2);
     }
-    // No running statistics: batch statistics in both modes.
-    Grads fused = run([](const Var& v, const Var& vw, const Var& vb) {
-      return batch_norm_relu(v, Tensor(), Tensor(), vw, vb, false, 0.1f);
-    }, x, w, b, dy);
-    Grads plain = run([](const Var& v, const Var& vw, const Var& vb) {
-      return relu(batch_norm(v, Tensor(), Tensor(), vw, vb, false, 0.1f));
-    }, x, w, b, dy);
-    check_fused(fused, plain);
-  }
+  });
 }
 
 TEST_CASE("norm + relu: finite-difference gradients, and the check catches an unmasked backward") {
@@ -737,28 +761,30 @@ TEST_CASE("norm + relu: finite-difference gradients, and the check catches an un
 }
 
 TEST_CASE("group_norm_relu and batch_norm_relu: results do not depend on the thread count") {
-  Shape s{2, 32, 24, 24};
-  Tensor x = randn_t(s, 511), dy = randn_t(s, 512), w = randn_t({32}, 513), b = randn_t({32}, 514);
-  auto gn = [](const Var& v, const Var& vw, const Var& vb) { return group_norm_relu(v, 8, vw, vb); };
-  auto bn = [](const Var& v, const Var& vw, const Var& vb) {
-    return batch_norm_relu(v, Tensor(), Tensor(), vw, vb, true, 0.1f);
-  };
-  for (int k = 0; k < 2; ++k) {
-    CAPTURE(k);
-    Grads one, many;
-    {
-      ThreadScope t(1);
-      one = k == 0 ? run(gn, x, w, b, dy) : run(bn, x, w, b, dy);
+  sbtest::for_each_simd_level([&] {
+    Shape s{2, 32, 24, 24};
+    Tensor x = randn_t(s, 511), dy = randn_t(s, 512), w = randn_t({32}, 513), b = randn_t({32}, 514);
+    auto gn = [](const Var& v, const Var& vw, const Var& vb) { return group_norm_relu(v, 8, vw, vb); };
+    auto bn = [](const Var& v, const Var& vw, const Var& vb) {
+      return batch_norm_relu(v, Tensor(), Tensor(), vw, vb, true, 0.1f);
+    };
+    for (int k = 0; k < 2; ++k) {
+      CAPTURE(k);
+      Grads one, many;
+      {
+        ThreadScope t(1);
+        one = k == 0 ? run(gn, x, w, b, dy) : run(bn, x, w, b, dy);
+      }
+      {
+        ThreadScope t(4);
+        many = k == 0 ? run(gn, x, w, b, dy) : run(bn, x, w, b, dy);
+      }
+      CHECK(bitwise_equal(one.y, many.y));
+      CHECK(bitwise_equal(one.dx, many.dx));
+      CHECK(bitwise_equal(one.dw, many.dw));
+      CHECK(bitwise_equal(one.db, many.db));
     }
-    {
-      ThreadScope t(4);
-      many = k == 0 ? run(gn, x, w, b, dy) : run(bn, x, w, b, dy);
-    }
-    CHECK(bitwise_equal(one.y, many.y));
-    CHECK(bitwise_equal(one.dx, many.dx));
-    CHECK(bitwise_equal(one.dw, many.dw));
-    CHECK(bitwise_equal(one.db, many.db));
-  }
+  });
 }
 
 namespace {
@@ -825,45 +851,47 @@ struct StreamScope {
 }  // namespace
 
 TEST_CASE("norm ops: streaming-store outputs equal cached-store outputs bit for bit") {
-  // Shapes with rows of odd lengths (misaligned row starts, tails shorter than a vector), rows
-  // longer than one 256-value staging block, and the float and double kernels.
-  const std::vector<Shape> shapes = {{2, 4, 7, 9}, {3, 8, 33, 17}, {2, 16, 24, 24}, {4, 3}, {1, 8, 3, 5}};
-  uint64_t seed = 900;
-  for (const Shape& s : shapes) {
-    CAPTURE(shape_str(s));
-    const int64_t C = s[1];
-    Tensor x = randn_t(s, seed++, 0.3f, 1.2f), dy = randn_t(s, seed++);
-    Tensor w = randn_t({C}, seed++, 1.f, 0.3f), b = randn_t({C}, seed++);
-    const int64_t G = C % 4 == 0 ? C / 4 : 1;
-    for (int k = 0; k < 6; ++k) {
-      CAPTURE(k);
-      Tensor rm = Tensor::zeros({C}), rv = Tensor::ones({C});
-      auto f = [&](const Var& v, const Var& vw, const Var& vb) {
-        switch (k) {
-          case 0: return group_norm(v, G, vw, vb);
-          case 1: return group_norm_relu(v, G, vw, vb);
-          case 2: return batch_norm(v, rm, rv, vw, vb, true, 0.1f);
-          case 3: return batch_norm_relu(v, rm, rv, vw, vb, true, 0.1f);
-          case 4: return batch_norm(v, rm, rv, vw, vb, false, 0.1f);
-          default: return batch_norm_relu(v, rm, rv, vw, vb, false, 0.1f);
+  sbtest::for_each_simd_level([&] {
+    // Shapes with rows of odd lengths (misaligned row starts, tails shorter than a vector), rows
+    // longer than one 256-value staging block, and the float and double kernels.
+    const std::vector<Shape> shapes = {{2, 4, 7, 9}, {3, 8, 33, 17}, {2, 16, 24, 24}, {4, 3}, {1, 8, 3, 5}};
+    uint64_t seed = 900;
+    for (const Shape& s : shapes) {
+      CAPTURE(shape_str(s));
+      const int64_t C = s[1];
+      Tensor x = randn_t(s, seed++, 0.3f, 1.2f), dy = randn_t(s, seed++);
+      Tensor w = randn_t({C}, seed++, 1.f, 0.3f), b = randn_t({C}, seed++);
+      const int64_t G = C % 4 == 0 ? C / 4 : 1;
+      for (int k = 0; k < 6; ++k) {
+        CAPTURE(k);
+        Tensor rm = Tensor::zeros({C}), rv = Tensor::ones({C});
+        auto f = [&](const Var& v, const Var& vw, const Var& vb) {
+          switch (k) {
+            case 0: return group_norm(v, G, vw, vb);
+            case 1: return group_norm_relu(v, G, vw, vb);
+            case 2: return batch_norm(v, rm, rv, vw, vb, true, 0.1f);
+            case 3: return batch_norm_relu(v, rm, rv, vw, vb, true, 0.1f);
+            case 4: return batch_norm(v, rm, rv, vw, vb, false, 0.1f);
+            default: return batch_norm_relu(v, rm, rv, vw, vb, false, 0.1f);
+          }
+        };
+        Grads cached, streamed;
+        {
+          StreamScope never(INT64_MAX);
+          cached = run(f, x, w, b, dy);
         }
-      };
-      Grads cached, streamed;
-      {
-        StreamScope never(INT64_MAX);
-        cached = run(f, x, w, b, dy);
+        rm = Tensor::zeros({C}), rv = Tensor::ones({C});
+        {
+          StreamScope always(0);
+          streamed = run(f, x, w, b, dy);
+        }
+        CHECK(bitwise_equal(cached.y, streamed.y));
+        CHECK(bitwise_equal(cached.dx, streamed.dx));
+        CHECK(bitwise_equal(cached.dw, streamed.dw));
+        CHECK(bitwise_equal(cached.db, streamed.db));
       }
-      rm = Tensor::zeros({C}), rv = Tensor::ones({C});
-      {
-        StreamScope always(0);
-        streamed = run(f, x, w, b, dy);
-      }
-      CHECK(bitwise_equal(cached.y, streamed.y));
-      CHECK(bitwise_equal(cached.dx, streamed.dx));
-      CHECK(bitwise_equal(cached.dw, streamed.dw));
-      CHECK(bitwise_equal(cached.db, streamed.db));
     }
-  }
+  });
 }
 
 TEST_CASE("norm ops: the streaming threshold defaults to a positive size and can be restored") {

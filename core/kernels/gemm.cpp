@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "core/kernels/simd.h"
 #include "core/platform.h"
 
 namespace sb::kernels {
@@ -56,14 +57,16 @@ __attribute__((target("avx2"))) void transpose8x8_avx2(const float* src, int64_t
   _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 
-const bool have_avx2 = __builtin_cpu_supports("avx2");
 
 }  // namespace
 
 void transpose(const float* src, int64_t rows, int64_t cols, int64_t ld, float* dst) {
   // 8 x 8 blocks in registers where the CPU has AVX2 (pure data movement: the same result
   // either way), the ragged edges and other CPUs element by element.
-  const int64_t r8 = have_avx2 ? rows / 8 * 8 : 0, c8 = have_avx2 ? cols / 8 * 8 : 0;
+  // The level in force (SMALLBATCH_SIMD or a test may lower it); nothrow: this runs inside callers'
+  // parallel regions, and a transpose is the same bits at every level.
+  const bool avx2 = simd_level_nothrow() >= Simd::avx2;
+  const int64_t r8 = avx2 ? rows / 8 * 8 : 0, c8 = avx2 ? cols / 8 * 8 : 0;
   for (int64_t r = 0; r < r8; r += 8)
     for (int64_t c = 0; c < c8; c += 8) transpose8x8_avx2(src + r * ld + c, ld, dst + c * rows + r, rows);
   if (c8 < cols) transpose_block(src + c8, rows, cols - c8, ld, dst + c8 * rows, rows);  // last columns

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/kernels/simd.h"
+
 namespace sb::kernels {
 
 // Below this many column elements a single thread is faster than forking a team.
@@ -22,13 +24,20 @@ static inline void valid_range(int64_t offset, int64_t stride, int64_t size, int
   hi = std::max(lo, std::min(hi, out));
 }
 
-// Column rows [r0, r1) of im2col_rows. Rows of a few dozen floats make a memcpy call per row
-// cost more than the copy, so the copy is a plain loop, kept from being turned back into a memcpy
-// call; and it is compiled for AVX-512 and AVX2 beside the baseline, picked at load time, since
-// with the tile in L2 the copy runs at the width of the vector stores.
-__attribute__((optimize("no-tree-loop-distribute-patterns"), target_clones("avx512f", "avx2", "default")))
-static void im2col_block(const ColGeometry& g, const float* im, float* col, int64_t oh0, int64_t oh1,
-                         int64_t r0, int64_t r1) {
+// The copy loops below stay loops: rows of a few dozen floats make a memcpy call per row cost
+// more than the copy. (GCC's attribute; clang, which only the fuzz build uses, has none.)
+#if defined(__clang__)
+#define SB_COPY_LOOPS
+#else
+#define SB_COPY_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+#define SB_BODY SB_COPY_LOOPS __attribute__((always_inline)) static inline
+
+// Column rows [r0, r1) of im2col_rows. Compiled for AVX-512 and AVX2 beside the baseline
+// (SB_SIMD_VARIANTS), the level chosen per call: with the tile in L2 the copy runs at the width
+// of the vector stores.
+SB_BODY void im2col_block_body(const ColGeometry& g, const float* im, float* col, int64_t oh0, int64_t oh1,
+                               int64_t r0, int64_t r1) {
   const int64_t kk = g.kernel_h * g.kernel_w, cols = (oh1 - oh0) * g.out_w;
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t c = r / kk, i = (r / g.kernel_w) % g.kernel_h, j = r % g.kernel_w;
@@ -56,11 +65,19 @@ static void im2col_block(const ColGeometry& g, const float* im, float* col, int6
   }
 }
 
+SB_SIMD_VARIANTS(SB_COPY_LOOPS, void, im2col_block, (g, im, col, oh0, oh1, r0, r1), const ColGeometry& g,
+                 const float* im, float* col, int64_t oh0, int64_t oh1, int64_t r0, int64_t r1)
+
+// The level for a copy kernel: inside a caller's parallel region an exception would end the
+// process, and every level copies the same bits.
+static Simd copy_level() { return omp_in_parallel() ? simd_level_nothrow() : simd_level(); }
+
 void im2col_rows(const ColGeometry& g, const float* im, float* col, int64_t oh0, int64_t oh1) {
   const int64_t rows = g.rows();
+  const Simd level = copy_level();
   // Nested inside a caller's parallel region (one sample per thread) this stays on its thread.
   if (omp_in_parallel() || rows * (oh1 - oh0) * g.out_w <= kParallelMin) {
-    im2col_block(g, im, col, oh0, oh1, 0, rows);
+    im2col_block(level, g, im, col, oh0, oh1, 0, rows);
     return;
   }
   // Rows are the unit of work: a (c, i, j) row's bounds are worked out once, and its grid rows
@@ -68,7 +85,7 @@ void im2col_rows(const ColGeometry& g, const float* im, float* col, int64_t oh0,
 #pragma omp parallel
   {
     const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-    im2col_block(g, im, col, oh0, oh1, rows * t / nt, rows * (t + 1) / nt);
+    im2col_block(level, g, im, col, oh0, oh1, rows * t / nt, rows * (t + 1) / nt);
   }
 }
 
@@ -93,9 +110,8 @@ void pad_image(const ColGeometry& g, const float* im, float* padded) {
 }
 
 // Column rows [r0, r1) of im2col_rows_padded: one copy of out_w values per (row, grid row).
-__attribute__((optimize("no-tree-loop-distribute-patterns"), target_clones("avx512f", "avx2", "default")))
-static void im2col_padded_block(const ColGeometry& g, const float* padded, float* col, int64_t oh0, int64_t oh1,
-                                int64_t r0, int64_t r1) {
+SB_BODY void im2col_padded_block_body(const ColGeometry& g, const float* padded, float* col, int64_t oh0,
+                                      int64_t oh1, int64_t r0, int64_t r1) {
   const int64_t kk = g.kernel_h * g.kernel_w, cols = (oh1 - oh0) * g.out_w;
   const int64_t Hp = g.padded_height(), Wp = g.padded_width(), ow_n = g.out_w, sw = g.stride_w;
   for (int64_t r = r0; r < r1; ++r) {
@@ -114,16 +130,21 @@ static void im2col_padded_block(const ColGeometry& g, const float* padded, float
   }
 }
 
+SB_SIMD_VARIANTS(SB_COPY_LOOPS, void, im2col_padded_block, (g, padded, col, oh0, oh1, r0, r1),
+                 const ColGeometry& g, const float* padded, float* col, int64_t oh0, int64_t oh1, int64_t r0,
+                 int64_t r1)
+
 void im2col_rows_padded(const ColGeometry& g, const float* padded, float* col, int64_t oh0, int64_t oh1) {
   const int64_t rows = g.rows();
+  const Simd level = copy_level();
   if (omp_in_parallel() || rows * (oh1 - oh0) * g.out_w <= kParallelMin) {
-    im2col_padded_block(g, padded, col, oh0, oh1, 0, rows);
+    im2col_padded_block(level, g, padded, col, oh0, oh1, 0, rows);
     return;
   }
 #pragma omp parallel
   {
     const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
-    im2col_padded_block(g, padded, col, oh0, oh1, rows * t / nt, rows * (t + 1) / nt);
+    im2col_padded_block(level, g, padded, col, oh0, oh1, rows * t / nt, rows * (t + 1) / nt);
   }
 }
 

@@ -32,17 +32,21 @@ const char* simd_name(Simd level) {
   return "baseline";
 }
 
+Simd simd_level_from(const char* value, Simd cpu) {
+  Simd wanted;
+  if (std::strcmp(value, "avx512") == 0) wanted = Simd::avx512;
+  else if (std::strcmp(value, "avx2") == 0) wanted = Simd::avx2;
+  else if (std::strcmp(value, "baseline") == 0) wanted = Simd::baseline;
+  else fail("SMALLBATCH_SIMD: expected avx512, avx2 or baseline but got '", value, "'");
+  SB_CHECK(wanted <= cpu, "SMALLBATCH_SIMD=", value, ": this CPU supports at most ", simd_name(cpu));
+  return wanted;
+}
+
 static Simd read_level() {
   const Simd cpu = simd_cpu_level();
   const char* env = std::getenv("SMALLBATCH_SIMD");
   if (!env || !*env) return cpu;
-  Simd wanted;
-  if (std::strcmp(env, "avx512") == 0) wanted = Simd::avx512;
-  else if (std::strcmp(env, "avx2") == 0) wanted = Simd::avx2;
-  else if (std::strcmp(env, "baseline") == 0) wanted = Simd::baseline;
-  else fail("SMALLBATCH_SIMD: expected avx512, avx2 or baseline but got '", env, "'");
-  SB_CHECK(wanted <= cpu, "SMALLBATCH_SIMD=", env, ": this CPU supports at most ", simd_name(cpu));
-  return wanted;
+  return simd_level_from(env, cpu);
 }
 
 // -1 until the first call reads SMALLBATCH_SIMD; then the level's number.
@@ -64,6 +68,16 @@ Simd simd_level() {
   });
   if (!error.empty()) throw Error(error);
   return static_cast<Simd>(g_level.load(std::memory_order_relaxed));
+}
+
+Simd simd_level_nothrow() noexcept {
+  const int level = g_level.load(std::memory_order_relaxed);
+  if (level >= 0) return static_cast<Simd>(level);
+  try {
+    return simd_level();
+  } catch (...) {
+    return Simd::baseline;
+  }
 }
 
 void set_simd_level(Simd level) {

@@ -4,12 +4,14 @@
 #include "core/kernels/stream.h"
 
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
 
 #include "core/errors.h"
+#include "core/kernels/simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -35,10 +37,11 @@ static void stream_store_sse2(float* dst, const float* src, int64_t n) {
   for (; i < n; ++i) dst[i] = src[i];
 }
 
+// The level's store: AVX at avx2 and avx512 (both include AVX), SSE2 at baseline. Called inside
+// parallel loops, hence simd_level_nothrow(): both stores copy the same bits.
 void stream_store(float* dst, const float* src, int64_t n) {
-  static const bool avx = __builtin_cpu_supports("avx");
-  if (avx) stream_store_avx(dst, src, n);
-  else stream_store_sse2(dst, src, n);
+  if (simd_level_nothrow() == Simd::baseline) stream_store_sse2(dst, src, n);
+  else stream_store_avx(dst, src, n);
 }
 
 void stream_fence() { _mm_sfence(); }
@@ -81,8 +84,9 @@ static int64_t default_streaming_min_bytes() {
   static const int64_t bytes = [] {
     if (const char* env = std::getenv("SMALLBATCH_STREAMING_MIN_BYTES"); env && *env) {
       char* end = nullptr;
+      errno = 0;
       const long long v = std::strtoll(env, &end, 10);
-      SB_CHECK(end && *end == '\0' && v >= 0, "SMALLBATCH_STREAMING_MIN_BYTES: expected a whole number of "
+      SB_CHECK(end && *end == '\0' && errno == 0 && v >= 0, "SMALLBATCH_STREAMING_MIN_BYTES: expected a whole number of "
                "bytes, 0 or more, but got '", env, "'");
       return static_cast<int64_t>(v);
     }

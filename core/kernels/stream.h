@@ -8,8 +8,8 @@
 namespace sb::kernels {
 
 // Copies n floats from src (a small staging buffer, hot in L1) to dst, with non-temporal stores
-// where the CPU has them (x86: 32-byte ones with AVX, 16-byte ones on the SSE2 baseline) and
-// plain ones elsewhere. Call stream_fence() before other threads may read dst.
+// where the CPU has them (x86: 32-byte ones at simd_level() avx2 and avx512, 16-byte SSE2 ones at
+// baseline) and plain ones elsewhere. Call stream_fence() before other threads may read dst.
 void stream_store(float* dst, const float* src, int64_t n);
 
 // Orders this thread's streaming stores before its later stores (and so before the barrier that

@@ -2,6 +2,7 @@
 // gaps and degenerate data, base64 vectors, PNG output and its errors. Charts are drawn with the
 // built-in font so that the pixels checked do not depend on the installed fonts.
 #include <doctest/doctest.h>
+#include "cli_util.h"
 #include <unistd.h>
 
 #include <atomic>
@@ -422,4 +423,15 @@ TEST_CASE("plot: example figure (demo data)") {
   Canvas c = render(chart, 800, 500);
   CHECK(c.width() == 800);
   if (const char* out = std::getenv("SB_PLOT_EXAMPLE")) write_png(c, out);
+}
+
+TEST_CASE("plot: a SMALLBATCH_FONT that does not load is named in a warning, and the figures are still drawn") {
+  sbtest::TempDir dir;
+  const std::string out = (dir.path / "sweep").string();
+  sbtest::CliResult r = sbtest::run_cli("compare --norms gn --batch-sizes 2 --seeds 1 --epochs 1 --groups 2 "
+                                        "--data shapes:train=4,val=2,size=16 --base-width 4 --threads 1 --out " + out,
+                                        "SMALLBATCH_FONT=/nonexistent/font.ttf");
+  CHECK(r.code == 0);
+  CHECK(r.err.find("SMALLBATCH_FONT='/nonexistent/font.ttf'") != std::string::npos);
+  CHECK(std::filesystem::exists(out + "/fig1_miou_vs_batch.png"));
 }

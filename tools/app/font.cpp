@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -242,6 +243,10 @@ const Font& Font::standard() {
     if (!choice.empty()) {
       impl->regular = load_face(choice);
       impl->path = choice;
+      // A font asked for by name that does not load is said, once; the figures still get drawn.
+      if (!impl->regular)
+        std::fprintf(stderr, "smallbatch: warning: SMALLBATCH_FONT='%s' is not a TrueType font that loads "
+                     "(expected a .ttf file or 'builtin'); using the default font\n", choice.c_str());
     }
     // Debian/Ubuntu (fonts-dejavu-core), Fedora, Arch.
     static const char* const kDirs[] = {"/usr/share/fonts/truetype/dejavu/",

@@ -2,7 +2,6 @@
 // gaps and degenerate data, base64 vectors, PNG output and its errors. Charts are drawn with the
 // built-in font so that the pixels checked do not depend on the installed fonts.
 #include <doctest/doctest.h>
-#include "cli_util.h"
 #include <unistd.h>
 
 #include <atomic>
@@ -14,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cli_util.h"
 #include "core/errors.h"
 #include "core/fileio.h"
 #include "tools/app/plot.h"

@@ -1,0 +1,261 @@
+// The direct-convolution entry points: pick the microkernels for simd_level(), pack the weights,
+// pad or (de)interleave the planes, and share the work out over the OpenMP threads.
+#include "core/kernels/conv_direct.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "core/kernels/simd.h"
+
+namespace sb::kernels {
+namespace {
+
+// Loops over fewer floats than this run on one thread.
+constexpr int64_t kParallelMin = int64_t(1) << 15;
+// Below this many multiply-adds a kernel call runs on one thread.
+constexpr int64_t kParallelMinMacs = int64_t(1) << 16;
+
+// The kernels for this level and a row `width` pixels wide: the widest vector that a row fills
+// at least half of.
+const DirectKernels& pick(int64_t width) {
+  switch (simd_level()) {
+#if defined(__x86_64__) || defined(__i386__)
+    case Simd::avx512:
+      if (width > 8) return direct_kernels_avx512_v16();
+      [[fallthrough]];
+    case Simd::avx2:
+      return width > 4 ? direct_kernels_avx2_v8() : direct_kernels_avx2_v4();
+#endif
+    default:
+      return direct_kernels_base_v4();
+  }
+}
+
+// wpack (ceil(C_out / cob), C_in, T, cob) = get(co, ci, t), zero for co >= C_out: the cob
+// weights one (ci, tap) multiplies are contiguous, broadcast one by one.
+template <class Get>
+std::vector<float> pack(int cob, int64_t C_out, int64_t C_in, int T, const Get& get) {
+  const int64_t blocks = (C_out + cob - 1) / cob;
+  std::vector<float> p(blocks * C_in * T * cob, 0.f);
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t ci = 0; ci < C_in; ++ci)
+      for (int t = 0; t < T; ++t)
+        for (int c = 0; c < cob; ++c) {
+          const int64_t co = b * cob + c;
+          if (co < C_out) p[((b * C_in + ci) * T + t) * cob + c] = get(co, ci, t);
+        }
+  return p;
+}
+
+// dst (planes, H + 2, W + 2) = src (planes, H, W) with a border of one zero.
+void pad1(const float* src, float* dst, int64_t planes, int64_t H, int64_t W) {
+  const int64_t Wp = W + 2, Hp = H + 2;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * Hp * Wp > kParallelMin)
+  for (int64_t p = 0; p < planes; ++p) {
+    float* d = dst + p * Hp * Wp;
+    const float* s = src + p * H * W;
+    std::fill(d, d + Wp, 0.f);
+    for (int64_t h = 0; h < H; ++h) {
+      float* row = d + (h + 1) * Wp;
+      row[0] = 0.f;
+      std::copy(s + h * W, s + (h + 1) * W, row + 1);
+      row[W + 1] = 0.f;
+    }
+    std::fill(d + (H + 1) * Wp, d + Hp * Wp, 0.f);
+  }
+}
+
+// Runs the forward kernel over every (sample, output-channel block, row band) unit. Each output
+// value is computed by one unit in a fixed order whatever the thread count or banding.
+void run_fwd(const DirectKernels& k, bool nine, const FwdArgs& a, int64_t N, int64_t rows) {
+  const int64_t blocks = (a.C_out + k.cob_fwd - 1) / k.cob_fwd;
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int64_t macs = N * a.C_out * a.C_in * rows * a.width * (nine ? 9 : 1);
+  const bool par = threads > 1 && macs >= kParallelMinMacs;
+  // Enough units for the threads to share evenly (4 each), bands of at least a tile's vectors.
+  int64_t bands = par ? std::max<int64_t>(1, (4 * threads + N * blocks - 1) / (N * blocks)) : 1;
+  const int64_t per_row = (a.width + k.lanes - 1) / k.lanes;
+  const int64_t min_rows = std::max<int64_t>(1, (3 + per_row - 1) / per_row);
+  bands = std::clamp<int64_t>(bands, 1, std::max<int64_t>(1, rows / min_rows));
+  const int64_t units = N * blocks * bands;
+  auto fn = nine ? k.fwd9 : k.fwd1;
+#pragma omp parallel for schedule(dynamic, 1) if (par && units > 1)
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t band = u % bands, nb = u / bands, blk = nb % blocks, n = nb / blocks;
+    fn(a, n, blk, rows * band / bands, rows * (band + 1) / bands);
+  }
+}
+
+// Runs the weight-gradient kernel over every (A-channel block, B channel) unit; each sums over
+// all samples and positions itself, so no partial sums depend on the thread count.
+void run_wgrad(const DirectKernels& k, bool nine, const WgradArgs& a) {
+  const int64_t blocks = (a.CA + k.cob_wgrad - 1) / k.cob_wgrad;
+  const int64_t units = blocks * a.CB;
+  const int64_t macs = a.N * a.CA * a.CB * a.rows * a.width * (nine ? 9 : 1);
+  const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && macs >= kParallelMinMacs;
+  auto fn = nine ? k.wgrad9 : k.wgrad1;
+#pragma omp parallel for schedule(dynamic, 1) if (par && units > 1)
+  for (int64_t u = 0; u < units; ++u) fn(a, u / a.CB, u % a.CB);
+}
+
+}  // namespace
+
+void conv3x3_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
+                     int64_t C_out, int64_t H, int64_t W) {
+  const DirectKernels& k = pick(W);
+  const int64_t Hp = H + 2, Wp = W + 2;
+  std::vector<float> padded(N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
+  pad1(x, padded.data(), N * C_in, H, W);
+  // wpack[co][ci][t] = w[co][ci][t]
+  std::vector<float> wp = pack(k.cob_fwd, C_out, C_in, 9, [&](int64_t co, int64_t ci, int t) {
+    return w[(co * C_in + ci) * 9 + t];
+  });
+  FwdArgs a{padded.data(), C_in * Hp * Wp, Hp * Wp, Wp, wp.data(), bias, out, C_out * H * W, H * W, W,
+            C_in, C_out, W};
+  run_fwd(k, true, a, N, H);
+}
+
+void conv3x3_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                        int64_t H, int64_t W) {
+  // gx[n][ci][h][w] = sum_co sum_(i,j) gy[n][co][h + 1 - i][w + 1 - j] w[co][ci][i][j]
+  //                 = sum_co sum_t gy_padded[n][co][h + t / 3][w + t % 3] w[co][ci][8 - t]
+  const DirectKernels& k = pick(W);
+  const int64_t Hp = H + 2, Wp = W + 2;
+  std::vector<float> padded(N * C_out * Hp * Wp);  // (N, C_out, H + 2, W + 2)
+  pad1(gy, padded.data(), N * C_out, H, W);
+  std::vector<float> wp = pack(k.cob_fwd, C_in, C_out, 9, [&](int64_t ci, int64_t co, int t) {
+    return w[(co * C_in + ci) * 9 + (8 - t)];
+  });
+  FwdArgs a{padded.data(), C_out * Hp * Wp, Hp * Wp, Wp, wp.data(), nullptr, gx, C_in * H * W, H * W, W,
+            C_out, C_in, W};
+  run_fwd(k, true, a, N, H);
+}
+
+void conv3x3_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                         int64_t H, int64_t W) {
+  // gw[co][ci][i][j] = sum_n sum_(h,w) gy[n][co][h][w] x_padded[n][ci][h + i][w + j]
+  const DirectKernels& k = pick(W);
+  const int64_t Hp = H + 2, Wp = W + 2;
+  std::vector<float> padded(N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
+  pad1(x, padded.data(), N * C_in, H, W);
+  WgradArgs a{gy, C_out * H * W, H * W, W, padded.data(), C_in * Hp * Wp, Hp * Wp, Wp, N, H, W, C_out, C_in, gw};
+  run_wgrad(k, true, a);
+}
+
+void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
+                     int64_t C_out, int64_t H, int64_t W) {
+  const DirectKernels& k = pick(W);
+  std::vector<float> wp = pack(k.cob_fwd, C_out, C_in, 1, [&](int64_t co, int64_t ci, int) {
+    return w[co * C_in + ci];
+  });
+  FwdArgs a{x, C_in * H * W, H * W, W, wp.data(), bias, out, C_out * H * W, H * W, W, C_in, C_out, W};
+  run_fwd(k, false, a, N, H);
+}
+
+void conv1x1_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                        int64_t H, int64_t W) {
+  // gx[n][ci] = sum_co w[co][ci] gy[n][co]
+  const DirectKernels& k = pick(W);
+  std::vector<float> wp = pack(k.cob_fwd, C_in, C_out, 1, [&](int64_t ci, int64_t co, int) {
+    return w[co * C_in + ci];
+  });
+  FwdArgs a{gy, C_out * H * W, H * W, W, wp.data(), nullptr, gx, C_in * H * W, H * W, W, C_out, C_in, W};
+  run_fwd(k, false, a, N, H);
+}
+
+void conv1x1_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                         int64_t H, int64_t W) {
+  // gw[co][ci] = sum_n sum_p gy[n][co][p] x[n][ci][p]
+  const DirectKernels& k = pick(W);
+  WgradArgs a{gy, C_out * H * W, H * W, W, x, C_in * H * W, H * W, W, N, H, W, C_out, C_in, gw};
+  run_wgrad(k, false, a);
+}
+
+// With C4 = 4 C_out and channel co' = co * 4 + (i * 2 + j), the transposed convolution's planes
+// are 1x1 products on the input grid: s[n][co'][h][w] = out[n][co][2h + i][2w + j], which is
+// exactly the weight's own layout w (C_in, C4).
+
+void convt2x2_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
+                      int64_t C_out, int64_t H, int64_t W) {
+  const DirectKernels& k = pick(W);
+  const int64_t C4 = 4 * C_out, HW = H * W;
+  std::vector<float> wp = pack(k.cob_fwd, C4, C_in, 1, [&](int64_t c4, int64_t ci, int) {
+    return w[ci * C4 + c4];
+  });
+  std::vector<float> b4;
+  if (bias) {
+    b4.resize(C4);
+    for (int64_t c = 0; c < C4; ++c) b4[c] = bias[c / 4];
+  }
+  std::vector<float> s(N * C4 * HW);  // (N, C4, H, W)
+  FwdArgs a{x, C_in * HW, HW, W, wp.data(), bias ? b4.data() : nullptr, s.data(), C4 * HW, HW, W, C_in, C4, W};
+  run_fwd(k, false, a, N, H);
+  // out[n][co][2h + i][2w + j] = s[n][co * 4 + i * 2 + j][h][w]
+  const int64_t planes = N * C_out, Wo = 2 * W;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * 4 * HW > kParallelMin)
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* sp = s.data() + p * 4 * HW;
+    float* op = out + p * 4 * HW;
+    for (int64_t h = 0; h < H; ++h)
+      for (int i = 0; i < 2; ++i) {
+        float* row = op + (2 * h + i) * Wo;
+        const float* s0 = sp + (i * 2) * HW + h * W;
+        const float* s1 = sp + (i * 2 + 1) * HW + h * W;
+        for (int64_t ww = 0; ww < W; ++ww) {
+          row[2 * ww] = s0[ww];
+          row[2 * ww + 1] = s1[ww];
+        }
+      }
+  }
+}
+
+namespace {
+// d (N, C4, H, W) from gy (N, C_out, 2H, 2W): d[n][co * 4 + i * 2 + j][h][w] = gy[n][co][2h + i][2w + j].
+std::vector<float> deinterleave(const float* gy, int64_t N, int64_t C_out, int64_t H, int64_t W) {
+  const int64_t HW = H * W, planes = N * C_out, Wo = 2 * W;
+  std::vector<float> d(planes * 4 * HW);
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * 4 * HW > kParallelMin)
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* gp = gy + p * 4 * HW;
+    float* dp = d.data() + p * 4 * HW;
+    for (int64_t h = 0; h < H; ++h)
+      for (int i = 0; i < 2; ++i) {
+        const float* row = gp + (2 * h + i) * Wo;
+        float* d0 = dp + (i * 2) * HW + h * W;
+        float* d1 = dp + (i * 2 + 1) * HW + h * W;
+        for (int64_t ww = 0; ww < W; ++ww) {
+          d0[ww] = row[2 * ww];
+          d1[ww] = row[2 * ww + 1];
+        }
+      }
+  }
+  return d;
+}
+}  // namespace
+
+void convt2x2_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                         int64_t H, int64_t W) {
+  // gx[n][ci] = sum_c4 w[ci][c4] d[n][c4]
+  const DirectKernels& k = pick(W);
+  const int64_t C4 = 4 * C_out, HW = H * W;
+  std::vector<float> d = deinterleave(gy, N, C_out, H, W);
+  std::vector<float> wp = pack(k.cob_fwd, C_in, C4, 1, [&](int64_t ci, int64_t c4, int) {
+    return w[ci * C4 + c4];
+  });
+  FwdArgs a{d.data(), C4 * HW, HW, W, wp.data(), nullptr, gx, C_in * HW, HW, W, C4, C_in, W};
+  run_fwd(k, false, a, N, H);
+}
+
+void convt2x2_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                          int64_t H, int64_t W) {
+  // gw[ci][c4] = sum_n sum_p x[n][ci][p] d[n][c4][p]
+  const DirectKernels& k = pick(W);
+  const int64_t C4 = 4 * C_out, HW = H * W;
+  std::vector<float> d = deinterleave(gy, N, C_out, H, W);
+  WgradArgs a{x, C_in * HW, HW, W, d.data(), C4 * HW, HW, W, N, H, W, C_in, C4, gw};
+  run_wgrad(k, false, a);
+}
+
+}  // namespace sb::kernels

@@ -1,0 +1,182 @@
+// The direct-convolution microkernels as templates on the vector width, included inside an
+// anonymous namespace by conv_direct_{avx512,avx2,base}.cpp, each compiled for its own ISA.
+// No std headers here (ODR: nothing with external linkage may be instantiated per ISA).
+// Expects SB_LANES..., nothing else: the includer defines the exported tables.
+#ifndef SB_CONV_DIRECT_IMPL_INCLUDED_IN_ANON_NAMESPACE
+#error "include conv_direct_impl.h only inside an anonymous namespace after defining the guard"
+#endif
+
+#define SB_AI inline __attribute__((always_inline))
+
+template <int V>
+struct Vec {
+  typedef float F __attribute__((vector_size(V * 4)));
+  typedef int32_t I __attribute__((vector_size(V * 4)));
+};
+
+template <int V>
+SB_AI void vload(typename Vec<V>::F& v, const float* p) {
+  __builtin_memcpy(&v, p, sizeof v);
+}
+// The first n lanes from p, zero in the others; reads nothing past p + n.
+template <int V>
+SB_AI void vload_n(typename Vec<V>::F& v, const float* p, int n) {
+  float tmp[V];
+  for (int i = 0; i < V; ++i) tmp[i] = i < n ? p[i] : 0.f;
+  __builtin_memcpy(&v, tmp, sizeof v);
+}
+template <int V>
+SB_AI void vstore(float* p, const typename Vec<V>::F& v) {
+  __builtin_memcpy(p, &v, sizeof v);
+}
+template <int V>
+SB_AI void vstore_n(float* p, const typename Vec<V>::F& v, int n) {
+  float tmp[V];
+  __builtin_memcpy(tmp, &v, sizeof v);
+  for (int i = 0; i < n; ++i) p[i] = tmp[i];
+}
+
+// One register tile of the forward: COB output channels x NV vectors; vector v reads the input
+// planes at ioff[v] (+ tap offsets) and writes lanes[v] pixels at ooff[v]. FULL: every lanes[v]
+// is V (full loads); otherwise partial vectors load only their lanes (no read past a row's end).
+template <int V, int COB, int NV, int T, bool FULL>
+SB_AI void fwd_tile(const sb::kernels::FwdArgs& a, const float* in, const float* wblk, const float* bias,
+                    float* out, int cvalid, const int64_t* ioff, const int64_t* ooff, const int* lanes,
+                    const int64_t* toff) {
+  typedef typename Vec<V>::F F;
+  F acc[COB][NV];
+  for (int c = 0; c < COB; ++c) {
+    const float b = bias && c < cvalid ? bias[c] : 0.f;
+    for (int v = 0; v < NV; ++v) acc[c][v] = F{} + b;
+  }
+  for (int64_t ci = 0; ci < a.C_in; ++ci) {
+    const float* ip = in + ci * a.in_cs;
+    const float* wp = wblk + ci * T * COB;
+    for (int t = 0; t < T; ++t) {
+      const float* q = ip + toff[t];
+      F x[NV];
+      for (int v = 0; v < NV; ++v) {
+        if (FULL || lanes[v] == V)
+          vload<V>(x[v], q + ioff[v]);
+        else
+          vload_n<V>(x[v], q + ioff[v], lanes[v]);
+      }
+      for (int c = 0; c < COB; ++c) {
+        const F w = F{} + wp[t * COB + c];
+        for (int v = 0; v < NV; ++v) acc[c][v] += w * x[v];
+      }
+    }
+  }
+  for (int c = 0; c < cvalid; ++c) {
+    float* op = out + c * a.out_cs;
+    for (int v = 0; v < NV; ++v) {
+      if (lanes[v] == V)
+        vstore<V>(op + ooff[v], acc[c][v]);
+      else if (lanes[v] > 0)
+        vstore_n<V>(op + ooff[v], acc[c][v], lanes[v]);
+    }
+  }
+}
+
+// Output-channel block blk of sample n over rows [r0, r1): the rows' vectors are taken NV at a
+// time (a tile may span rows when rows are narrow); a short last tile repeats a slot with 0 lanes.
+template <int V, int COB, int NV, int T>
+void fwd_rows(const sb::kernels::FwdArgs& a, int64_t n, int64_t blk, int64_t r0, int64_t r1) {
+  int64_t toff[T];
+  for (int t = 0; t < T; ++t) toff[t] = T == 1 ? 0 : (t / 3) * a.in_rs + t % 3;
+  const float* in = a.in + n * a.in_ns;
+  const float* wblk = a.wpack + blk * a.C_in * T * COB;
+  const int64_t co0 = blk * COB;
+  const float* bias = a.bias ? a.bias + co0 : nullptr;
+  float* out = a.out + n * a.out_ns + co0 * a.out_cs;
+  const int64_t left = a.C_out - co0;
+  const int cvalid = left < COB ? int(left) : COB;
+  const int64_t per_row = (a.width + V - 1) / V;
+  const int64_t total = (r1 - r0) * per_row;
+  for (int64_t s0 = 0; s0 < total; s0 += NV) {
+    int64_t ioff[NV], ooff[NV];
+    int lanes[NV];
+    bool full = true;
+    for (int v = 0; v < NV; ++v) {
+      const int64_t s = s0 + v < total ? s0 + v : total - 1;
+      const int64_t r = r0 + s / per_row, c = (s % per_row) * V;
+      ioff[v] = r * a.in_rs + c;
+      ooff[v] = r * a.out_rs + c;
+      const int64_t rem = a.width - c;
+      lanes[v] = s0 + v < total ? (rem < V ? int(rem) : V) : 0;
+      if (lanes[v] != V) full = false;
+    }
+    if (full)
+      fwd_tile<V, COB, NV, T, true>(a, in, wblk, bias, out, cvalid, ioff, ooff, lanes, toff);
+    else
+      fwd_tile<V, COB, NV, T, false>(a, in, wblk, bias, out, cvalid, ioff, ooff, lanes, toff);
+  }
+}
+
+// Weight gradient of A-channel block blk against B channel b: TW taps along a kernel row at a
+// time (TH rows), COB x TW accumulators of V lanes, summed over samples, rows and vectors in that
+// order, then reduced across lanes in a fixed order. Tail vectors load only their lanes of both
+// operands, so positions past a row's end contribute exactly nothing.
+template <int V, int COB, int TH, int TW>
+void wgrad_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
+  typedef typename Vec<V>::F F;
+  const int64_t a0 = blk * COB;
+  const int64_t left = a.CA - a0;
+  const int cvalid = left < COB ? int(left) : COB;
+  const int64_t full_vecs = a.width / V;
+  const int tail = int(a.width - full_vecs * V);
+  for (int i = 0; i < TH; ++i) {
+    F acc[COB][TW];
+    for (int c = 0; c < COB; ++c)
+      for (int j = 0; j < TW; ++j) acc[c][j] = F{};
+    for (int64_t n = 0; n < a.N; ++n) {
+      const float* ap[COB];
+      for (int c = 0; c < COB; ++c) ap[c] = a.A + n * a.a_ns + (a0 + (c < cvalid ? c : cvalid - 1)) * a.a_cs;
+      const float* bp = a.B + n * a.b_ns + b * a.b_cs + i * a.b_rs;
+      for (int64_t r = 0; r < a.rows; ++r) {
+        const int64_t ar = r * a.a_rs, br = r * a.b_rs;
+        for (int64_t k = 0; k < full_vecs; ++k) {
+          F xv[TW];
+          for (int j = 0; j < TW; ++j) vload<V>(xv[j], bp + br + k * V + j);
+          for (int c = 0; c < COB; ++c) {
+            F dy;
+            vload<V>(dy, ap[c] + ar + k * V);
+            for (int j = 0; j < TW; ++j) acc[c][j] += dy * xv[j];
+          }
+        }
+        if (tail) {
+          const int64_t o = full_vecs * V;
+          F xv[TW];
+          for (int j = 0; j < TW; ++j) vload_n<V>(xv[j], bp + br + o + j, tail);
+          for (int c = 0; c < COB; ++c) {
+            F dy;
+            vload_n<V>(dy, ap[c] + ar + o, tail);
+            for (int j = 0; j < TW; ++j) acc[c][j] += dy * xv[j];
+          }
+        }
+      }
+    }
+    for (int c = 0; c < cvalid; ++c)
+      for (int j = 0; j < TW; ++j) {
+        float lane[V];
+        __builtin_memcpy(lane, &acc[c][j], sizeof lane);
+        // Pairwise halving: a fixed order.
+        for (int h = V / 2; h >= 1; h /= 2)
+          for (int l = 0; l < h; ++l) lane[l] += lane[l + h];
+        a.g[((a0 + c) * a.CB + b) * (TH * TW) + i * TW + j] = lane[0];
+      }
+  }
+}
+
+template <int V, int COBF, int NV, int COBW>
+constexpr sb::kernels::DirectKernels make_table() {
+  return {V,
+          COBF,
+          COBW,
+          &fwd_rows<V, COBF, NV, 9>,
+          &fwd_rows<V, COBF, NV, 1>,
+          &wgrad_unit<V, COBW, 3, 3>,
+          &wgrad_unit<V, COBW, 1, 1>};
+}
+
+#undef SB_AI

@@ -88,16 +88,17 @@ void run_fwd(const DirectKernels& k, bool nine, const FwdArgs& a, int64_t N, int
   }
 }
 
-// Runs the weight-gradient kernel over every (A-channel block, B channel) unit; each sums over
+// Runs the weight-gradient kernel over every (A-channel block, B-channel block) unit; each sums over
 // all samples and positions itself, so no partial sums depend on the thread count.
 void run_wgrad(const DirectKernels& k, bool nine, const WgradArgs& a) {
   const int64_t blocks = (a.CA + k.cob_wgrad - 1) / k.cob_wgrad;
-  const int64_t units = blocks * a.CB;
+  const int64_t bblocks = (a.CB + k.cib_wgrad - 1) / k.cib_wgrad;
+  const int64_t units = blocks * bblocks;
   const int64_t macs = a.N * a.CA * a.CB * a.rows * a.width * (nine ? 9 : 1);
   const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && macs >= kParallelMinMacs;
   auto fn = nine ? k.wgrad9 : k.wgrad1;
 #pragma omp parallel for schedule(dynamic, 1) if (par && units > 1)
-  for (int64_t u = 0; u < units; ++u) fn(a, u / a.CB, u % a.CB);
+  for (int64_t u = 0; u < units; ++u) fn(a, u / bblocks, (u % bblocks) * k.cib_wgrad);
 }
 
 }  // namespace

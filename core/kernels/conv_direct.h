@@ -67,10 +67,11 @@ struct DirectKernels {
   int lanes;      // V: floats per vector
   int cob_fwd;    // output channels per forward block (the weight packing)
   int cob_wgrad;  // A channels per weight-gradient block
+  int cib_wgrad;  // B channels per weight-gradient unit
   // Output-channel block `blk` of sample n, rows [r0, r1).
   void (*fwd9)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
   void (*fwd1)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
-  // A-channel block `blk` against B channel b, all samples and rows.
+  // A-channel block `blk` against B channels [b, b + cib_wgrad), all samples and rows.
   void (*wgrad9)(const WgradArgs&, int64_t blk, int64_t b);
   void (*wgrad1)(const WgradArgs&, int64_t blk, int64_t b);
 };

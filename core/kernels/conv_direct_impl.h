@@ -11,12 +11,18 @@
 template <int V>
 struct Vec {
   typedef float F __attribute__((vector_size(V * 4)));
-  typedef int32_t I __attribute__((vector_size(V * 4)));
+  // The same vector for unaligned loads and stores of float data.
+  typedef float U __attribute__((vector_size(V * 4), aligned(4), may_alias));
 };
 
 template <int V>
 SB_AI void vload(typename Vec<V>::F& v, const float* p) {
-  __builtin_memcpy(&v, p, sizeof v);
+  v = *reinterpret_cast<const typename Vec<V>::U*>(p);
+}
+// All lanes s (s - 0 is s for every float, so this folds to one broadcast, unlike 0 + s).
+template <int V>
+SB_AI typename Vec<V>::F bcast(float s) {
+  return s - typename Vec<V>::F{};
 }
 // The first n lanes from p, zero in the others; reads nothing past p + n.
 template <int V>
@@ -25,9 +31,21 @@ SB_AI void vload_n(typename Vec<V>::F& v, const float* p, int n) {
   for (int i = 0; i < V; ++i) tmp[i] = i < n ? p[i] : 0.f;
   __builtin_memcpy(&v, tmp, sizeof v);
 }
+// Keeps v in a register: without this GCC folds one load into each of the TW multiply-adds
+// that use it, tripling the loads of the weight gradient's inner loop.
+template <int V>
+SB_AI void in_register(typename Vec<V>::F& v) {
+#if defined(__x86_64__) && defined(__AVX512F__)
+  __asm__("" : "+v"(v));
+#elif defined(__x86_64__)
+  __asm__("" : "+x"(v));
+#else
+  (void)v;
+#endif
+}
 template <int V>
 SB_AI void vstore(float* p, const typename Vec<V>::F& v) {
-  __builtin_memcpy(p, &v, sizeof v);
+  *reinterpret_cast<typename Vec<V>::U*>(p) = v;
 }
 template <int V>
 SB_AI void vstore_n(float* p, const typename Vec<V>::F& v, int n) {
@@ -47,7 +65,7 @@ SB_AI void fwd_tile(const sb::kernels::FwdArgs& a, const float* in, const float*
   F acc[COB][NV];
   for (int c = 0; c < COB; ++c) {
     const float b = bias && c < cvalid ? bias[c] : 0.f;
-    for (int v = 0; v < NV; ++v) acc[c][v] = F{} + b;
+    for (int v = 0; v < NV; ++v) acc[c][v] = bcast<V>(b);
   }
   for (int64_t ci = 0; ci < a.C_in; ++ci) {
     const float* ip = in + ci * a.in_cs;
@@ -62,7 +80,7 @@ SB_AI void fwd_tile(const sb::kernels::FwdArgs& a, const float* in, const float*
           vload_n<V>(x[v], q + ioff[v], lanes[v]);
       }
       for (int c = 0; c < COB; ++c) {
-        const F w = F{} + wp[t * COB + c];
+        const F w = bcast<V>(wp[t * COB + c]);
         for (int v = 0; v < NV; ++v) acc[c][v] += w * x[v];
       }
     }
@@ -98,13 +116,15 @@ void fwd_rows(const sb::kernels::FwdArgs& a, int64_t n, int64_t blk, int64_t r0,
     int lanes[NV];
     bool full = true;
     for (int v = 0; v < NV; ++v) {
-      const int64_t s = s0 + v < total ? s0 + v : total - 1;
+      // A short last tile repeats its first slot, computed again but not stored.
+      const int64_t s = s0 + v < total ? s0 + v : s0;
       const int64_t r = r0 + s / per_row, c = (s % per_row) * V;
       ioff[v] = r * a.in_rs + c;
       ooff[v] = r * a.out_rs + c;
       const int64_t rem = a.width - c;
-      lanes[v] = s0 + v < total ? (rem < V ? int(rem) : V) : 0;
-      if (lanes[v] != V) full = false;
+      const int n = rem < V ? int(rem) : V;
+      if (n != V) full = false;
+      lanes[v] = s0 + v < total ? n : 0;
     }
     if (full)
       fwd_tile<V, COB, NV, T, true>(a, in, wblk, bias, out, cvalid, ioff, ooff, lanes, toff);
@@ -113,70 +133,104 @@ void fwd_rows(const sb::kernels::FwdArgs& a, int64_t n, int64_t blk, int64_t r0,
   }
 }
 
-// Weight gradient of A-channel block blk against B channel b: TW taps along a kernel row at a
-// time (TH rows), COB x TW accumulators of V lanes, summed over samples, rows and vectors in that
-// order, then reduced across lanes in a fixed order. Tail vectors load only their lanes of both
-// operands, so positions past a row's end contribute exactly nothing.
-template <int V, int COB, int TH, int TW>
+// The weight-gradient sweep over rows [r0, r1) of one sample: acc[c][j] += A row x B row shifted
+// by j, for TW taps along a kernel row. Tail vectors load only their lanes of both operands, so
+// positions past a row's end contribute exactly nothing (0 * inf would be NaN).
+template <int V, int COB, int TW>
+SB_AI void wgrad_rows(const sb::kernels::WgradArgs& a, typename Vec<V>::F (&acc)[COB][TW], const float* const* ap,
+                      const float* bp, int64_t r0, int64_t r1) {
+  typedef typename Vec<V>::F F;
+  const int64_t full_vecs = a.width / V;
+  const int tail = int(a.width - full_vecs * V);
+  // The full vectors of every row first, then the tails: no branch inside the hot loop.
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* brow = bp + r * a.b_rs;
+    const int64_t ar = r * a.a_rs;
+    for (int64_t k = 0; k < full_vecs; ++k) {
+      F xv[TW];
+      for (int j = 0; j < TW; ++j) vload<V>(xv[j], brow + k * V + j);
+      for (int c = 0; c < COB; ++c) {
+        F dy;
+        vload<V>(dy, ap[c] + ar + k * V);
+        in_register<V>(dy);
+        for (int j = 0; j < TW; ++j) acc[c][j] += dy * xv[j];
+      }
+    }
+  }
+  if (tail) {
+    const int64_t o = full_vecs * V;
+    for (int64_t r = r0; r < r1; ++r) {
+      F xv[TW];
+      for (int j = 0; j < TW; ++j) vload_n<V>(xv[j], bp + r * a.b_rs + o + j, tail);
+      for (int c = 0; c < COB; ++c) {
+        F dy;
+        vload_n<V>(dy, ap[c] + r * a.a_rs + o, tail);
+        for (int j = 0; j < TW; ++j) acc[c][j] += dy * xv[j];
+      }
+    }
+  }
+}
+
+// Weight gradient of A-channel block blk against B channels [b, b + CIB) (fewer at the end):
+// COB x TW accumulators of V lanes per (B channel, kernel row), summed over samples, rows and
+// vectors in that order, then reduced across lanes in a fixed order. The rows go in chunks whose
+// A rows stay in L1 while every B channel and kernel row of the unit uses them; accumulators wait
+// in memory between chunks, which leaves each lane's order of additions unchanged.
+template <int V, int COB, int TH, int TW, int CIB>
 void wgrad_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
   typedef typename Vec<V>::F F;
   const int64_t a0 = blk * COB;
   const int64_t left = a.CA - a0;
   const int cvalid = left < COB ? int(left) : COB;
-  const int64_t full_vecs = a.width / V;
-  const int tail = int(a.width - full_vecs * V);
-  for (int i = 0; i < TH; ++i) {
-    F acc[COB][TW];
+  const int nb = a.CB - b < CIB ? int(a.CB - b) : CIB;
+  F accs[CIB * TH][COB][TW];
+  for (int u = 0; u < CIB * TH; ++u)
     for (int c = 0; c < COB; ++c)
-      for (int j = 0; j < TW; ++j) acc[c][j] = F{};
-    for (int64_t n = 0; n < a.N; ++n) {
-      const float* ap[COB];
-      for (int c = 0; c < COB; ++c) ap[c] = a.A + n * a.a_ns + (a0 + (c < cvalid ? c : cvalid - 1)) * a.a_cs;
-      const float* bp = a.B + n * a.b_ns + b * a.b_cs + i * a.b_rs;
-      for (int64_t r = 0; r < a.rows; ++r) {
-        const int64_t ar = r * a.a_rs, br = r * a.b_rs;
-        for (int64_t k = 0; k < full_vecs; ++k) {
-          F xv[TW];
-          for (int j = 0; j < TW; ++j) vload<V>(xv[j], bp + br + k * V + j);
-          for (int c = 0; c < COB; ++c) {
-            F dy;
-            vload<V>(dy, ap[c] + ar + k * V);
-            for (int j = 0; j < TW; ++j) acc[c][j] += dy * xv[j];
-          }
+      for (int j = 0; j < TW; ++j) accs[u][c][j] = F{};
+  // Rows per chunk: the COB A rows of a chunk in about 16 KiB.
+  int64_t chunk = 4096 / (COB * (a.width > 0 ? a.width : 1));
+  chunk = chunk < 1 ? 1 : chunk;
+  for (int64_t n = 0; n < a.N; ++n) {
+    const float* ap[COB];
+    for (int c = 0; c < COB; ++c) ap[c] = a.A + n * a.a_ns + (a0 + (c < cvalid ? c : cvalid - 1)) * a.a_cs;
+    for (int64_t r0 = 0; r0 < a.rows; r0 += chunk) {
+      const int64_t r1 = r0 + chunk < a.rows ? r0 + chunk : a.rows;
+      for (int bi = 0; bi < nb; ++bi)
+        for (int i = 0; i < TH; ++i) {
+          const float* bp = a.B + n * a.b_ns + (b + bi) * a.b_cs + i * a.b_rs;
+          F acc[COB][TW];
+          __builtin_memcpy(&acc, &accs[bi * TH + i], sizeof acc);
+          wgrad_rows<V, COB, TW>(a, acc, ap, bp, r0, r1);
+          __builtin_memcpy(&accs[bi * TH + i], &acc, sizeof acc);
         }
-        if (tail) {
-          const int64_t o = full_vecs * V;
-          F xv[TW];
-          for (int j = 0; j < TW; ++j) vload_n<V>(xv[j], bp + br + o + j, tail);
-          for (int c = 0; c < COB; ++c) {
-            F dy;
-            vload_n<V>(dy, ap[c] + ar + o, tail);
-            for (int j = 0; j < TW; ++j) acc[c][j] += dy * xv[j];
-          }
-        }
-      }
     }
-    for (int c = 0; c < cvalid; ++c)
-      for (int j = 0; j < TW; ++j) {
-        float lane[V];
-        __builtin_memcpy(lane, &acc[c][j], sizeof lane);
-        // Pairwise halving: a fixed order.
-        for (int h = V / 2; h >= 1; h /= 2)
-          for (int l = 0; l < h; ++l) lane[l] += lane[l + h];
-        a.g[((a0 + c) * a.CB + b) * (TH * TW) + i * TW + j] = lane[0];
-      }
   }
+  for (int bi = 0; bi < nb; ++bi)
+    for (int i = 0; i < TH; ++i)
+      for (int c = 0; c < cvalid; ++c)
+        for (int j = 0; j < TW; ++j) {
+          float lane[V];
+          __builtin_memcpy(lane, &accs[bi * TH + i][c][j], sizeof lane);
+          // Pairwise halving: a fixed order.
+          for (int h = V / 2; h >= 1; h /= 2)
+            for (int l = 0; l < h; ++l) lane[l] += lane[l + h];
+          a.g[((a0 + c) * a.CB + b + bi) * (TH * TW) + i * TW + j] = lane[0];
+        }
 }
+
+// B channels per weight-gradient unit.
+constexpr int CIB = 4;
 
 template <int V, int COBF, int NV, int COBW>
 constexpr sb::kernels::DirectKernels make_table() {
   return {V,
           COBF,
           COBW,
+          CIB,
           &fwd_rows<V, COBF, NV, 9>,
           &fwd_rows<V, COBF, NV, 1>,
-          &wgrad_unit<V, COBW, 3, 3>,
-          &wgrad_unit<V, COBW, 1, 1>};
+          &wgrad_unit<V, COBW, 3, 3, CIB>,
+          &wgrad_unit<V, COBW, 1, 1, CIB>};
 }
 
 #undef SB_AI

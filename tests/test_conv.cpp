@@ -806,7 +806,7 @@ void at_every_simd_level(const F& body) {
   for (Simd l : {Simd::baseline, Simd::avx2, Simd::avx512}) {
     if (l > kernels::simd_cpu_level()) continue;
     kernels::set_simd_level(l);
-    INFO("simd " << kernels::simd_name(l));
+    INFO("simd " << std::string(kernels::simd_name(l)));
     body(l);
   }
   kernels::set_simd_level(prev);

@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "core/kernels/simd.h"
@@ -47,6 +48,16 @@ std::vector<float> pack(int cob, int64_t C_out, int64_t C_in, int T, const Get& 
           if (co < C_out) p[((b * C_in + ci) * T + t) * cob + c] = get(co, ci, t);
         }
   return p;
+}
+
+// Scratch buffers kept between calls (per calling thread; one per slot, as a call may use two at
+// once): fresh allocations of a few MB each call cost page faults worth a quarter of a small
+// layer's time. Contents are not initialized: callers write every float they read.
+float* scratch(int slot, size_t n) {
+  thread_local std::vector<float> bufs[2];
+  std::vector<float>& b = bufs[slot];
+  if (b.size() < n) b.resize(n);
+  return b.data();
 }
 
 // dst (planes, H + 2, W + 2) = src (planes, H, W) with a border of one zero.
@@ -107,13 +118,13 @@ void conv3x3_forward(const float* x, const float* w, const float* bias, float* o
                      int64_t C_out, int64_t H, int64_t W) {
   const DirectKernels& k = pick(W);
   const int64_t Hp = H + 2, Wp = W + 2;
-  std::vector<float> padded(N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
-  pad1(x, padded.data(), N * C_in, H, W);
+  float* padded = scratch(0, N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
+  pad1(x, padded, N * C_in, H, W);
   // wpack[co][ci][t] = w[co][ci][t]
   std::vector<float> wp = pack(k.cob_fwd, C_out, C_in, 9, [&](int64_t co, int64_t ci, int t) {
     return w[(co * C_in + ci) * 9 + t];
   });
-  FwdArgs a{padded.data(), C_in * Hp * Wp, Hp * Wp, Wp, wp.data(), bias, out, C_out * H * W, H * W, W,
+  FwdArgs a{padded, C_in * Hp * Wp, Hp * Wp, Wp, wp.data(), bias, out, C_out * H * W, H * W, W,
             C_in, C_out, W};
   run_fwd(k, true, a, N, H);
 }
@@ -124,25 +135,47 @@ void conv3x3_input_grad(const float* gy, const float* w, float* gx, int64_t N, i
   //                 = sum_co sum_t gy_padded[n][co][h + t / 3][w + t % 3] w[co][ci][8 - t]
   const DirectKernels& k = pick(W);
   const int64_t Hp = H + 2, Wp = W + 2;
-  std::vector<float> padded(N * C_out * Hp * Wp);  // (N, C_out, H + 2, W + 2)
-  pad1(gy, padded.data(), N * C_out, H, W);
+  float* padded = scratch(0, N * C_out * Hp * Wp);  // (N, C_out, H + 2, W + 2)
+  pad1(gy, padded, N * C_out, H, W);
   std::vector<float> wp = pack(k.cob_fwd, C_in, C_out, 9, [&](int64_t ci, int64_t co, int t) {
     return w[(co * C_in + ci) * 9 + (8 - t)];
   });
-  FwdArgs a{padded.data(), C_out * Hp * Wp, Hp * Wp, Wp, wp.data(), nullptr, gx, C_in * H * W, H * W, W,
+  FwdArgs a{padded, C_out * Hp * Wp, Hp * Wp, Wp, wp.data(), nullptr, gx, C_in * H * W, H * W, W,
             C_out, C_in, W};
   run_fwd(k, true, a, N, H);
 }
 
 void conv3x3_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
                          int64_t H, int64_t W) {
-  // gw[co][ci][i][j] = sum_n sum_(h,w) gy[n][co][h][w] x_padded[n][ci][h + i][w + j]
-  const DirectKernels& k = pick(W);
-  const int64_t Hp = H + 2, Wp = W + 2;
-  std::vector<float> padded(N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
-  pad1(x, padded.data(), N * C_in, H, W);
-  WgradArgs a{gy, C_out * H * W, H * W, W, padded.data(), C_in * Hp * Wp, Hp * Wp, Wp, N, H, W, C_out, C_in, gw};
-  run_wgrad(k, true, a);
+  // gw[co][ci][i][j] = sum_n sum_(h,w) gy[n][co][h][w] x_padded[n][ci][h + i][w + j], summed over
+  // flat positions p = h * Wp + w of the padded width (see wgrad_flat_unit).
+  const DirectKernels& k = pick(INT64_MAX);
+  const int64_t V = k.lanes, Hp = H + 2, Wp = W + 2, L = (H * Wp + V - 1) / V * V;
+  // (N, C_in, H + 2, W + 2), then V zeros: the last vectors of the last plane read past its end.
+  float* padded = scratch(0, N * C_in * Hp * Wp + V);
+  pad1(x, padded, N * C_in, H, W);
+  std::fill(padded + N * C_in * Hp * Wp, padded + N * C_in * Hp * Wp + V, 0.f);
+  float* dyp = scratch(1, N * C_out * L);  // (N, C_out, L): gy on the padded width, zero elsewhere
+  std::vector<int32_t> mask(L);           // (L,)
+  for (int64_t p = 0; p < L; ++p) mask[p] = p < H * Wp && p % Wp < W ? -1 : 0;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && N * C_out * L > kParallelMin)
+  for (int64_t pl = 0; pl < N * C_out; ++pl) {
+    float* d = dyp + pl * L;
+    const float* s = gy + pl * H * W;
+    for (int64_t h = 0; h < H; ++h) {
+      std::copy(s + h * W, s + (h + 1) * W, d + h * Wp);
+      std::fill(d + h * Wp + W, d + (h + 1) * Wp, 0.f);
+    }
+    std::fill(d + H * Wp, d + L, 0.f);
+  }
+  WgradArgs a{dyp, C_out * L, L, L, padded, C_in * Hp * Wp, Hp * Wp, Wp, N, 1, L, C_out, C_in, gw,
+              mask.data()};
+  const int64_t blocks = (C_out + k.cob_wgrad - 1) / k.cob_wgrad;
+  const int64_t bblocks = (C_in + k.cib_wgrad - 1) / k.cib_wgrad;
+  const int64_t units = blocks * bblocks;
+  const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * C_out * C_in * L * 9 >= kParallelMinMacs;
+#pragma omp parallel for schedule(dynamic, 1) if (par && units > 1)
+  for (int64_t u = 0; u < units; ++u) k.wgrad9flat(a, u / bblocks, (u % bblocks) * k.cib_wgrad);
 }
 
 void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
@@ -190,14 +223,14 @@ void convt2x2_forward(const float* x, const float* w, const float* bias, float* 
     b4.resize(C4);
     for (int64_t c = 0; c < C4; ++c) b4[c] = bias[c / 4];
   }
-  std::vector<float> s(N * C4 * HW);  // (N, C4, H, W)
-  FwdArgs a{x, C_in * HW, HW, W, wp.data(), bias ? b4.data() : nullptr, s.data(), C4 * HW, HW, W, C_in, C4, W};
+  float* s = scratch(0, N * C4 * HW);  // (N, C4, H, W)
+  FwdArgs a{x, C_in * HW, HW, W, wp.data(), bias ? b4.data() : nullptr, s, C4 * HW, HW, W, C_in, C4, W};
   run_fwd(k, false, a, N, H);
   // out[n][co][2h + i][2w + j] = s[n][co * 4 + i * 2 + j][h][w]
   const int64_t planes = N * C_out, Wo = 2 * W;
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * 4 * HW > kParallelMin)
   for (int64_t p = 0; p < planes; ++p) {
-    const float* sp = s.data() + p * 4 * HW;
+    const float* sp = s + p * 4 * HW;
     float* op = out + p * 4 * HW;
     for (int64_t h = 0; h < H; ++h)
       for (int i = 0; i < 2; ++i) {
@@ -213,14 +246,14 @@ void convt2x2_forward(const float* x, const float* w, const float* bias, float* 
 }
 
 namespace {
-// d (N, C4, H, W) from gy (N, C_out, 2H, 2W): d[n][co * 4 + i * 2 + j][h][w] = gy[n][co][2h + i][2w + j].
-std::vector<float> deinterleave(const float* gy, int64_t N, int64_t C_out, int64_t H, int64_t W) {
+// d (N, C4, H, W) (scratch slot 0) from gy (N, C_out, 2H, 2W): d[n][co * 4 + i * 2 + j][h][w] = gy[n][co][2h + i][2w + j].
+float* deinterleave(const float* gy, int64_t N, int64_t C_out, int64_t H, int64_t W) {
   const int64_t HW = H * W, planes = N * C_out, Wo = 2 * W;
-  std::vector<float> d(planes * 4 * HW);
+  float* d = scratch(0, planes * 4 * HW);
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * 4 * HW > kParallelMin)
   for (int64_t p = 0; p < planes; ++p) {
     const float* gp = gy + p * 4 * HW;
-    float* dp = d.data() + p * 4 * HW;
+    float* dp = d + p * 4 * HW;
     for (int64_t h = 0; h < H; ++h)
       for (int i = 0; i < 2; ++i) {
         const float* row = gp + (2 * h + i) * Wo;
@@ -241,11 +274,11 @@ void convt2x2_input_grad(const float* gy, const float* w, float* gx, int64_t N, 
   // gx[n][ci] = sum_c4 w[ci][c4] d[n][c4]
   const DirectKernels& k = pick(W);
   const int64_t C4 = 4 * C_out, HW = H * W;
-  std::vector<float> d = deinterleave(gy, N, C_out, H, W);
+  const float* d = deinterleave(gy, N, C_out, H, W);
   std::vector<float> wp = pack(k.cob_fwd, C_in, C4, 1, [&](int64_t ci, int64_t c4, int) {
     return w[ci * C4 + c4];
   });
-  FwdArgs a{d.data(), C4 * HW, HW, W, wp.data(), nullptr, gx, C_in * HW, HW, W, C4, C_in, W};
+  FwdArgs a{d, C4 * HW, HW, W, wp.data(), nullptr, gx, C_in * HW, HW, W, C4, C_in, W};
   run_fwd(k, false, a, N, H);
 }
 
@@ -254,8 +287,8 @@ void convt2x2_weight_grad(const float* x, const float* gy, float* gw, int64_t N,
   // gw[ci][c4] = sum_n sum_p x[n][ci][p] d[n][c4][p]
   const DirectKernels& k = pick(W);
   const int64_t C4 = 4 * C_out, HW = H * W;
-  std::vector<float> d = deinterleave(gy, N, C_out, H, W);
-  WgradArgs a{x, C_in * HW, HW, W, d.data(), C4 * HW, HW, W, N, H, W, C_in, C4, gw};
+  const float* d = deinterleave(gy, N, C_out, H, W);
+  WgradArgs a{x, C_in * HW, HW, W, d, C4 * HW, HW, W, N, H, W, C_in, C4, gw};
   run_wgrad(k, false, a);
 }
 

@@ -62,6 +62,7 @@ struct WgradArgs {
   int64_t b_ns, b_cs, b_rs;
   int64_t N, rows, width, CA, CB;
   float* g;                        // (CA, CB, taps)
+  const int32_t* mask = nullptr;   // wgrad9flat: (width,) all ones at real positions, else zero
 };
 struct DirectKernels {
   int lanes;      // V: floats per vector
@@ -74,6 +75,8 @@ struct DirectKernels {
   // A-channel block `blk` against B channels [b, b + cib_wgrad), all samples and rows.
   void (*wgrad9)(const WgradArgs&, int64_t blk, int64_t b);
   void (*wgrad1)(const WgradArgs&, int64_t blk, int64_t b);
+  // 3x3 on flat planes: A on the padded width, `width` = its plane length (a multiple of lanes).
+  void (*wgrad9flat)(const WgradArgs&, int64_t blk, int64_t b);
 };
 const DirectKernels& direct_kernels_avx512_v16();
 const DirectKernels& direct_kernels_avx2_v8();

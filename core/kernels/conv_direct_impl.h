@@ -11,8 +11,10 @@
 template <int V>
 struct Vec {
   typedef float F __attribute__((vector_size(V * 4)));
+  typedef int32_t I __attribute__((vector_size(V * 4)));
   // The same vector for unaligned loads and stores of float data.
   typedef float U __attribute__((vector_size(V * 4), aligned(4), may_alias));
+  typedef int32_t IU __attribute__((vector_size(V * 4), aligned(4), may_alias));
 };
 
 template <int V>
@@ -52,6 +54,20 @@ SB_AI void vstore_n(float* p, const typename Vec<V>::F& v, int n) {
   float tmp[V];
   __builtin_memcpy(tmp, &v, sizeof v);
   for (int i = 0; i < n; ++i) p[i] = tmp[i];
+}
+
+// The sum of v's lanes by pairwise halving (lane l += lane l + V/2, then V/4, ...): a fixed
+// order, done on half-width vectors down to 4 lanes.
+template <int V>
+SB_AI float hsum(const typename Vec<V>::F& v) {
+  if constexpr (V == 4) {
+    return (v[0] + v[2]) + (v[1] + v[3]);
+  } else {
+    typename Vec<V / 2>::F lo, hi;
+    __builtin_memcpy(&lo, &v, sizeof lo);
+    __builtin_memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof lo, sizeof hi);
+    return hsum<V / 2>(lo + hi);
+  }
 }
 
 // One register tile of the forward: COB output channels x NV vectors; vector v reads the input
@@ -208,14 +224,69 @@ void wgrad_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
   for (int bi = 0; bi < nb; ++bi)
     for (int i = 0; i < TH; ++i)
       for (int c = 0; c < cvalid; ++c)
-        for (int j = 0; j < TW; ++j) {
-          float lane[V];
-          __builtin_memcpy(lane, &accs[bi * TH + i][c][j], sizeof lane);
-          // Pairwise halving: a fixed order.
-          for (int h = V / 2; h >= 1; h /= 2)
-            for (int l = 0; l < h; ++l) lane[l] += lane[l + h];
-          a.g[((a0 + c) * a.CB + b + bi) * (TH * TW) + i * TW + j] = lane[0];
+        for (int j = 0; j < TW; ++j)
+          a.g[((a0 + c) * a.CB + b + bi) * (TH * TW) + i * TW + j] = hsum<V>(accs[bi * TH + i][c][j]);
+}
+
+// The 3x3 weight gradient on flat planes: A (N, CA, L) is dY laid out on the padded width Wp
+// (zero where ow >= Wo), B the zero-padded input (N, CB, Hp, Wp); position p of A meets B at
+// p + i * Wp + j for tap (i, j). mask[p] is all ones where p is a real output position and zero
+// elsewhere; it clears B there, so the positions that wrap around a row's end contribute exactly
+// nothing even when B holds an inf (0 * inf would be NaN). L is a multiple of V: no tails, and no
+// per-row loop overhead, which narrow planes (16 or 8 wide) would pay on every row. Otherwise as
+// wgrad_unit: positions in L1-sized chunks, accumulators waiting in memory between chunks.
+template <int V, int COB, int CIB>
+void wgrad_flat_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
+  typedef typename Vec<V>::F F;
+  typedef typename Vec<V>::I I;
+  const int64_t a0 = blk * COB;
+  const int64_t left = a.CA - a0;
+  const int cvalid = left < COB ? int(left) : COB;
+  const int nb = a.CB - b < CIB ? int(a.CB - b) : CIB;
+  F accs[CIB * 3][COB][3];
+  for (int u = 0; u < CIB * 3; ++u)
+    for (int c = 0; c < COB; ++c)
+      for (int j = 0; j < 3; ++j) accs[u][c][j] = F{};
+  // Positions per chunk: the COB A rows of a chunk in about 16 KiB.
+  int64_t chunk = (4096 / COB) / V * V;
+  chunk = chunk < V ? V : chunk;
+  const int64_t L = a.width, total = a.N * L;
+  // Chunks of the positions of all samples one after another, g = n * L + p: small planes put
+  // several samples in one chunk, so the accumulators wait in memory less often.
+  for (int64_t g0 = 0; g0 < total; g0 += chunk) {
+    const int64_t g1 = g0 + chunk < total ? g0 + chunk : total;
+    for (int bi = 0; bi < nb; ++bi)
+      for (int i = 0; i < 3; ++i) {
+        F acc[COB][3];
+        __builtin_memcpy(&acc, &accs[bi * 3 + i], sizeof acc);
+        for (int64_t g = g0; g < g1;) {
+          const int64_t n = g / L, p0 = g % L, p1 = p0 + (g1 - g) < L ? p0 + (g1 - g) : L;
+          const float* ap[COB];
+          for (int c = 0; c < COB; ++c) ap[c] = a.A + n * a.a_ns + (a0 + (c < cvalid ? c : cvalid - 1)) * a.a_cs;
+          const float* bp = a.B + n * a.b_ns + (b + bi) * a.b_cs + i * a.b_rs;
+          for (int64_t p = p0; p < p1; p += V) {
+            const I m = *reinterpret_cast<const typename Vec<V>::IU*>(a.mask + p);
+            F xv[3];
+            for (int j = 0; j < 3; ++j) {
+              vload<V>(xv[j], bp + p + j);
+              xv[j] = (F)((I)xv[j] & m);
+            }
+            for (int c = 0; c < COB; ++c) {
+              F dy;
+              vload<V>(dy, ap[c] + p);
+              in_register<V>(dy);
+              for (int j = 0; j < 3; ++j) acc[c][j] += dy * xv[j];
+            }
+          }
+          g += p1 - p0;
         }
+        __builtin_memcpy(&accs[bi * 3 + i], &acc, sizeof acc);
+      }
+  }
+  for (int bi = 0; bi < nb; ++bi)
+    for (int i = 0; i < 3; ++i)
+      for (int c = 0; c < cvalid; ++c)
+        for (int j = 0; j < 3; ++j) a.g[((a0 + c) * a.CB + b + bi) * 9 + i * 3 + j] = hsum<V>(accs[bi * 3 + i][c][j]);
 }
 
 // B channels per weight-gradient unit.
@@ -230,7 +301,8 @@ constexpr sb::kernels::DirectKernels make_table() {
           &fwd_rows<V, COBF, NV, 9>,
           &fwd_rows<V, COBF, NV, 1>,
           &wgrad_unit<V, COBW, 3, 3, CIB>,
-          &wgrad_unit<V, COBW, 1, 1, CIB>};
+          &wgrad_unit<V, COBW, 1, 1, CIB>,
+          &wgrad_flat_unit<V, COBW, CIB>};
 }
 
 #undef SB_AI

@@ -99,17 +99,17 @@ void run_fwd(const DirectKernels& k, bool nine, const FwdArgs& a, int64_t N, int
   }
 }
 
-// Runs the weight-gradient kernel over every (A-channel block, B-channel block) unit; each sums over
+// Runs the 1x1 weight-gradient kernel over every (A-channel block, 3 B channels) unit; each sums over
 // all samples and positions itself, so no partial sums depend on the thread count.
-void run_wgrad(const DirectKernels& k, bool nine, const WgradArgs& a) {
+void run_wgrad1(const DirectKernels& k, const WgradArgs& a) {
   const int64_t blocks = (a.CA + k.cob_wgrad - 1) / k.cob_wgrad;
-  const int64_t bblocks = (a.CB + k.cib_wgrad - 1) / k.cib_wgrad;
+  const int cib = 3;
+  const int64_t bblocks = (a.CB + cib - 1) / cib;
   const int64_t units = blocks * bblocks;
-  const int64_t macs = a.N * a.CA * a.CB * a.rows * a.width * (nine ? 9 : 1);
+  const int64_t macs = a.N * a.CA * a.CB * a.rows * a.width;
   const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && macs >= kParallelMinMacs;
-  auto fn = nine ? k.wgrad9 : k.wgrad1;
 #pragma omp parallel for schedule(dynamic, 1) if (par && units > 1)
-  for (int64_t u = 0; u < units; ++u) fn(a, u / bblocks, (u % bblocks) * k.cib_wgrad);
+  for (int64_t u = 0; u < units; ++u) k.wgrad1(a, u / bblocks, (u % bblocks) * cib);
 }
 
 }  // namespace
@@ -175,7 +175,7 @@ void conv3x3_weight_grad(const float* x, const float* gy, float* gw, int64_t N, 
   const int64_t units = blocks * bblocks;
   const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * C_out * C_in * L * 9 >= kParallelMinMacs;
 #pragma omp parallel for schedule(dynamic, 1) if (par && units > 1)
-  for (int64_t u = 0; u < units; ++u) k.wgrad9flat(a, u / bblocks, (u % bblocks) * k.cib_wgrad);
+  for (int64_t u = 0; u < units; ++u) k.wgrad9(a, u / bblocks, (u % bblocks) * k.cib_wgrad);
 }
 
 void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
@@ -203,8 +203,8 @@ void conv1x1_weight_grad(const float* x, const float* gy, float* gw, int64_t N, 
                          int64_t H, int64_t W) {
   // gw[co][ci] = sum_n sum_p gy[n][co][p] x[n][ci][p]
   const DirectKernels& k = pick(W);
-  WgradArgs a{gy, C_out * H * W, H * W, W, x, C_in * H * W, H * W, W, N, H, W, C_out, C_in, gw};
-  run_wgrad(k, false, a);
+  WgradArgs a{gy, C_out * H * W, H * W, H * W, x, C_in * H * W, H * W, H * W, N, 1, H * W, C_out, C_in, gw};
+  run_wgrad1(k, a);
 }
 
 // With C4 = 4 C_out and channel co' = co * 4 + (i * 2 + j), the transposed convolution's planes
@@ -288,8 +288,8 @@ void convt2x2_weight_grad(const float* x, const float* gy, float* gw, int64_t N,
   const DirectKernels& k = pick(W);
   const int64_t C4 = 4 * C_out, HW = H * W;
   const float* d = deinterleave(gy, N, C_out, H, W);
-  WgradArgs a{x, C_in * HW, HW, W, d, C4 * HW, HW, W, N, H, W, C_in, C4, gw};
-  run_wgrad(k, false, a);
+  WgradArgs a{x, C_in * HW, HW, HW, d, C4 * HW, HW, HW, N, 1, HW, C_in, C4, gw};
+  run_wgrad1(k, a);
 }
 
 }  // namespace sb::kernels

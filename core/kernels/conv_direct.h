@@ -54,7 +54,7 @@ struct FwdArgs {
   int64_t C_in, C_out, width;
 };
 // g[a][b][t] = sum_n sum_r sum_c A[n][a][r * a_rs + c] B[n][b][r * b_rs + c + off_t], the same taps;
-// positions past `width` in a row contribute nothing (both operands masked).
+// positions that are not real outputs contribute nothing (both operands masked).
 struct WgradArgs {
   const float* A;                  // (N, A, rows, width)
   int64_t a_ns, a_cs, a_rs;
@@ -62,7 +62,7 @@ struct WgradArgs {
   int64_t b_ns, b_cs, b_rs;
   int64_t N, rows, width, CA, CB;
   float* g;                        // (CA, CB, taps)
-  const int32_t* mask = nullptr;   // wgrad9flat: (width,) all ones at real positions, else zero
+  const int32_t* mask = nullptr;   // wgrad9: (width,) all ones at real positions, else zero
 };
 struct DirectKernels {
   int lanes;      // V: floats per vector
@@ -72,11 +72,11 @@ struct DirectKernels {
   // Output-channel block `blk` of sample n, rows [r0, r1).
   void (*fwd9)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
   void (*fwd1)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
-  // A-channel block `blk` against B channels [b, b + cib_wgrad), all samples and rows.
+  // 3x3 on flat planes: A is dY on the padded width, `width` = its plane length (a multiple of
+  // lanes), rows = 1, with `mask`; A-channel block `blk` against B channels [b, b + cib_wgrad).
   void (*wgrad9)(const WgradArgs&, int64_t blk, int64_t b);
+  // 1x1 on whole planes (rows = 1): A-channel block `blk` against B channels [b, b + 3).
   void (*wgrad1)(const WgradArgs&, int64_t blk, int64_t b);
-  // 3x3 on flat planes: A on the padded width, `width` = its plane length (a multiple of lanes).
-  void (*wgrad9flat)(const WgradArgs&, int64_t blk, int64_t b);
 };
 const DirectKernels& direct_kernels_avx512_v16();
 const DirectKernels& direct_kernels_avx2_v8();

@@ -83,22 +83,29 @@ SB_AI void fwd_tile(const sb::kernels::FwdArgs& a, const float* in, const float*
     const float b = bias && c < cvalid ? bias[c] : 0.f;
     for (int v = 0; v < NV; ++v) acc[c][v] = bcast<V>(b);
   }
-  for (int64_t ci = 0; ci < a.C_in; ++ci) {
-    const float* ip = in + ci * a.in_cs;
-    const float* wp = wblk + ci * T * COB;
-    for (int t = 0; t < T; ++t) {
-      const float* q = ip + toff[t];
-      F x[NV];
-      for (int v = 0; v < NV; ++v) {
-        if (FULL || lanes[v] == V)
-          vload<V>(x[v], q + ioff[v]);
-        else
-          vload_n<V>(x[v], q + ioff[v], lanes[v]);
-      }
-      for (int c = 0; c < COB; ++c) {
-        const F w = bcast<V>(wp[t * COB + c]);
-        for (int v = 0; v < NV; ++v) acc[c][v] += w * x[v];
-      }
+  // acc += the weights of (ci, t) x the input vectors at q.
+  auto step = [&](const float* q, const float* w) __attribute__((always_inline)) {
+    F x[NV];
+    for (int v = 0; v < NV; ++v) {
+      if (FULL || lanes[v] == V)
+        vload<V>(x[v], q + ioff[v]);
+      else
+        vload_n<V>(x[v], q + ioff[v], lanes[v]);
+    }
+    for (int c = 0; c < COB; ++c) {
+      const F wc = bcast<V>(w[c]);
+      for (int v = 0; v < NV; ++v) acc[c][v] += wc * x[v];
+    }
+  };
+  if constexpr (T == 1) {
+#pragma GCC unroll 4
+    for (int64_t ci = 0; ci < a.C_in; ++ci) step(in + ci * a.in_cs, wblk + ci * COB);
+  } else {
+    for (int64_t ci = 0; ci < a.C_in; ++ci) {
+      const float* ip = in + ci * a.in_cs;
+      const float* wp = wblk + ci * T * COB;
+#pragma GCC unroll 9
+      for (int t = 0; t < T; ++t) step(ip + toff[t], wp + t * COB);
     }
   }
   for (int c = 0; c < cvalid; ++c) {
@@ -149,94 +156,15 @@ void fwd_rows(const sb::kernels::FwdArgs& a, int64_t n, int64_t blk, int64_t r0,
   }
 }
 
-// The weight-gradient sweep over rows [r0, r1) of one sample: acc[c][j] += A row x B row shifted
-// by j, for TW taps along a kernel row. Tail vectors load only their lanes of both operands, so
-// positions past a row's end contribute exactly nothing (0 * inf would be NaN).
-template <int V, int COB, int TW>
-SB_AI void wgrad_rows(const sb::kernels::WgradArgs& a, typename Vec<V>::F (&acc)[COB][TW], const float* const* ap,
-                      const float* bp, int64_t r0, int64_t r1) {
-  typedef typename Vec<V>::F F;
-  const int64_t full_vecs = a.width / V;
-  const int tail = int(a.width - full_vecs * V);
-  // The full vectors of every row first, then the tails: no branch inside the hot loop.
-  for (int64_t r = r0; r < r1; ++r) {
-    const float* brow = bp + r * a.b_rs;
-    const int64_t ar = r * a.a_rs;
-    for (int64_t k = 0; k < full_vecs; ++k) {
-      F xv[TW];
-      for (int j = 0; j < TW; ++j) vload<V>(xv[j], brow + k * V + j);
-      for (int c = 0; c < COB; ++c) {
-        F dy;
-        vload<V>(dy, ap[c] + ar + k * V);
-        in_register<V>(dy);
-        for (int j = 0; j < TW; ++j) acc[c][j] += dy * xv[j];
-      }
-    }
-  }
-  if (tail) {
-    const int64_t o = full_vecs * V;
-    for (int64_t r = r0; r < r1; ++r) {
-      F xv[TW];
-      for (int j = 0; j < TW; ++j) vload_n<V>(xv[j], bp + r * a.b_rs + o + j, tail);
-      for (int c = 0; c < COB; ++c) {
-        F dy;
-        vload_n<V>(dy, ap[c] + r * a.a_rs + o, tail);
-        for (int j = 0; j < TW; ++j) acc[c][j] += dy * xv[j];
-      }
-    }
-  }
-}
-
-// Weight gradient of A-channel block blk against B channels [b, b + CIB) (fewer at the end):
-// COB x TW accumulators of V lanes per (B channel, kernel row), summed over samples, rows and
-// vectors in that order, then reduced across lanes in a fixed order. The rows go in chunks whose
-// A rows stay in L1 while every B channel and kernel row of the unit uses them; accumulators wait
-// in memory between chunks, which leaves each lane's order of additions unchanged.
-template <int V, int COB, int TH, int TW, int CIB>
-void wgrad_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
-  typedef typename Vec<V>::F F;
-  const int64_t a0 = blk * COB;
-  const int64_t left = a.CA - a0;
-  const int cvalid = left < COB ? int(left) : COB;
-  const int nb = a.CB - b < CIB ? int(a.CB - b) : CIB;
-  F accs[CIB * TH][COB][TW];
-  for (int u = 0; u < CIB * TH; ++u)
-    for (int c = 0; c < COB; ++c)
-      for (int j = 0; j < TW; ++j) accs[u][c][j] = F{};
-  // Rows per chunk: the COB A rows of a chunk in about 16 KiB.
-  int64_t chunk = 4096 / (COB * (a.width > 0 ? a.width : 1));
-  chunk = chunk < 1 ? 1 : chunk;
-  for (int64_t n = 0; n < a.N; ++n) {
-    const float* ap[COB];
-    for (int c = 0; c < COB; ++c) ap[c] = a.A + n * a.a_ns + (a0 + (c < cvalid ? c : cvalid - 1)) * a.a_cs;
-    for (int64_t r0 = 0; r0 < a.rows; r0 += chunk) {
-      const int64_t r1 = r0 + chunk < a.rows ? r0 + chunk : a.rows;
-      for (int bi = 0; bi < nb; ++bi)
-        for (int i = 0; i < TH; ++i) {
-          const float* bp = a.B + n * a.b_ns + (b + bi) * a.b_cs + i * a.b_rs;
-          F acc[COB][TW];
-          __builtin_memcpy(&acc, &accs[bi * TH + i], sizeof acc);
-          wgrad_rows<V, COB, TW>(a, acc, ap, bp, r0, r1);
-          __builtin_memcpy(&accs[bi * TH + i], &acc, sizeof acc);
-        }
-    }
-  }
-  for (int bi = 0; bi < nb; ++bi)
-    for (int i = 0; i < TH; ++i)
-      for (int c = 0; c < cvalid; ++c)
-        for (int j = 0; j < TW; ++j)
-          a.g[((a0 + c) * a.CB + b + bi) * (TH * TW) + i * TW + j] = hsum<V>(accs[bi * TH + i][c][j]);
-}
-
 // The 3x3 weight gradient on flat planes: A (N, CA, L) is dY laid out on the padded width Wp
 // (zero where ow >= Wo), B the zero-padded input (N, CB, Hp, Wp); position p of A meets B at
 // p + i * Wp + j for tap (i, j). mask[p] is all ones where p is a real output position and zero
 // elsewhere; it clears B there, so the positions that wrap around a row's end contribute exactly
 // nothing even when B holds an inf (0 * inf would be NaN). L is a multiple of V: no tails, and no
 // per-row loop overhead, which narrow planes (16 or 8 wide) would pay on every row. Otherwise as
-// wgrad_unit: positions in L1-sized chunks, accumulators waiting in memory between chunks.
+// the forward: positions in L1-sized chunks, accumulators waiting in memory between chunks.
 template <int V, int COB, int CIB>
-void wgrad_flat_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
+void wgrad9_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
   typedef typename Vec<V>::F F;
   typedef typename Vec<V>::I I;
   const int64_t a0 = blk * COB;
@@ -264,6 +192,7 @@ void wgrad_flat_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
           const float* ap[COB];
           for (int c = 0; c < COB; ++c) ap[c] = a.A + n * a.a_ns + (a0 + (c < cvalid ? c : cvalid - 1)) * a.a_cs;
           const float* bp = a.B + n * a.b_ns + (b + bi) * a.b_cs + i * a.b_rs;
+#pragma GCC unroll 2
           for (int64_t p = p0; p < p1; p += V) {
             const I m = *reinterpret_cast<const typename Vec<V>::IU*>(a.mask + p);
             F xv[3];
@@ -289,6 +218,51 @@ void wgrad_flat_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
         for (int j = 0; j < 3; ++j) a.g[((a0 + c) * a.CB + b + bi) * 9 + i * 3 + j] = hsum<V>(accs[bi * 3 + i][c][j]);
 }
 
+// The 1x1 weight gradient: g[a][b] = sum_n sum_p A[n][a][p] B[n][b][p] over p < width (rows = 1),
+// for A-channel block blk against B channels [b, b + NB) (fewer at the end): COB x NB
+// accumulators, so each loaded vector feeds several multiply-adds. The tail of each plane loads
+// only its lanes of both operands.
+template <int V, int COB, int NB>
+void wgrad1_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
+  typedef typename Vec<V>::F F;
+  const int64_t a0 = blk * COB;
+  const int cvalid = a.CA - a0 < COB ? int(a.CA - a0) : COB;
+  const int nb = a.CB - b < NB ? int(a.CB - b) : NB;
+  F acc[COB][NB];
+  for (int c = 0; c < COB; ++c)
+    for (int j = 0; j < NB; ++j) acc[c][j] = F{};
+  const int64_t full_vecs = a.width / V;
+  const int tail = int(a.width - full_vecs * V);
+  for (int64_t n = 0; n < a.N; ++n) {
+    const float* ap[COB];
+    const float* bp[NB];
+    for (int c = 0; c < COB; ++c) ap[c] = a.A + n * a.a_ns + (a0 + (c < cvalid ? c : cvalid - 1)) * a.a_cs;
+    for (int j = 0; j < NB; ++j) bp[j] = a.B + n * a.b_ns + (b + (j < nb ? j : nb - 1)) * a.b_cs;
+    for (int64_t k = 0; k < full_vecs; ++k) {
+      F xv[NB];
+      for (int j = 0; j < NB; ++j) vload<V>(xv[j], bp[j] + k * V);
+      for (int c = 0; c < COB; ++c) {
+        F dy;
+        vload<V>(dy, ap[c] + k * V);
+        in_register<V>(dy);
+        for (int j = 0; j < NB; ++j) acc[c][j] += dy * xv[j];
+      }
+    }
+    if (tail) {
+      const int64_t o = full_vecs * V;
+      F xv[NB];
+      for (int j = 0; j < NB; ++j) vload_n<V>(xv[j], bp[j] + o, tail);
+      for (int c = 0; c < COB; ++c) {
+        F dy;
+        vload_n<V>(dy, ap[c] + o, tail);
+        for (int j = 0; j < NB; ++j) acc[c][j] += dy * xv[j];
+      }
+    }
+  }
+  for (int c = 0; c < cvalid; ++c)
+    for (int j = 0; j < nb; ++j) a.g[(a0 + c) * a.CB + b + j] = hsum<V>(acc[c][j]);
+}
+
 // B channels per weight-gradient unit.
 constexpr int CIB = 4;
 
@@ -300,9 +274,8 @@ constexpr sb::kernels::DirectKernels make_table() {
           CIB,
           &fwd_rows<V, COBF, NV, 9>,
           &fwd_rows<V, COBF, NV, 1>,
-          &wgrad_unit<V, COBW, 3, 3, CIB>,
-          &wgrad_unit<V, COBW, 1, 1, CIB>,
-          &wgrad_flat_unit<V, COBW, CIB>};
+          &wgrad9_unit<V, COBW, CIB>,
+          &wgrad1_unit<V, COBW, 3>};
 }
 
 #undef SB_AI

@@ -1,7 +1,7 @@
 // The direct-convolution microkernels as templates on the vector width, included inside an
 // anonymous namespace by conv_direct_{avx512,avx2,base}.cpp, each compiled for its own ISA.
-// No std headers here (ODR: nothing with external linkage may be instantiated per ISA).
-// Expects SB_LANES..., nothing else: the includer defines the exported tables.
+// No std headers here (ODR: nothing with external linkage may be instantiated per ISA, or the
+// linker could keep an AVX-512 copy for the whole program); the includer exports the tables.
 #ifndef SB_CONV_DIRECT_IMPL_INCLUDED_IN_ANON_NAMESPACE
 #error "include conv_direct_impl.h only inside an anonymous namespace after defining the guard"
 #endif

@@ -78,6 +78,16 @@ void pad1(const float* src, float* dst, int64_t planes, int64_t H, int64_t W) {
   }
 }
 
+// 1x1 products read and write whole planes, whose image rows are contiguous: k image rows make
+// one kernel row of k W pixels. k is the largest divisor of H with k W <= 256, so narrow planes
+// fill wide vectors and the rows still split over threads.
+int64_t fold(int64_t H, int64_t W) {
+  int64_t k = 1;
+  for (int64_t d = 1; d <= H; ++d)
+    if (H % d == 0 && d * W <= 256) k = d;
+  return k;
+}
+
 // Runs the forward kernel over every (sample, output-channel block, row band) unit. Each output
 // value is computed by one unit in a fixed order whatever the thread count or banding.
 void run_fwd(const DirectKernels& k, bool nine, const FwdArgs& a, int64_t N, int64_t rows) {
@@ -180,29 +190,31 @@ void conv3x3_weight_grad(const float* x, const float* gy, float* gw, int64_t N, 
 
 void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
                      int64_t C_out, int64_t H, int64_t W) {
-  const DirectKernels& k = pick(W);
+  const int64_t R = fold(H, W) * W;  // pixels per kernel row
+  const DirectKernels& k = pick(R);
   std::vector<float> wp = pack(k.cob_fwd, C_out, C_in, 1, [&](int64_t co, int64_t ci, int) {
     return w[co * C_in + ci];
   });
-  FwdArgs a{x, C_in * H * W, H * W, W, wp.data(), bias, out, C_out * H * W, H * W, W, C_in, C_out, W};
-  run_fwd(k, false, a, N, H);
+  FwdArgs a{x, C_in * H * W, H * W, R, wp.data(), bias, out, C_out * H * W, H * W, R, C_in, C_out, R};
+  run_fwd(k, false, a, N, H * W / R);
 }
 
 void conv1x1_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
                         int64_t H, int64_t W) {
   // gx[n][ci] = sum_co w[co][ci] gy[n][co]
-  const DirectKernels& k = pick(W);
+  const int64_t R = fold(H, W) * W;
+  const DirectKernels& k = pick(R);
   std::vector<float> wp = pack(k.cob_fwd, C_in, C_out, 1, [&](int64_t ci, int64_t co, int) {
     return w[co * C_in + ci];
   });
-  FwdArgs a{gy, C_out * H * W, H * W, W, wp.data(), nullptr, gx, C_in * H * W, H * W, W, C_out, C_in, W};
-  run_fwd(k, false, a, N, H);
+  FwdArgs a{gy, C_out * H * W, H * W, R, wp.data(), nullptr, gx, C_in * H * W, H * W, R, C_out, C_in, R};
+  run_fwd(k, false, a, N, H * W / R);
 }
 
 void conv1x1_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
                          int64_t H, int64_t W) {
   // gw[co][ci] = sum_n sum_p gy[n][co][p] x[n][ci][p]
-  const DirectKernels& k = pick(W);
+  const DirectKernels& k = pick(H * W);
   WgradArgs a{gy, C_out * H * W, H * W, H * W, x, C_in * H * W, H * W, H * W, N, 1, H * W, C_out, C_in, gw};
   run_wgrad1(k, a);
 }
@@ -213,7 +225,8 @@ void conv1x1_weight_grad(const float* x, const float* gy, float* gw, int64_t N, 
 
 void convt2x2_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
                       int64_t C_out, int64_t H, int64_t W) {
-  const DirectKernels& k = pick(W);
+  const int64_t R = fold(H, W) * W;  // pixels per kernel row
+  const DirectKernels& k = pick(R);
   const int64_t C4 = 4 * C_out, HW = H * W;
   std::vector<float> wp = pack(k.cob_fwd, C4, C_in, 1, [&](int64_t c4, int64_t ci, int) {
     return w[ci * C4 + c4];
@@ -224,8 +237,8 @@ void convt2x2_forward(const float* x, const float* w, const float* bias, float* 
     for (int64_t c = 0; c < C4; ++c) b4[c] = bias[c / 4];
   }
   float* s = scratch(0, N * C4 * HW);  // (N, C4, H, W)
-  FwdArgs a{x, C_in * HW, HW, W, wp.data(), bias ? b4.data() : nullptr, s, C4 * HW, HW, W, C_in, C4, W};
-  run_fwd(k, false, a, N, H);
+  FwdArgs a{x, C_in * HW, HW, R, wp.data(), bias ? b4.data() : nullptr, s, C4 * HW, HW, R, C_in, C4, R};
+  run_fwd(k, false, a, N, HW / R);
   // out[n][co][2h + i][2w + j] = s[n][co * 4 + i * 2 + j][h][w]
   const int64_t planes = N * C_out, Wo = 2 * W;
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * 4 * HW > kParallelMin)
@@ -272,20 +285,21 @@ float* deinterleave(const float* gy, int64_t N, int64_t C_out, int64_t H, int64_
 void convt2x2_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
                          int64_t H, int64_t W) {
   // gx[n][ci] = sum_c4 w[ci][c4] d[n][c4]
-  const DirectKernels& k = pick(W);
+  const int64_t R = fold(H, W) * W;  // pixels per kernel row
+  const DirectKernels& k = pick(R);
   const int64_t C4 = 4 * C_out, HW = H * W;
   const float* d = deinterleave(gy, N, C_out, H, W);
   std::vector<float> wp = pack(k.cob_fwd, C_in, C4, 1, [&](int64_t ci, int64_t c4, int) {
     return w[ci * C4 + c4];
   });
-  FwdArgs a{d, C4 * HW, HW, W, wp.data(), nullptr, gx, C_in * HW, HW, W, C4, C_in, W};
-  run_fwd(k, false, a, N, H);
+  FwdArgs a{d, C4 * HW, HW, R, wp.data(), nullptr, gx, C_in * HW, HW, R, C4, C_in, R};
+  run_fwd(k, false, a, N, HW / R);
 }
 
 void convt2x2_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
                           int64_t H, int64_t W) {
   // gw[ci][c4] = sum_n sum_p x[n][ci][p] d[n][c4][p]
-  const DirectKernels& k = pick(W);
+  const DirectKernels& k = pick(H * W);
   const int64_t C4 = 4 * C_out, HW = H * W;
   const float* d = deinterleave(gy, N, C_out, H, W);
   WgradArgs a{x, C_in * HW, HW, HW, d, C4 * HW, HW, HW, N, 1, HW, C_in, C4, gw};

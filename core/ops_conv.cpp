@@ -292,18 +292,18 @@ void check_bias(const char* op, const Var& bias, int64_t C_out, const Shape& xs,
 
 using DirectFn = void (*)(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
                           int64_t);
-using DirectGradFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
+using DirectBackwardFn = void (*)(const float*, const float*, const float*, float*, float*, int64_t, int64_t,
+                                  int64_t, int64_t, int64_t);
 
-// One of the direct paths: forward, input gradient and weight gradient, each on float* of the
-// sizes given; dims = (N, C_in, C_out, H, W) of the op's input x (N, C_in, H, W).
+// One of the direct paths: the forward, and both gradients in one call (either may be skipped),
+// on float* of the sizes given; dims = (N, C_in, C_out, H, W) of the op's input x (N, C_in, H, W).
 struct DirectPath {
   DirectFn forward;
-  DirectGradFn input_grad, weight_grad;
+  DirectBackwardFn backward;
 };
-constexpr DirectPath kConv3x3{kernels::conv3x3_forward, kernels::conv3x3_input_grad, kernels::conv3x3_weight_grad};
-constexpr DirectPath kConv1x1{kernels::conv1x1_forward, kernels::conv1x1_input_grad, kernels::conv1x1_weight_grad};
-constexpr DirectPath kConvT2x2{kernels::convt2x2_forward, kernels::convt2x2_input_grad,
-                               kernels::convt2x2_weight_grad};
+constexpr DirectPath kConv3x3{kernels::conv3x3_forward, kernels::conv3x3_backward};
+constexpr DirectPath kConv1x1{kernels::conv1x1_forward, kernels::conv1x1_backward};
+constexpr DirectPath kConvT2x2{kernels::convt2x2_forward, kernels::convt2x2_backward};
 
 // out_shape: (N, C_out, Ho, Wo). Forward now; backward = bias sum, weight and input gradients.
 Var run_direct(const char* op, const DirectPath& path, const Var& x, const Var& weight, const Var& bias,
@@ -317,17 +317,15 @@ Var run_direct(const char* op, const DirectPath& path, const Var& x, const Var& 
     const bool need_x = nd.needs(0), need_w = nd.needs(1), need_b = nd.needs(2);
     const Tensor& gy = nd.grad;  // out_shape
     if (need_b) nd.inputs[2]->accumulate(bias_grad(gy));
+    if (!need_x && !need_w) return;
+    const Tensor& xv = nd.inputs[0]->value;
     const Tensor& wv = nd.inputs[1]->value;
-    if (need_w) {
-      Tensor gw = Tensor::empty(wv.shape());
-      path.weight_grad(nd.inputs[0]->value.data(), gy.data(), gw.data(), N, C_in, C_out, H, W);
-      nd.inputs[1]->accumulate(gw);
-    }
-    if (need_x) {
-      Tensor gx = Tensor::empty(nd.inputs[0]->value.shape());
-      path.input_grad(gy.data(), wv.data(), gx.data(), N, C_in, C_out, H, W);
-      nd.inputs[0]->accumulate(gx);
-    }
+    Tensor gx = need_x ? Tensor::empty(xv.shape()) : Tensor();
+    Tensor gw = need_w ? Tensor::empty(wv.shape()) : Tensor();
+    path.backward(xv.data(), gy.data(), wv.data(), need_x ? gx.data() : nullptr, need_w ? gw.data() : nullptr, N,
+                  C_in, C_out, H, W);
+    if (need_w) nd.inputs[1]->accumulate(gw);
+    if (need_x) nd.inputs[0]->accumulate(gx);
   });
 }
 

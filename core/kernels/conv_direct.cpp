@@ -139,53 +139,77 @@ void conv3x3_forward(const float* x, const float* w, const float* bias, float* o
   run_fwd(k, true, a, N, H);
 }
 
-void conv3x3_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
-                        int64_t H, int64_t W) {
-  // gx[n][ci][h][w] = sum_co sum_(i,j) gy[n][co][h + 1 - i][w + 1 - j] w[co][ci][i][j]
-  //                 = sum_co sum_t gy_padded[n][co][h + t / 3][w + t % 3] w[co][ci][8 - t]
-  const DirectKernels& k = pick(W);
+void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
+                      int64_t C_in, int64_t C_out, int64_t H, int64_t W) {
   const int64_t Hp = H + 2, Wp = W + 2;
-  float* padded = scratch(0, N * C_out * Hp * Wp);  // (N, C_out, H + 2, W + 2)
-  pad1(gy, padded, N * C_out, H, W);
-  std::vector<float> wp = pack(k.cob_fwd, C_in, C_out, 9, [&](int64_t ci, int64_t co, int t) {
-    return w[(co * C_in + ci) * 9 + (8 - t)];
-  });
-  FwdArgs a{padded, C_out * Hp * Wp, Hp * Wp, Wp, wp.data(), nullptr, gx, C_in * H * W, H * W, W,
-            C_out, C_in, W};
-  run_fwd(k, true, a, N, H);
-}
-
-void conv3x3_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
-                         int64_t H, int64_t W) {
+  const DirectKernels& kw = pick(INT64_MAX);  // the weight gradient runs on flat planes
+  const int64_t V = kw.lanes, L = (H * Wp + V - 1) / V * V;
+  // gy padded by one, (N, C_out, H + 2, W + 2): the input gradient's input, and, read from its
+  // position (1, 1) on, gy on the padded width with zeros in the two columns past each row and
+  // in the rows below: the weight gradient's A operand, when its last vector (L <= H Wp + V - 1)
+  // stays inside the plane, i.e. V <= Wp.
+  const bool share = V <= Wp;
+  float* pdy = nullptr;
+  if (gx || (gw && share)) {
+    pdy = scratch(1, N * C_out * Hp * Wp);
+    pad1(gy, pdy, N * C_out, H, W);
+  }
+  if (gx) {
+    // gx[n][ci][h][w] = sum_co sum_(i,j) gy[n][co][h + 1 - i][w + 1 - j] w[co][ci][i][j]
+    //                 = sum_co sum_t gy_padded[n][co][h + t / 3][w + t % 3] w[co][ci][8 - t]
+    const DirectKernels& k = pick(W);
+    std::vector<float> wp = pack(k.cob_fwd, C_in, C_out, 9, [&](int64_t ci, int64_t co, int t) {
+      return w[(co * C_in + ci) * 9 + (8 - t)];
+    });
+    FwdArgs a{pdy, C_out * Hp * Wp, Hp * Wp, Wp, wp.data(), nullptr, gx, C_in * H * W, H * W, W,
+              C_out, C_in, W};
+    run_fwd(k, true, a, N, H);
+  }
+  if (!gw) return;
   // gw[co][ci][i][j] = sum_n sum_(h,w) gy[n][co][h][w] x_padded[n][ci][h + i][w + j], summed over
-  // flat positions p = h * Wp + w of the padded width (see wgrad_flat_unit).
-  const DirectKernels& k = pick(INT64_MAX);
-  const int64_t V = k.lanes, Hp = H + 2, Wp = W + 2, L = (H * Wp + V - 1) / V * V;
+  // flat positions p = h * Wp + w of the padded width (see wgrad9_unit).
   // (N, C_in, H + 2, W + 2), then V zeros: the last vectors of the last plane read past its end.
   float* padded = scratch(0, N * C_in * Hp * Wp + V);
   pad1(x, padded, N * C_in, H, W);
   std::fill(padded + N * C_in * Hp * Wp, padded + N * C_in * Hp * Wp + V, 0.f);
-  float* dyp = scratch(1, N * C_out * L);  // (N, C_out, L): gy on the padded width, zero elsewhere
-  std::vector<int32_t> mask(L);           // (L,)
-  for (int64_t p = 0; p < L; ++p) mask[p] = p < H * Wp && p % Wp < W ? -1 : 0;
+  const float* A = nullptr;  // (N, C_out, ...) planes a_cs apart, gy on the padded width
+  int64_t a_cs = L;
+  if (share) {
+    A = pdy + Wp + 1, a_cs = Hp * Wp;
+  } else {
+    float* dyp = scratch(1, N * C_out * L);  // (N, C_out, L), zero past each row and below
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && N * C_out * L > kParallelMin)
-  for (int64_t pl = 0; pl < N * C_out; ++pl) {
-    float* d = dyp + pl * L;
-    const float* s = gy + pl * H * W;
-    for (int64_t h = 0; h < H; ++h) {
-      std::copy(s + h * W, s + (h + 1) * W, d + h * Wp);
-      std::fill(d + h * Wp + W, d + (h + 1) * Wp, 0.f);
+    for (int64_t pl = 0; pl < N * C_out; ++pl) {
+      float* d = dyp + pl * L;
+      const float* s = gy + pl * H * W;
+      for (int64_t h = 0; h < H; ++h) {
+        std::copy(s + h * W, s + (h + 1) * W, d + h * Wp);
+        std::fill(d + h * Wp + W, d + (h + 1) * Wp, 0.f);
+      }
+      std::fill(d + H * Wp, d + L, 0.f);
     }
-    std::fill(d + H * Wp, d + L, 0.f);
+    A = dyp;
   }
-  WgradArgs a{dyp, C_out * L, L, L, padded, C_in * Hp * Wp, Hp * Wp, Wp, N, 1, L, C_out, C_in, gw,
+  std::vector<int32_t> mask(L);  // (L,)
+  for (int64_t p = 0; p < L; ++p) mask[p] = p < H * Wp && p % Wp < W ? -1 : 0;
+  WgradArgs a{A, C_out * a_cs, a_cs, a_cs, padded, C_in * Hp * Wp, Hp * Wp, Wp, N, 1, L, C_out, C_in, gw,
               mask.data()};
-  const int64_t blocks = (C_out + k.cob_wgrad - 1) / k.cob_wgrad;
-  const int64_t bblocks = (C_in + k.cib_wgrad - 1) / k.cib_wgrad;
+  const int64_t blocks = (C_out + kw.cob_wgrad - 1) / kw.cob_wgrad;
+  const int64_t bblocks = (C_in + kw.cib_wgrad - 1) / kw.cib_wgrad;
   const int64_t units = blocks * bblocks;
   const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * C_out * C_in * L * 9 >= kParallelMinMacs;
 #pragma omp parallel for schedule(dynamic, 1) if (par && units > 1)
-  for (int64_t u = 0; u < units; ++u) k.wgrad9(a, u / bblocks, (u % bblocks) * k.cib_wgrad);
+  for (int64_t u = 0; u < units; ++u) kw.wgrad9(a, u / bblocks, (u % bblocks) * kw.cib_wgrad);
+}
+
+void conv3x3_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                        int64_t H, int64_t W) {
+  conv3x3_backward(nullptr, gy, w, gx, nullptr, N, C_in, C_out, H, W);
+}
+
+void conv3x3_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                         int64_t H, int64_t W) {
+  conv3x3_backward(x, gy, nullptr, nullptr, gw, N, C_in, C_out, H, W);
 }
 
 void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
@@ -217,6 +241,12 @@ void conv1x1_weight_grad(const float* x, const float* gy, float* gw, int64_t N, 
   const DirectKernels& k = pick(H * W);
   WgradArgs a{gy, C_out * H * W, H * W, H * W, x, C_in * H * W, H * W, H * W, N, 1, H * W, C_out, C_in, gw};
   run_wgrad1(k, a);
+}
+
+void conv1x1_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
+                      int64_t C_in, int64_t C_out, int64_t H, int64_t W) {
+  if (gw) conv1x1_weight_grad(x, gy, gw, N, C_in, C_out, H, W);
+  if (gx) conv1x1_input_grad(gy, w, gx, N, C_in, C_out, H, W);
 }
 
 // With C4 = 4 C_out and channel co' = co * 4 + (i * 2 + j), the transposed convolution's planes
@@ -282,13 +312,13 @@ float* deinterleave(const float* gy, int64_t N, int64_t C_out, int64_t H, int64_
 }
 }  // namespace
 
-void convt2x2_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
-                         int64_t H, int64_t W) {
+namespace {
+void convt2x2_input_grad_d(const float* d, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                           int64_t H, int64_t W) {
   // gx[n][ci] = sum_c4 w[ci][c4] d[n][c4]
   const int64_t R = fold(H, W) * W;  // pixels per kernel row
   const DirectKernels& k = pick(R);
   const int64_t C4 = 4 * C_out, HW = H * W;
-  const float* d = deinterleave(gy, N, C_out, H, W);
   std::vector<float> wp = pack(k.cob_fwd, C_in, C4, 1, [&](int64_t ci, int64_t c4, int) {
     return w[ci * C4 + c4];
   });
@@ -296,14 +326,32 @@ void convt2x2_input_grad(const float* gy, const float* w, float* gx, int64_t N, 
   run_fwd(k, false, a, N, HW / R);
 }
 
-void convt2x2_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
-                          int64_t H, int64_t W) {
+void convt2x2_weight_grad_d(const float* x, const float* d, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                            int64_t H, int64_t W) {
   // gw[ci][c4] = sum_n sum_p x[n][ci][p] d[n][c4][p]
   const DirectKernels& k = pick(H * W);
   const int64_t C4 = 4 * C_out, HW = H * W;
-  const float* d = deinterleave(gy, N, C_out, H, W);
   WgradArgs a{x, C_in * HW, HW, HW, d, C4 * HW, HW, HW, N, 1, HW, C_in, C4, gw};
   run_wgrad1(k, a);
+}
+}  // namespace
+
+void convt2x2_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
+                       int64_t C_in, int64_t C_out, int64_t H, int64_t W) {
+  if (!gx && !gw) return;
+  const float* d = deinterleave(gy, N, C_out, H, W);  // once for both gradients
+  if (gw) convt2x2_weight_grad_d(x, d, gw, N, C_in, C_out, H, W);
+  if (gx) convt2x2_input_grad_d(d, w, gx, N, C_in, C_out, H, W);
+}
+
+void convt2x2_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                         int64_t H, int64_t W) {
+  convt2x2_backward(nullptr, gy, w, gx, nullptr, N, C_in, C_out, H, W);
+}
+
+void convt2x2_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                          int64_t H, int64_t W) {
+  convt2x2_backward(x, gy, nullptr, nullptr, gw, N, C_in, C_out, H, W);
 }
 
 }  // namespace sb::kernels

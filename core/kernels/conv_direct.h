@@ -22,6 +22,10 @@ void conv3x3_input_grad(const float* gy, const float* w, float* gx, int64_t N, i
 void conv3x3_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
                          int64_t H, int64_t W);
 
+// Both gradients at once, sharing the padded gy; gx or gw may be null (not wanted).
+void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
+                      int64_t C_in, int64_t C_out, int64_t H, int64_t W);
+
 // 1x1, stride 1, padding 0: out (N, C_out, H, W) = w (C_out, C_in) x (N, C_in, H, W) + bias.
 void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
                      int64_t C_out, int64_t H, int64_t W);
@@ -29,6 +33,8 @@ void conv1x1_input_grad(const float* gy, const float* w, float* gx, int64_t N, i
                         int64_t H, int64_t W);
 void conv1x1_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
                          int64_t H, int64_t W);
+void conv1x1_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
+                      int64_t C_in, int64_t C_out, int64_t H, int64_t W);
 
 // conv_transpose2d with a 2x2 kernel, stride 2, padding 0, one group, no output padding:
 // out (N, C_out, 2H, 2W), out[n][co][2h + i][2w + j] = bias[co] + sum_ci x[n][ci][h][w] w[ci][co][i][j]
@@ -39,6 +45,9 @@ void convt2x2_input_grad(const float* gy, const float* w, float* gx, int64_t N, 
                          int64_t H, int64_t W);
 void convt2x2_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
                           int64_t H, int64_t W);
+// Both gradients from one deinterleaved gy; gx or gw may be null.
+void convt2x2_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
+                       int64_t C_in, int64_t C_out, int64_t H, int64_t W);
 
 // ---- the per-ISA microkernels the entry points run (internal) ----
 

@@ -90,7 +90,9 @@ int64_t fold(int64_t H, int64_t W) {
 }
 
 // Runs the forward kernel over every (sample, output-channel block, row band) unit. Each output
-// value is computed by one unit in a fixed order whatever the thread count or banding.
+// value is computed by one unit in a fixed order whatever the thread count or banding. Static
+// schedule: each thread takes a contiguous range of units, so mostly its own samples, which stay
+// in its own L2 (6% faster unet-s steps at batch 8 on 2 threads than dynamic, 1).
 void run_fwd(const DirectKernels& k, bool nine, const FwdArgs& a, int64_t N, int64_t rows) {
   const int64_t blocks = (a.C_out + k.cob_fwd - 1) / k.cob_fwd;
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -103,7 +105,7 @@ void run_fwd(const DirectKernels& k, bool nine, const FwdArgs& a, int64_t N, int
   bands = std::clamp<int64_t>(bands, 1, std::max<int64_t>(1, rows / min_rows));
   const int64_t units = N * blocks * bands;
   auto fn = nine ? k.fwd9 : k.fwd1;
-#pragma omp parallel for schedule(dynamic, 1) if (par && units > 1)
+#pragma omp parallel for schedule(static) if (par && units > 1)
   for (int64_t u = 0; u < units; ++u) {
     const int64_t band = u % bands, nb = u / bands, blk = nb % blocks, n = nb / blocks;
     fn(a, n, blk, rows * band / bands, rows * (band + 1) / bands);
@@ -119,7 +121,7 @@ void run_wgrad1(const DirectKernels& k, const WgradArgs& a) {
   const int64_t units = blocks * bblocks;
   const int64_t macs = a.N * a.CA * a.CB * a.rows * a.width;
   const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && macs >= kParallelMinMacs;
-#pragma omp parallel for schedule(dynamic, 1) if (par && units > 1)
+#pragma omp parallel for schedule(static) if (par && units > 1)
   for (int64_t u = 0; u < units; ++u) k.wgrad1(a, u / bblocks, (u % bblocks) * cib);
 }
 
@@ -199,7 +201,7 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
   const int64_t bblocks = (C_in + kw.cib_wgrad - 1) / kw.cib_wgrad;
   const int64_t units = blocks * bblocks;
   const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * C_out * C_in * L * 9 >= kParallelMinMacs;
-#pragma omp parallel for schedule(dynamic, 1) if (par && units > 1)
+#pragma omp parallel for schedule(static) if (par && units > 1)
   for (int64_t u = 0; u < units; ++u) kw.wgrad9(a, u / bblocks, (u % bblocks) * kw.cib_wgrad);
 }
 

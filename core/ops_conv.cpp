@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <string>
 
+#include "core/kernels/conv_direct.h"
 #include "core/kernels/gemm.h"
 #include "core/kernels/im2col.h"
 #include "core/ops.h"
@@ -287,6 +288,47 @@ void check_bias(const char* op, const Var& bias, int64_t C_out, const Shape& xs,
            " and input ", xs, ": expected bias (", C_out, ",)");
 }
 
+// ---- the direct microkernels (core/kernels/conv_direct.h) for the shapes the models run most ----
+
+using DirectFn = void (*)(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
+                          int64_t);
+using DirectBackwardFn = void (*)(const float*, const float*, const float*, float*, float*, int64_t, int64_t,
+                                  int64_t, int64_t, int64_t);
+
+// One of the direct paths: the forward, and both gradients in one call (either may be skipped),
+// on float* of the sizes given; dims = (N, C_in, C_out, H, W) of the op's input x (N, C_in, H, W).
+struct DirectPath {
+  DirectFn forward;
+  DirectBackwardFn backward;
+};
+constexpr DirectPath kConv3x3{kernels::conv3x3_forward, kernels::conv3x3_backward};
+constexpr DirectPath kConv1x1{kernels::conv1x1_forward, kernels::conv1x1_backward};
+constexpr DirectPath kConvT2x2{kernels::convt2x2_forward, kernels::convt2x2_backward};
+
+// out_shape: (N, C_out, Ho, Wo). Forward now; backward = bias sum, weight and input gradients.
+Var run_direct(const char* op, const DirectPath& path, const Var& x, const Var& weight, const Var& bias,
+               const Shape& out_shape, int64_t C_out) {
+  const Shape& xs = x.shape();
+  const int64_t N = xs[0], C_in = xs[1], H = xs[2], W = xs[3];
+  Tensor out = Tensor::empty(out_shape);
+  path.forward(x.value().data(), weight.value().data(), bias.defined() ? bias.value().data() : nullptr,
+               out.data(), N, C_in, C_out, H, W);
+  return make_result(out, op, {x, weight, bias}, [path, N, C_in, C_out, H, W](Node& nd) {
+    const bool need_x = nd.needs(0), need_w = nd.needs(1), need_b = nd.needs(2);
+    const Tensor& gy = nd.grad;  // out_shape
+    if (need_b) nd.inputs[2]->accumulate(bias_grad(gy));
+    if (!need_x && !need_w) return;
+    const Tensor& xv = nd.inputs[0]->value;
+    const Tensor& wv = nd.inputs[1]->value;
+    Tensor gx = need_x ? Tensor::empty(xv.shape()) : Tensor();
+    Tensor gw = need_w ? Tensor::empty(wv.shape()) : Tensor();
+    path.backward(xv.data(), gy.data(), wv.data(), need_x ? gx.data() : nullptr, need_w ? gw.data() : nullptr, N,
+                  C_in, C_out, H, W);
+    if (need_w) nd.inputs[1]->accumulate(gw);
+    if (need_x) nd.inputs[0]->accumulate(gx);
+  });
+}
+
 }  // namespace
 
 Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) {
@@ -310,6 +352,11 @@ Var conv2d(const Var& x, const Var& weight, const Var& bias, Conv2dOptions opt) 
            ", smaller than the kernel of weight ", ws, " dilated by ", pair_str(d), " (", span_h,
            "x", span_w, ")");
   const int64_t Ho = (H + 2 * p.h - span_h) / s.h + 1, Wo = (W + 2 * p.w - span_w) / s.w + 1;
+  const bool unit_sd = s.h == 1 && s.w == 1 && d.h == 1 && d.w == 1 && G == 1;
+  if (unit_sd && kH == 3 && kW == 3 && p.h == 1 && p.w == 1)
+    return run_direct("conv2d", kConv3x3, x, weight, bias, {N, C_out, Ho, Wo}, C_out);
+  if (unit_sd && kH == 1 && kW == 1 && p.h == 0 && p.w == 0)
+    return run_direct("conv2d", kConv1x1, x, weight, bias, {N, C_out, Ho, Wo}, C_out);
 
   ConvSizes z;
   z.N = N, z.G = G, z.C_in = C_in, z.C_in_g = C_in_g, z.C_out = C_out, z.C_out_g = C_out / G;
@@ -530,6 +577,10 @@ Var conv_transpose2d(const Var& x, const Var& weight, const Var& bias, ConvTrans
   SB_CHECK(Ho >= 1 && Wo >= 1, "conv_transpose2d: input ", xs, " with weight ", ws, ", stride ",
            pair_str(s), ", padding ", pair_str(p), ", dilation ", pair_str(d),
            " and output_padding ", pair_str(op), " gives an empty output ", Ho, "x", Wo);
+
+  if (G == 1 && kH == 2 && kW == 2 && s.h == 2 && s.w == 2 && p.h == 0 && p.w == 0 && d.h == 1 && d.w == 1 &&
+      op.h == 0 && op.w == 0)
+    return run_direct("conv_transpose2d", kConvT2x2, x, weight, bias, {N, C_out, Ho, Wo}, C_out);
 
   ConvSizes z;
   z.N = N, z.G = G, z.C_in = C_in, z.C_in_g = C_in / G, z.C_out = C_out, z.C_out_g = C_out_g;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/kernels/simd.h"
 #include "core/ops.h"
 #include "core/threads.h"
 #include "fixtures.h"
@@ -786,4 +787,196 @@ TEST_CASE("conv_transpose2d: bad shapes and options are errors that name every s
   CHECK_THROWS_WITH_AS(conv_transpose2d(x, w, Var(), bad),
                        doctest::Contains("conv_transpose2d: groups must be >= 1 but got -1"),
                        Error);
+}
+
+// ---- the direct microkernels (core/kernels/conv_direct.*) at every SIMD level ----------------
+// 3x3 stride-1 pad-1 and 1x1 conv2d, 2x2 stride-2 conv_transpose2d run smallbatch's own kernels,
+// one build per instruction set, chosen by kernels::simd_level(). Each level the CPU has is
+// checked against the direct definition, for thread-count independence and for non-finite
+// values reaching only the outputs they should.
+
+namespace {
+
+using kernels::Simd;
+
+// Runs body(level) at every level this CPU supports, restoring the level in force after.
+template <class F>
+void at_every_simd_level(const F& body) {
+  const Simd prev = kernels::simd_level();
+  for (Simd l : {Simd::baseline, Simd::avx2, Simd::avx512}) {
+    if (l > kernels::simd_cpu_level()) continue;
+    kernels::set_simd_level(l);
+    INFO("simd " << std::string(kernels::simd_name(l)));
+    body(l);
+  }
+  kernels::set_simd_level(prev);
+}
+
+// Channel counts that are not multiples of any block (1, 3, 5, 17, 33) and some that are.
+int64_t odd_channels(Generator& gen) {
+  static const int64_t counts[] = {1, 3, 5, 17, 33, 2, 8, 16};
+  return counts[gen.below(8)];
+}
+
+ConvTranspose2dOptions up2() {
+  ConvTranspose2dOptions o;
+  o.stride = 2;
+  return o;
+}
+
+// Output, input gradient and weight gradient of op for a fixed upstream gradient gy.
+template <class Op>
+void run_op(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& gy, const Op& op, Tensor out[3]) {
+  Var vx(x.clone(), true), vw(w.clone(), true);
+  Var vb = b.defined() ? Var(b.clone(), true) : Var();
+  Var y = op(vx, vw, vb);
+  y.backward(gy);
+  out[0] = y.value(), out[1] = vx.grad(), out[2] = vw.grad();
+}
+
+}  // namespace
+
+TEST_CASE("conv2d: the direct 3x3 and 1x1 kernels agree with the direct definition at every SIMD level") {
+  // Widths 1..70 (tails of every vector width), heights 1..9, odd channel counts, batch 1..3,
+  // with and without bias; 1 and 2 threads.
+  at_every_simd_level([](Simd) {
+    for (int threads : {1, 2}) {
+      ThreadCount tc(threads);
+      INFO(threads << " threads");
+      Generator gen(31 + threads);
+      for (int trial = 0; trial < 40; ++trial) {
+        Conv2dOptions o;
+        const bool k3 = trial % 3 != 2;
+        o.padding = k3 ? 1 : 0;
+        const int64_t k = k3 ? 3 : 1;
+        const int64_t N = 1 + gen.below(3), Ci = odd_channels(gen), Co = odd_channels(gen);
+        const int64_t H = 1 + gen.below(9), W = trial < 4 ? 1 + trial : 1 + gen.below(70);
+        check_random_conv2d(gen, trial, o, N, Ci, Co, k, k, H, W);
+      }
+    }
+  });
+}
+
+TEST_CASE("conv_transpose2d: the direct 2x2 stride-2 kernels agree with the direct definition at every SIMD level") {
+  at_every_simd_level([](Simd) {
+    for (int threads : {1, 2}) {
+      ThreadCount tc(threads);
+      INFO(threads << " threads");
+      Generator gen(41 + threads);
+      for (int trial = 0; trial < 30; ++trial) {
+        const int64_t N = 1 + gen.below(3), Ci = odd_channels(gen), Co = odd_channels(gen);
+        const int64_t H = 1 + gen.below(9), W = trial < 4 ? 1 + trial : 1 + gen.below(40);
+        Tensor x = Tensor::randn({N, Ci, H, W}, gen);
+        Tensor w = Tensor::randn({Ci, Co, 2, 2}, gen);
+        Tensor b = gen.below(2) ? Tensor::randn({Co}, gen) : Tensor();
+        INFO("trial " << trial << ": x " << shape_str(x.shape()) << " w " << shape_str(w.shape())
+                      << (b.defined() ? " bias" : ""));
+        Direct ref = direct_conv_transpose2d(x, w, b, up2(), gen);
+        check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) {
+          return conv_transpose2d(vx, vw, vb, up2());
+        });
+      }
+    }
+  });
+}
+
+TEST_CASE("conv2d: the direct kernels agree with the direct definition at sizes that run in parallel") {
+  ThreadCount threads(3);
+  at_every_simd_level([](Simd) {
+    Generator gen(51);
+    for (int64_t k : {3, 1}) {
+      INFO("kernel " << k);
+      Tensor x = Tensor::randn({2, 17, 40, 37}, gen);
+      Tensor w = Tensor::randn({33, 17, k, k}, gen);
+      Tensor b = Tensor::randn({33}, gen);
+      Conv2dOptions o;
+      o.padding = k / 2;
+      Direct ref = direct_conv2d(x, w, b, o, gen);
+      check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); });
+    }
+    Tensor x = Tensor::randn({2, 33, 20, 19}, gen);
+    Tensor w = Tensor::randn({33, 17, 2, 2}, gen);
+    Tensor b = Tensor::randn({17}, gen);
+    Direct ref = direct_conv_transpose2d(x, w, b, up2(), gen);
+    check_direct(x, w, b, ref,
+                 [&](const Var& vx, const Var& vw, const Var& vb) { return conv_transpose2d(vx, vw, vb, up2()); });
+  });
+}
+
+TEST_CASE("conv2d and conv_transpose2d: the direct kernels give the same bits on 1, 2 and 3 threads") {
+  at_every_simd_level([](Simd) {
+    Generator gen(61);
+    for (int64_t N : {1, 3}) {
+      for (int kind = 0; kind < 3; ++kind) {
+        INFO("N " << N << (kind == 0 ? " 3x3" : kind == 1 ? " 1x1" : " transposed 2x2"));
+        const int64_t Ci = 17, Co = 33, H = 23, W = 37;
+        Tensor x = Tensor::randn({N, Ci, H, W}, gen);
+        Tensor w = kind == 2 ? Tensor::randn({Ci, Co, 2, 2}, gen) : Tensor::randn({Co, Ci, kind == 0 ? 3 : 1, kind == 0 ? 3 : 1}, gen);
+        Tensor b = Tensor::randn({Co}, gen);
+        Tensor gy = kind == 2 ? Tensor::randn({N, Co, 2 * H, 2 * W}, gen) : Tensor::randn({N, Co, H, W}, gen);
+        auto op = [&](const Var& vx, const Var& vw, const Var& vb) {
+          if (kind == 2) return conv_transpose2d(vx, vw, vb, up2());
+          Conv2dOptions o;
+          o.padding = kind == 0 ? 1 : 0;
+          return conv2d(vx, vw, vb, o);
+        };
+        Tensor one[3], many[3];
+        {
+          ThreadCount tc(1);
+          run_op(x, w, b, gy, op, one);
+        }
+        for (int threads : {2, 3}) {
+          INFO(threads << " threads");
+          ThreadCount tc(threads);
+          run_op(x, w, b, gy, op, many);
+          CHECK(bitwise_equal(many[0], one[0]));
+          CHECK(bitwise_equal(many[1], one[1]));
+          CHECK(bitwise_equal(many[2], one[2]));
+        }
+      }
+    }
+  });
+}
+
+TEST_CASE("conv2d and conv_transpose2d: an inf or NaN in x reaches only the outputs it should, with the direct kernels") {
+  // Positions past a row's end in a vector (tail lanes) must contribute nothing: 0 * inf is NaN.
+  // The double-precision direct definition skips out-of-range terms, as PyTorch does, so its
+  // pattern of non-finite values is the one to match, output and weight gradient.
+  auto finite_pattern_matches = [](const Tensor& got, const Tensor& want) {
+    REQUIRE(got.shape() == want.shape());
+    int64_t mismatches = 0;
+    for (int64_t i = 0; i < got.numel(); ++i) mismatches += std::isfinite(got[i]) != std::isfinite(want[i]);
+    return mismatches;
+  };
+  at_every_simd_level([&](Simd) {
+    ThreadCount tc(2);
+    Generator gen(71);
+    for (int kind = 0; kind < 3; ++kind)
+      for (float bad : {INFINITY, NAN})
+        for (int where = 0; where < 4; ++where) {
+          const int64_t N = 2, Ci = 3, Co = 5, H = 6, W = 21;
+          INFO((kind == 0 ? "3x3" : kind == 1 ? "1x1" : "transposed 2x2") << " value " << bad << " where " << where);
+          Tensor x = Tensor::randn({N, Ci, H, W}, gen);
+          // The corners and the last column: the ends of rows, where the tail vectors are.
+          const int64_t h = where % 2 ? H - 1 : 0, w = where < 2 ? W - 1 : 0;
+          x[((1 * Ci + 1) * H + h) * W + w] = bad;
+          Tensor wt = kind == 2 ? Tensor::randn({Ci, Co, 2, 2}, gen)
+                                : Tensor::randn({Co, Ci, kind == 0 ? 3 : 1, kind == 0 ? 3 : 1}, gen);
+          Tensor b = Tensor::randn({Co}, gen);
+          Direct ref;
+          Conv2dOptions o;
+          o.padding = kind == 0 ? 1 : 0;
+          if (kind == 2)
+            ref = direct_conv_transpose2d(x, wt, b, up2(), gen);
+          else
+            ref = direct_conv2d(x, wt, b, o, gen);
+          Tensor got[3];
+          run_op(x, wt, b, ref.grad_out, [&](const Var& vx, const Var& vw, const Var& vb) {
+            return kind == 2 ? conv_transpose2d(vx, vw, vb, up2()) : conv2d(vx, vw, vb, o);
+          }, got);
+          CHECK(finite_pattern_matches(got[0], ref.out) == 0);
+          CHECK(finite_pattern_matches(got[1], ref.gx) == 0);
+          CHECK(finite_pattern_matches(got[2], ref.gw) == 0);
+        }
+  });
 }

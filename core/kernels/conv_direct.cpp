@@ -1,0 +1,360 @@
+// The direct-convolution entry points: pick the microkernels for simd_level(), pack the weights,
+// pad or (de)interleave the planes, and share the work out over the OpenMP threads.
+#include "core/kernels/conv_direct.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "core/kernels/simd.h"
+
+namespace sb::kernels {
+namespace {
+
+// Loops over fewer floats than this run on one thread.
+constexpr int64_t kParallelMin = int64_t(1) << 15;
+// Below this many multiply-adds (about 25 us of one thread's work) a kernel call runs on one
+// thread: on 2 threads, layers of base width 8 at 16x16 ran up to 1.6x slower with 1 << 16.
+constexpr int64_t kParallelMinMacs = int64_t(1) << 21;
+
+// The kernels for this level and a row `width` pixels wide: the widest vector that a row fills
+// at least half of.
+const DirectKernels& pick(int64_t width) {
+  switch (simd_level()) {
+#if defined(__x86_64__) || defined(__i386__)
+    case Simd::avx512:
+      if (width > 8) return direct_kernels_avx512_v16();
+      [[fallthrough]];
+    case Simd::avx2:
+      return width > 4 ? direct_kernels_avx2_v8() : direct_kernels_avx2_v4();
+#endif
+    default:
+      return direct_kernels_base_v4();
+  }
+}
+
+// wpack (ceil(C_out / cob), C_in, T, cob) = get(co, ci, t), zero for co >= C_out: the cob
+// weights one (ci, tap) multiplies are contiguous, broadcast one by one.
+template <class Get>
+std::vector<float> pack(int cob, int64_t C_out, int64_t C_in, int T, const Get& get) {
+  const int64_t blocks = (C_out + cob - 1) / cob;
+  std::vector<float> p(blocks * C_in * T * cob, 0.f);
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t ci = 0; ci < C_in; ++ci)
+      for (int t = 0; t < T; ++t)
+        for (int c = 0; c < cob; ++c) {
+          const int64_t co = b * cob + c;
+          if (co < C_out) p[((b * C_in + ci) * T + t) * cob + c] = get(co, ci, t);
+        }
+  return p;
+}
+
+// Scratch buffers kept between calls (per calling thread; one per slot, as a call may use two at
+// once): fresh allocations of a few MB each call cost page faults worth a quarter of a small
+// layer's time. Contents are not initialized: callers write every float they read.
+float* scratch(int slot, size_t n) {
+  thread_local std::vector<float> bufs[2];
+  std::vector<float>& b = bufs[slot];
+  if (b.size() < n) b.resize(n);
+  return b.data();
+}
+
+// dst (planes, H + 2, W + 2) = src (planes, H, W) with a border of one zero.
+void pad1(const float* src, float* dst, int64_t planes, int64_t H, int64_t W) {
+  const int64_t Wp = W + 2, Hp = H + 2;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * Hp * Wp > kParallelMin)
+  for (int64_t p = 0; p < planes; ++p) {
+    float* d = dst + p * Hp * Wp;
+    const float* s = src + p * H * W;
+    std::fill(d, d + Wp, 0.f);
+    for (int64_t h = 0; h < H; ++h) {
+      float* row = d + (h + 1) * Wp;
+      row[0] = 0.f;
+      std::copy(s + h * W, s + (h + 1) * W, row + 1);
+      row[W + 1] = 0.f;
+    }
+    std::fill(d + (H + 1) * Wp, d + Hp * Wp, 0.f);
+  }
+}
+
+// 1x1 products read and write whole planes, whose image rows are contiguous: k image rows make
+// one kernel row of k W pixels. k is the largest divisor of H with k W <= 256, so narrow planes
+// fill wide vectors and the rows still split over threads.
+int64_t fold(int64_t H, int64_t W) {
+  int64_t k = 1;
+  for (int64_t d = 1; d <= H; ++d)
+    if (H % d == 0 && d * W <= 256) k = d;
+  return k;
+}
+
+// Runs the forward kernel over every (sample, output-channel block, row band) unit. Each output
+// value is computed by one unit in a fixed order whatever the thread count or banding. Static
+// schedule: each thread takes a contiguous range of units, so mostly its own samples, which stay
+// in its own L2 (6% faster unet-s steps at batch 8 on 2 threads than dynamic, 1).
+void run_fwd(const DirectKernels& k, bool nine, const FwdArgs& a, int64_t N, int64_t rows) {
+  const int64_t blocks = (a.C_out + k.cob_fwd - 1) / k.cob_fwd;
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int64_t macs = N * a.C_out * a.C_in * rows * a.width * (nine ? 9 : 1);
+  const bool par = threads > 1 && macs >= kParallelMinMacs;
+  // Enough units for the threads to share evenly (4 each), bands of at least a tile's vectors.
+  int64_t bands = par ? std::max<int64_t>(1, (4 * threads + N * blocks - 1) / (N * blocks)) : 1;
+  const int64_t per_row = (a.width + k.lanes - 1) / k.lanes;
+  const int64_t min_rows = std::max<int64_t>(1, (3 + per_row - 1) / per_row);
+  bands = std::clamp<int64_t>(bands, 1, std::max<int64_t>(1, rows / min_rows));
+  const int64_t units = N * blocks * bands;
+  auto fn = nine ? k.fwd9 : k.fwd1;
+#pragma omp parallel for schedule(static) if (par && units > 1)
+  for (int64_t u = 0; u < units; ++u) {
+    const int64_t band = u % bands, nb = u / bands, blk = nb % blocks, n = nb / blocks;
+    fn(a, n, blk, rows * band / bands, rows * (band + 1) / bands);
+  }
+}
+
+// Runs the 1x1 weight-gradient kernel over every (A-channel block, 3 B channels) unit; each sums over
+// all samples and positions itself, so no partial sums depend on the thread count.
+void run_wgrad1(const DirectKernels& k, const WgradArgs& a) {
+  const int64_t blocks = (a.CA + k.cob_wgrad - 1) / k.cob_wgrad;
+  const int cib = 3;
+  const int64_t bblocks = (a.CB + cib - 1) / cib;
+  const int64_t units = blocks * bblocks;
+  const int64_t macs = a.N * a.CA * a.CB * a.rows * a.width;
+  const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && macs >= kParallelMinMacs;
+#pragma omp parallel for schedule(static) if (par && units > 1)
+  for (int64_t u = 0; u < units; ++u) k.wgrad1(a, u / bblocks, (u % bblocks) * cib);
+}
+
+}  // namespace
+
+void conv3x3_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
+                     int64_t C_out, int64_t H, int64_t W) {
+  const DirectKernels& k = pick(W);
+  const int64_t Hp = H + 2, Wp = W + 2;
+  float* padded = scratch(0, N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
+  pad1(x, padded, N * C_in, H, W);
+  // wpack[co][ci][t] = w[co][ci][t]
+  std::vector<float> wp = pack(k.cob_fwd, C_out, C_in, 9, [&](int64_t co, int64_t ci, int t) {
+    return w[(co * C_in + ci) * 9 + t];
+  });
+  FwdArgs a{padded, C_in * Hp * Wp, Hp * Wp, Wp, wp.data(), bias, out, C_out * H * W, H * W, W,
+            C_in, C_out, W};
+  run_fwd(k, true, a, N, H);
+}
+
+void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
+                      int64_t C_in, int64_t C_out, int64_t H, int64_t W) {
+  const int64_t Hp = H + 2, Wp = W + 2;
+  const DirectKernels& kw = pick(INT64_MAX);  // the weight gradient runs on flat planes
+  const int64_t V = kw.lanes, L = (H * Wp + V - 1) / V * V;
+  // gy padded by one, (N, C_out, H + 2, W + 2): the input gradient's input, and, read from its
+  // position (1, 1) on, gy on the padded width with zeros in the two columns past each row and
+  // in the rows below: the weight gradient's A operand, when its last vector (L <= H Wp + V - 1)
+  // stays inside the plane, i.e. V <= Wp.
+  const bool share = V <= Wp;
+  float* pdy = nullptr;
+  if (gx || (gw && share)) {
+    pdy = scratch(1, N * C_out * Hp * Wp);
+    pad1(gy, pdy, N * C_out, H, W);
+  }
+  if (gx) {
+    // gx[n][ci][h][w] = sum_co sum_(i,j) gy[n][co][h + 1 - i][w + 1 - j] w[co][ci][i][j]
+    //                 = sum_co sum_t gy_padded[n][co][h + t / 3][w + t % 3] w[co][ci][8 - t]
+    const DirectKernels& k = pick(W);
+    std::vector<float> wp = pack(k.cob_fwd, C_in, C_out, 9, [&](int64_t ci, int64_t co, int t) {
+      return w[(co * C_in + ci) * 9 + (8 - t)];
+    });
+    FwdArgs a{pdy, C_out * Hp * Wp, Hp * Wp, Wp, wp.data(), nullptr, gx, C_in * H * W, H * W, W,
+              C_out, C_in, W};
+    run_fwd(k, true, a, N, H);
+  }
+  if (!gw) return;
+  // gw[co][ci][i][j] = sum_n sum_(h,w) gy[n][co][h][w] x_padded[n][ci][h + i][w + j], summed over
+  // flat positions p = h * Wp + w of the padded width (see wgrad9_unit).
+  // (N, C_in, H + 2, W + 2), then V zeros: the last vectors of the last plane read past its end.
+  float* padded = scratch(0, N * C_in * Hp * Wp + V);
+  pad1(x, padded, N * C_in, H, W);
+  std::fill(padded + N * C_in * Hp * Wp, padded + N * C_in * Hp * Wp + V, 0.f);
+  const float* A = nullptr;  // (N, C_out, ...) planes a_cs apart, gy on the padded width
+  int64_t a_cs = L;
+  if (share) {
+    A = pdy + Wp + 1, a_cs = Hp * Wp;
+  } else {
+    float* dyp = scratch(1, N * C_out * L);  // (N, C_out, L), zero past each row and below
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && N * C_out * L > kParallelMin)
+    for (int64_t pl = 0; pl < N * C_out; ++pl) {
+      float* d = dyp + pl * L;
+      const float* s = gy + pl * H * W;
+      for (int64_t h = 0; h < H; ++h) {
+        std::copy(s + h * W, s + (h + 1) * W, d + h * Wp);
+        std::fill(d + h * Wp + W, d + (h + 1) * Wp, 0.f);
+      }
+      std::fill(d + H * Wp, d + L, 0.f);
+    }
+    A = dyp;
+  }
+  std::vector<int32_t> mask(L);  // (L,)
+  for (int64_t p = 0; p < L; ++p) mask[p] = p < H * Wp && p % Wp < W ? -1 : 0;
+  WgradArgs a{A, C_out * a_cs, a_cs, a_cs, padded, C_in * Hp * Wp, Hp * Wp, Wp, N, 1, L, C_out, C_in, gw,
+              mask.data()};
+  const int64_t blocks = (C_out + kw.cob_wgrad - 1) / kw.cob_wgrad;
+  const int64_t bblocks = (C_in + kw.cib_wgrad - 1) / kw.cib_wgrad;
+  const int64_t units = blocks * bblocks;
+  const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * C_out * C_in * L * 9 >= kParallelMinMacs;
+#pragma omp parallel for schedule(static) if (par && units > 1)
+  for (int64_t u = 0; u < units; ++u) kw.wgrad9(a, u / bblocks, (u % bblocks) * kw.cib_wgrad);
+}
+
+void conv3x3_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                        int64_t H, int64_t W) {
+  conv3x3_backward(nullptr, gy, w, gx, nullptr, N, C_in, C_out, H, W);
+}
+
+void conv3x3_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                         int64_t H, int64_t W) {
+  conv3x3_backward(x, gy, nullptr, nullptr, gw, N, C_in, C_out, H, W);
+}
+
+void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
+                     int64_t C_out, int64_t H, int64_t W) {
+  const int64_t R = fold(H, W) * W;  // pixels per kernel row
+  const DirectKernels& k = pick(R);
+  std::vector<float> wp = pack(k.cob_fwd, C_out, C_in, 1, [&](int64_t co, int64_t ci, int) {
+    return w[co * C_in + ci];
+  });
+  FwdArgs a{x, C_in * H * W, H * W, R, wp.data(), bias, out, C_out * H * W, H * W, R, C_in, C_out, R};
+  run_fwd(k, false, a, N, H * W / R);
+}
+
+void conv1x1_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                        int64_t H, int64_t W) {
+  // gx[n][ci] = sum_co w[co][ci] gy[n][co]
+  const int64_t R = fold(H, W) * W;
+  const DirectKernels& k = pick(R);
+  std::vector<float> wp = pack(k.cob_fwd, C_in, C_out, 1, [&](int64_t ci, int64_t co, int) {
+    return w[co * C_in + ci];
+  });
+  FwdArgs a{gy, C_out * H * W, H * W, R, wp.data(), nullptr, gx, C_in * H * W, H * W, R, C_out, C_in, R};
+  run_fwd(k, false, a, N, H * W / R);
+}
+
+void conv1x1_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                         int64_t H, int64_t W) {
+  // gw[co][ci] = sum_n sum_p gy[n][co][p] x[n][ci][p]
+  const DirectKernels& k = pick(H * W);
+  WgradArgs a{gy, C_out * H * W, H * W, H * W, x, C_in * H * W, H * W, H * W, N, 1, H * W, C_out, C_in, gw};
+  run_wgrad1(k, a);
+}
+
+void conv1x1_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
+                      int64_t C_in, int64_t C_out, int64_t H, int64_t W) {
+  if (gw) conv1x1_weight_grad(x, gy, gw, N, C_in, C_out, H, W);
+  if (gx) conv1x1_input_grad(gy, w, gx, N, C_in, C_out, H, W);
+}
+
+// With C4 = 4 C_out and channel co' = co * 4 + (i * 2 + j), the transposed convolution's planes
+// are 1x1 products on the input grid: s[n][co'][h][w] = out[n][co][2h + i][2w + j], which is
+// exactly the weight's own layout w (C_in, C4).
+
+void convt2x2_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
+                      int64_t C_out, int64_t H, int64_t W) {
+  const int64_t R = fold(H, W) * W;  // pixels per kernel row
+  const DirectKernels& k = pick(R);
+  const int64_t C4 = 4 * C_out, HW = H * W;
+  std::vector<float> wp = pack(k.cob_fwd, C4, C_in, 1, [&](int64_t c4, int64_t ci, int) {
+    return w[ci * C4 + c4];
+  });
+  std::vector<float> b4;
+  if (bias) {
+    b4.resize(C4);
+    for (int64_t c = 0; c < C4; ++c) b4[c] = bias[c / 4];
+  }
+  float* s = scratch(0, N * C4 * HW);  // (N, C4, H, W)
+  FwdArgs a{x, C_in * HW, HW, R, wp.data(), bias ? b4.data() : nullptr, s, C4 * HW, HW, R, C_in, C4, R};
+  run_fwd(k, false, a, N, HW / R);
+  // out[n][co][2h + i][2w + j] = s[n][co * 4 + i * 2 + j][h][w]
+  const int64_t planes = N * C_out, Wo = 2 * W;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * 4 * HW > kParallelMin)
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* sp = s + p * 4 * HW;
+    float* op = out + p * 4 * HW;
+    for (int64_t h = 0; h < H; ++h)
+      for (int i = 0; i < 2; ++i) {
+        float* row = op + (2 * h + i) * Wo;
+        const float* s0 = sp + (i * 2) * HW + h * W;
+        const float* s1 = sp + (i * 2 + 1) * HW + h * W;
+        for (int64_t ww = 0; ww < W; ++ww) {
+          row[2 * ww] = s0[ww];
+          row[2 * ww + 1] = s1[ww];
+        }
+      }
+  }
+}
+
+namespace {
+// d (N, C4, H, W) (scratch slot 0) from gy (N, C_out, 2H, 2W): d[n][co * 4 + i * 2 + j][h][w] = gy[n][co][2h + i][2w + j].
+float* deinterleave(const float* gy, int64_t N, int64_t C_out, int64_t H, int64_t W) {
+  const int64_t HW = H * W, planes = N * C_out, Wo = 2 * W;
+  float* d = scratch(0, planes * 4 * HW);
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * 4 * HW > kParallelMin)
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* gp = gy + p * 4 * HW;
+    float* dp = d + p * 4 * HW;
+    for (int64_t h = 0; h < H; ++h)
+      for (int i = 0; i < 2; ++i) {
+        const float* row = gp + (2 * h + i) * Wo;
+        float* d0 = dp + (i * 2) * HW + h * W;
+        float* d1 = dp + (i * 2 + 1) * HW + h * W;
+        for (int64_t ww = 0; ww < W; ++ww) {
+          d0[ww] = row[2 * ww];
+          d1[ww] = row[2 * ww + 1];
+        }
+      }
+  }
+  return d;
+}
+}  // namespace
+
+namespace {
+void convt2x2_input_grad_d(const float* d, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                           int64_t H, int64_t W) {
+  // gx[n][ci] = sum_c4 w[ci][c4] d[n][c4]
+  const int64_t R = fold(H, W) * W;  // pixels per kernel row
+  const DirectKernels& k = pick(R);
+  const int64_t C4 = 4 * C_out, HW = H * W;
+  std::vector<float> wp = pack(k.cob_fwd, C_in, C4, 1, [&](int64_t ci, int64_t c4, int) {
+    return w[ci * C4 + c4];
+  });
+  FwdArgs a{d, C4 * HW, HW, R, wp.data(), nullptr, gx, C_in * HW, HW, R, C4, C_in, R};
+  run_fwd(k, false, a, N, HW / R);
+}
+
+void convt2x2_weight_grad_d(const float* x, const float* d, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                            int64_t H, int64_t W) {
+  // gw[ci][c4] = sum_n sum_p x[n][ci][p] d[n][c4][p]
+  const DirectKernels& k = pick(H * W);
+  const int64_t C4 = 4 * C_out, HW = H * W;
+  WgradArgs a{x, C_in * HW, HW, HW, d, C4 * HW, HW, HW, N, 1, HW, C_in, C4, gw};
+  run_wgrad1(k, a);
+}
+}  // namespace
+
+void convt2x2_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
+                       int64_t C_in, int64_t C_out, int64_t H, int64_t W) {
+  if (!gx && !gw) return;
+  const float* d = deinterleave(gy, N, C_out, H, W);  // once for both gradients
+  if (gw) convt2x2_weight_grad_d(x, d, gw, N, C_in, C_out, H, W);
+  if (gx) convt2x2_input_grad_d(d, w, gx, N, C_in, C_out, H, W);
+}
+
+void convt2x2_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                         int64_t H, int64_t W) {
+  convt2x2_backward(nullptr, gy, w, gx, nullptr, N, C_in, C_out, H, W);
+}
+
+void convt2x2_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                          int64_t H, int64_t W) {
+  convt2x2_backward(x, gy, nullptr, nullptr, gw, N, C_in, C_out, H, W);
+}
+
+}  // namespace sb::kernels

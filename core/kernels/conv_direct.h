@@ -1,0 +1,95 @@
+// Direct-convolution microkernels (no OpenBLAS) for the hot convolution shapes: 3x3 stride-1
+// pad-1 and 1x1 conv2d, 2x2 stride-2 conv_transpose2d, forward and both gradients.
+// Plain float* in and out; threads (OpenMP) split work so every value is computed by one thread in
+// a fixed order: the results are the same bits for any thread count at a given SIMD level.
+#pragma once
+
+#include <cstdint>
+
+namespace sb::kernels {
+
+// ---- the whole-op entry points (threaded; dispatch on simd_level() at every call) ----
+
+// 3x3, stride 1, padding 1, dilation 1, one group.
+// out (N, C_out, H, W) = conv(x (N, C_in, H, W), w (C_out, C_in, 3, 3)) + bias (C_out,) or none.
+void conv3x3_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
+                     int64_t C_out, int64_t H, int64_t W);
+// gx (N, C_in, H, W) from gy (N, C_out, H, W): the 3x3 convolution of gy with the flipped,
+// transposed kernel (overwrites gx).
+void conv3x3_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                        int64_t H, int64_t W);
+// gw (C_out, C_in, 3, 3) = sum over samples and positions of gy x the shifted input (overwrites gw).
+void conv3x3_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                         int64_t H, int64_t W);
+
+// Both gradients at once, sharing the padded gy; gx or gw may be null (not wanted).
+void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
+                      int64_t C_in, int64_t C_out, int64_t H, int64_t W);
+
+// 1x1, stride 1, padding 0: out (N, C_out, H, W) = w (C_out, C_in) x (N, C_in, H, W) + bias.
+void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
+                     int64_t C_out, int64_t H, int64_t W);
+void conv1x1_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                        int64_t H, int64_t W);
+void conv1x1_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                         int64_t H, int64_t W);
+void conv1x1_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
+                      int64_t C_in, int64_t C_out, int64_t H, int64_t W);
+
+// conv_transpose2d with a 2x2 kernel, stride 2, padding 0, one group, no output padding:
+// out (N, C_out, 2H, 2W), out[n][co][2h + i][2w + j] = bias[co] + sum_ci x[n][ci][h][w] w[ci][co][i][j]
+// for x (N, C_in, H, W), w (C_in, C_out, 2, 2).
+void convt2x2_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
+                      int64_t C_out, int64_t H, int64_t W);
+void convt2x2_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
+                         int64_t H, int64_t W);
+void convt2x2_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
+                          int64_t H, int64_t W);
+// Both gradients from one deinterleaved gy; gx or gw may be null.
+void convt2x2_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
+                       int64_t C_in, int64_t C_out, int64_t H, int64_t W);
+
+// ---- the per-ISA microkernels the entry points run (internal) ----
+
+// out[n][co][r][c] = bias[co] + sum_ci sum_t w[co][ci][t] in[n][ci][r * in_rs + c + off_t] over
+// output rows of `width` pixels; off_t = (t / 3) * in_rs + t % 3 for 9 taps, 0 for 1 tap.
+struct FwdArgs {
+  const float* in;                 // (N, C_in, ...) planes, in_ns / in_cs / in_rs apart
+  int64_t in_ns, in_cs, in_rs;
+  const float* wpack;              // (C_out blocks, C_in, taps, cob): see pack in conv_direct.cpp
+  const float* bias;               // (C_out,) or null
+  float* out;                      // (N, C_out, rows, width), out_ns / out_cs / out_rs apart
+  int64_t out_ns, out_cs, out_rs;
+  int64_t C_in, C_out, width;
+};
+// g[a][b][t] = sum_n sum_r sum_c A[n][a][r * a_rs + c] B[n][b][r * b_rs + c + off_t], the same taps;
+// positions that are not real outputs contribute nothing (both operands masked).
+struct WgradArgs {
+  const float* A;                  // (N, A, rows, width)
+  int64_t a_ns, a_cs, a_rs;
+  const float* B;                  // (N, B, ...)
+  int64_t b_ns, b_cs, b_rs;
+  int64_t N, rows, width, CA, CB;
+  float* g;                        // (CA, CB, taps)
+  const int32_t* mask = nullptr;   // wgrad9: (width,) all ones at real positions, else zero
+};
+struct DirectKernels {
+  int lanes;      // V: floats per vector
+  int cob_fwd;    // output channels per forward block (the weight packing)
+  int cob_wgrad;  // A channels per weight-gradient block
+  int cib_wgrad;  // B channels per weight-gradient unit
+  // Output-channel block `blk` of sample n, rows [r0, r1).
+  void (*fwd9)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
+  void (*fwd1)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
+  // 3x3 on flat planes: A is dY on the padded width, `width` = its plane length (a multiple of
+  // lanes), rows = 1, with `mask`; A-channel block `blk` against B channels [b, b + cib_wgrad).
+  void (*wgrad9)(const WgradArgs&, int64_t blk, int64_t b);
+  // 1x1 on whole planes (rows = 1): A-channel block `blk` against B channels [b, b + 3).
+  void (*wgrad1)(const WgradArgs&, int64_t blk, int64_t b);
+};
+const DirectKernels& direct_kernels_avx512_v16();
+const DirectKernels& direct_kernels_avx2_v8();
+const DirectKernels& direct_kernels_avx2_v4();
+const DirectKernels& direct_kernels_base_v4();
+
+}  // namespace sb::kernels

@@ -1,0 +1,14 @@
+// The direct-convolution microkernels built for AVX-512F (16 floats a vector); compiled with
+// -mavx512f -mavx2 -mfma (CMakeLists.txt), run only when simd_level() is avx512.
+#include <cstdint>
+
+#include "core/kernels/conv_direct.h"
+
+namespace {
+#define SB_CONV_DIRECT_IMPL_INCLUDED_IN_ANON_NAMESPACE
+#include "core/kernels/conv_direct_impl.h"
+// Forward: 8 output channels x 3 vectors = 24 of the 32 zmm registers; weight gradient 8 x 3 taps.
+constexpr sb::kernels::DirectKernels kV16 = make_table<16, 8, 3, 8>();
+}  // namespace
+
+const sb::kernels::DirectKernels& sb::kernels::direct_kernels_avx512_v16() { return kV16; }

@@ -268,3 +268,37 @@ TEST_CASE("train: a non-finite weight stops the run at step 1, naming the layer 
     std::filesystem::remove(path);
   }
 }
+
+TEST_CASE("train: a resume keeps the best mIoU exactly, so an equal epoch leaves best.safetensors alone") {
+  // A learning rate so small that the predictions, and so the mIoU, stay the same every epoch
+  // while the weights still move: the first epoch is the best, and a later equal one is not
+  // better. A resume used to read the best mIoU back rounded to 6 digits, so an equal epoch
+  // could count as better and replace best.safetensors.
+  auto config = [](const std::string& out) {
+    TrainConfig c = small_config(out);
+    c.spec.options.norm = "gn";
+    c.optim = "sgd";
+    c.schedule = "const";
+    c.lr = 1e-5f;
+    return c;
+  };
+  TempDir a, b;
+  TrainResult ra = train(config(a.path.string()));
+  REQUIRE(ra.epochs.size() == 3);
+  REQUIRE(ra.epochs[0].val_miou == ra.epochs[1].val_miou);  // the case this test is about
+  TrainConfig cb = config(b.path.string());
+  TrainHooks stop;
+  int steps = 0;
+  stop.on_step = [&](const StepReport&) { ++steps; };
+  stop.should_stop = [&] { return steps == 3; };  // at the end of epoch 1
+  CHECK(train(cb, nullptr, stop).interrupted);
+  cb.resume = true;
+  TrainResult rb = train(cb);
+  CHECK(rb.best_miou == ra.best_miou);  // exactly
+  TensorFile st = load_safetensors((b.path / "state.safetensors").string());
+  CHECK(std::stod(st.metadata.at("best_miou")) == ra.best_miou);
+  for (const char* f : {"best.safetensors", "model.safetensors", "state.safetensors", "metrics.csv"}) {
+    CAPTURE(f);
+    CHECK(file_bytes(a.path / f) == file_bytes(b.path / f));
+  }
+}

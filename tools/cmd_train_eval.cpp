@@ -68,14 +68,6 @@ static void add_threads(CLI::App& cmd, int& threads) {
 
 static void apply_threads(int threads) { set_num_threads(threads > 0 ? threads : default_num_threads()); }
 
-// Ctrl-C during training: the first one asks the loop to finish its step and save; a second
-// one falls back to the default action and ends the process at once.
-static volatile std::sig_atomic_t g_interrupted = 0;
-static void on_sigint(int) {
-  g_interrupted = 1;
-  std::signal(SIGINT, SIG_DFL);
-}
-
 static std::string fmt_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   long t = std::lround(s);
@@ -136,6 +128,7 @@ void add_train_command(CLI::App& app, Action& action) {
   cmd->add_flag("--resume", cfg->resume, "continue the run saved in --out");
   cmd->callback([=, &action] {
     action = [=]() -> int {
+      install_stop_signals();  // first: a signal that comes while the data opens is not lost
       TrainConfig c = *cfg;
       c.shuffle = !*no_shuffle;
       if (c.steps == 0 && c.epochs == 0) c.epochs = 8;
@@ -172,9 +165,7 @@ void add_train_command(CLI::App& app, Action& action) {
                     fmt_duration(r.seconds).c_str());
         std::fflush(stdout);
       };
-      g_interrupted = 0;
-      std::signal(SIGINT, on_sigint);
-      hooks.should_stop = [] { return g_interrupted != 0; };
+      hooks.should_stop = [] { return stop_signal() != 0; };
       std::printf("training %s (norm %s) on %s: batch %lld, %s, seed %llu, %d threads\n", c.spec.model.c_str(),
                   c.spec.options.norm.c_str(), c.data.c_str(), (long long)c.batch,
                   c.steps ? str(c.steps, " steps").c_str() : str(c.epochs, " epochs").c_str(),
@@ -182,13 +173,12 @@ void add_train_command(CLI::App& app, Action& action) {
       std::printf("on %s\n", platform_summary().c_str());
       std::fflush(stdout);
       TrainResult r = train(c, nullptr, hooks);
-      std::signal(SIGINT, SIG_DFL);
       if (!r.skipped.empty()) std::fprintf(stderr, "%s\n", r.skipped.c_str());
       if (r.interrupted) {
         if (tty) std::printf("\r\033[K");
         if (c.out.empty()) std::printf("interrupted at step %zu; nothing saved (no --out)\n", r.losses.size());
         else std::printf("interrupted at step %zu; state saved in %s; continue with --resume\n", r.losses.size(), c.out.c_str());
-        return 130;
+        return 128 + stop_signal();
       }
       std::printf("trained %zu steps in %s; final loss %.4f; best val mIoU %s\n", r.losses.size(),
                   fmt_duration(r.seconds).c_str(), r.losses.empty() ? NAN : r.losses.back(),

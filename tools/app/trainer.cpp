@@ -141,6 +141,14 @@ static Tensor vector_tensor(const std::vector<float>& v) {
   return t;
 }
 
+// A double as text that reads back to the same bits ("nan" for NaN).
+static std::string exact_text(double v) {
+  if (std::isnan(v)) return "nan";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
 static void save_state(const std::string& path, const TrainConfig& cfg, const Module& model, const Optimizer& opt,
                        const RunState& st) {
   TensorFile f;
@@ -163,7 +171,9 @@ static void save_state(const std::string& path, const TrainConfig& cfg, const Mo
   for (auto& r : st.records) recs.push_back(record_json(r));
   f.metadata["config"] = cfg.to_json().dump();
   f.metadata["records"] = recs.dump();
-  f.metadata["best_miou"] = std::isnan(st.best_miou) ? "nan" : str(st.best_miou);
+  // Exactly (17 significant digits): a best mIoU read back rounded made an equal later epoch
+  // count as better after a resume, and replaced best.safetensors.
+  f.metadata["best_miou"] = exact_text(st.best_miou);
   // No wall-clock time in here: two runs with the same seed and threads write identical states.
   save_safetensors(path, f);
 }
@@ -198,12 +208,17 @@ static RunState load_state(const std::string& path, Module& model, Optimizer& op
   try {
     for (auto& r : nlohmann::json::parse(f.metadata.at("records"))) st.records.push_back(record_from_json(r));
     std::string b = f.metadata.at("best_miou");
-    st.best_miou = b == "nan" ? NAN : std::stod(b);
+    (void)(b == "nan" ? NAN : std::stod(b));  // present and a number, as a state must have
   } catch (const std::exception& e) {
     fail(path, ": the training state's metadata is damaged (", e.what(), ")");
   }
   SB_CHECK(static_cast<int64_t>(st.losses.size()) == st.step, path, ": the state records ", st.losses.size(),
            " losses for ", st.step, " steps");
+  // The best mIoU is by definition the largest validation mIoU of the epoch records, which the
+  // state holds exactly (JSON numbers round-trip); a state written before the metadata's value
+  // was exact kept it to 6 digits, so it is taken from the records.
+  for (const EpochRecord& r : st.records)
+    if (!std::isnan(r.val_miou) && (std::isnan(st.best_miou) || r.val_miou > st.best_miou)) st.best_miou = r.val_miou;
   return st;
 }
 

@@ -27,4 +27,24 @@ std::string read_file(const std::string& path);
 // folder may hold the user's files too. Best effort: a file that can't be removed stays.
 void remove_stale_temporaries(const std::string& dir, const std::vector<std::string>& targets);
 
+// One writer per output folder: an exclusive flock on DIR/.lock, held until this object is
+// destroyed or the process ends. The kernel drops a flock when its holder dies, so a killed run
+// never blocks the next one; the file stays (removing it would race with a new holder) and
+// holds the pid of its latest holder. Throws naming `flag`, the folder and the holder's pid
+// when another process holds it.
+class DirLock {
+ public:
+  DirLock() = default;
+  DirLock(const std::string& dir, const std::string& flag);
+  DirLock(DirLock&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  DirLock& operator=(DirLock&& o) noexcept;
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+  ~DirLock();
+  static constexpr const char* kFileName = ".lock";
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace sb

@@ -164,7 +164,7 @@ div=(train --data "$data" --base-width 4 --groups 2 --norm gn --batch 4 --thread
 "$sb" "${div[@]}" --epochs 1 --out "$work/div" >"$work/div.log" 2>&1 || fail "the good run failed: $(cat "$work/div.log")"
 cp "$work/div/model.safetensors" "$work/good.safetensors"
 status=0
-"$sb" "${div[@]}" --epochs 20 --lr 1e4 --momentum 0.9 --out "$work/div" >"$work/div.log" 2>"$work/div.err" || status=$?
+"$sb" "${div[@]}" --epochs 20 --lr 1e4 --momentum 0.9 --out "$work/div" --overwrite >"$work/div.log" 2>"$work/div.err" || status=$?
 [ "$status" -gt 0 ] && [ "$status" -lt 128 ] || fail "a diverging run exited with status $status"
 grep -q "training diverged at step" "$work/div.err" || fail "a diverging run said: $(cat "$work/div.err")"
 grep -q "last good checkpoint is kept" "$work/div.err" || fail "a diverging run said: $(cat "$work/div.err")"

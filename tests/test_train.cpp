@@ -217,6 +217,7 @@ TEST_CASE("train: a diverging run stops naming the step and layer, keeping the l
   std::string good_model = file_bytes(d.path / "model.safetensors");
   std::string good_state = file_bytes(d.path / "state.safetensors");
   // The same directory, a fresh run at a learning rate that must blow up within its first epoch.
+  c.overwrite = true;
   c.optim = "sgd";
   c.schedule = "const";
   c.lr = 1e6f;

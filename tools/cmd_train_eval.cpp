@@ -126,6 +126,7 @@ void add_train_command(CLI::App& app, Action& action) {
   cmd->add_option("--save", cfg->save, "write the final weights here (.safetensors)");
   cmd->add_option("--out", cfg->out, "output directory: metrics.csv, config.json, model/best.safetensors, state");
   cmd->add_flag("--resume", cfg->resume, "continue the run saved in --out");
+  cmd->add_flag("--overwrite", cfg->overwrite, "let a new run replace the files of a non-empty --out (else refused)");
   cmd->callback([=, &action] {
     action = [=]() -> int {
       install_stop_signals();  // first: a signal that comes while the data opens is not lost

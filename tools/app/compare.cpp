@@ -254,7 +254,7 @@ static void measure_after(RunOutcome& o, Module& model, const Dataset& val, cons
 // report's files here, the initial weights in init/, each run's files in its folder. Only those
 // are removed, never anything else: --out may be a folder that holds other files too.
 static void remove_stale_sweep_temporaries(const CompareConfig& cfg, const std::vector<RunSpec>& plan) {
-  remove_stale_temporaries(cfg.out, {"compare.json", "platform.json", "runs.csv", "summary.csv", "summary.md", "report.html",
+  remove_stale_temporaries(cfg.out, {DirLock::kFileName, "compare.json", "platform.json", "runs.csv", "summary.csv", "summary.md", "report.html",
                                      "fig1_miou_vs_batch.png", "fig2_val_curves.png", "fig3_bn_gap.png",
                                      "fig4_predictions.png"});
   std::vector<std::string> inits;
@@ -276,6 +276,9 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
   SB_CHECK(!fs::exists(cfg.out) || fs::is_directory(cfg.out), "--out: '", cfg.out, "' exists and is not a directory");
   fs::create_directories(cfg.out + "/runs", ec);
   SB_CHECK(!ec, "--out: cannot create '", cfg.out, "/runs' (", ec.message(), ")");
+  // One sweep per folder at a time: a second would remove the first's live temporaries and
+  // train the same runs into the same files. Held until the sweep returns.
+  DirLock lock(cfg.out, "--out");
   std::string cfg_path = cfg.out + "/compare.json";
   if (fs::exists(cfg_path)) {
     nlohmann::json saved;

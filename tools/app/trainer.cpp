@@ -2,6 +2,7 @@
 // validation and checkpointing, resume, non-finite detection, and evaluation.
 #include "tools/app/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -180,8 +181,8 @@ static void save_state(const std::string& path, const TrainConfig& cfg, const Mo
 
 static std::vector<float> tensor_vector(const Tensor& t) { return std::vector<float>(t.begin(), t.end()); }
 
-static RunState load_state(const std::string& path, Module& model, Optimizer& opt) {
-  TensorFile f = load_safetensors(path);
+static RunState load_state(const TensorFile& f, Module& model, Optimizer& opt) {
+  const std::string& path = f.source;
   StateDict sd, os;
   sd.source = os.source = path;
   for (auto& [k, v] : f.floats) {
@@ -224,7 +225,7 @@ static RunState load_state(const std::string& path, Module& model, Optimizer& op
 
 const std::vector<std::string>& train_output_files() {
   static const std::vector<std::string> files = {"state.safetensors", "model.safetensors", "best.safetensors",
-                                                 "metrics.csv", "timing.csv", "config.json"};
+                                                 "metrics.csv", "timing.csv", "config.json", DirLock::kFileName};
   return files;
 }
 
@@ -263,6 +264,78 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   auto log = [&](const std::string& m) {
     if (hooks.log) hooks.log(m);
   };
+  SB_CHECK(!cfg.overwrite || !cfg.out.empty(), "--overwrite needs --out DIR (the run to replace)");
+  SB_CHECK(!(cfg.resume && cfg.overwrite),
+           "--resume continues the run in --out and --overwrite replaces it: give one of them, not both");
+
+  // The output folder, before any other work: one writer at a time (a lock held until train()
+  // returns), and a finished or different run is never replaced or continued by mistake.
+  DirLock out_lock;
+  TensorFile saved_state;  // the state a resume continues
+  bool resuming = false;
+  std::string state_path, config_path;
+  if (!cfg.out.empty()) {
+    std::error_code ec;
+    SB_CHECK(!fs::exists(cfg.out) || fs::is_directory(cfg.out), "--out: '", cfg.out, "' exists and is not a directory");
+    fs::create_directories(cfg.out, ec);
+    SB_CHECK(!ec && fs::is_directory(cfg.out), "--out: cannot create directory '", cfg.out, "'",
+             ec ? " (" + ec.message() + ")" : "");
+    out_lock = DirLock(cfg.out, "--out");
+    state_path = cfg.out + "/state.safetensors";
+    config_path = cfg.out + "/config.json";
+    // A process killed while writing leaves its temporary files behind; the next session of the
+    // run removes those of the files it owns.
+    remove_stale_temporaries(cfg.out, train_output_files());
+    nlohmann::json now = cfg.to_json();
+    auto read_json = [](const std::string& text, const std::string& where) {
+      try {
+        return nlohmann::json::parse(text);
+      } catch (const nlohmann::json::exception& e) {
+        fail(where, ": not valid JSON (", e.what(), ")");
+      }
+    };
+    if (cfg.resume && fs::exists(state_path)) {
+      // The state carries the configuration it was made with: it, not config.json (which may be
+      // lost or rewritten), decides whether this command continues the same run.
+      saved_state = load_safetensors(state_path);
+      auto c = saved_state.metadata.find("config");
+      SB_CHECK(c != saved_state.metadata.end(), state_path, ": the training state has no configuration in its metadata");
+      nlohmann::json saved = read_json(c->second, state_path + " (its configuration)");
+      std::string diff = config_differences(saved, now);
+      SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff,
+               "\n(as its state.safetensors records; use another --out, or --overwrite to replace the run)");
+      bool config_ok = false;
+      if (fs::exists(config_path)) {
+        try {
+          config_ok = nlohmann::json::parse(read_file(config_path)) == saved;
+        } catch (const std::exception&) {
+        }
+      }
+      if (!config_ok) {  // lost or rewritten: restore the run's own
+        log(str(config_path, " is missing or differs from the state's configuration; restoring it"));
+        write_file_atomic(config_path, saved.dump(2) + "\n");
+      }
+      resuming = true;
+    } else {
+      if (cfg.resume && fs::exists(config_path)) {
+        std::string diff = config_differences(read_json(read_file(config_path), config_path), now);
+        SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff);
+      }
+      if (!cfg.resume && !cfg.overwrite) {
+        std::vector<std::string> held;
+        for (auto& e : fs::directory_iterator(cfg.out))
+          if (e.path().filename() != DirLock::kFileName) held.push_back(e.path().filename().string());
+        std::sort(held.begin(), held.end());
+        std::string list;
+        for (size_t i = 0; i < held.size() && i < 4; ++i) list += (i ? ", " : "") + held[i];
+        if (held.size() > 4) list += str(" and ", held.size() - 4, " more");
+        SB_CHECK(held.empty(), "--out: '", cfg.out, "' is not empty (it holds ", list,
+                 "): add --resume to continue the run saved there, or --overwrite to replace its files");
+      }
+      // Writing the configuration first also proves the directory is writable.
+      write_file_atomic(config_path, now.dump(2) + "\n");
+    }
+  }
   int64_t classes = cfg.spec.options.classes;
   DatasetPtr train_data = open_dataset(cfg.data, Split::Train, classes, cfg.data_opt);
   SB_CHECK(train_data->num_classes() == classes, "--data ", cfg.data, ": the data has ", train_data->num_classes(),
@@ -323,38 +396,13 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
 
   RunState st;
   TrainResult res;
-  std::string state_path, config_path;
-  if (!cfg.out.empty()) {
-    std::error_code ec;
-    SB_CHECK(!fs::exists(cfg.out) || fs::is_directory(cfg.out), "--out: '", cfg.out, "' exists and is not a directory");
-    fs::create_directories(cfg.out, ec);
-    SB_CHECK(!ec && fs::is_directory(cfg.out), "--out: cannot create directory '", cfg.out, "'",
-             ec ? " (" + ec.message() + ")" : "");
-    state_path = cfg.out + "/state.safetensors";
-    config_path = cfg.out + "/config.json";
-    // A process killed while writing leaves its temporary files behind; the next session of the
-    // run removes those of the files it owns.
-    remove_stale_temporaries(cfg.out, train_output_files());
-    if (cfg.resume && fs::exists(state_path)) {
-      if (fs::exists(config_path)) {
-        nlohmann::json saved;
-        try {
-          saved = nlohmann::json::parse(read_file(config_path));
-        } catch (const nlohmann::json::exception& e) {
-          fail(config_path, ": not valid JSON (", e.what(), ")");
-        }
-        std::string diff = config_differences(saved, cfg.to_json());
-        SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff);
-      }
-      st = load_state(state_path, *model, *opt);
-      st.seconds = restore_timing(cfg.out + "/timing.csv", st.records);
-      res.resumed = true;
-      log(str("resuming ", cfg.out, " at step ", st.step, " of ", total));
-    } else {
-      if (cfg.resume) log(str(cfg.out, " has no saved state; starting fresh"));
-      // Writing the configuration first also proves the directory is writable.
-      write_file_atomic(config_path, cfg.to_json().dump(2) + "\n");
-    }
+  if (resuming) {
+    st = load_state(saved_state, *model, *opt);
+    st.seconds = restore_timing(cfg.out + "/timing.csv", st.records);
+    res.resumed = true;
+    log(str("resuming ", cfg.out, " at step ", st.step, " of ", total));
+  } else if (cfg.resume && !cfg.out.empty()) {
+    log(str(cfg.out, " has no saved state; starting fresh"));
   }
   res.losses = st.losses;
   res.grad_norms = st.grad_norms;

@@ -44,6 +44,7 @@ struct TrainConfig {
   std::string save;                // final weights, optional
   std::string out;                 // output directory, optional
   bool resume = false;             // continue from out/state.safetensors
+  bool overwrite = false;          // replace the run in a non-empty out (else refused)
 
   // Every setting that changes the result, for config.json and for checking --resume.
   nlohmann::json to_json() const;

@@ -160,10 +160,11 @@ void add_train_command(CLI::App& app, Action& action) {
       };
       hooks.on_epoch = [tty](const EpochRecord& r, Module&) {
         if (tty) std::printf("\r\033[K");
-        std::printf("epoch %lld  step %lld  lr %.4g  train_loss %.4f  val_loss %s  val_acc %s  val_mIoU %s  %.1f img/s  %s\n",
-                    (long long)r.epoch, (long long)r.step, r.lr, r.train_loss, fmt_metric(r.val_loss).c_str(),
-                    fmt_metric(r.val_pixel_acc).c_str(), fmt_metric(r.val_miou).c_str(), r.images_per_s,
-                    fmt_duration(r.seconds).c_str());
+        std::printf("epoch %lld  step %lld  lr %.4g  train_loss %s  val_loss %s  val_acc %s  val_mIoU %s  %.1f img/s  %s%s\n",
+                    (long long)r.epoch, (long long)r.step, r.lr, fmt_metric(r.train_loss).c_str(),
+                    fmt_metric(r.val_loss).c_str(), fmt_metric(r.val_pixel_acc).c_str(), fmt_metric(r.val_miou).c_str(),
+                    r.images_per_s, fmt_duration(r.seconds).c_str(),
+                    r.empty_batches ? str("  (", r.empty_batches, " batches without a labelled pixel skipped)").c_str() : "");
         std::fflush(stdout);
       };
       hooks.should_stop = [] { return stop_signal() != 0; };
@@ -181,9 +182,11 @@ void add_train_command(CLI::App& app, Action& action) {
         else std::printf("interrupted at step %zu; state saved in %s; continue with --resume\n", r.losses.size(), c.out.c_str());
         return 128 + stop_signal();
       }
-      std::printf("trained %zu steps in %s; final loss %.4f; best val mIoU %s\n", r.losses.size(),
-                  fmt_duration(r.seconds).c_str(), r.losses.empty() ? NAN : r.losses.back(),
-                  fmt_metric(r.best_miou).c_str());
+      float final_loss = NAN;  // the last step's that had a labelled pixel
+      for (auto it = r.losses.rbegin(); it != r.losses.rend() && std::isnan(final_loss); ++it) final_loss = *it;
+      std::printf("trained %zu steps in %s; final loss %s; best val mIoU %s%s\n", r.losses.size(),
+                  fmt_duration(r.seconds).c_str(), fmt_metric(final_loss).c_str(), fmt_metric(r.best_miou).c_str(),
+                  r.empty_batches ? str("; skipped ", r.empty_batches, " batches without a labelled pixel (all 255)").c_str() : "");
       if (!c.save.empty()) std::printf("saved %s\n", c.save.c_str());
       return 0;
     };

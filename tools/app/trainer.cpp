@@ -123,7 +123,8 @@ struct RunState {
 static nlohmann::json record_json(const EpochRecord& r) {
   auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
   return {{"epoch", r.epoch}, {"step", r.step}, {"lr", r.lr}, {"train_loss", num(r.train_loss)},
-          {"val_loss", num(r.val_loss)}, {"val_pixel_acc", num(r.val_pixel_acc)}, {"val_miou", num(r.val_miou)}};
+          {"val_loss", num(r.val_loss)}, {"val_pixel_acc", num(r.val_pixel_acc)}, {"val_miou", num(r.val_miou)},
+          {"empty_batches", r.empty_batches}};
 }
 
 static EpochRecord record_from_json(const nlohmann::json& j) {
@@ -133,6 +134,7 @@ static EpochRecord record_from_json(const nlohmann::json& j) {
   r.step = j.at("step");
   r.lr = num("lr"), r.train_loss = num("train_loss"), r.val_loss = num("val_loss");
   r.val_pixel_acc = num("val_pixel_acc"), r.val_miou = num("val_miou");
+  r.empty_batches = j.value("empty_batches", int64_t{0});
   return r;  // timing lives in timing.csv (see restore_timing), not in the state
 }
 
@@ -434,6 +436,10 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   int64_t session_first_step = st.step;
   auto epoch_start = Clock::now();
   int64_t epoch_images = 0;
+  const int64_t kIgnoreIndex = CrossEntropyOptions{}.ignore_index;
+  float first_loss = NAN;  // the first step's loss that was not an all-ignored batch's
+  for (float l : st.losses)
+    if (std::isnan(first_loss)) first_loss = l;
 
   if (cfg.steps > 0) loader.start_steps(st.step, total - st.step);
   Batch b;
@@ -448,45 +454,56 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
 
     float lr_factor = schedule.factor(st.step);
     opt->set_lr_factor(lr_factor);
-    opt->zero_grad();
-    Var logits;
-    try {
-      logits = (*model)(Var(b.images));
-    } catch (const Error& e) {
-      // Name the step and batch; say what to change when BatchNorm meets a single value per channel.
-      std::string m = e.what();
-      bool one_value = m.find("more than 1 value per channel") != std::string::npos;
-      fail("step ", st.step + 1, ", a batch of shape ", b.images.shape(), ": ", m,
-           one_value ? str(". BatchNorm needs more than one value per channel in training: use --batch 2 or more, "
-                           "larger images (--image-size) or a shallower model (--depth), or another --norm")
-                     : std::string());
+    // A batch whose every pixel is ignored (255) has no loss to learn from: the mean over zero
+    // pixels is 0/0. It takes no forward pass, no gradient and no optimizer step (momentum and
+    // BatchNorm statistics stay as they were); the step still counts, so the data order, the
+    // schedule and a resume stay aligned. Its loss and gradient norm are recorded as NaN, and the
+    // epoch's count of such batches is reported.
+    int64_t labelled = 0;
+    for (int64_t v : b.masks) labelled += v != kIgnoreIndex;
+    float lv = NAN, gn = NAN;
+    if (labelled > 0) {
+      opt->zero_grad();
+      Var logits;
+      try {
+        logits = (*model)(Var(b.images));
+      } catch (const Error& e) {
+        // Name the step and batch; say what to change when BatchNorm meets a single value per channel.
+        std::string m = e.what();
+        bool one_value = m.find("more than 1 value per channel") != std::string::npos;
+        fail("step ", st.step + 1, ", a batch of shape ", b.images.shape(), ": ", m,
+             one_value ? str(". BatchNorm needs more than one value per channel in training: use --batch 2 or more, "
+                             "larger images (--image-size) or a shallower model (--depth), or another --norm")
+                       : std::string());
+      }
+      Var loss = cross_entropy(logits, b.masks);
+      lv = loss.item();
+      if (!std::isfinite(lv))
+        fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, "; ",
+             locate_non_finite_forward(*model, b.images), ". The last good checkpoint is kept.");
+      // A loss can also explode and stay finite (normalized layers absorb huge weights): far above
+      // both the run's first loss and chance level, log(K), the run has diverged.
+      float base = std::max(std::isnan(first_loss) ? lv : first_loss,
+                            std::log(static_cast<float>(std::max<int64_t>(2, classes))));
+      if (lv > kDivergenceFactor * base)
+        fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, ", more than ",
+             kDivergenceFactor, " times ", base, " (the larger of the first step's loss and chance level, log ", classes,
+             "); lower --lr or clip gradients (--clip-grad). The last good checkpoint is kept.");
+      loss.backward();
+      for (auto it = named.rbegin(); it != named.rend(); ++it) {  // backward order: output side first
+        const Tensor& g = it->second.grad();
+        if (!g.defined()) continue;
+        for (float v : g)
+          if (!std::isfinite(v))
+            fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the gradient of '",
+                 it->first, "' is not finite (loss ", lv, "). The last good checkpoint is kept.");
+      }
+      gn = grad_norm(params);
+      if (cfg.clip_grad > 0) clip_grad_norm(params, cfg.clip_grad);
+      opt->step();
     }
-    Var loss = cross_entropy(logits, b.masks);
-    float lv = loss.item();
-    if (!std::isfinite(lv))
-      fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, "; ",
-           locate_non_finite_forward(*model, b.images), ". The last good checkpoint is kept.");
-    // A loss can also explode and stay finite (normalized layers absorb huge weights): far above
-    // both the run's first loss and chance level, log(K), the run has diverged.
-    float base = std::max(st.losses.empty() ? lv : st.losses.front(),
-                          std::log(static_cast<float>(std::max<int64_t>(2, classes))));
-    if (lv > kDivergenceFactor * base)
-      fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, ", more than ",
-           kDivergenceFactor, " times ", base, " (the larger of the first step's loss and chance level, log ", classes,
-           "); lower --lr or clip gradients (--clip-grad). The last good checkpoint is kept.");
-    loss.backward();
-    for (auto it = named.rbegin(); it != named.rend(); ++it) {  // backward order: output side first
-      const Tensor& g = it->second.grad();
-      if (!g.defined()) continue;
-      for (float v : g)
-        if (!std::isfinite(v))
-          fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the gradient of '",
-               it->first, "' is not finite (loss ", lv, "). The last good checkpoint is kept.");
-    }
-    float gn = grad_norm(params);
-    if (cfg.clip_grad > 0) clip_grad_norm(params, cfg.clip_grad);
-    opt->step();
     ++st.step;
+    if (std::isnan(first_loss)) first_loss = lv;
     st.losses.push_back(lv);
     st.grad_norms.push_back(gn);
     epoch_images += b.images.size(0);
@@ -508,8 +525,11 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
       r.lr = opt->groups()[0].lr;
       int64_t first = epoch * steps_per_epoch;
       double sum = 0;
-      for (int64_t i = first; i < st.step; ++i) sum += st.losses[i];
-      r.train_loss = sum / static_cast<double>(st.step - first);
+      int64_t counted = 0;
+      for (int64_t i = first; i < st.step; ++i)
+        if (!std::isnan(st.losses[i])) sum += st.losses[i], ++counted;
+      r.train_loss = counted ? sum / static_cast<double>(counted) : NAN;
+      r.empty_batches = static_cast<int64_t>(st.step - first) - counted;
       r.seconds = st.seconds;
       r.images_per_s = secs > 0 ? epoch_images / secs : 0;
       bool improved = false;
@@ -540,6 +560,7 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   res.epochs = st.records;
   res.best_miou = st.best_miou;
   res.seconds = st.seconds;
+  for (float l : st.losses) res.empty_batches += std::isnan(l);
   if (!res.interrupted && !cfg.save.empty()) save_model(cfg.save, *model, saved_spec);
   res.skipped = skip_report(*train_data);
   if (val_data) res.skipped += skip_report(*val_data);

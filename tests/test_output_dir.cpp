@@ -160,3 +160,56 @@ TEST_CASE("output folder: --resume checks the state's own configuration when con
   CHECK(same.code == 0);
   CHECK(slurp(fs::path(out) / "config.json") == config);
 }
+
+TEST_CASE("outputs never replace inputs: --save-logits onto --weights, --save onto the run's state, --init from it") {
+  sbtest::TempDir t("sb_out_in");
+  std::string out = t / "run";
+  REQUIRE(sbtest::run_cli(kTrain + " --epochs 1 --out " + out).code == 0);
+  fs::copy_file(fs::path(out) / "model.safetensors", t.path / "w.safetensors");
+  std::string weights = slurp(t.path / "w.safetensors");
+  // The same file under another spelling (./, a symlink): compared as files, not strings.
+  fs::create_symlink(t.path / "w.safetensors", t.path / "link.safetensors");
+  for (const std::string& logits : {t / "w.safetensors", t / "./w.safetensors", t / "link.safetensors"}) {
+    CAPTURE(logits);
+    auto e = sbtest::run_cli("eval --weights " + t / "w.safetensors" + " --data " + kData + " --save-logits " + logits);
+    INFO(e.all());
+    CHECK(e.code == 1);
+    CHECK(e.err.find("--save-logits: '" + logits + "' is the same file as --weights") != std::string::npos);
+    CHECK(slurp(t.path / "w.safetensors") == weights);
+  }
+  std::string state = slurp(fs::path(out) / "state.safetensors");
+  auto s = sbtest::run_cli(kTrain + " --epochs 2 --resume --out " + out + " --save " + out + "/state.safetensors");
+  INFO(s.all());
+  CHECK(s.code == 1);
+  CHECK(s.err.find("--save: '" + out + "/state.safetensors' is '") != std::string::npos);
+  CHECK(s.out.find("epoch 2") == std::string::npos);  // refused before training
+  CHECK(slurp(fs::path(out) / "state.safetensors") == state);
+  auto init = sbtest::run_cli(kTrain + " --epochs 2 --resume --out " + out + " --init " + out + "/best.safetensors");
+  CHECK(init.code == 1);
+  CHECK(init.err.find("--init: '" + out + "/best.safetensors' is '") != std::string::npos);
+  auto save_init = sbtest::run_cli(kTrain + " --epochs 1 --init " + t / "w.safetensors" + " --save " + t / "link.safetensors");
+  CHECK(save_init.code == 1);
+  CHECK(save_init.err.find("is the same file as --init") != std::string::npos);
+  CHECK(slurp(t.path / "w.safetensors") == weights);
+}
+
+TEST_CASE("outputs: a --save name too long for its temporary is refused before training, at and past the limit") {
+  sbtest::TempDir t("sb_long");
+  // 255 bytes is a valid name, but its temporary (NAME.tmp-PID-RANDOM-N) would not be.
+  std::string too_long = std::string(255 - 12, 'w') + ".safetensors";
+  auto r = sbtest::run_cli(kTrain + " --epochs 1 --save " + t / too_long);
+  INFO(r.all());
+  CHECK(r.code == 1);
+  CHECK(r.err.find("--save: the file name '") != std::string::npos);
+  CHECK(r.err.find("255 bytes long; at most 212 are allowed") != std::string::npos);
+  CHECK(r.out.find("epoch 1") == std::string::npos);  // before training, not after
+  // 212 bytes is the longest name allowed, and it works.
+  std::string longest = std::string(212 - 12, 'w') + ".safetensors";
+  auto ok = sbtest::run_cli(kTrain + " --epochs 1 --save " + t / longest);
+  INFO(ok.all());
+  CHECK(ok.code == 0);
+  CHECK(fs::exists(t.path / longest));
+  auto logits = sbtest::run_cli("eval --weights " + t / longest + " --data " + kData + " --save-logits " + t / too_long);
+  CHECK(logits.code == 1);
+  CHECK(logits.err.find("--save-logits: the file name") != std::string::npos);
+}

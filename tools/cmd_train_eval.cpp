@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "core/fileio.h"
 #include "core/safetensors.h"
 #include "core/platform.h"
 #include "core/threads.h"
@@ -216,6 +217,16 @@ void add_eval_command(CLI::App& app, Action& action) {
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->callback([=, &action] {
     action = [=]() -> int {
+      if (!o->save_logits.empty()) {  // before any work: the logits must not replace an input
+        check_output_name(o->save_logits, "--save-logits");
+        SB_CHECK(!std::filesystem::is_directory(o->save_logits), "--save-logits: '", o->save_logits,
+                 "' is a directory; give a file name");
+        SB_CHECK(!same_file(o->save_logits, o->weights), "--save-logits: '", o->save_logits,
+                 "' is the same file as --weights '", o->weights, "'; it would overwrite the checkpoint. Give another name");
+        if (o->data.rfind("tensors:", 0) == 0)
+          SB_CHECK(!same_file(o->save_logits, o->data.substr(8)), "--save-logits: '", o->save_logits,
+                   "' is the same file as --data '", o->data.substr(8), "'; it would overwrite the data. Give another name");
+      }
       apply_threads(o->threads);
       TensorFile weights = model_checkpoint(load_safetensors(o->weights));  // a state.safetensors works too
       // The checkpoint's own configuration, with any model flags given applied over it (a flag

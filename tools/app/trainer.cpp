@@ -242,6 +242,39 @@ static std::string config_differences(const nlohmann::json& saved, const nlohman
   return diff;
 }
 
+// The file a "tensors:FILE" data spec reads, or "" for any other source.
+static std::string tensors_file(const std::string& spec) {
+  return spec.rfind("tensors:", 0) == 0 ? spec.substr(8) : std::string();
+}
+
+// Before any work: no output may be an input (--save over --init or the data), and no input or
+// --save may be a file the run in --out writes (its state, best, metrics, ...), compared as
+// files, not as strings; and every output name must leave room for its temporary's suffix.
+static void check_outputs(const TrainConfig& cfg) {
+  std::vector<std::pair<std::string, std::string>> inputs;  // (flag, path)
+  if (!cfg.init.empty()) inputs.push_back({"--init", cfg.init});
+  if (std::string f = tensors_file(cfg.data); !f.empty()) inputs.push_back({"--data", f});
+  if (std::string f = tensors_file(cfg.val_data); !f.empty()) inputs.push_back({"--val-data", f});
+  std::vector<std::string> owned;
+  if (!cfg.out.empty()) {
+    for (const std::string& f : train_output_files()) owned.push_back((fs::path(cfg.out) / f).string());
+    check_output_name(owned.front(), "--out");
+  }
+  for (auto& [flag, path] : inputs)
+    for (const std::string& o : owned)
+      SB_CHECK(!same_file(path, o), flag, ": '", path, "' is '", o, "', a file the run in --out writes; "
+               "copy it elsewhere first");
+  if (cfg.save.empty()) return;
+  check_output_name(cfg.save, "--save");
+  for (auto& [flag, path] : inputs)
+    SB_CHECK(!same_file(cfg.save, path), "--save: '", cfg.save, "' is the same file as ", flag, " '", path,
+             "'; the run would overwrite its own input. Give --save another name");
+  for (const std::string& o : owned)
+    if (fs::path(o).filename() != "model.safetensors")  // where --out puts the final weights anyway
+      SB_CHECK(!same_file(cfg.save, o), "--save: '", cfg.save, "' is '", o, "', which the run in --out writes "
+               "itself (", fs::path(o).filename().string(), "); give --save another name");
+}
+
 // Re-runs the forward pass of a batch with every module output checked, to name the layer
 // where the values first went non-finite.
 static std::string locate_non_finite_forward(Module& model, const Tensor& images) {
@@ -269,6 +302,7 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   SB_CHECK(!cfg.overwrite || !cfg.out.empty(), "--overwrite needs --out DIR (the run to replace)");
   SB_CHECK(!(cfg.resume && cfg.overwrite),
            "--resume continues the run in --out and --overwrite replaces it: give one of them, not both");
+  check_outputs(cfg);
 
   // The output folder, before any other work: one writer at a time (a lock held until train()
   // returns), and a finished or different run is never replaced or continued by mistake.

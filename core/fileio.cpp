@@ -3,6 +3,7 @@
 #include "core/fileio.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -82,6 +83,77 @@ void remove_stale_temporaries(const std::string& dir, const std::vector<std::str
       break;
     }
   }
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  namespace fs = std::filesystem;
+  std::error_code ea, eb, ec;
+  if (fs::exists(a, ea) && fs::exists(b, eb)) {
+    bool same = fs::equivalent(a, b, ec);
+    if (!ec) return same;
+  }
+  fs::path ca = fs::weakly_canonical(fs::absolute(a, ea), ea), cb = fs::weakly_canonical(fs::absolute(b, eb), eb);
+  if (ea || eb) return fs::absolute(a).lexically_normal() == fs::absolute(b).lexically_normal();
+  return ca.lexically_normal() == cb.lexically_normal();
+}
+
+void check_output_name(const std::string& path, const std::string& flag) {
+  namespace fs = std::filesystem;
+  fs::path p(path);
+  std::string name = p.filename().string();
+  SB_CHECK(!name.empty() && name != "." && name != "..", flag, ": '", path, "' names a directory; give a file name");
+  long name_max = 255, path_max = 4096;
+  std::string dir = p.parent_path().empty() ? "." : p.parent_path().string();
+  if (long n = ::pathconf(dir.c_str(), _PC_NAME_MAX); n > 0) name_max = n;
+  SB_CHECK(name.size() + kTempSuffixMax <= static_cast<size_t>(name_max), flag, ": the file name '",
+           name.substr(0, 40), "...' is ", name.size(), " bytes long; at most ", name_max - static_cast<long>(kTempSuffixMax),
+           " are allowed, since it is written through a temporary named NAME.tmp-PID-RANDOM-N (at most ", name_max,
+           " bytes)");
+  SB_CHECK(path.size() + kTempSuffixMax < static_cast<size_t>(path_max), flag, ": the path '", path.substr(0, 60),
+           "...' is ", path.size(), " bytes long; with its temporary's suffix it must stay under ", path_max,
+           " bytes (PATH_MAX)");
+}
+
+DirLock::DirLock(const std::string& dir, const std::string& flag) {
+  std::string path = (std::filesystem::path(dir) / kFileName).string();
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  SB_CHECK(fd >= 0, flag, ": cannot create the lock file '", path, "': ", std::strerror(errno));
+  while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    int err = errno;
+    std::string holder;
+    if (err == EWOULDBLOCK) {
+      char buf[32] = {};
+      ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+      holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+      if (holder.find_first_not_of("0123456789") != std::string::npos) holder.clear();
+    }
+    ::close(fd);
+    SB_CHECK(err == EWOULDBLOCK, flag, ": cannot lock '", path, "': ", std::strerror(err));
+    fail(flag, ": '", dir, "' is in use by another smallbatch process (",
+         holder.empty() ? std::string("pid not yet recorded") : "pid " + holder, ", holding '", path,
+         "'); two processes writing one folder would mix their files. Wait for it to end, or use another folder");
+  }
+  // Ours now: record the pid for whoever finds the folder locked.
+  std::string pid = str(::getpid(), "\n");
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    // The lock holds without the pid; the message of a second process then says so.
+  }
+  fd_ = fd;
+}
+
+DirLock& DirLock::operator=(DirLock&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+DirLock::~DirLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing the last descriptor releases the flock
 }
 
 }  // namespace sb

@@ -27,4 +27,37 @@ std::string read_file(const std::string& path);
 // folder may hold the user's files too. Best effort: a file that can't be removed stays.
 void remove_stale_temporaries(const std::string& dir, const std::vector<std::string>& targets);
 
+// True when a and b name the same file: the same inode when both exist, else the same path
+// once both are made absolute with ".", "..", symlinks and repeated slashes resolved as far as
+// they exist (std::filesystem::weakly_canonical). Never compares the strings as given.
+bool same_file(const std::string& a, const std::string& b);
+
+// The longest suffix the atomic writers add to a file name for its temporary
+// (".tmp-PID-RANDOM-COUNTER": pid up to 7 digits, 9 random digits, a 20-digit counter).
+inline constexpr size_t kTempSuffixMax = 43;
+// Throws naming `flag` when `path` cannot be written atomically: its file name plus the
+// temporary's suffix would pass NAME_MAX (255 bytes on Linux), or the whole path PATH_MAX.
+// Call it before the work whose result would go there.
+void check_output_name(const std::string& path, const std::string& flag);
+
+// One writer per output folder: an exclusive flock on DIR/.lock, held until this object is
+// destroyed or the process ends. The kernel drops a flock when its holder dies, so a killed run
+// never blocks the next one; the file stays (removing it would race with a new holder) and
+// holds the pid of its latest holder. Throws naming `flag`, the folder and the holder's pid
+// when another process holds it.
+class DirLock {
+ public:
+  DirLock() = default;
+  DirLock(const std::string& dir, const std::string& flag);
+  DirLock(DirLock&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  DirLock& operator=(DirLock&& o) noexcept;
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+  ~DirLock();
+  static constexpr const char* kFileName = ".lock";
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace sb

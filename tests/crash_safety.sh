@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Crash safety, end to end: `smallbatch train --out DIR` and `smallbatch compare --out DIR` are
-# killed with SIGKILL at random moments. After every kill each checkpoint in DIR must load, and
-# running the same command again (train: --resume) must finish with files byte-identical (cmp) to
-# an uninterrupted run's. Also: a diverging run (--lr 1e4) stops with an error, a status below
-# 128, and leaves a loadable checkpoint.
+# stopped at random moments, in turn by SIGKILL, SIGINT, SIGTERM and SIGHUP. The last three must
+# save and exit with status 128 + the signal's number, saying so (once training has begun; before
+# that the signal's default action may still end the process). After every stop each checkpoint
+# in DIR must load, and running the same command again (train: --resume) must finish with files
+# byte-identical (cmp) to an uninterrupted run's: every file of a train run, and summary.csv and
+# each run's checkpoints, metrics and result.json (wall-clock fields aside) of a sweep. The data is
+# chosen so that the validation mIoU stays the same from epoch to epoch: a resumed run must not
+# count an equal epoch as better. Also: a diverging run (--lr 1e4) stops with an error, a status
+# below 128, and leaves a loadable checkpoint.
 #
-# Usage: tests/crash_safety.sh path/to/smallbatch [train kills, default 24] [compare kills, default 4]
+# Usage: tests/crash_safety.sh path/to/smallbatch [train stops, default 24] [compare stops, default 6]
 # SB_CRASH_SEED=N repeats a run's kill moments (the seed is printed).
 set -euo pipefail
+# Job control: without it, bash starts background commands with SIGINT ignored.
+set -m
 
 sb=$1
 train_kills=${2:-24}
-compare_kills=${3:-4}
+compare_kills=${3:-6}
 work=$(mktemp -d "${TMPDIR:-/tmp}/sb_crash.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 seed=${SB_CRASH_SEED:-$(( $$ ^ $(date +%s) ))}
@@ -25,8 +32,34 @@ fail() {
 now_ms() { date +%s%3N; }
 # A random delay in [0, max_ms] milliseconds, as seconds for sleep.
 random_delay() { local ms=$(( (RANDOM * 32768 + RANDOM) % ($1 + 1) )); printf '%d.%03d' $((ms / 1000)) $((ms % 1000)); }
+signals=(KILL INT TERM HUP)
+saves=0  # stops by a catchable signal that saved the state and said so
+signo() { kill -l "$1"; }
 
-data="shapes:train=24,val=8,size=16"
+# stop PID SIGNAL LOG: sends the signal at once and waits. Sets outcome to "stopped" or
+# "finished"; fails on any other outcome: an error, or a catchable signal that did not save and say so.
+stop() {
+  local pid=$1 sig=$2 log=$3 status=0
+  kill -s "$sig" "$pid" 2>/dev/null || true
+  { wait "$pid"; } 2>/dev/null || status=$?  # (the braces keep bash's "Killed" notice quiet)
+  if [ "$status" -eq 0 ]; then
+    outcome=finished
+  elif [ "$status" -eq $((128 + $(signo "$sig"))) ]; then
+    if [ "$sig" != KILL ] && grep -q '^training \|^smallbatch compare' "$log" &&
+       ! grep -q '^interrupted' "$log"; then
+      fail "SIG$sig ended the process (status $status) without saving and saying so: $(cat "$log")"
+    fi
+    if grep -q '^interrupted' "$log"; then saves=$((saves + 1)); fi
+    outcome=stopped
+  else
+    fail "exited with status $status after SIG$sig: $(cat "$log")"
+  fi
+}
+
+# With 6 validation images the model predicts background everywhere for all 5 epochs: every
+# epoch's mIoU is 0.17213541666666668, which 6 significant digits round down (0.172135), so an
+# inexactly saved best mIoU makes a resumed run's equal epoch count as better.
+data="shapes:train=24,val=6,size=16"
 train=(train --data "$data" --base-width 4 --groups 2 --norm gn --batch 4 --epochs 5 --lr 0.05 --seed 5
        --threads 1 --workers 1)
 
@@ -68,33 +101,29 @@ while [ "$kills" -lt "$train_kills" ]; do
     "$sb" "${train[@]}" --out "$dir" --resume >"$work/run.log" 2>&1 &
     pid=$!
     sleep "$(random_delay "$ref_ms")"
-    kill -9 "$pid" 2>/dev/null || true
-    status=0
-    { wait "$pid"; } 2>/dev/null || status=$?  # (the braces keep bash's "Killed" notice quiet)
-    if [ "$status" -eq 137 ]; then
-      kills=$((kills + 1))
-      check_loadable "$dir"
-    elif [ "$status" -eq 0 ]; then
-      break  # finished before the kill
-    else
-      fail "train --resume exited with status $status after $kills kills: $(cat "$work/run.log")"
-    fi
+    sig=${signals[$((kills % ${#signals[@]}))]}
+    stop "$pid" "$sig" "$work/run.log"
+    [ "$outcome" = stopped ] || break  # finished before the signal
+    kills=$((kills + 1))
+    check_loadable "$dir"
   done
   same_files "$work/ref" "$dir" "${train_files[@]}"
   leftovers=$(find "$dir" -name '*.tmp-*' | wc -l)
   [ "$leftovers" -eq 0 ] || fail "$dir keeps $leftovers temporary files: $(ls "$dir")"
 done
-echo "crash_safety: train: $kills kills over $rounds runs; every checkpoint loaded after every kill, and each" \
-  "resumed run ended byte-identical to the uninterrupted one"
+echo "crash_safety: train: $kills stops (SIGKILL, SIGINT, SIGTERM, SIGHUP in turn; $saves saved and said so) over" \
+  "$rounds runs; every checkpoint loaded after every stop, and each resumed run ended byte-identical to the uninterrupted one"
 
 # ---- compare ----
-sweep=(compare --norms bn,gn --batch-sizes 4,2 --seeds 1 --epochs 1 --data "shapes:train=16,val=8,size=16"
-       --base-width 4 --threads 1)
+# Two epochs, and validation data on which every epoch's mIoU is the same and rounds down at 6
+# digits (as above), so that a resumed run's best_miou in result.json is put to the test.
+cdata="shapes:train=16,val=6,size=16"
+sweep=(compare --norms bn,gn --batch-sizes 4,2 --seeds 1 --epochs 2 --data "$cdata" --base-width 4 --threads 1)
 t0=$(now_ms)
 "$sb" "${sweep[@]}" --out "$work/cref" >"$work/cref.log" 2>&1 || fail "the reference sweep failed: $(cat "$work/cref.log")"
 cref_ms=$(( $(now_ms) - t0 ))
 echo "crash_safety: uninterrupted sweep: $cref_ms ms"
-ckills=0 crounds=0
+ckills=0 crounds=0 saves=0
 while [ "$ckills" -lt "$compare_kills" ]; do
   crounds=$((crounds + 1))
   dir="$work/cmp$crounds"
@@ -102,32 +131,32 @@ while [ "$ckills" -lt "$compare_kills" ]; do
     "$sb" "${sweep[@]}" --out "$dir" >"$work/cmp.log" 2>&1 &
     pid=$!
     sleep "$(random_delay "$cref_ms")"
-    kill -9 "$pid" 2>/dev/null || true
-    status=0
-    { wait "$pid"; } 2>/dev/null || status=$?
-    if [ "$status" -eq 137 ]; then
-      ckills=$((ckills + 1))
-      for f in "$dir"/runs/*/model.safetensors "$dir"/runs/*/state.safetensors; do
-        [ -e "$f" ] || continue
-        "$sb" eval --weights "$f" --data "shapes:train=16,val=8,size=16" --threads 1 >"$work/eval.out" 2>&1 ||
-          fail "$f does not load after a kill: $(cat "$work/eval.out")"
-      done
-    elif [ "$status" -eq 0 ]; then
-      break
-    else
-      fail "compare exited with status $status after $ckills kills: $(cat "$work/cmp.log")"
-    fi
+    sig=${signals[$((ckills % ${#signals[@]}))]}
+    stop "$pid" "$sig" "$work/cmp.log"
+    [ "$outcome" = stopped ] || break
+    ckills=$((ckills + 1))
+    for f in "$dir"/runs/*/model.safetensors "$dir"/runs/*/best.safetensors "$dir"/runs/*/state.safetensors; do
+      [ -e "$f" ] || continue
+      "$sb" eval --weights "$f" --data "$cdata" --threads 1 >"$work/eval.out" 2>&1 ||
+        fail "$f does not load after SIG$sig: $(cat "$work/eval.out")"
+    done
   done
   same_files "$work/cref" "$dir" summary.csv
   # (A run's state.safetensors and config.json record the path of its initial weights, which
   # lives in the sweep's folder, so those two differ between folders by design.)
   for r in "$work"/cref/runs/*/; do
-    same_files "$r" "$dir/runs/$(basename "$r")" model.safetensors best.safetensors metrics.csv
+    same_files "$r" "$dir/runs/$(basename "$r")" model.safetensors best.safetensors metrics.csv pred.safetensors
+    # result.json holds wall-clock seconds and images/s (one key a line); everything else must match.
+    for f in "$r/result.json" "$dir/runs/$(basename "$r")/result.json"; do
+      grep -v '"seconds"\|"images_per_s"' "$f" >"$f.results" || fail "$f is missing"
+    done
+    cmp "$r/result.json.results" "$dir/runs/$(basename "$r")/result.json.results" ||
+      fail "$dir/runs/$(basename "$r")/result.json differs from the uninterrupted sweep's (timing aside)"
   done
   leftovers=$(find "$dir" -name '*.tmp-*' | wc -l)
   [ "$leftovers" -eq 0 ] || fail "$dir keeps $leftovers temporary files: $(find "$dir" -name '*.tmp-*')"
 done
-echo "crash_safety: compare: $ckills kills over $crounds sweeps; each completed with the same summary.csv and" \
+echo "crash_safety: compare: $ckills stops ($saves saved and said so) over $crounds sweeps; each completed with the same summary.csv and" \
   "run files, and no temporary files"
 
 # ---- a diverging run ----
@@ -135,7 +164,7 @@ div=(train --data "$data" --base-width 4 --groups 2 --norm gn --batch 4 --thread
 "$sb" "${div[@]}" --epochs 1 --out "$work/div" >"$work/div.log" 2>&1 || fail "the good run failed: $(cat "$work/div.log")"
 cp "$work/div/model.safetensors" "$work/good.safetensors"
 status=0
-"$sb" "${div[@]}" --epochs 20 --lr 1e4 --momentum 0.9 --out "$work/div" >"$work/div.log" 2>"$work/div.err" || status=$?
+"$sb" "${div[@]}" --epochs 20 --lr 1e4 --momentum 0.9 --out "$work/div" --overwrite >"$work/div.log" 2>"$work/div.err" || status=$?
 [ "$status" -gt 0 ] && [ "$status" -lt 128 ] || fail "a diverging run exited with status $status"
 grep -q "training diverged at step" "$work/div.err" || fail "a diverging run said: $(cat "$work/div.err")"
 grep -q "last good checkpoint is kept" "$work/div.err" || fail "a diverging run said: $(cat "$work/div.err")"

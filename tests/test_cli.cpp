@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
+#include "core/safetensors.h"
+#include "temp_dir.h"
 #include <string>
 
 namespace {
@@ -134,4 +136,22 @@ TEST_CASE("cli: a flag or subcommand that does not parse reads like every other 
   // bench spells the image size as every other command does; --size still works.
   CHECK(sbtest::run_cli("bench --image-size 16 --steps 1 --warmup 0 --batch 1 --base-width 4 --groups 2 --json").code == 0);
   CHECK(sbtest::run_cli("bench --size 16 --steps 1 --warmup 0 --batch 1 --base-width 4 --groups 2 --json").code == 0);
+}
+
+TEST_CASE("cli: train skips a batch whose every pixel is ignored, and says so in the epoch line") {
+  sbtest::TempDir t("sb_cli_empty");
+  sb::TensorFile f;
+  f.floats["images"] = sb::Tensor::full({4, 3, 8, 8}, 0.5f);
+  sb::IndexTensor masks = sb::IndexTensor::full({4, 8, 8}, 255);  // images 2 and 3: all ignored
+  for (int64_t i = 0; i < 128; ++i) masks[i] = i % 2;
+  f.ints["masks"] = masks;
+  sb::save_safetensors(t / "data.safetensors", f);
+  auto r = sbtest::run_cli("train --data tensors:" + t / "data.safetensors" + " --classes 2 --val-data none --batch 2 "
+                           "--no-shuffle --epochs 2 --base-width 4 --groups 2 --threads 1 --out " + t / "run");
+  INFO(r.all());
+  CHECK(r.code == 0);
+  CHECK(r.out.find("epoch 1  step 2") != std::string::npos);
+  CHECK(r.out.find("(1 batches without a labelled pixel skipped)") != std::string::npos);
+  CHECK(r.out.find("skipped 2 batches without a labelled pixel (all 255)") != std::string::npos);
+  CHECK(r.all().find("diverged") == std::string::npos);
 }

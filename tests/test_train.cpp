@@ -217,6 +217,7 @@ TEST_CASE("train: a diverging run stops naming the step and layer, keeping the l
   std::string good_model = file_bytes(d.path / "model.safetensors");
   std::string good_state = file_bytes(d.path / "state.safetensors");
   // The same directory, a fresh run at a learning rate that must blow up within its first epoch.
+  c.overwrite = true;
   c.optim = "sgd";
   c.schedule = "const";
   c.lr = 1e6f;
@@ -267,4 +268,100 @@ TEST_CASE("train: a non-finite weight stops the run at step 1, naming the layer 
     }
     std::filesystem::remove(path);
   }
+}
+
+TEST_CASE("train: a resume keeps the best mIoU exactly, so an equal epoch leaves best.safetensors alone") {
+  // A learning rate so small that the predictions, and so the mIoU, stay the same every epoch
+  // while the weights still move: the first epoch is the best, and a later equal one is not
+  // better. A resume used to read the best mIoU back rounded to 6 digits, so an equal epoch
+  // could count as better and replace best.safetensors.
+  auto config = [](const std::string& out) {
+    TrainConfig c = small_config(out);
+    c.spec.options.norm = "gn";
+    c.optim = "sgd";
+    c.schedule = "const";
+    c.lr = 1e-5f;
+    return c;
+  };
+  TempDir a, b;
+  TrainResult ra = train(config(a.path.string()));
+  REQUIRE(ra.epochs.size() == 3);
+  REQUIRE(ra.epochs[0].val_miou == ra.epochs[1].val_miou);  // the case this test is about
+  TrainConfig cb = config(b.path.string());
+  TrainHooks stop;
+  int steps = 0;
+  stop.on_step = [&](const StepReport&) { ++steps; };
+  stop.should_stop = [&] { return steps == 3; };  // at the end of epoch 1
+  CHECK(train(cb, nullptr, stop).interrupted);
+  cb.resume = true;
+  TrainResult rb = train(cb);
+  CHECK(rb.best_miou == ra.best_miou);  // exactly
+  TensorFile st = load_safetensors((b.path / "state.safetensors").string());
+  CHECK(std::stod(st.metadata.at("best_miou")) == ra.best_miou);
+  for (const char* f : {"best.safetensors", "model.safetensors", "state.safetensors", "metrics.csv"}) {
+    CAPTURE(f);
+    CHECK(file_bytes(a.path / f) == file_bytes(b.path / f));
+  }
+}
+
+TEST_CASE("train: a batch whose every pixel is ignored (255) is skipped and counted, not called divergence") {
+  // Three images, batch 1, file order: the middle one's mask is all 255. Training on [A, empty, B]
+  // must leave exactly the weights of training on [A, B]: no loss, no gradient, no optimizer
+  // step (momentum untouched) for the empty batch. cross_entropy itself keeps PyTorch's meaning,
+  // NaN for a mean over zero pixels (tests/test_loss.cpp).
+  TempDir d;
+  std::filesystem::create_directories(d.path);
+  manual_seed(3);
+  Tensor images = Tensor::randn({3, 3, 8, 8}, default_generator());
+  IndexTensor masks = IndexTensor::empty({3, 8, 8});
+  for (int64_t i = 0; i < masks.numel(); ++i) masks[i] = (i * 7 / 5) % 3;
+  for (int64_t i = 64; i < 128; ++i) masks[i] = 255;
+  auto write = [&](const std::string& name, std::vector<int64_t> keep) {
+    Tensor im = Tensor::empty({static_cast<int64_t>(keep.size()), 3, 8, 8});
+    IndexTensor mk = IndexTensor::empty({static_cast<int64_t>(keep.size()), 8, 8});
+    for (size_t j = 0; j < keep.size(); ++j) {
+      std::memcpy(im.data() + j * 192, images.data() + keep[j] * 192, 192 * sizeof(float));
+      std::memcpy(mk.data() + j * 64, masks.data() + keep[j] * 64, 64 * sizeof(int64_t));
+    }
+    TensorFile f;
+    f.floats["images"] = im;
+    f.ints["masks"] = mk;
+    std::string path = (d.path / name).string();
+    save_safetensors(path, f);
+    return "tensors:" + path;
+  };
+  auto config = [&](const std::string& data) {
+    TrainConfig c = small_config("");
+    c.spec.options.norm = "gn";
+    c.data = data;
+    c.val_data = "none";
+    c.batch = 1;
+    c.epochs = 1;
+    c.shuffle = false;
+    c.optim = "sgd";
+    c.momentum = 0.9f;
+    c.schedule = "const";
+    return c;
+  };
+  ModulePtr with_empty, without;
+  TrainResult r = train(config(write("with_empty.safetensors", {0, 1, 2})), &with_empty);
+  TrainResult ref = train(config(write("without.safetensors", {0, 2})), &without);
+  REQUIRE(r.losses.size() == 3);
+  CHECK(std::isnan(r.losses[1]));
+  CHECK(r.losses[0] == ref.losses[0]);
+  CHECK(r.losses[2] == ref.losses[1]);
+  CHECK(r.empty_batches == 1);
+  REQUIRE(r.epochs.size() == 1);
+  CHECK(r.epochs[0].empty_batches == 1);
+  CHECK(r.epochs[0].train_loss == ref.epochs[0].train_loss);  // the mean over the batches that learned
+  StateDict a = with_empty->state_dict(), b = without->state_dict();
+  for (auto& [k, v] : a.floats) {
+    CAPTURE(k);
+    CHECK(std::memcmp(v.data(), b.floats.at(k).data(), v.numel() * sizeof(float)) == 0);
+  }
+  // Every batch empty: nothing to learn, still no divergence.
+  TrainConfig all = config(write("all_empty.safetensors", {1, 1}));
+  TrainResult re = train(all);
+  CHECK(re.empty_batches == 2);
+  CHECK(std::isnan(re.epochs[0].train_loss));
 }

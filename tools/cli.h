@@ -55,6 +55,13 @@ struct ModelFlags {
   ModelSpec override_given(ModelSpec base) const;
 };
 
+// SIGINT, SIGTERM and SIGHUP, from now until the process ends, only record that they came (a
+// second one of the same kind ends the process); stop_signal() is the first one's number, or 0.
+// A signal the process started with ignored (nohup's SIGHUP) stays ignored. The training loop
+// polls stop_signal() after every step, saves and returns; the command exits with 128 + it.
+void install_stop_signals();
+int stop_signal();
+
 void add_train_command(CLI::App& app, Action& action);
 void add_eval_command(CLI::App& app, Action& action);
 void add_data_command(CLI::App& app, Action& action);     // tools/cmd_data.cpp

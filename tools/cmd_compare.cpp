@@ -2,7 +2,6 @@
 // prints the summary table and where the report is.
 #include <unistd.h>
 
-#include <csignal>
 #include <cstdio>
 #include <sstream>
 
@@ -11,12 +10,6 @@
 #include "tools/cli.h"
 
 namespace sb::cli {
-
-static volatile std::sig_atomic_t g_stop = 0;
-static void on_sigint(int) {
-  g_stop = 1;
-  std::signal(SIGINT, SIG_DFL);
-}
 
 // "16,8,4" -> {16, 8, 4}, naming the flag on a bad entry.
 static std::vector<int64_t> parse_ints(const std::string& flag, const std::string& s) {
@@ -77,6 +70,7 @@ void add_compare_command(CLI::App& app, Action& action) {
   cmd->add_option("--out", o->cfg.out, "output directory; run again with the same one to continue a sweep")->capture_default_str();
   cmd->callback([o, &action] {
     action = [o]() -> int {
+      install_stop_signals();
       CompareConfig cfg = o->cfg;
       if (!o->norms.empty()) cfg.norms = parse_words(o->norms);
       if (!o->groups.empty()) cfg.groups = parse_ints("--groups", o->groups);
@@ -105,14 +99,11 @@ void add_compare_command(CLI::App& app, Action& action) {
                                          .c_str());
           std::fflush(stdout);
         };
-      g_stop = 0;
-      std::signal(SIGINT, on_sigint);
-      hooks.should_stop = [] { return g_stop != 0; };
+      hooks.should_stop = [] { return stop_signal() != 0; };
       CompareResult r = run_compare(cfg, hooks);
-      std::signal(SIGINT, SIG_DFL);
       if (r.interrupted) {
         std::printf("interrupted; finished runs are kept. Run the same command again to continue.\n");
-        return 130;
+        return 128 + stop_signal();
       }
       std::printf("\n%s\nreport: %s/report.html (tables: summary.md, summary.csv; per-epoch rows: runs.csv; "
                   "figures: fig*.png)\n",

@@ -3,7 +3,9 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 
+#include "core/fileio.h"
 #include "core/safetensors.h"
 #include "core/threads.h"
 #include "datasets/image_io.h"
@@ -59,6 +61,21 @@ void add_predict_command(CLI::App& app, Action& action) {
         SB_CHECK(!inputs.empty(), "--input: no PNG, JPEG or BMP images in '", o->input, "'");
       } else {
         inputs.push_back(o->input);
+      }
+      // Before any work: every output is new, unique, and not one of the inputs.
+      std::map<std::string, std::string> written;  // output -> the input it is made from
+      for (const auto& path : inputs) {
+        std::string stem = (fs::path(o->out) / path.stem()).string();
+        for (const std::string& out : {stem + "_mask.png", stem + "_overlay.png"}) {
+          check_output_name(out, "--out");
+          SB_CHECK(!same_file(out, o->weights), "--out: '", out, "' would overwrite --weights '", o->weights, "'");
+          for (const auto& in : inputs)
+            SB_CHECK(!same_file(out, in.string()), "--out: '", out, "' (the output for ", path.string(),
+                     ") would overwrite the input image '", in.string(), "'; give another --out");
+          auto [it, fresh] = written.emplace(out, path.string());
+          SB_CHECK(fresh, "--out: '", out, "' would be written for both '", it->second, "' and '", path.string(),
+                   "' (same name, another extension); give them different names");
+        }
       }
       std::error_code ec;
       fs::create_directories(o->out, ec);

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "core/fileio.h"
 #include "core/safetensors.h"
 #include "core/platform.h"
 #include "core/threads.h"
@@ -68,14 +69,6 @@ static void add_threads(CLI::App& cmd, int& threads) {
 
 static void apply_threads(int threads) { set_num_threads(threads > 0 ? threads : default_num_threads()); }
 
-// Ctrl-C during training: the first one asks the loop to finish its step and save; a second
-// one falls back to the default action and ends the process at once.
-static volatile std::sig_atomic_t g_interrupted = 0;
-static void on_sigint(int) {
-  g_interrupted = 1;
-  std::signal(SIGINT, SIG_DFL);
-}
-
 static std::string fmt_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   long t = std::lround(s);
@@ -134,8 +127,10 @@ void add_train_command(CLI::App& app, Action& action) {
   cmd->add_option("--save", cfg->save, "write the final weights here (.safetensors)");
   cmd->add_option("--out", cfg->out, "output directory: metrics.csv, config.json, model/best.safetensors, state");
   cmd->add_flag("--resume", cfg->resume, "continue the run saved in --out");
+  cmd->add_flag("--overwrite", cfg->overwrite, "let a new run replace the files of a non-empty --out (else refused)");
   cmd->callback([=, &action] {
     action = [=]() -> int {
+      install_stop_signals();  // first: a signal that comes while the data opens is not lost
       TrainConfig c = *cfg;
       c.shuffle = !*no_shuffle;
       if (c.steps == 0 && c.epochs == 0) c.epochs = 8;
@@ -168,15 +163,14 @@ void add_train_command(CLI::App& app, Action& action) {
       };
       hooks.on_epoch = [tty](const EpochRecord& r, Module&) {
         if (tty) std::printf("\r\033[K");
-        std::printf("epoch %lld  step %lld  lr %.4g  train_loss %.4f  val_loss %s  val_acc %s  val_mIoU %s  %.1f img/s  %s\n",
-                    (long long)r.epoch, (long long)r.step, r.lr, r.train_loss, fmt_metric(r.val_loss).c_str(),
-                    fmt_metric(r.val_pixel_acc).c_str(), fmt_metric(r.val_miou).c_str(), r.images_per_s,
-                    fmt_duration(r.seconds).c_str());
+        std::printf("epoch %lld  step %lld  lr %.4g  train_loss %s  val_loss %s  val_acc %s  val_mIoU %s  %.1f img/s  %s%s\n",
+                    (long long)r.epoch, (long long)r.step, r.lr, fmt_metric(r.train_loss).c_str(),
+                    fmt_metric(r.val_loss).c_str(), fmt_metric(r.val_pixel_acc).c_str(), fmt_metric(r.val_miou).c_str(),
+                    r.images_per_s, fmt_duration(r.seconds).c_str(),
+                    r.empty_batches ? str("  (", r.empty_batches, " batches without a labelled pixel skipped)").c_str() : "");
         std::fflush(stdout);
       };
-      g_interrupted = 0;
-      std::signal(SIGINT, on_sigint);
-      hooks.should_stop = [] { return g_interrupted != 0; };
+      hooks.should_stop = [] { return stop_signal() != 0; };
       std::printf("training %s (norm %s) on %s: batch %lld, %s, seed %llu, %d threads\n", c.spec.model.c_str(),
                   c.spec.options.norm.c_str(), c.data.c_str(), (long long)c.batch,
                   c.steps ? str(c.steps, " steps").c_str() : str(c.epochs, " epochs").c_str(),
@@ -184,17 +178,18 @@ void add_train_command(CLI::App& app, Action& action) {
       std::printf("on %s\n", platform_summary().c_str());
       std::fflush(stdout);
       TrainResult r = train(c, nullptr, hooks);
-      std::signal(SIGINT, SIG_DFL);
       if (!r.skipped.empty()) std::fprintf(stderr, "%s\n", r.skipped.c_str());
       if (r.interrupted) {
         if (tty) std::printf("\r\033[K");
         if (c.out.empty()) std::printf("interrupted at step %zu; nothing saved (no --out)\n", r.losses.size());
         else std::printf("interrupted at step %zu; state saved in %s; continue with --resume\n", r.losses.size(), c.out.c_str());
-        return 130;
+        return 128 + stop_signal();
       }
-      std::printf("trained %zu steps in %s; final loss %.4f; best val mIoU %s\n", r.losses.size(),
-                  fmt_duration(r.seconds).c_str(), r.losses.empty() ? NAN : r.losses.back(),
-                  fmt_metric(r.best_miou).c_str());
+      float final_loss = NAN;  // the last step's that had a labelled pixel
+      for (auto it = r.losses.rbegin(); it != r.losses.rend() && std::isnan(final_loss); ++it) final_loss = *it;
+      std::printf("trained %zu steps in %s; final loss %s; best val mIoU %s%s\n", r.losses.size(),
+                  fmt_duration(r.seconds).c_str(), fmt_metric(final_loss).c_str(), fmt_metric(r.best_miou).c_str(),
+                  r.empty_batches ? str("; skipped ", r.empty_batches, " batches without a labelled pixel (all 255)").c_str() : "");
       if (!c.save.empty()) std::printf("saved %s\n", c.save.c_str());
       return 0;
     };
@@ -224,6 +219,16 @@ void add_eval_command(CLI::App& app, Action& action) {
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->callback([=, &action] {
     action = [=]() -> int {
+      if (!o->save_logits.empty()) {  // before any work: the logits must not replace an input
+        check_output_name(o->save_logits, "--save-logits");
+        SB_CHECK(!std::filesystem::is_directory(o->save_logits), "--save-logits: '", o->save_logits,
+                 "' is a directory; give a file name");
+        SB_CHECK(!same_file(o->save_logits, o->weights), "--save-logits: '", o->save_logits,
+                 "' is the same file as --weights '", o->weights, "'; it would overwrite the checkpoint. Give another name");
+        if (o->data.rfind("tensors:", 0) == 0)
+          SB_CHECK(!same_file(o->save_logits, o->data.substr(8)), "--save-logits: '", o->save_logits,
+                   "' is the same file as --data '", o->data.substr(8), "'; it would overwrite the data. Give another name");
+      }
       apply_threads(o->threads);
       TensorFile weights = model_checkpoint(load_safetensors(o->weights));  // a state.safetensors works too
       // The checkpoint's own configuration, with any model flags given applied over it (a flag

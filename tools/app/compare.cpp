@@ -147,13 +147,14 @@ nlohmann::json RunOutcome::to_json() const {
   for (auto& e : epochs)
     ep.push_back({{"epoch", e.epoch}, {"step", e.step}, {"lr", e.lr}, {"train_loss", num(e.train_loss)},
                   {"val_loss", num(e.val_loss)}, {"val_pixel_acc", num(e.val_pixel_acc)},
-                  {"val_miou", num(e.val_miou)}, {"seconds", e.seconds}, {"images_per_s", e.images_per_s}});
+                  {"val_miou", num(e.val_miou)}, {"empty_batches", e.empty_batches}, {"seconds", e.seconds},
+                  {"images_per_s", e.images_per_s}});
   nlohmann::json g = nlohmann::json::array();
   for (auto& l : gaps) g.push_back({{"layer", l.layer}, {"mean_shift", l.mean_shift}, {"log_var_ratio", l.log_var_ratio}});
   return {{"norm", spec.norm}, {"groups", spec.groups}, {"group_sweep", spec.group_sweep}, {"batch", spec.batch}, {"seed", spec.seed}, {"lr", spec.lr},
           {"diverged", diverged}, {"note", note}, {"epochs", ep}, {"final_miou", num(final_miou)},
           {"best_miou", num(best_miou)}, {"batchstat_miou", num(batchstat_miou)}, {"first_loss", num(first_loss)},
-          {"last_loss", num(last_loss)}, {"loss_spikes", loss_spikes}, {"grad_norm_median", num(grad_norm_median)},
+          {"last_loss", num(last_loss)}, {"loss_spikes", loss_spikes}, {"empty_batches", empty_batches}, {"grad_norm_median", num(grad_norm_median)},
           {"grad_norm_p90", num(grad_norm_p90)}, {"grad_norm_max", num(grad_norm_max)}, {"bn_gaps", g},
           {"seconds", seconds}};
 }
@@ -174,12 +175,14 @@ RunOutcome RunOutcome::from_json(const nlohmann::json& j) {
     r.train_loss = num_of(e, "train_loss"), r.val_loss = num_of(e, "val_loss");
     r.val_pixel_acc = num_of(e, "val_pixel_acc"), r.val_miou = num_of(e, "val_miou");
     r.seconds = e.at("seconds"), r.images_per_s = e.at("images_per_s");
+    r.empty_batches = e.value("empty_batches", int64_t{0});
     o.epochs.push_back(r);
   }
   o.final_miou = num_of(j, "final_miou"), o.best_miou = num_of(j, "best_miou");
   o.batchstat_miou = num_of(j, "batchstat_miou");
   o.first_loss = num_of(j, "first_loss"), o.last_loss = num_of(j, "last_loss");
   o.loss_spikes = j.at("loss_spikes");
+  o.empty_batches = j.value("empty_batches", int64_t{0});
   o.grad_norm_median = num_of(j, "grad_norm_median"), o.grad_norm_p90 = num_of(j, "grad_norm_p90");
   o.grad_norm_max = num_of(j, "grad_norm_max");
   for (auto& g : j.at("bn_gaps")) o.gaps.push_back({g.at("layer"), g.at("mean_shift"), g.at("log_var_ratio")});
@@ -254,7 +257,7 @@ static void measure_after(RunOutcome& o, Module& model, const Dataset& val, cons
 // report's files here, the initial weights in init/, each run's files in its folder. Only those
 // are removed, never anything else: --out may be a folder that holds other files too.
 static void remove_stale_sweep_temporaries(const CompareConfig& cfg, const std::vector<RunSpec>& plan) {
-  remove_stale_temporaries(cfg.out, {"compare.json", "platform.json", "runs.csv", "summary.csv", "summary.md", "report.html",
+  remove_stale_temporaries(cfg.out, {DirLock::kFileName, "compare.json", "platform.json", "runs.csv", "summary.csv", "summary.md", "report.html",
                                      "fig1_miou_vs_batch.png", "fig2_val_curves.png", "fig3_bn_gap.png",
                                      "fig4_predictions.png"});
   std::vector<std::string> inits;
@@ -292,6 +295,9 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
   SB_CHECK(!fs::exists(cfg.out) || fs::is_directory(cfg.out), "--out: '", cfg.out, "' exists and is not a directory");
   fs::create_directories(cfg.out + "/runs", ec);
   SB_CHECK(!ec, "--out: cannot create '", cfg.out, "/runs' (", ec.message(), ")");
+  // One sweep per folder at a time: a second would remove the first's live temporaries and
+  // train the same runs into the same files. Held until the sweep returns.
+  DirLock lock(cfg.out, "--out");
   std::string cfg_path = cfg.out + "/compare.json";
   if (fs::exists(cfg_path)) {
     nlohmann::json saved;
@@ -413,19 +419,27 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     if (!o.diverged) {
       o.final_miou = tr.epochs.empty() ? NAN : tr.epochs.back().val_miou;
       o.best_miou = tr.best_miou;
-      size_t n = tr.losses.size(), k = std::max<size_t>(1, n / 20);
+      o.empty_batches = tr.empty_batches;
+      // The steps that learned: a batch without a labelled pixel was skipped (its loss is NaN).
+      std::vector<float> losses, grad_norms;
+      for (size_t s = 0; s < tr.losses.size(); ++s)
+        if (!std::isnan(tr.losses[s])) losses.push_back(tr.losses[s]), grad_norms.push_back(tr.grad_norms[s]);
+      size_t n = losses.size(), k = std::max<size_t>(1, n / 20);
       double a = 0, b = 0;
-      for (size_t s = 0; s < k; ++s) a += tr.losses[s], b += tr.losses[n - 1 - s];
-      o.first_loss = a / k;
-      o.last_loss = b / k;
-      if (!(o.last_loss < o.first_loss)) {
+      for (size_t s = 0; s < k && s < n; ++s) a += losses[s], b += losses[n - 1 - s];
+      o.first_loss = n ? a / k : NAN;
+      o.last_loss = n ? b / k : NAN;
+      if (n == 0) {
+        o.diverged = true;
+        o.note = "no training batch had a labelled pixel (every mask is 255, ignore)";
+      } else if (!(o.last_loss < o.first_loss)) {
         o.diverged = true;
         o.note = str("the loss ended higher than it began (", o.last_loss, " vs ", o.first_loss, ")");
       }
-      o.loss_spikes = count_loss_spikes(tr.losses, spec.batch);
-      o.grad_norm_median = percentile(tr.grad_norms, 0.5);
-      o.grad_norm_p90 = percentile(tr.grad_norms, 0.9);
-      o.grad_norm_max = percentile(tr.grad_norms, 1.0);
+      o.loss_spikes = count_loss_spikes(losses, spec.batch);
+      o.grad_norm_median = percentile(grad_norms, 0.5);
+      o.grad_norm_p90 = percentile(grad_norms, 0.9);
+      o.grad_norm_max = percentile(grad_norms, 1.0);
       measure_after(o, *model, *val_data, val_tf, dir);
     }
     fs::create_directories(dir);

@@ -67,6 +67,7 @@ struct RunOutcome {
   double batchstat_miou = NAN;  // BN evaluated with batch statistics (batch = training batch)
   double first_loss = NAN, last_loss = NAN;
   int64_t loss_spikes = 0;
+  int64_t empty_batches = 0;    // batches without a labelled pixel, skipped by training
   double grad_norm_median = NAN, grad_norm_p90 = NAN, grad_norm_max = NAN;
   std::vector<LayerGap> gaps;   // BN only
   double seconds = 0;

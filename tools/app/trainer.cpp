@@ -2,6 +2,7 @@
 // validation and checkpointing, resume, non-finite detection, and evaluation.
 #include "tools/app/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -122,7 +123,8 @@ struct RunState {
 static nlohmann::json record_json(const EpochRecord& r) {
   auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
   return {{"epoch", r.epoch}, {"step", r.step}, {"lr", r.lr}, {"train_loss", num(r.train_loss)},
-          {"val_loss", num(r.val_loss)}, {"val_pixel_acc", num(r.val_pixel_acc)}, {"val_miou", num(r.val_miou)}};
+          {"val_loss", num(r.val_loss)}, {"val_pixel_acc", num(r.val_pixel_acc)}, {"val_miou", num(r.val_miou)},
+          {"empty_batches", r.empty_batches}};
 }
 
 static EpochRecord record_from_json(const nlohmann::json& j) {
@@ -132,6 +134,7 @@ static EpochRecord record_from_json(const nlohmann::json& j) {
   r.step = j.at("step");
   r.lr = num("lr"), r.train_loss = num("train_loss"), r.val_loss = num("val_loss");
   r.val_pixel_acc = num("val_pixel_acc"), r.val_miou = num("val_miou");
+  r.empty_batches = j.value("empty_batches", int64_t{0});
   return r;  // timing lives in timing.csv (see restore_timing), not in the state
 }
 
@@ -139,6 +142,14 @@ static Tensor vector_tensor(const std::vector<float>& v) {
   Tensor t = Tensor::empty({static_cast<int64_t>(v.size())});
   if (!v.empty()) std::memcpy(t.data(), v.data(), v.size() * sizeof(float));
   return t;
+}
+
+// A double as text that reads back to the same bits ("nan" for NaN).
+static std::string exact_text(double v) {
+  if (std::isnan(v)) return "nan";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
 }
 
 static void save_state(const std::string& path, const TrainConfig& cfg, const Module& model, const Optimizer& opt,
@@ -163,15 +174,17 @@ static void save_state(const std::string& path, const TrainConfig& cfg, const Mo
   for (auto& r : st.records) recs.push_back(record_json(r));
   f.metadata["config"] = cfg.to_json().dump();
   f.metadata["records"] = recs.dump();
-  f.metadata["best_miou"] = std::isnan(st.best_miou) ? "nan" : str(st.best_miou);
+  // Exactly (17 significant digits): a best mIoU read back rounded made an equal later epoch
+  // count as better after a resume, and replaced best.safetensors.
+  f.metadata["best_miou"] = exact_text(st.best_miou);
   // No wall-clock time in here: two runs with the same seed and threads write identical states.
   save_safetensors(path, f);
 }
 
 static std::vector<float> tensor_vector(const Tensor& t) { return std::vector<float>(t.begin(), t.end()); }
 
-static RunState load_state(const std::string& path, Module& model, Optimizer& opt) {
-  TensorFile f = load_safetensors(path);
+static RunState load_state(const TensorFile& f, Module& model, Optimizer& opt) {
+  const std::string& path = f.source;
   StateDict sd, os;
   sd.source = os.source = path;
   for (auto& [k, v] : f.floats) {
@@ -198,18 +211,23 @@ static RunState load_state(const std::string& path, Module& model, Optimizer& op
   try {
     for (auto& r : nlohmann::json::parse(f.metadata.at("records"))) st.records.push_back(record_from_json(r));
     std::string b = f.metadata.at("best_miou");
-    st.best_miou = b == "nan" ? NAN : std::stod(b);
+    (void)(b == "nan" ? NAN : std::stod(b));  // present and a number, as a state must have
   } catch (const std::exception& e) {
     fail(path, ": the training state's metadata is damaged (", e.what(), ")");
   }
   SB_CHECK(static_cast<int64_t>(st.losses.size()) == st.step, path, ": the state records ", st.losses.size(),
            " losses for ", st.step, " steps");
+  // The best mIoU is by definition the largest validation mIoU of the epoch records, which the
+  // state holds exactly (JSON numbers round-trip); a state written before the metadata's value
+  // was exact kept it to 6 digits, so it is taken from the records.
+  for (const EpochRecord& r : st.records)
+    if (!std::isnan(r.val_miou) && (std::isnan(st.best_miou) || r.val_miou > st.best_miou)) st.best_miou = r.val_miou;
   return st;
 }
 
 const std::vector<std::string>& train_output_files() {
   static const std::vector<std::string> files = {"state.safetensors", "model.safetensors", "best.safetensors",
-                                                 "metrics.csv", "timing.csv", "config.json"};
+                                                 "metrics.csv", "timing.csv", "config.json", DirLock::kFileName};
   return files;
 }
 
@@ -222,6 +240,39 @@ static std::string config_differences(const nlohmann::json& saved, const nlohman
     else if (saved[k] != v) diff += str("\n  ", k, ": saved ", saved[k].dump(), ", now ", v.dump());
   }
   return diff;
+}
+
+// The file a "tensors:FILE" data spec reads, or "" for any other source.
+static std::string tensors_file(const std::string& spec) {
+  return spec.rfind("tensors:", 0) == 0 ? spec.substr(8) : std::string();
+}
+
+// Before any work: no output may be an input (--save over --init or the data), and no input or
+// --save may be a file the run in --out writes (its state, best, metrics, ...), compared as
+// files, not as strings; and every output name must leave room for its temporary's suffix.
+static void check_outputs(const TrainConfig& cfg) {
+  std::vector<std::pair<std::string, std::string>> inputs;  // (flag, path)
+  if (!cfg.init.empty()) inputs.push_back({"--init", cfg.init});
+  if (std::string f = tensors_file(cfg.data); !f.empty()) inputs.push_back({"--data", f});
+  if (std::string f = tensors_file(cfg.val_data); !f.empty()) inputs.push_back({"--val-data", f});
+  std::vector<std::string> owned;
+  if (!cfg.out.empty()) {
+    for (const std::string& f : train_output_files()) owned.push_back((fs::path(cfg.out) / f).string());
+    check_output_name(owned.front(), "--out");
+  }
+  for (auto& [flag, path] : inputs)
+    for (const std::string& o : owned)
+      SB_CHECK(!same_file(path, o), flag, ": '", path, "' is '", o, "', a file the run in --out writes; "
+               "copy it elsewhere first");
+  if (cfg.save.empty()) return;
+  check_output_name(cfg.save, "--save");
+  for (auto& [flag, path] : inputs)
+    SB_CHECK(!same_file(cfg.save, path), "--save: '", cfg.save, "' is the same file as ", flag, " '", path,
+             "'; the run would overwrite its own input. Give --save another name");
+  for (const std::string& o : owned)
+    if (fs::path(o).filename() != "model.safetensors")  // where --out puts the final weights anyway
+      SB_CHECK(!same_file(cfg.save, o), "--save: '", cfg.save, "' is '", o, "', which the run in --out writes "
+               "itself (", fs::path(o).filename().string(), "); give --save another name");
 }
 
 // Re-runs the forward pass of a batch with every module output checked, to name the layer
@@ -248,6 +299,79 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   auto log = [&](const std::string& m) {
     if (hooks.log) hooks.log(m);
   };
+  SB_CHECK(!cfg.overwrite || !cfg.out.empty(), "--overwrite needs --out DIR (the run to replace)");
+  SB_CHECK(!(cfg.resume && cfg.overwrite),
+           "--resume continues the run in --out and --overwrite replaces it: give one of them, not both");
+  check_outputs(cfg);
+
+  // The output folder, before any other work: one writer at a time (a lock held until train()
+  // returns), and a finished or different run is never replaced or continued by mistake.
+  DirLock out_lock;
+  TensorFile saved_state;  // the state a resume continues
+  bool resuming = false;
+  std::string state_path, config_path;
+  if (!cfg.out.empty()) {
+    std::error_code ec;
+    SB_CHECK(!fs::exists(cfg.out) || fs::is_directory(cfg.out), "--out: '", cfg.out, "' exists and is not a directory");
+    fs::create_directories(cfg.out, ec);
+    SB_CHECK(!ec && fs::is_directory(cfg.out), "--out: cannot create directory '", cfg.out, "'",
+             ec ? " (" + ec.message() + ")" : "");
+    out_lock = DirLock(cfg.out, "--out");
+    state_path = cfg.out + "/state.safetensors";
+    config_path = cfg.out + "/config.json";
+    // A process killed while writing leaves its temporary files behind; the next session of the
+    // run removes those of the files it owns.
+    remove_stale_temporaries(cfg.out, train_output_files());
+    nlohmann::json now = cfg.to_json();
+    auto read_json = [](const std::string& text, const std::string& where) {
+      try {
+        return nlohmann::json::parse(text);
+      } catch (const nlohmann::json::exception& e) {
+        fail(where, ": not valid JSON (", e.what(), ")");
+      }
+    };
+    if (cfg.resume && fs::exists(state_path)) {
+      // The state carries the configuration it was made with: it, not config.json (which may be
+      // lost or rewritten), decides whether this command continues the same run.
+      saved_state = load_safetensors(state_path);
+      auto c = saved_state.metadata.find("config");
+      SB_CHECK(c != saved_state.metadata.end(), state_path, ": the training state has no configuration in its metadata");
+      nlohmann::json saved = read_json(c->second, state_path + " (its configuration)");
+      std::string diff = config_differences(saved, now);
+      SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff,
+               "\n(as its state.safetensors records; use another --out, or --overwrite to replace the run)");
+      bool config_ok = false;
+      if (fs::exists(config_path)) {
+        try {
+          config_ok = nlohmann::json::parse(read_file(config_path)) == saved;
+        } catch (const std::exception&) {
+        }
+      }
+      if (!config_ok) {  // lost or rewritten: restore the run's own
+        log(str(config_path, " is missing or differs from the state's configuration; restoring it"));
+        write_file_atomic(config_path, saved.dump(2) + "\n");
+      }
+      resuming = true;
+    } else {
+      if (cfg.resume && fs::exists(config_path)) {
+        std::string diff = config_differences(read_json(read_file(config_path), config_path), now);
+        SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff);
+      }
+      if (!cfg.resume && !cfg.overwrite) {
+        std::vector<std::string> held;
+        for (auto& e : fs::directory_iterator(cfg.out))
+          if (e.path().filename() != DirLock::kFileName) held.push_back(e.path().filename().string());
+        std::sort(held.begin(), held.end());
+        std::string list;
+        for (size_t i = 0; i < held.size() && i < 4; ++i) list += (i ? ", " : "") + held[i];
+        if (held.size() > 4) list += str(" and ", held.size() - 4, " more");
+        SB_CHECK(held.empty(), "--out: '", cfg.out, "' is not empty (it holds ", list,
+                 "): add --resume to continue the run saved there, or --overwrite to replace its files");
+      }
+      // Writing the configuration first also proves the directory is writable.
+      write_file_atomic(config_path, now.dump(2) + "\n");
+    }
+  }
   int64_t classes = cfg.spec.options.classes;
   DatasetPtr train_data = open_dataset(cfg.data, Split::Train, classes, cfg.data_opt);
   SB_CHECK(train_data->num_classes() == classes, "--data ", cfg.data, ": the data has ", train_data->num_classes(),
@@ -308,38 +432,13 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
 
   RunState st;
   TrainResult res;
-  std::string state_path, config_path;
-  if (!cfg.out.empty()) {
-    std::error_code ec;
-    SB_CHECK(!fs::exists(cfg.out) || fs::is_directory(cfg.out), "--out: '", cfg.out, "' exists and is not a directory");
-    fs::create_directories(cfg.out, ec);
-    SB_CHECK(!ec && fs::is_directory(cfg.out), "--out: cannot create directory '", cfg.out, "'",
-             ec ? " (" + ec.message() + ")" : "");
-    state_path = cfg.out + "/state.safetensors";
-    config_path = cfg.out + "/config.json";
-    // A process killed while writing leaves its temporary files behind; the next session of the
-    // run removes those of the files it owns.
-    remove_stale_temporaries(cfg.out, train_output_files());
-    if (cfg.resume && fs::exists(state_path)) {
-      if (fs::exists(config_path)) {
-        nlohmann::json saved;
-        try {
-          saved = nlohmann::json::parse(read_file(config_path));
-        } catch (const nlohmann::json::exception& e) {
-          fail(config_path, ": not valid JSON (", e.what(), ")");
-        }
-        std::string diff = config_differences(saved, cfg.to_json());
-        SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff);
-      }
-      st = load_state(state_path, *model, *opt);
-      st.seconds = restore_timing(cfg.out + "/timing.csv", st.records);
-      res.resumed = true;
-      log(str("resuming ", cfg.out, " at step ", st.step, " of ", total));
-    } else {
-      if (cfg.resume) log(str(cfg.out, " has no saved state; starting fresh"));
-      // Writing the configuration first also proves the directory is writable.
-      write_file_atomic(config_path, cfg.to_json().dump(2) + "\n");
-    }
+  if (resuming) {
+    st = load_state(saved_state, *model, *opt);
+    st.seconds = restore_timing(cfg.out + "/timing.csv", st.records);
+    res.resumed = true;
+    log(str("resuming ", cfg.out, " at step ", st.step, " of ", total));
+  } else if (cfg.resume && !cfg.out.empty()) {
+    log(str(cfg.out, " has no saved state; starting fresh"));
   }
   res.losses = st.losses;
   res.grad_norms = st.grad_norms;
@@ -371,6 +470,10 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   int64_t session_first_step = st.step;
   auto epoch_start = Clock::now();
   int64_t epoch_images = 0;
+  const int64_t kIgnoreIndex = CrossEntropyOptions{}.ignore_index;
+  float first_loss = NAN;  // the first step's loss that was not an all-ignored batch's
+  for (float l : st.losses)
+    if (std::isnan(first_loss)) first_loss = l;
 
   if (cfg.steps > 0) loader.start_steps(st.step, total - st.step);
   Batch b;
@@ -385,45 +488,56 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
 
     float lr_factor = schedule.factor(st.step);
     opt->set_lr_factor(lr_factor);
-    opt->zero_grad();
-    Var logits;
-    try {
-      logits = (*model)(Var(b.images));
-    } catch (const Error& e) {
-      // Name the step and batch; say what to change when BatchNorm meets a single value per channel.
-      std::string m = e.what();
-      bool one_value = m.find("more than 1 value per channel") != std::string::npos;
-      fail("step ", st.step + 1, ", a batch of shape ", b.images.shape(), ": ", m,
-           one_value ? str(". BatchNorm needs more than one value per channel in training: use --batch 2 or more, "
-                           "larger images (--image-size) or a shallower model (--depth), or another --norm")
-                     : std::string());
+    // A batch whose every pixel is ignored (255) has no loss to learn from: the mean over zero
+    // pixels is 0/0. It takes no forward pass, no gradient and no optimizer step (momentum and
+    // BatchNorm statistics stay as they were); the step still counts, so the data order, the
+    // schedule and a resume stay aligned. Its loss and gradient norm are recorded as NaN, and the
+    // epoch's count of such batches is reported.
+    int64_t labelled = 0;
+    for (int64_t v : b.masks) labelled += v != kIgnoreIndex;
+    float lv = NAN, gn = NAN;
+    if (labelled > 0) {
+      opt->zero_grad();
+      Var logits;
+      try {
+        logits = (*model)(Var(b.images));
+      } catch (const Error& e) {
+        // Name the step and batch; say what to change when BatchNorm meets a single value per channel.
+        std::string m = e.what();
+        bool one_value = m.find("more than 1 value per channel") != std::string::npos;
+        fail("step ", st.step + 1, ", a batch of shape ", b.images.shape(), ": ", m,
+             one_value ? str(". BatchNorm needs more than one value per channel in training: use --batch 2 or more, "
+                             "larger images (--image-size) or a shallower model (--depth), or another --norm")
+                       : std::string());
+      }
+      Var loss = cross_entropy(logits, b.masks);
+      lv = loss.item();
+      if (!std::isfinite(lv))
+        fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, "; ",
+             locate_non_finite_forward(*model, b.images), ". The last good checkpoint is kept.");
+      // A loss can also explode and stay finite (normalized layers absorb huge weights): far above
+      // both the run's first loss and chance level, log(K), the run has diverged.
+      float base = std::max(std::isnan(first_loss) ? lv : first_loss,
+                            std::log(static_cast<float>(std::max<int64_t>(2, classes))));
+      if (lv > kDivergenceFactor * base)
+        fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, ", more than ",
+             kDivergenceFactor, " times ", base, " (the larger of the first step's loss and chance level, log ", classes,
+             "); lower --lr or clip gradients (--clip-grad). The last good checkpoint is kept.");
+      loss.backward();
+      for (auto it = named.rbegin(); it != named.rend(); ++it) {  // backward order: output side first
+        const Tensor& g = it->second.grad();
+        if (!g.defined()) continue;
+        for (float v : g)
+          if (!std::isfinite(v))
+            fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the gradient of '",
+                 it->first, "' is not finite (loss ", lv, "). The last good checkpoint is kept.");
+      }
+      gn = grad_norm(params);
+      if (cfg.clip_grad > 0) clip_grad_norm(params, cfg.clip_grad);
+      opt->step();
     }
-    Var loss = cross_entropy(logits, b.masks);
-    float lv = loss.item();
-    if (!std::isfinite(lv))
-      fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, "; ",
-           locate_non_finite_forward(*model, b.images), ". The last good checkpoint is kept.");
-    // A loss can also explode and stay finite (normalized layers absorb huge weights): far above
-    // both the run's first loss and chance level, log(K), the run has diverged.
-    float base = std::max(st.losses.empty() ? lv : st.losses.front(),
-                          std::log(static_cast<float>(std::max<int64_t>(2, classes))));
-    if (lv > kDivergenceFactor * base)
-      fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, ", more than ",
-           kDivergenceFactor, " times ", base, " (the larger of the first step's loss and chance level, log ", classes,
-           "); lower --lr or clip gradients (--clip-grad). The last good checkpoint is kept.");
-    loss.backward();
-    for (auto it = named.rbegin(); it != named.rend(); ++it) {  // backward order: output side first
-      const Tensor& g = it->second.grad();
-      if (!g.defined()) continue;
-      for (float v : g)
-        if (!std::isfinite(v))
-          fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the gradient of '",
-               it->first, "' is not finite (loss ", lv, "). The last good checkpoint is kept.");
-    }
-    float gn = grad_norm(params);
-    if (cfg.clip_grad > 0) clip_grad_norm(params, cfg.clip_grad);
-    opt->step();
     ++st.step;
+    if (std::isnan(first_loss)) first_loss = lv;
     st.losses.push_back(lv);
     st.grad_norms.push_back(gn);
     epoch_images += b.images.size(0);
@@ -445,8 +559,11 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
       r.lr = opt->groups()[0].lr;
       int64_t first = epoch * steps_per_epoch;
       double sum = 0;
-      for (int64_t i = first; i < st.step; ++i) sum += st.losses[i];
-      r.train_loss = sum / static_cast<double>(st.step - first);
+      int64_t counted = 0;
+      for (int64_t i = first; i < st.step; ++i)
+        if (!std::isnan(st.losses[i])) sum += st.losses[i], ++counted;
+      r.train_loss = counted ? sum / static_cast<double>(counted) : NAN;
+      r.empty_batches = static_cast<int64_t>(st.step - first) - counted;
       r.seconds = st.seconds;
       r.images_per_s = secs > 0 ? epoch_images / secs : 0;
       bool improved = false;
@@ -477,6 +594,7 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   res.epochs = st.records;
   res.best_miou = st.best_miou;
   res.seconds = st.seconds;
+  for (float l : st.losses) res.empty_batches += std::isnan(l);
   if (!res.interrupted && !cfg.save.empty()) save_model(cfg.save, *model, saved_spec);
   res.skipped = skip_report(*train_data);
   if (val_data) res.skipped += skip_report(*val_data);

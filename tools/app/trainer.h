@@ -44,6 +44,7 @@ struct TrainConfig {
   std::string save;                // final weights, optional
   std::string out;                 // output directory, optional
   bool resume = false;             // continue from out/state.safetensors
+  bool overwrite = false;          // replace the run in a non-empty out (else refused)
 
   // Every setting that changes the result, for config.json and for checking --resume.
   nlohmann::json to_json() const;
@@ -59,11 +60,13 @@ struct EpochRecord {
   int64_t epoch = 0, step = 0;
   double lr = 0, train_loss = 0, val_loss = NAN, val_pixel_acc = NAN, val_miou = NAN;
   double seconds = 0, images_per_s = 0;
+  int64_t empty_batches = 0;  // steps whose batch had no labelled pixel (all 255): skipped
 };
 
 struct TrainResult {
-  std::vector<float> losses;       // per step
-  std::vector<float> grad_norms;   // per step, before clipping
+  std::vector<float> losses;       // per step; NaN for a skipped batch without a labelled pixel
+  std::vector<float> grad_norms;   // per step, before clipping; NaN likewise
+  int64_t empty_batches = 0;       // such skipped batches, over the whole run so far
   std::vector<EpochRecord> epochs;
   double seconds = 0;
   double best_miou = NAN;

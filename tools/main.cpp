@@ -1,5 +1,6 @@
 // The `smallbatch` command line: parses the subcommand and turns every error into a message on
 // stderr and a non-zero exit status (1 for errors, CLI11's codes for bad flags).
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 
@@ -9,6 +10,9 @@
 #include "tools/cli.h"
 
 int main(int argc, char** argv) {
+  // A closed stdout (`smallbatch train | head -1`) makes writes fail with EPIPE instead of killing
+  // the process: see finish_stdout and progress in tools/cli.h.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"smallbatch: a small, fast, honest deep-learning training framework in C++.\n"
                "It trains segmentation networks and measures how GroupNorm and BatchNorm compare "
                "at small batch sizes."};
@@ -27,14 +31,15 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return sb::cli::finish_stdout(app.exit(e), "");  // --help and --version print to stdout
   }
   if (!action) {
     std::cout << app.help();
-    return 0;
+    return sb::cli::finish_stdout(0, "");
   }
   try {
-    return action();
+    int status = action();
+    return sb::cli::finish_stdout(status, app.get_subcommands()[0]->get_name());
   } catch (const sb::Error& e) {
     std::cerr << "smallbatch " << app.get_subcommands()[0]->get_name() << ": error: " << e.what() << "\n";
     return 1;

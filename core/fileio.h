@@ -18,8 +18,14 @@ inline void write_file_atomic(const std::string& path, const std::string& text) 
 inline void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
   write_file_atomic(path, bytes.data(), bytes.size());
 }
-// The whole file as bytes; throws naming the path when it can't be read.
+// The whole file as bytes; throws naming the path when it can't be read or is not a regular file.
 std::string read_file(const std::string& path);
+
+// Opens a regular file for reading and returns its descriptor (O_CLOEXEC). Opened with
+// O_NONBLOCK and checked with fstat before anything waits on it: a FIFO given as a file would
+// otherwise block open() until a writer appears, forever; a directory, FIFO, socket or device
+// is an error naming the path and what it is ("PATH: not a regular file (it is a FIFO ...)").
+int open_regular_file(const std::string& path);
 
 // A process killed between writing and renaming leaves its temporary behind, "NAME.tmp-PID-N"
 // from write_file_atomic or "NAME.tmp-PID-RANDOM-N" from save_safetensors. Removes those in `dir`

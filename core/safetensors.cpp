@@ -2,6 +2,8 @@
 // be hostile or truncated) and atomic writing (temp file, fsync, rename, fsync the directory).
 #include "core/safetensors.h"
 
+#include "core/fileio.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -379,8 +381,7 @@ TensorFile parse_safetensors(const uint8_t* data, size_t size, const std::string
 }
 
 TensorFile load_safetensors(const std::string& path, const SafetensorsLimits& limits) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, ": cannot open for reading: ", std::strerror(errno));
+  int fd = open_regular_file(path);  // a FIFO must not block the open
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }

@@ -19,7 +19,8 @@ int64_t live_tensor_bytes() { return g_live_bytes.load(); }
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n)) throw Error(str("tensor: shape ", shape, " has more elements than fit in 64 bits"));
   return n;
 }
 

@@ -68,6 +68,9 @@ class BasicTensor {
   explicit BasicTensor(Shape shape) : shape_(std::move(shape)) {
     for (int64_t d : shape_) SB_CHECK(d >= 0, "tensor: negative dimension in shape ", shape_);
     numel_ = shape_numel(shape_);
+    // A size class rounds up by at most an eighth: stay far below where size_t arithmetic wraps.
+    SB_CHECK(numel_ <= (int64_t{1} << 58) / static_cast<int64_t>(sizeof(T)), "tensor: shape ", shape_, " has ", numel_,
+             " elements, ", sizeof(T), " bytes each: more memory than any machine has");
     storage_ = detail::allocate_bytes(static_cast<size_t>(numel_) * sizeof(T));
     data_ = static_cast<T*>(storage_.get());
   }

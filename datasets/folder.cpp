@@ -52,8 +52,7 @@ void check_labels(const IndexTensor& m, int64_t classes, const std::string& path
 
 // The lines' first tokens, skipping blank lines and '#' comments.
 std::vector<std::pair<std::string, int>> read_id_list(const fs::path& list) {
-  std::ifstream f(list);
-  SB_CHECK(f, list.string(), ": cannot open the split list");
+  std::istringstream f(read_file(list.string()));  // a regular file: a FIFO must not block
   std::vector<std::pair<std::string, int>> ids;
   std::string line;
   for (int n = 1; std::getline(f, line); ++n) {
@@ -171,10 +170,9 @@ FolderInfo read_folder_info(const std::string& dir) {
   fs::path p = fs::path(dir) / "dataset.json";
   std::error_code ec;
   if (!fs::exists(p, ec)) return info;
-  std::ifstream f(p);
-  SB_CHECK(f, p.string(), ": cannot open");
+  std::string text = read_file(p.string());  // a regular file: a FIFO must not block
   try {
-    nlohmann::json j = nlohmann::json::parse(f);
+    nlohmann::json j = nlohmann::json::parse(text);
     SB_CHECK(j.is_object(), p.string(), ": expected a JSON object");
     if (j.contains("classes")) {
       // get<int64_t>() would cast a float such as 1e300 with undefined behaviour (found by fuzzing).

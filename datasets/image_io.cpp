@@ -61,8 +61,13 @@ using FilePtr = std::unique_ptr<FILE, FileCloser>;
 FilePtr open_for_reading(const std::string& path) {
   std::error_code ec;
   SB_CHECK(!std::filesystem::is_directory(path, ec), path, ": expected an image file but found a directory");
-  FILE* f = std::fopen(path.c_str(), "rb");
-  SB_CHECK(f, path, ": cannot open (", std::strerror(errno), ")");
+  int fd = open_regular_file(path);  // a FIFO must not block the open
+  FILE* f = ::fdopen(fd, "rb");
+  if (!f) {
+    int err = errno;
+    ::close(fd);
+    fail(path, ": cannot open (", std::strerror(err), ")");
+  }
   return FilePtr(f);
 }
 

@@ -62,6 +62,18 @@ struct ModelFlags {
 void install_stop_signals();
 int stop_signal();
 
+// Standard output. main() ignores SIGPIPE, so a closed stdout (`smallbatch train | head -1`)
+// makes writes fail instead of killing the process. For commands whose result goes to stdout
+// (eval, data, models, bench, ...) main() checks the flush at the end: a failed write (a full
+// disk, a closed pipe) is an error, status 1. Commands whose results go to files (train,
+// compare, predict) call stdout_is_progress() and print through progress(): once a write
+// fails, nothing more is printed, one note goes to stderr, and the work and its saving go on.
+void stdout_is_progress();
+void progress(const char* format, ...) __attribute__((format(printf, 1, 2)));
+// main()'s end: `status`, or 1 with a message naming the command when the result could not be
+// written to stdout.
+int finish_stdout(int status, const std::string& command);
+
 void add_train_command(CLI::App& app, Action& action);
 void add_eval_command(CLI::App& app, Action& action);
 void add_data_command(CLI::App& app, Action& action);     // tools/cmd_data.cpp

@@ -70,6 +70,7 @@ void add_compare_command(CLI::App& app, Action& action) {
   cmd->add_option("--out", o->cfg.out, "output directory; run again with the same one to continue a sweep")->capture_default_str();
   cmd->callback([o, &action] {
     action = [o]() -> int {
+      stdout_is_progress();  // the results go to --out
       install_stop_signals();
       CompareConfig cfg = o->cfg;
       if (!o->norms.empty()) cfg.norms = parse_words(o->norms);
@@ -79,33 +80,28 @@ void add_compare_command(CLI::App& app, Action& action) {
       cfg.threads = num_threads();
       cfg.apply_preset();
       auto plan = plan_runs(cfg);
-      std::printf("smallbatch compare (%s preset): %zu runs = %zu norms x %zu batch sizes x %lld seeds, %lld epochs each, "
+      progress("smallbatch compare (%s preset): %zu runs = %zu norms x %zu batch sizes x %lld seeds, %lld epochs each, "
                   "%d threads, output in %s\n",
                   cfg.preset.c_str(), plan.size(), cfg.norms.size(), cfg.batch_sizes.size(), (long long)cfg.seeds,
                   (long long)cfg.epochs, cfg.threads, cfg.out.c_str());
-      std::fflush(stdout);
       CompareHooks hooks;
       const bool tty = isatty(STDOUT_FILENO);
-      hooks.log = [tty](const std::string& m) {
-        std::printf("%s%s\n", tty ? "\r\033[K" : "", m.c_str());
-        std::fflush(stdout);
-      };
+      hooks.log = [tty](const std::string& m) { progress("%s%s\n", tty ? "\r\033[K" : "", m.c_str()); };
       // On a terminal, the run in training shows its progress on one line, rewritten in place.
       if (tty)
         hooks.on_step = [](const StepReport& s) {
-          std::printf("\r\033[K%s", fit_terminal_line(str("        epoch ", s.epoch + 1, "/", s.epochs, "  step ", s.step, "/",
-                                                          s.total_steps, "  loss ", s.loss, "  ",
-                                                          static_cast<int>(s.images_per_s), " img/s"))
-                                         .c_str());
-          std::fflush(stdout);
+          progress("\r\033[K%s", fit_terminal_line(str("        epoch ", s.epoch + 1, "/", s.epochs, "  step ", s.step, "/",
+                                                       s.total_steps, "  loss ", s.loss, "  ",
+                                                       static_cast<int>(s.images_per_s), " img/s"))
+                                      .c_str());
         };
       hooks.should_stop = [] { return stop_signal() != 0; };
       CompareResult r = run_compare(cfg, hooks);
       if (r.interrupted) {
-        std::printf("interrupted; finished runs are kept. Run the same command again to continue.\n");
+        progress("interrupted; finished runs are kept. Run the same command again to continue.\n");
         return 128 + stop_signal();
       }
-      std::printf("\n%s\nreport: %s/report.html (tables: summary.md, summary.csv; per-epoch rows: runs.csv; "
+      progress("\n%s\nreport: %s/report.html (tables: summary.md, summary.csv; per-epoch rows: runs.csv; "
                   "figures: fig*.png)\n",
                   r.summary_md.c_str(), cfg.out.c_str());
       return 0;

@@ -40,6 +40,7 @@ void add_predict_command(CLI::App& app, Action& action) {
   cmd->add_option("--threads", o->threads, "threads")->check(Positive);
   cmd->callback([o, &action] {
     action = [o]() -> int {
+      stdout_is_progress();  // the results go to --out
       set_num_threads(o->threads > 0 ? o->threads : default_num_threads());
       TensorFile weights = model_checkpoint(load_safetensors(o->weights));  // a state.safetensors works too
       ModelSpec spec = read_model_spec(weights);
@@ -121,7 +122,7 @@ void add_predict_command(CLI::App& app, Action& action) {
         std::string stem = (fs::path(o->out) / path.stem()).string();
         write_png(stem + "_mask.png", mask.data(), W, H, 3);
         write_png(stem + "_overlay.png", overlay.data(), W, H, 3);
-        std::printf("%s -> %s_mask.png, %s_overlay.png\n", path.string().c_str(), stem.c_str(), stem.c_str());
+        progress("%s -> %s_mask.png, %s_overlay.png\n", path.string().c_str(), stem.c_str(), stem.c_str());
       }
       return 0;
     };

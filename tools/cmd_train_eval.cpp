@@ -130,6 +130,7 @@ void add_train_command(CLI::App& app, Action& action) {
   cmd->add_flag("--overwrite", cfg->overwrite, "let a new run replace the files of a non-empty --out (else refused)");
   cmd->callback([=, &action] {
     action = [=]() -> int {
+      stdout_is_progress();    // the results go to --out and --save
       install_stop_signals();  // first: a signal that comes while the data opens is not lost
       TrainConfig c = *cfg;
       c.shuffle = !*no_shuffle;
@@ -148,7 +149,7 @@ void add_train_command(CLI::App& app, Action& action) {
       if (!c.out.empty() && c.save.empty()) c.save = c.out + "/model.safetensors";
       bool tty = isatty(STDOUT_FILENO);
       TrainHooks hooks;
-      hooks.log = [](const std::string& m) { std::printf("%s\n", m.c_str()); };
+      hooks.log = [](const std::string& m) { progress("%s\n", m.c_str()); };
       hooks.on_step = [tty](const StepReport& s) {
         if (!tty) return;
         int width = 24, filled = static_cast<int>(width * s.step / std::max<int64_t>(1, s.total_steps));
@@ -158,39 +159,36 @@ void add_train_command(CLI::App& app, Action& action) {
         std::snprintf(line, sizeof line, "epoch %lld/%lld [%s] %lld/%lld  loss %.4f  %.1f img/s  ETA %s",
                       (long long)s.epoch + 1, (long long)s.epochs, bar.c_str(), (long long)s.step,
                       (long long)s.total_steps, s.loss, s.images_per_s, fmt_duration(s.eta_seconds).c_str());
-        std::printf("\r\033[K%s", fit_terminal_line(line).c_str());
-        std::fflush(stdout);
+        progress("\r\033[K%s", fit_terminal_line(line).c_str());
       };
       hooks.on_epoch = [tty](const EpochRecord& r, Module&) {
-        if (tty) std::printf("\r\033[K");
-        std::printf("epoch %lld  step %lld  lr %.4g  train_loss %s  val_loss %s  val_acc %s  val_mIoU %s  %.1f img/s  %s%s\n",
+        if (tty) progress("\r\033[K");
+        progress("epoch %lld  step %lld  lr %.4g  train_loss %s  val_loss %s  val_acc %s  val_mIoU %s  %.1f img/s  %s%s\n",
                     (long long)r.epoch, (long long)r.step, r.lr, fmt_metric(r.train_loss).c_str(),
                     fmt_metric(r.val_loss).c_str(), fmt_metric(r.val_pixel_acc).c_str(), fmt_metric(r.val_miou).c_str(),
                     r.images_per_s, fmt_duration(r.seconds).c_str(),
                     r.empty_batches ? str("  (", r.empty_batches, " batches without a labelled pixel skipped)").c_str() : "");
-        std::fflush(stdout);
       };
       hooks.should_stop = [] { return stop_signal() != 0; };
-      std::printf("training %s (norm %s) on %s: batch %lld, %s, seed %llu, %d threads\n", c.spec.model.c_str(),
+      progress("training %s (norm %s) on %s: batch %lld, %s, seed %llu, %d threads\n", c.spec.model.c_str(),
                   c.spec.options.norm.c_str(), c.data.c_str(), (long long)c.batch,
                   c.steps ? str(c.steps, " steps").c_str() : str(c.epochs, " epochs").c_str(),
                   (unsigned long long)c.seed, c.threads);
-      std::printf("on %s\n", platform_summary().c_str());
-      std::fflush(stdout);
+      progress("on %s\n", platform_summary().c_str());
       TrainResult r = train(c, nullptr, hooks);
       if (!r.skipped.empty()) std::fprintf(stderr, "%s\n", r.skipped.c_str());
       if (r.interrupted) {
-        if (tty) std::printf("\r\033[K");
-        if (c.out.empty()) std::printf("interrupted at step %zu; nothing saved (no --out)\n", r.losses.size());
-        else std::printf("interrupted at step %zu; state saved in %s; continue with --resume\n", r.losses.size(), c.out.c_str());
+        if (tty) progress("\r\033[K");
+        if (c.out.empty()) progress("interrupted at step %zu; nothing saved (no --out)\n", r.losses.size());
+        else progress("interrupted at step %zu; state saved in %s; continue with --resume\n", r.losses.size(), c.out.c_str());
         return 128 + stop_signal();
       }
       float final_loss = NAN;  // the last step's that had a labelled pixel
       for (auto it = r.losses.rbegin(); it != r.losses.rend() && std::isnan(final_loss); ++it) final_loss = *it;
-      std::printf("trained %zu steps in %s; final loss %s; best val mIoU %s%s\n", r.losses.size(),
+      progress("trained %zu steps in %s; final loss %s; best val mIoU %s%s\n", r.losses.size(),
                   fmt_duration(r.seconds).c_str(), fmt_metric(final_loss).c_str(), fmt_metric(r.best_miou).c_str(),
                   r.empty_batches ? str("; skipped ", r.empty_batches, " batches without a labelled pixel (all 255)").c_str() : "");
-      if (!c.save.empty()) std::printf("saved %s\n", c.save.c_str());
+      if (!c.save.empty()) progress("saved %s\n", c.save.c_str());
       return 0;
     };
   });

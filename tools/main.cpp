@@ -1,6 +1,7 @@
 // The `smallbatch` command line: parses the subcommand and turns every error into a message on
 // stderr and a non-zero exit status (1 for errors, CLI11's codes for bad flags).
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -82,6 +83,9 @@ int parse_error(CLI::App& app, const CLI::ParseError& e) {
 
 int main(int argc, char** argv) {
   sb::set_command_line(argc, argv);
+  // A closed stdout (`smallbatch train | head -1`) makes writes fail with EPIPE instead of killing
+  // the process: see finish_stdout and progress in tools/cli.h.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"smallbatch: a small, fast, honest deep-learning training framework in C++.\n"
                "It trains segmentation networks and measures how GroupNorm and BatchNorm compare "
                "at small batch sizes."};
@@ -103,18 +107,19 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return parse_error(app, e);
+    return sb::cli::finish_stdout(parse_error(app, e), "");  // --help and --version print to stdout
   } catch (const std::exception& e) {  // --version reads the environment, which may be malformed
     std::cerr << "smallbatch: error: " << e.what() << "\n";
     return 1;
   }
   if (!action) {
     std::cout << app.help();
-    return 0;
+    return sb::cli::finish_stdout(0, "");
   }
   try {
     sb::check_environment();
-    return action();
+    int status = action();
+    return sb::cli::finish_stdout(status, app.get_subcommands()[0]->get_name());
   } catch (const sb::Error& e) {
     std::cerr << "smallbatch " << app.get_subcommands()[0]->get_name() << ": error: " << e.what() << "\n";
     return 1;

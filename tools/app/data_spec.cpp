@@ -29,6 +29,10 @@ void check_options(const DataOptions& opt) {
   SB_CHECK(opt.image_size >= 0, "--image-size: must be positive, got ", opt.image_size);
   SB_CHECK(opt.limit >= 0, "--limit: must be non-negative, got ", opt.limit);
   SB_CHECK(opt.max_pixels > 0, "--max-pixels: must be positive, got ", opt.max_pixels);
+  // S x S pixels are allocated per image: the same bound as a decoded image's, checked before
+  // S * S can overflow.
+  SB_CHECK(opt.image_size <= (int64_t{1} << 31) && opt.image_size * opt.image_size <= opt.max_pixels, "--image-size: ",
+           opt.image_size, " x ", opt.image_size, " pixels is more than --max-pixels (", opt.max_pixels, ")");
   SB_CHECK(opt.pets_border == "ignore" || opt.pets_border == "class",
            "--pets-border: expected 'ignore' or 'class', got '", opt.pets_border, "'");
 }

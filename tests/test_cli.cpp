@@ -50,6 +50,17 @@ TEST_CASE("cli: train saves a checkpoint that eval rebuilds from its metadata") 
   CHECK(j["class_iou"].size() == 3);
   CHECK(j["confusion"].size() == 9);
   CHECK(std::filesystem::exists(dir / "logits.safetensors"));
+  // The text form says what it evaluated and shows per-class IoU and the confusion matrix, whose
+  // counts add up to the labelled pixels.
+  auto text = cli("eval --weights " + (dir / "model.safetensors").string() + " --data " + data + " --batch 3");
+  INFO(text.out);
+  CHECK(text.status == 0);
+  CHECK(text.out.find("validation split: 6 images of ") != std::string::npos);
+  CHECK(text.out.find("confusion (rows: true class, columns: predicted; pixels)") != std::string::npos);
+  int64_t counted = 0;
+  for (int64_t v : j["confusion"]) counted += v;
+  CHECK(counted > 0);
+  for (const char* row : {"class 0 ", "class 1 ", "class 2 "}) CHECK(text.out.find(row) != std::string::npos);
   // A model flag given alone overrides that setting only; the rest come from the checkpoint
   // (base width 4 and 3 classes here), not from the flags' defaults (16, and the data's).
   auto same = cli("eval --weights " + (dir / "model.safetensors").string() + " --groups 2 --data " + data +

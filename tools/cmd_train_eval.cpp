@@ -263,9 +263,27 @@ void add_eval_command(CLI::App& app, Action& action) {
       if (o->json) {
         std::cout << j.dump() << "\n";
       } else {
-        std::printf("images %lld  loss %.4f  pixel_acc %.4f  mIoU %.4f\n", (long long)r.images, r.loss,
-                    r.pixel_acc, r.miou);
-        for (size_t k = 0; k < r.class_iou.size(); ++k) std::printf("  class %zu IoU %.4f\n", k, r.class_iou[k]);
+        // What was evaluated, then the scores, per-class IoU and the confusion matrix.
+        std::string size = "?";
+        if (data->size() > 0) {
+          Generator g(0);
+          SampleTransform tf = make_transform(o->data, Split::Val, o->dopt);
+          Sample first = data->get(0);
+          if (tf) first = tf(std::move(first), g);
+          size = str(first.mask.size(1), " x ", first.mask.size(0));
+        }
+        std::printf("%s (%s, %s) on %s, validation split: %lld images of %s, BatchNorm %s statistics\n",
+                    o->weights.c_str(), spec.model.c_str(), spec.options.norm.c_str(), o->data.c_str(),
+                    (long long)r.images, size.c_str(), o->bn_mode.c_str());
+        std::printf("loss %.4f  pixel accuracy %.4f  mean IoU %.4f\n", r.loss, r.pixel_acc, r.miou);
+        const size_t K = r.class_iou.size();
+        std::printf("\n%-10s %8s   confusion (rows: true class, columns: predicted; pixels)\n", "class", "IoU");
+        for (size_t t = 0; t < K; ++t) {
+          std::printf("%-10s %8s  ", str("class ", t).c_str(),
+                      std::isnan(r.class_iou[t]) ? "-" : str(std::round(r.class_iou[t] * 1e4) / 1e4).c_str());
+          for (size_t p = 0; p < K; ++p) std::printf(" %10lld", (long long)r.confusion[t * K + p]);
+          std::printf("\n");
+        }
       }
       return 0;
     };

@@ -1,9 +1,38 @@
 // Shape ops: reshape (a view), concat along any axis, and strided slicing, with backward.
+#include <omp.h>
+
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "core/ops.h"
 
 namespace sb {
+
+namespace {
+// One contiguous copy of n floats.
+struct Copy {
+  float* dst;
+  const float* src;
+  int64_t n;
+};
+
+// Adds the copy of n floats, cut into pieces of at most kPiece floats, to `copies`.
+constexpr int64_t kPiece = int64_t(1) << 13;
+void add_copy(std::vector<Copy>& copies, float* dst, const float* src, int64_t n) {
+  for (int64_t k = 0; k < n; k += kPiece) copies.push_back({dst + k, src + k, std::min(kPiece, n - k)});
+}
+
+// Runs the copies, on the threads when they move at least 2^15 floats (concat's copies ran on
+// the main thread alone: about 1.7% of a 1-thread unet-s step, forward and backward).
+void run_copies(const std::vector<Copy>& copies) {
+  int64_t total = 0;
+  for (const Copy& c : copies) total += c.n;
+  const int64_t count = static_cast<int64_t>(copies.size());
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && total >= (int64_t(1) << 15) && count > 1)
+  for (int64_t i = 0; i < count; ++i) std::memcpy(copies[i].dst, copies[i].src, copies[i].n * sizeof(float));
+}
+}  // namespace
 
 Var reshape(const Var& a, Shape shape) {
   Tensor out = a.value().reshape(std::move(shape));  // validates, shares storage
@@ -48,15 +77,16 @@ Var concat(const std::vector<Var>& parts, int64_t axis) {
   AxisView ov = axis_view(out_shape, axis);
   std::vector<int64_t> offsets;  // where each part starts along the axis
   int64_t off = 0;
+  std::vector<Copy> copies;
   for (const Var& p : parts) {
     offsets.push_back(off);
     int64_t row = p.shape()[axis] * ov.inner;  // contiguous run per outer index
     const float* src = p.value().data();
     float* dst = out.data() + off * ov.inner;
-    for (int64_t o = 0; o < ov.outer; ++o)
-      std::memcpy(dst + o * ov.len * ov.inner, src + o * row, row * sizeof(float));
+    for (int64_t o = 0; o < ov.outer; ++o) add_copy(copies, dst + o * ov.len * ov.inner, src + o * row, row);
     off += p.shape()[axis];
   }
+  run_copies(copies);
   return make_result(out, "concat", parts, [axis, offsets, ov](Node& n) {
     for (size_t i = 0; i < n.inputs.size(); ++i) {
       if (!n.needs(i)) continue;
@@ -64,8 +94,9 @@ Var concat(const std::vector<Var>& parts, int64_t axis) {
       Tensor g = Tensor::empty(s);
       int64_t row = s[axis] * ov.inner;
       const float* src = n.grad.data() + offsets[i] * ov.inner;
-      for (int64_t o = 0; o < ov.outer; ++o)
-        std::memcpy(g.data() + o * row, src + o * ov.len * ov.inner, row * sizeof(float));
+      std::vector<Copy> copies;
+      for (int64_t o = 0; o < ov.outer; ++o) add_copy(copies, g.data() + o * row, src + o * ov.len * ov.inner, row);
+      run_copies(copies);
       n.inputs[i]->accumulate(g);
     }
   });

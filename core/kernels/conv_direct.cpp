@@ -18,6 +18,8 @@ constexpr int64_t kParallelMin = int64_t(1) << 15;
 // Below this many multiply-adds (about 25 us of one thread's work) a kernel call runs on one
 // thread: on 2 threads, layers of base width 8 at 16x16 ran up to 1.6x slower with 1 << 16.
 constexpr int64_t kParallelMinMacs = int64_t(1) << 21;
+// Weight packings of fewer floats than this run on one thread.
+constexpr int64_t kPackParallelMin = int64_t(1) << 13;
 
 // The kernels for this level and a row `width` pixels wide: the widest vector that a row fills
 // at least half of.
@@ -41,13 +43,17 @@ template <class Get>
 std::vector<float> pack(int cob, int64_t C_out, int64_t C_in, int T, const Get& get) {
   const int64_t blocks = (C_out + cob - 1) / cob;
   std::vector<float> p(blocks * C_in * T * cob, 0.f);
-  for (int64_t b = 0; b < blocks; ++b)
-    for (int64_t ci = 0; ci < C_in; ++ci)
-      for (int t = 0; t < T; ++t)
-        for (int c = 0; c < cob; ++c) {
-          const int64_t co = b * cob + c;
-          if (co < C_out) p[((b * C_in + ci) * T + t) * cob + c] = get(co, ci, t);
-        }
+  // On the threads when large (a 64 x 64 3x3 weight, 37K floats of strided reads, took the main
+  // thread about 20 us alone, three times per layer and step).
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && blocks > 1 && int64_t(p.size()) >= kPackParallelMin)
+  for (int64_t bc = 0; bc < blocks * C_in; ++bc) {
+    const int64_t b = bc / C_in, ci = bc % C_in;
+    for (int t = 0; t < T; ++t)
+      for (int c = 0; c < cob; ++c) {
+        const int64_t co = b * cob + c;
+        if (co < C_out) p[((b * C_in + ci) * T + t) * cob + c] = get(co, ci, t);
+      }
+  }
   return p;
 }
 
@@ -77,6 +83,25 @@ void pad1(const float* src, float* dst, int64_t planes, int64_t H, int64_t W) {
     }
     std::fill(d + (H + 1) * Wp, d + Hp * Wp, 0.f);
   }
+}
+
+// The weight gradient's position mask (see wgrad9_unit) for L positions of planes H x W on the
+// padded width W + 2: built once per shape and calling thread, then kept (a network has a few
+// shapes; building one serially on every call took about 2% of a unet-s step on 1 thread).
+const int32_t* wgrad9_mask(int64_t L, int64_t H, int64_t W) {
+  struct Entry {
+    int64_t L, H, W;
+    std::vector<int32_t> mask;
+  };
+  thread_local std::vector<Entry> cache;
+  for (const Entry& e : cache)
+    if (e.L == L && e.H == H && e.W == W) return e.mask.data();
+  const int64_t Wp = W + 2;
+  std::vector<int32_t> mask(L, 0);  // (L,)
+  for (int64_t h = 0; h < H; ++h) std::fill(mask.begin() + h * Wp, mask.begin() + h * Wp + W, -1);
+  if (cache.size() >= 16) cache.erase(cache.begin());
+  cache.push_back({L, H, W, std::move(mask)});
+  return cache.back().mask.data();
 }
 
 // 1x1 products read and write whole planes, whose image rows are contiguous: k image rows make
@@ -193,10 +218,8 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
     }
     A = dyp;
   }
-  std::vector<int32_t> mask(L);  // (L,)
-  for (int64_t p = 0; p < L; ++p) mask[p] = p < H * Wp && p % Wp < W ? -1 : 0;
   WgradArgs a{A, C_out * a_cs, a_cs, a_cs, padded, C_in * Hp * Wp, Hp * Wp, Wp, N, 1, L, C_out, C_in, gw,
-              mask.data()};
+              wgrad9_mask(L, H, W)};
   const int64_t blocks = (C_out + kw.cob_wgrad - 1) / kw.cob_wgrad;
   const int64_t bblocks = (C_in + kw.cib_wgrad - 1) / kw.cib_wgrad;
   const int64_t units = blocks * bblocks;

@@ -150,6 +150,27 @@ void run_wgrad1(const DirectKernels& k, const WgradArgs& a) {
   for (int64_t u = 0; u < units; ++u) k.wgrad1(a, u / bblocks, (u % bblocks) * cib);
 }
 
+
+// out (N, Co, H, W) = bias + sum_ci weight(co, ci) in (N, Ci, H, W): every 1x1 product below (the
+// 1x1 conv's forward and input gradient, the transposed 2x2's forward and input gradient).
+template <class Get>
+void pointwise(const float* in, int64_t Ci, const Get& weight, const float* bias, float* out, int64_t Co,
+               int64_t N, int64_t H, int64_t W) {
+  const int64_t R = fold(H, W) * W, HW = H * W;  // R: pixels per kernel row
+  const DirectKernels& k = pick(R);
+  std::vector<float> wp = pack(k.cob_fwd, Co, Ci, 1, [&](int64_t co, int64_t ci, int) { return weight(co, ci); });
+  FwdArgs a{in, Ci * HW, HW, R, wp.data(), bias, out, Co * HW, HW, R, Ci, Co, R};
+  run_fwd(k, false, a, N, HW / R);
+}
+
+// g (CA, CB) = sum_n sum_p A[n][a][p] B[n][b][p] for A (N, CA, HW), B (N, CB, HW): the 1x1 weight
+// gradients of both ops.
+void pointwise_wgrad(const float* A, int64_t CA, const float* B, int64_t CB, float* g, int64_t N, int64_t HW) {
+  const DirectKernels& k = pick(HW);
+  WgradArgs a{A, CA * HW, HW, HW, B, CB * HW, HW, HW, N, 1, HW, CA, CB, g};
+  run_wgrad1(k, a);
+}
+
 }  // namespace
 
 void conv3x3_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
@@ -228,51 +249,17 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
   for (int64_t u = 0; u < units; ++u) kw.wgrad9(a, u / bblocks, (u % bblocks) * kw.cib_wgrad);
 }
 
-void conv3x3_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
-                        int64_t H, int64_t W) {
-  conv3x3_backward(nullptr, gy, w, gx, nullptr, N, C_in, C_out, H, W);
-}
-
-void conv3x3_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
-                         int64_t H, int64_t W) {
-  conv3x3_backward(x, gy, nullptr, nullptr, gw, N, C_in, C_out, H, W);
-}
-
 void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
                      int64_t C_out, int64_t H, int64_t W) {
-  const int64_t R = fold(H, W) * W;  // pixels per kernel row
-  const DirectKernels& k = pick(R);
-  std::vector<float> wp = pack(k.cob_fwd, C_out, C_in, 1, [&](int64_t co, int64_t ci, int) {
-    return w[co * C_in + ci];
-  });
-  FwdArgs a{x, C_in * H * W, H * W, R, wp.data(), bias, out, C_out * H * W, H * W, R, C_in, C_out, R};
-  run_fwd(k, false, a, N, H * W / R);
-}
-
-void conv1x1_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
-                        int64_t H, int64_t W) {
-  // gx[n][ci] = sum_co w[co][ci] gy[n][co]
-  const int64_t R = fold(H, W) * W;
-  const DirectKernels& k = pick(R);
-  std::vector<float> wp = pack(k.cob_fwd, C_in, C_out, 1, [&](int64_t ci, int64_t co, int) {
-    return w[co * C_in + ci];
-  });
-  FwdArgs a{gy, C_out * H * W, H * W, R, wp.data(), nullptr, gx, C_in * H * W, H * W, R, C_out, C_in, R};
-  run_fwd(k, false, a, N, H * W / R);
-}
-
-void conv1x1_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
-                         int64_t H, int64_t W) {
-  // gw[co][ci] = sum_n sum_p gy[n][co][p] x[n][ci][p]
-  const DirectKernels& k = pick(H * W);
-  WgradArgs a{gy, C_out * H * W, H * W, H * W, x, C_in * H * W, H * W, H * W, N, 1, H * W, C_out, C_in, gw};
-  run_wgrad1(k, a);
+  pointwise(x, C_in, [&](int64_t co, int64_t ci) { return w[co * C_in + ci]; }, bias, out, C_out, N, H, W);
 }
 
 void conv1x1_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
                       int64_t C_in, int64_t C_out, int64_t H, int64_t W) {
-  if (gw) conv1x1_weight_grad(x, gy, gw, N, C_in, C_out, H, W);
-  if (gx) conv1x1_input_grad(gy, w, gx, N, C_in, C_out, H, W);
+  // gw[co][ci] = sum_n sum_p gy[n][co][p] x[n][ci][p]
+  if (gw) pointwise_wgrad(gy, C_out, x, C_in, gw, N, H * W);
+  // gx[n][ci] = sum_co w[co][ci] gy[n][co]
+  if (gx) pointwise(gy, C_out, [&](int64_t ci, int64_t co) { return w[co * C_in + ci]; }, nullptr, gx, C_in, N, H, W);
 }
 
 // With C4 = 4 C_out and channel co' = co * 4 + (i * 2 + j), the transposed convolution's planes
@@ -281,20 +268,15 @@ void conv1x1_backward(const float* x, const float* gy, const float* w, float* gx
 
 void convt2x2_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
                       int64_t C_out, int64_t H, int64_t W) {
-  const int64_t R = fold(H, W) * W;  // pixels per kernel row
-  const DirectKernels& k = pick(R);
   const int64_t C4 = 4 * C_out, HW = H * W;
-  std::vector<float> wp = pack(k.cob_fwd, C4, C_in, 1, [&](int64_t c4, int64_t ci, int) {
-    return w[ci * C4 + c4];
-  });
   std::vector<float> b4;
   if (bias) {
     b4.resize(C4);
     for (int64_t c = 0; c < C4; ++c) b4[c] = bias[c / 4];
   }
   float* s = scratch(0, N * C4 * HW);  // (N, C4, H, W)
-  FwdArgs a{x, C_in * HW, HW, R, wp.data(), bias ? b4.data() : nullptr, s, C4 * HW, HW, R, C_in, C4, R};
-  run_fwd(k, false, a, N, HW / R);
+  pointwise(x, C_in, [&](int64_t c4, int64_t ci) { return w[ci * C4 + c4]; }, bias ? b4.data() : nullptr, s, C4, N,
+            H, W);
   // out[n][co][2h + i][2w + j] = s[n][co * 4 + i * 2 + j][h][w]
   const int64_t planes = N * C_out, Wo = 2 * W;
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * 4 * HW > kParallelMin)
@@ -338,46 +320,15 @@ float* deinterleave(const float* gy, int64_t N, int64_t C_out, int64_t H, int64_
 }
 }  // namespace
 
-namespace {
-void convt2x2_input_grad_d(const float* d, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
-                           int64_t H, int64_t W) {
-  // gx[n][ci] = sum_c4 w[ci][c4] d[n][c4]
-  const int64_t R = fold(H, W) * W;  // pixels per kernel row
-  const DirectKernels& k = pick(R);
-  const int64_t C4 = 4 * C_out, HW = H * W;
-  std::vector<float> wp = pack(k.cob_fwd, C_in, C4, 1, [&](int64_t ci, int64_t c4, int) {
-    return w[ci * C4 + c4];
-  });
-  FwdArgs a{d, C4 * HW, HW, R, wp.data(), nullptr, gx, C_in * HW, HW, R, C4, C_in, R};
-  run_fwd(k, false, a, N, HW / R);
-}
-
-void convt2x2_weight_grad_d(const float* x, const float* d, float* gw, int64_t N, int64_t C_in, int64_t C_out,
-                            int64_t H, int64_t W) {
-  // gw[ci][c4] = sum_n sum_p x[n][ci][p] d[n][c4][p]
-  const DirectKernels& k = pick(H * W);
-  const int64_t C4 = 4 * C_out, HW = H * W;
-  WgradArgs a{x, C_in * HW, HW, HW, d, C4 * HW, HW, HW, N, 1, HW, C_in, C4, gw};
-  run_wgrad1(k, a);
-}
-}  // namespace
-
 void convt2x2_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
                        int64_t C_in, int64_t C_out, int64_t H, int64_t W) {
   if (!gx && !gw) return;
   const float* d = deinterleave(gy, N, C_out, H, W);  // once for both gradients
-  if (gw) convt2x2_weight_grad_d(x, d, gw, N, C_in, C_out, H, W);
-  if (gx) convt2x2_input_grad_d(d, w, gx, N, C_in, C_out, H, W);
-}
-
-void convt2x2_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
-                         int64_t H, int64_t W) {
-  convt2x2_backward(nullptr, gy, w, gx, nullptr, N, C_in, C_out, H, W);
-}
-
-void convt2x2_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
-                          int64_t H, int64_t W) {
-  convt2x2_backward(x, gy, nullptr, nullptr, gw, N, C_in, C_out, H, W);
+  const int64_t C4 = 4 * C_out;
+  // gw[ci][c4] = sum_n sum_p x[n][ci][p] d[n][c4][p]
+  if (gw) pointwise_wgrad(x, C_in, d, C4, gw, N, H * W);
+  // gx[n][ci] = sum_c4 w[ci][c4] d[n][c4]
+  if (gx) pointwise(d, C4, [&](int64_t ci, int64_t c4) { return w[ci * C4 + c4]; }, nullptr, gx, C_in, N, H, W);
 }
 
 }  // namespace sb::kernels

@@ -14,13 +14,6 @@ namespace sb::kernels {
 // out (N, C_out, H, W) = conv(x (N, C_in, H, W), w (C_out, C_in, 3, 3)) + bias (C_out,) or none.
 void conv3x3_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
                      int64_t C_out, int64_t H, int64_t W);
-// gx (N, C_in, H, W) from gy (N, C_out, H, W): the 3x3 convolution of gy with the flipped,
-// transposed kernel (overwrites gx).
-void conv3x3_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
-                        int64_t H, int64_t W);
-// gw (C_out, C_in, 3, 3) = sum over samples and positions of gy x the shifted input (overwrites gw).
-void conv3x3_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
-                         int64_t H, int64_t W);
 
 // Both gradients at once, sharing the padded gy; gx or gw may be null (not wanted).
 void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
@@ -29,10 +22,6 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
 // 1x1, stride 1, padding 0: out (N, C_out, H, W) = w (C_out, C_in) x (N, C_in, H, W) + bias.
 void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
                      int64_t C_out, int64_t H, int64_t W);
-void conv1x1_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
-                        int64_t H, int64_t W);
-void conv1x1_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
-                         int64_t H, int64_t W);
 void conv1x1_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
                       int64_t C_in, int64_t C_out, int64_t H, int64_t W);
 
@@ -41,10 +30,6 @@ void conv1x1_backward(const float* x, const float* gy, const float* w, float* gx
 // for x (N, C_in, H, W), w (C_in, C_out, 2, 2).
 void convt2x2_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
                       int64_t C_out, int64_t H, int64_t W);
-void convt2x2_input_grad(const float* gy, const float* w, float* gx, int64_t N, int64_t C_in, int64_t C_out,
-                         int64_t H, int64_t W);
-void convt2x2_weight_grad(const float* x, const float* gy, float* gw, int64_t N, int64_t C_in, int64_t C_out,
-                          int64_t H, int64_t W);
 // Both gradients from one deinterleaved gy; gx or gw may be null.
 void convt2x2_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
                        int64_t C_in, int64_t C_out, int64_t H, int64_t W);

@@ -260,7 +260,7 @@ void print_table(const nlohmann::json& j) {
   if (j.contains("images_per_s")) std::printf("  %-14s %10s\n", "images/s", fixed(j["images_per_s"], 1).c_str());
   if (!j["gflops"].is_null()) std::printf("  %-14s %10s\n", "GFLOP/s", fixed(j["gflops"], 1).c_str());
   std::printf("  %-14s %10s\n", "peak RSS", (fixed(j["peak_rss_mb"], 1) + " MB").c_str());
-  std::printf("on\n%s", platform_lines("  ").c_str());
+  std::printf("on\n%s", platform_lines(j["platform"], "  ").c_str());
 }
 
 // ---- --vs-torch ------------------------------------------------------------------------
@@ -343,7 +343,7 @@ int vs_torch(const ModelFlags& flags, const BenchOptions& o) {
   const std::string sb_cmd = quote(exe.string()) + " bench" + args;
   const std::string torch_cmd = quote(o.python) + " " + quote(script) + args;
   std::printf("alternating %d rounds, %d threads\n  smallbatch: %s\n  pytorch:    %s\non\n%s", o.rounds, num_threads(),
-              sb_cmd.c_str(), torch_cmd.c_str(), platform_lines("  ").c_str());
+              sb_cmd.c_str(), torch_cmd.c_str(), platform_lines(platform_json(), "  ").c_str());
   std::printf("%-6s %12s %12s %8s %10s %10s\n", "round", "sb ms", "torch ms", "ratio", "sb MB", "torch MB");
   std::fflush(stdout);
   std::vector<double> sb_ms, th_ms, ratios, sb_mb, th_mb, cpu_ratios;

@@ -22,7 +22,7 @@ void add_doctor_command(CLI::App& app, Action& action) {
       if (json) {
         std::printf("%s\n", j.dump().c_str());
       } else {
-        std::printf("smallbatch %s\n%s", SMALLBATCH_VERSION, platform_lines().c_str());
+        std::printf("smallbatch %s\n%s", SMALLBATCH_VERSION, platform_lines(j).c_str());
         if (j.contains("blas_warning")) std::printf("warning    %s\n", j["blas_warning"].get<std::string>().c_str());
       }
       return 0;  // main() turns a failed write to stdout into an error (finish_stdout)

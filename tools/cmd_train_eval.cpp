@@ -246,8 +246,9 @@ void add_eval_command(CLI::App& app, Action& action) {
       SB_CHECK(data->num_classes() == spec.options.classes, "eval: the data has ", data->num_classes(),
                " classes but the model predicts ", spec.options.classes);
       Tensor logits;
+      const SampleTransform tf = make_transform(o->data, Split::Val, o->dopt);
       EvalResult r = evaluate(*model, *data, o->batch, o->bn_mode == "batch" ? BNEval::Batch : BNEval::Running,
-                              o->save_logits.empty() ? nullptr : &logits, make_transform(o->data, Split::Val, o->dopt));
+                              o->save_logits.empty() ? nullptr : &logits, tf);
       if (!o->save_logits.empty()) {
         TensorFile f;
         f.floats["logits"] = logits;
@@ -267,7 +268,6 @@ void add_eval_command(CLI::App& app, Action& action) {
         std::string size = "?";
         if (data->size() > 0) {
           Generator g(0);
-          SampleTransform tf = make_transform(o->data, Split::Val, o->dopt);
           Sample first = data->get(0);
           if (tf) first = tf(std::move(first), g);
           size = str(first.mask.size(1), " x ", first.mask.size(0));

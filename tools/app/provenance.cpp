@@ -53,8 +53,7 @@ nlohmann::json platform_json() {
   return j;
 }
 
-std::string platform_lines(const std::string& indent) {
-  const nlohmann::json j = platform_json();
+std::string platform_lines(const nlohmann::json& j, const std::string& indent) {
   std::string s;
   s += str(indent, "CPU        ", j["cpu"].get<std::string>(), "; ", j["cpu_simd"].get<std::string>(), "\n");
   s += str(indent, "BLAS       ", j["blas"].get<std::string>(), "\n");

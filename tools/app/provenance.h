@@ -13,8 +13,8 @@ void set_command_line(int argc, char** argv);
 // {"command", "date_utc", "version", "cpu", "cpu_simd", "blas", "blas_core", "blas_core_origin", "kernels", "threads",
 //  "omp_wait_policy", "load_average": [1, 5, 15 min]}
 nlohmann::json platform_json();
-// The same as aligned "name  value" lines, each starting with `indent`.
-std::string platform_lines(const std::string& indent = "");
+// platform_json()'s object `j` as aligned "name  value" lines, each starting with `indent`.
+std::string platform_lines(const nlohmann::json& j, const std::string& indent = "");
 // The 1-minute load average, or -1 where the system does not say.
 double load_average_1min();
 

@@ -6,6 +6,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #ifdef SB_CLI_PATH
 #include "cli_util.h"
@@ -96,3 +97,26 @@ TEST_CASE("bench: the table output names the quantities") {
 }
 
 #endif
+
+TEST_CASE("bench: --op sgemm times the BLAS, and --shape past its limits is an error, not a crash") {
+  sbtest::CliResult ok = sbtest::run_cli("bench --op sgemm --shape 64,48,32 --steps 1 --warmup 0 --threads 1 --json");
+  REQUIRE(ok.code == 0);
+  const auto j = nlohmann::json::parse(ok.out);
+  CHECK(j["flops_per_step"] == 2 * 64 * 48 * 32);
+  CHECK(j["platform"]["blas_core"].is_string());
+  struct Case {
+    std::string args, expect;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"--op sgemm --shape 0,2,2", "expects positive integers M,N,K"},
+           {"--op sgemm --shape 2,2", "expects 3 sizes M,N,K"},
+           {"--op sgemm --shape 1099511627776,2,1", "exceeds 2^40 elements"},
+           {"--op conv2d --shape 4611686018427387904,1,1,1", "exceeds 2^40 elements"},
+           {"--op sgemm --vs-torch", "--vs-torch does not time --op sgemm"},
+       }) {
+    sbtest::CliResult r = sbtest::run_cli("bench " + c.args);
+    INFO(c.args << "\n" << r.err);
+    CHECK(r.code == 1);
+    CHECK(r.err.find(c.expect) != std::string::npos);
+  }
+}

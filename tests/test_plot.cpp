@@ -16,7 +16,7 @@
 #include "cli_util.h"
 #include "core/errors.h"
 #include "core/fileio.h"
-#include "tools/app/plot.h"
+#include "tools/viz/plot.h"
 #include "temp_dir.h"
 
 using namespace sb;

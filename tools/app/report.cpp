@@ -9,7 +9,7 @@
 #include "core/fileio.h"
 #include "core/safetensors.h"
 #include "tools/app/compare.h"
-#include "tools/app/plot.h"
+#include "tools/viz/plot.h"
 
 namespace sb {
 

@@ -1,7 +1,7 @@
 // Text rasterization: stb_truetype over DejaVu Sans (anti-aliased, proportional, kerned: what a
 // reader expects of a figure) with a hand-made 5x7 bitmap font as the fallback when no font
 // file can be loaded, because a plot without tick labels is worse than a plot in a plain font.
-#include "tools/app/font.h"
+#include "tools/viz/font.h"
 
 #include <algorithm>
 #include <array>

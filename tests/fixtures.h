@@ -1,4 +1,4 @@
-// Loads the PyTorch-made fixture files in tests/fixtures (written by tools/make_fixtures.py).
+// Loads the PyTorch-made fixture files in tests/fixtures (written by tools/scripts/make_fixtures.py).
 #pragma once
 
 #include <string>

@@ -15,7 +15,7 @@ using namespace sb;
 
 namespace {
 
-// Fixture config layout (tools/fixtures/fx_conv.py): stride h, w, padding h, w, dilation h, w,
+// Fixture config layout (tools/scripts/fixtures/fx_conv.py): stride h, w, padding h, w, dilation h, w,
 // output_padding h, w, groups.
 Conv2dOptions conv_options(const IndexTensor& c) {
   Conv2dOptions o;

@@ -1,5 +1,5 @@
 // softmax, log_softmax, cross_entropy and dropout: PyTorch reference values
-// (tools/fixtures/fx_loss.py), finite-difference gradients, edge cases and error messages.
+// (tools/scripts/fixtures/fx_loss.py), finite-difference gradients, edge cases and error messages.
 #include <doctest/doctest.h>
 
 #include <cmath>

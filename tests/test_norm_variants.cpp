@@ -1,6 +1,6 @@
 // The normalizations beyond BN and GN that `compare` sweeps: Batch Renormalization (brn),
 // BatchNorm frozen after a warm-up (frozenbn) and GroupNorm with Weight Standardization
-// (gn+ws), against PyTorch references (tools/fixtures/fx_norm_variants.py) and BatchNorm2d.
+// (gn+ws), against PyTorch references (tools/scripts/fixtures/fx_norm_variants.py) and BatchNorm2d.
 #include <doctest/doctest.h>
 
 #include <cstring>

@@ -1,4 +1,4 @@
-// Optimizers, schedules and clipping against torch.optim (fixtures from tools/fixtures/fx_optim.py).
+// Optimizers, schedules and clipping against torch.optim (fixtures from tools/scripts/fixtures/fx_optim.py).
 #include <doctest/doctest.h>
 
 #include <cmath>

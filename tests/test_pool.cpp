@@ -1,4 +1,4 @@
-// max_pool2d, avg_pool2d and upsample: PyTorch reference values (tools/fixtures/fx_pool.py),
+// max_pool2d, avg_pool2d and upsample: PyTorch reference values (tools/scripts/fixtures/fx_pool.py),
 // finite-difference gradients, PyTorch's output-size rules, error messages, and max_pool2d's
 // 2x2 fast path against the definition.
 #include <doctest/doctest.h>

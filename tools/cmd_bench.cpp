@@ -1,5 +1,5 @@
 // `smallbatch bench`: times whole training steps (or one layer's forward + backward) on random
-// data, and with --vs-torch alternates runs with tools/bench_torch.py to report time ratios.
+// data, and with --vs-torch alternates runs with tools/scripts/bench_torch.py to report time ratios.
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -302,11 +302,13 @@ std::string find_torch_script(const std::string& given) {
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   std::vector<fs::path> candidates;
-  if (!ec) candidates = {exe.parent_path().parent_path() / "tools/bench_torch.py", exe.parent_path() / "tools/bench_torch.py"};
-  candidates.push_back(fs::current_path() / "tools/bench_torch.py");
+  if (!ec)
+    candidates = {exe.parent_path().parent_path() / "tools/scripts/bench_torch.py",
+                  exe.parent_path() / "tools/scripts/bench_torch.py"};
+  candidates.push_back(fs::current_path() / "tools/scripts/bench_torch.py");
   for (const auto& c : candidates)
     if (fs::exists(c)) return c.string();
-  fail("bench --vs-torch: cannot find tools/bench_torch.py next to the build directory or in the working "
+  fail("bench --vs-torch: cannot find tools/scripts/bench_torch.py next to the build directory or in the working "
        "directory; pass --torch-script PATH");
 }
 
@@ -433,7 +435,7 @@ void add_bench_command(CLI::App& app, Action& action) {
   cmd->add_option("--stride", o->stride, "--op conv*: stride (default 1; 2 for conv_transpose2d)")->check(Positive);
   cmd->add_option("--padding", o->padding, "--op conv*: padding (default kernel/2; 0 for conv_transpose2d)")
       ->check(NonNegative);
-  cmd->add_flag("--vs-torch", o->vs_torch, "alternate runs with tools/bench_torch.py and print time and RSS ratios");
+  cmd->add_flag("--vs-torch", o->vs_torch, "alternate runs with tools/scripts/bench_torch.py and print time and RSS ratios");
   cmd->add_option("--rounds", o->rounds, "--vs-torch: alternations")->capture_default_str()->check(Positive);
   cmd->add_option("--python", o->python, "--vs-torch: the Python with PyTorch")->capture_default_str();
   cmd->add_option("--torch-script", o->torch_script, "--vs-torch: path of bench_torch.py (default: found from the binary)");
@@ -444,7 +446,7 @@ void add_bench_command(CLI::App& app, Action& action) {
       if (opt.op == "sgemm") opt.shape = parse_shape(shape->empty() ? "2048,2048,2048" : *shape, 3, "M,N,K");
       else if (!opt.op.empty()) opt.shape = parse_shape(*shape, 4, "N,C,H,W");
       else SB_CHECK(shape->empty(), "bench: --shape goes with --op");
-      SB_CHECK(!(opt.vs_torch && opt.op == "sgemm"), "bench: --vs-torch does not time --op sgemm (tools/bench_torch.py times models and layers)");
+      SB_CHECK(!(opt.vs_torch && opt.op == "sgemm"), "bench: --vs-torch does not time --op sgemm (tools/scripts/bench_torch.py times models and layers)");
       if (opt.vs_torch) return vs_torch(*flags, opt);
       Timing t = opt.op.empty() ? bench_model(*flags, opt) : bench_op(*flags, opt);
       nlohmann::json j = result_json(*flags, opt, t);

@@ -5,7 +5,7 @@
 # preset's wall time. Prints a log; quote it with its machine and load.
 #
 # Usage: tools/scripts/perf_sitting.sh [path/to/smallbatch] [rounds, default 7] [--no-compare]
-# Needs Debian's python3-torch for the PyTorch side (tools/bench_torch.py).
+# Needs Debian's python3-torch for the PyTorch side (tools/scripts/bench_torch.py).
 set -euo pipefail
 sb=${1:-build/smallbatch}
 rounds=${2:-7}

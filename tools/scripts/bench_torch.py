@@ -2,8 +2,8 @@
 """PyTorch's side of `smallbatch bench`: the same timed work on the reference UNet-S
 (../shared/reference/unet_s.py) or one layer, printing the same JSON fields.
 
-    /usr/bin/python3 tools/bench_torch.py --norm gn --batch 2 --size 64 --threads 2 --json
-    /usr/bin/python3 tools/bench_torch.py --op groupnorm --shape 8,64,64,64 --threads 2 --json
+    /usr/bin/python3 tools/scripts/bench_torch.py --norm gn --batch 2 --size 64 --threads 2 --json
+    /usr/bin/python3 tools/scripts/bench_torch.py --op groupnorm --shape 8,64,64,64 --threads 2 --json
 
 A training step is zero_grad, forward, cross-entropy, backward and an SGD step (lr 0.01,
 momentum 0.9) on fixed random data, as smallbatch bench does. FLOPs follow smallbatch's
@@ -63,7 +63,7 @@ def main():
     ap.add_argument("--kernel", type=int, default=0)
     ap.add_argument("--stride", type=int, default=0)
     ap.add_argument("--padding", type=int, default=-1)
-    ap.add_argument("--reference", default=str(Path(__file__).resolve().parents[2] / "shared/reference/unet_s.py"),
+    ap.add_argument("--reference", default=str(Path(__file__).resolve().parents[3] / "shared/reference/unet_s.py"),
                     help="path of unet_s.py")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()

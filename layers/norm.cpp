@@ -84,12 +84,6 @@ std::string norm_kinds_text() {
   return s;
 }
 
-std::string norm_help_lines() {
-  std::string s;
-  for (const auto& n : kRegistry) s += str("  ", n.name, std::string(10 - std::min<size_t>(9, n.name.size()), ' '), n.help, "\n");
-  return s;
-}
-
 const NormInfo& norm_info(const std::string& kind) {
   for (const auto& n : kRegistry)
     if (n.name == kind) return n;

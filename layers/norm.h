@@ -50,8 +50,6 @@ const NormInfo& norm_info(const std::string& kind);
 // The registry's names in order, and as one "bn, gn, ..." string.
 std::vector<std::string> norm_kinds();
 std::string norm_kinds_text();
-// One line per norm, "  name  help", for --help texts.
-std::string norm_help_lines();
 
 ModulePtr make_norm(const NormSpec& spec, int64_t channels, Activation act = Activation::None);
 

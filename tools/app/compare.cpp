@@ -94,7 +94,7 @@ std::vector<RunSpec> plan_runs(const CompareConfig& cfg) {
   for (int64_t seed = 0; seed < cfg.seeds; ++seed)
     for (int64_t b : cfg.batch_sizes)
       for (const auto& norm : cfg.norms) {
-        bool gn = norm == "gn" || norm == "gn+ws";
+        const bool gn = norm_info(norm).traits.uses_groups;
         std::vector<int64_t> gs = gn ? cfg.groups : std::vector<int64_t>{0};
         for (int64_t g : gs) {
           RunSpec r;

@@ -1,4 +1,4 @@
-// GroupNorm and BatchNorm, fused (optionally with the ReLU after them): two-pass statistics in
+// GroupNorm and BatchNorm, fused (optionally with the activation after them): two-pass statistics in
 // float blocks added in double (double throughout for small sets), the forward saves only mean
 // and rstd (in double), and the backward is the closed form over each set, on OpenMP.
 #include "core/ops_norm.h"
@@ -309,10 +309,10 @@ static bool streams_output(int64_t tensors, int64_t numel) {
 
 // ---- GroupNorm --------------------------------------------------------------------------
 
-// group_norm and group_norm_relu: relu applies max(0, .) to the output, and masks the incoming
-// gradient where the output is <= 0 inside the backward's own loops.
-static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, const Var& bias, float eps,
-                           bool relu) {
+// With act = ReLU, max(0, .) is applied to the output, and the incoming gradient is masked where
+// the output is <= 0 inside the backward's own loops.
+Var group_norm(const Var& x, int64_t num_groups, const Var& weight, const Var& bias, float eps, Activation act) {
+  const bool relu = act == Activation::ReLU;
   const char* op = relu ? "group_norm_relu" : "group_norm";
   const Shape& xs = x.shape();
   SB_CHECK(x.dim() >= 2, op, ": expected an input of shape (N, C) or (N, C, *) but got ", xs);
@@ -442,34 +442,62 @@ static Var group_norm_impl(const Var& x, int64_t num_groups, const Var& weight, 
   });
 }
 
-Var group_norm(const Var& x, int64_t num_groups, const Var& weight, const Var& bias, float eps) {
-  return group_norm_impl(x, num_groups, weight, bias, eps, false);
-}
-
-Var group_norm_relu(const Var& x, int64_t num_groups, const Var& weight, const Var& bias, float eps) {
-  return group_norm_impl(x, num_groups, weight, bias, eps, true);
-}
-
 // ---- BatchNorm --------------------------------------------------------------------------
 
-// batch_norm and batch_norm_relu; relu as in group_norm_impl.
-static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tensor& running_var,
-                           const Var& weight, const Var& bias, bool training, float momentum, float eps,
-                           bool cumulative, int64_t* num_batches_tracked, bool relu) {
+// Channel c's sum of (x - mean) ^ 2 and mean, as batch_norm's training forward takes them.
+// Channel c is N rows of S values, at (i * C + c) * S for sample i.
+static void channel_stats(Simd level, const float* px, int64_t N, int64_t C, int64_t S, int64_t c, double& mu,
+                          double& q) {
+  const int64_t count = N * S;
+  double s = 0;
+  q = 0;
+  if (count >= kFloatMin) {
+    const float pilot = px[c * S];  // sample 0's first value
+    for (int64_t i = 0; i < N; ++i) s += row_sum_shifted(level, px + (i * C + c) * S, S, pilot);
+    mu = pilot + s / static_cast<double>(count);
+    const float hi = static_cast<float>(mu), lo = static_cast<float>(mu - hi);
+    for (int64_t i = 0; i < N; ++i) q += row_sq_dev_f(level, px + (i * C + c) * S, S, hi, lo);
+  } else {
+    for (int64_t i = 0; i < N; ++i) s += row_sum(px + (i * C + c) * S, S);
+    mu = s / static_cast<double>(count);
+    for (int64_t i = 0; i < N; ++i) q += row_sq_dev(px + (i * C + c) * S, S, mu);
+  }
+}
+
+ChannelMoments channel_moments(const Tensor& x) {
+  const Shape& xs = x.shape();
+  SB_CHECK(x.dim() >= 2, "channel_moments: expected an input of shape (N, C) or (N, C, *) but got ", xs);
+  const int64_t N = xs[0], C = xs[1], S = spatial_size(xs);
+  SB_CHECK(N * S > 0, "channel_moments: input of shape ", xs, " has no values per channel");
+  const Simd level = kernels::simd_level();
+  ChannelMoments m{std::vector<double>(C), std::vector<double>(C)};
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelMin)
+  for (int64_t c = 0; c < C; ++c) {
+    double q;
+    channel_stats(level, x.data(), N, C, S, c, m.mean[c], q);
+    m.var[c] = q / static_cast<double>(N * S);
+  }
+  return m;
+}
+
+// With act = ReLU, as in group_norm.
+Var batch_norm(const Var& x, const RunningStats* running, const Var& weight, const Var& bias, bool training,
+               float eps, Activation act) {
+  const bool relu = act == Activation::ReLU;
   const char* op = relu ? "batch_norm_relu" : "batch_norm";
   const Shape& xs = x.shape();
   SB_CHECK(x.dim() >= 2, op, ": expected an input of shape (N, C) or (N, C, *) but got ", xs);
   const int64_t N = xs[0], C = xs[1], S = spatial_size(xs), count = N * S;  // values per channel
   check_affine(op, "weight", weight, C, xs);
   check_affine(op, "bias", bias, C, xs);
-  const bool tracking = running_mean.defined();
-  SB_CHECK(tracking == running_var.defined(), op, ": running_mean and running_var must both be "
-           "given or both be undefined (track_running_stats=false), but only ",
-           tracking ? "running_mean" : "running_var", " was given");
+  const bool tracking = running != nullptr;
   if (tracking) {
-    SB_CHECK(running_mean.shape() == Shape{C} && running_var.shape() == Shape{C},
-             op, ": running_mean of shape ", running_mean.shape(), " and running_var of shape ",
-             running_var.shape(), " do not match the ", C, " channels of input of shape ", xs,
+    SB_CHECK(running->mean.defined() && running->var.defined(), op, ": running_mean and running_var must both be "
+             "given or both be undefined (track_running_stats=false), but only ",
+             running->mean.defined() ? "running_mean" : "running_var", " was given");
+    SB_CHECK(running->mean.shape() == Shape{C} && running->var.shape() == Shape{C},
+             op, ": running_mean of shape ", running->mean.shape(), " and running_var of shape ",
+             running->var.shape(), " do not match the ", C, " channels of input of shape ", xs,
              "; expected (", C, ",)");
   }
   // As PyTorch: without running stats there is nothing else to normalize with, even in eval.
@@ -479,12 +507,13 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
   // Before the counter below is touched: a bad SMALLBATCH_SIMD fails the call changing nothing.
   const Simd level = kernels::simd_level();
   const bool update = training && tracking;
-  double m = momentum;  // the running-average factor of this step
+  double m = tracking ? running->momentum : 0.0;  // the running-average factor of this step
   if (update) {
-    SB_CHECK(!cumulative || num_batches_tracked, op, ": cumulative averaging (PyTorch's momentum=None) "
+    const bool counted = running->num_batches_tracked.defined();
+    SB_CHECK(!running->cumulative || counted, op, ": cumulative averaging (PyTorch's momentum=None) "
              "needs num_batches_tracked");
-    if (num_batches_tracked) ++*num_batches_tracked;
-    if (cumulative) m = 1.0 / static_cast<double>(*num_batches_tracked);
+    if (counted) ++*running->num_batches_tracked.data();
+    if (running->cumulative) m = 1.0 / static_cast<double>(*running->num_batches_tracked.data());
   }
   const bool fast = count >= kFloatMin;  // float kernels (see the row kernels above)
 
@@ -496,8 +525,8 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
   const float* pw = weight.defined() ? weight.value().data() : nullptr;
   const float* pb = bias.defined() ? bias.value().data() : nullptr;
   float* py = y.data();
-  float* prm = tracking ? running_mean.data() : nullptr;
-  float* prv = tracking ? running_var.data() : nullptr;
+  float* prm = tracking ? running->mean.data() : nullptr;
+  float* prv = tracking ? running->var.data() : nullptr;
   const bool stream = streams_output(2, x.numel());  // reads x, writes y
 
   // Channel c is N rows of S values, at (i * C + c) * S for sample i.
@@ -505,18 +534,8 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
   for (int64_t c = 0; c < C; ++c) {
     double mu, rs;
     if (batch_stats) {
-      double s = 0, q = 0;
-      if (fast) {
-        const float pilot = px[c * S];  // sample 0's first value
-        for (int64_t i = 0; i < N; ++i) s += row_sum_shifted(level, px + (i * C + c) * S, S, pilot);
-        mu = pilot + s / static_cast<double>(count);
-        const float hi = static_cast<float>(mu), lo = static_cast<float>(mu - hi);
-        for (int64_t i = 0; i < N; ++i) q += row_sq_dev_f(level, px + (i * C + c) * S, S, hi, lo);
-      } else {
-        for (int64_t i = 0; i < N; ++i) s += row_sum(px + (i * C + c) * S, S);
-        mu = s / static_cast<double>(count);
-        for (int64_t i = 0; i < N; ++i) q += row_sq_dev(px + (i * C + c) * S, S, mu);
-      }
+      double q;
+      channel_stats(level, px, N, C, S, c, mu, q);
       rs = 1.0 / std::sqrt(q / static_cast<double>(count) + static_cast<double>(eps));  // biased
       // An empty batch has no statistics to fold in (and PyTorch leaves the buffers alone).
       if (update && count > 0) {
@@ -608,20 +627,6 @@ static Var batch_norm_impl(const Var& x, const Tensor& running_mean, const Tenso
     if (need_w) n.inputs[1]->accumulate(dw);
     if (need_b) n.inputs[2]->accumulate(db);
   });
-}
-
-Var batch_norm(const Var& x, const Tensor& running_mean, const Tensor& running_var, const Var& weight,
-               const Var& bias, bool training, float momentum, float eps, bool cumulative,
-               int64_t* num_batches_tracked) {
-  return batch_norm_impl(x, running_mean, running_var, weight, bias, training, momentum, eps, cumulative,
-                         num_batches_tracked, false);
-}
-
-Var batch_norm_relu(const Var& x, const Tensor& running_mean, const Tensor& running_var, const Var& weight,
-                    const Var& bias, bool training, float momentum, float eps, bool cumulative,
-                    int64_t* num_batches_tracked) {
-  return batch_norm_impl(x, running_mean, running_var, weight, bias, training, momentum, eps, cumulative,
-                         num_batches_tracked, true);
 }
 
 }  // namespace sb

@@ -134,7 +134,7 @@ void seeds_safetensors() {
   put(t, "tiny_module_mismatch.safetensors", saved(bad));
   // A real checkpoint of a very small unet-s, with its model configuration in the metadata.
   sb::ModelOptions mo;
-  mo.base_width = 2, mo.groups = 1, mo.classes = 2, mo.in_channels = 1;
+  mo.base_width = 2, mo.norm.groups = 1, mo.classes = 2, mo.in_channels = 1;
   sb::TensorFile ck = sb::make_model("unet-s", mo)->state_dict();
   ck.metadata["smallbatch.model"] =
       R"({"model":"unet-s","norm":"gn","groups":1,"classes":2,"in_channels":1,"base_width":2,"depth":0})";

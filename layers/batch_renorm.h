@@ -40,42 +40,34 @@ class BatchRenorm2d : public BatchNorm2d {
     return {1.f + (rcfg_.r_max - 1.f) * t, rcfg_.d_max * t};
   }
 
-  Var forward(const Var& x) override {
-    if (!is_training()) return BatchNorm2d::forward(x);
-    check_input(x);
-    if (gap_stats) gap_stats->add(x.value(), running_mean, running_var, config().eps);
-    auto [r_max, d_max] = limits(num_batches_tracked.item());
-    const int64_t N = x.size(0), C = x.size(1), HW = x.numel() / (N * C);
-    SB_CHECK(N * HW > 1, name(), ": training needs more than one value per channel, got input ", x.shape());
+  const BatchRenormConfig& renorm_config() const { return rcfg_; }
+
+ protected:
+  Var normalize(const Var& x) override {
+    if (!is_training()) return BatchNorm2d::normalize(x);
+    auto [r_max, d_max] = limits(running.num_batches_tracked.item());
+    const int64_t C = x.size(1);
+    SB_CHECK(x.numel() / C > 1, name(), ": training needs more than one value per channel, got input ", x.shape());
     const float eps = config().eps;
+    const ChannelMoments batch = channel_moments(x.value());  // as batch_norm computes them
     Tensor r = Tensor::empty({C}), d = Tensor::empty({C});
-    const float* px = x.value().data();
-    for (int64_t c = 0; c < C; ++c) {  // the batch statistics, in double as batch_norm's
-      double s = 0, ss = 0;
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t i = 0, o = (n * C + c) * HW; i < HW; ++i) s += px[o + i];
-      const double mu = s / double(N * HW);
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t i = 0, o = (n * C + c) * HW; i < HW; ++i) ss += (px[o + i] - mu) * (px[o + i] - mu);
-      const double sigma_b = std::sqrt(ss / double(N * HW) + eps);
-      const double sigma_run = std::sqrt(double(running_var[c]) + eps);
+    for (int64_t c = 0; c < C; ++c) {
+      const double sigma_b = std::sqrt(batch.var[c] + eps);
+      const double sigma_run = std::sqrt(double(running.var[c]) + eps);
       r[c] = float(std::clamp(sigma_b / sigma_run, 1.0 / r_max, double(r_max)));
-      d[c] = float(std::clamp((mu - running_mean[c]) / sigma_run, -double(d_max), double(d_max)));
+      d[c] = float(std::clamp((batch.mean[c] - running.mean[c]) / sigma_run, -double(d_max), double(d_max)));
     }
     // weight * (xhat * r + d) + bias is batch_norm with scale weight * r and shift weight * d + bias.
     Var rv(r), dv(d);
     Var scale = weight.defined() ? weight * rv : rv;
     Var shift = weight.defined() ? weight * dv + bias : dv;
-    return batch_norm(x, running_mean, running_var, scale, shift, true, config().momentum.value_or(0.f), eps,
-                      !config().momentum.has_value(), num_batches_tracked.data());
+    return batch_norm(x, &running, scale, shift, true, eps, config().activation);
   }
-  std::string name() const override { return str("BatchRenorm2d(", num_features(), ")"); }
-  const BatchRenormConfig& renorm_config() const { return rcfg_; }
+  const char* kind_name() const override { return "BatchRenorm2d"; }
 
  private:
   BatchRenormConfig rcfg_;
 };
-
 // BatchNorm2d for `warmup_steps` training steps, then frozen: training normalizes with the
 // running statistics, which stop changing, while weight and bias keep learning. The step count
 // is num_batches_tracked, which stops at warmup_steps once frozen.
@@ -86,15 +78,15 @@ class FreezingBatchNorm2d : public BatchNorm2d {
     SB_CHECK(warmup_steps >= 0, "FreezingBatchNorm2d: warmup_steps must be >= 0, got ", warmup_steps);
     SB_CHECK(cfg.track_running_stats, "FreezingBatchNorm2d: needs running statistics (track_running_stats)");
   }
-  bool frozen() const { return num_batches_tracked.item() >= warmup_steps_; }
-  Var forward(const Var& x) override {
-    if (!is_training() || !frozen()) return BatchNorm2d::forward(x);
-    check_input(x);
-    if (gap_stats) gap_stats->add(x.value(), running_mean, running_var, config().eps);
-    return forward_with(x, false);  // running statistics; in training mode they are not updated
-  }
-  std::string name() const override { return str("FreezingBatchNorm2d(", num_features(), ")"); }
+  bool frozen() const { return running.num_batches_tracked.item() >= warmup_steps_; }
   int64_t warmup_steps() const { return warmup_steps_; }
+
+ protected:
+  Var normalize(const Var& x) override {
+    if (!is_training() || !frozen()) return BatchNorm2d::normalize(x);
+    return normalize_with(x, false);  // running statistics; in training mode they are not updated
+  }
+  const char* kind_name() const override { return "FreezingBatchNorm2d"; }
 
  private:
   int64_t warmup_steps_;

@@ -3,8 +3,6 @@
 // InstanceNorm. No running statistics: inference normalizes exactly as training does.
 #pragma once
 
-#include <typeinfo>
-
 #include "core/ops_norm.h"
 #include "layers/module.h"
 
@@ -12,8 +10,10 @@ namespace sb {
 
 class GroupNorm : public Module {
  public:
-  GroupNorm(int64_t num_groups, int64_t num_channels, float eps = 1e-5f, bool affine = true)
-      : groups_(num_groups), channels_(num_channels), eps_(eps) {
+  // `act` is fused into the op: forward() returns act(group_norm(x)).
+  GroupNorm(int64_t num_groups, int64_t num_channels, float eps = 1e-5f, bool affine = true,
+            Activation act = Activation::None)
+      : groups_(num_groups), channels_(num_channels), eps_(eps), act_(act) {
     SB_CHECK(num_groups > 0, "GroupNorm: num_groups must be positive, got ", num_groups);
     SB_CHECK(num_channels > 0, "GroupNorm: num_channels must be positive, got ", num_channels);
     SB_CHECK(num_channels % num_groups == 0, "GroupNorm(", num_groups, ", ", num_channels, "): ",
@@ -26,22 +26,17 @@ class GroupNorm : public Module {
   Var forward(const Var& x) override {
     SB_CHECK(x.dim() >= 2 && x.size(1) == channels_, name(), ": expected input (N, ", channels_,
              ", *) but got ", x.shape());
-    return group_norm(x, groups_, weight, bias, eps_);
-  }
-  // One fused op. A subclass that redefines forward() keeps the unfused default.
-  Var forward_relu(const Var& x) override {
-    if (typeid(*this) != typeid(GroupNorm)) return Module::forward_relu(x);
-    SB_CHECK(x.dim() >= 2 && x.size(1) == channels_, name(), ": expected input (N, ", channels_,
-             ", *) but got ", x.shape());
-    return group_norm_relu(x, groups_, weight, bias, eps_);
+    return group_norm(x, groups_, weight, bias, eps_, act_);
   }
   std::string name() const override { return str("GroupNorm(", groups_, ", ", channels_, ")"); }
   int64_t num_groups() const { return groups_; }
+  Activation activation() const { return act_; }
   Var weight, bias;  // (C,) each, initialized to 1 and 0; undefined when affine = false
 
  private:
   int64_t groups_, channels_;
   float eps_;
+  Activation act_;
 };
 
 }  // namespace sb

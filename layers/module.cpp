@@ -14,7 +14,6 @@ FiniteCheck::~FiniteCheck() { g_check_finite = prev_; }
 
 Var Module::operator()(const Var& x) { return checked(forward(x)); }
 
-Var Module::call_relu(const Var& x) { return checked(forward_relu(x)); }
 
 Var Module::checked(Var y) const {
   if (g_check_finite) {

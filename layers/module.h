@@ -25,14 +25,9 @@ class Module {
   // Single-input modules override this; others (losses, multi-input blocks) define their own
   // call signature.
   virtual Var forward(const Var& x);
-  // relu(forward(x)). Norm layers override it with one fused op (same values, one pass less
-  // over the activations each way); blocks call it for their norm -> ReLU pairs.
-  virtual Var forward_relu(const Var& x) { return relu(forward(x)); }
   // forward(), plus, inside a FiniteCheck scope, a check that names this module (by its dotted
   // path) when its output is not finite. Models call their children through it.
   Var operator()(const Var& x);
-  // forward_relu() through the same check.
-  Var call_relu(const Var& x);
 
   // Gives every module its dotted path from this root ("e2.n1"); called by FiniteCheck users.
   void assign_paths(const std::string& prefix = "");

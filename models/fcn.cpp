@@ -3,55 +3,39 @@
 
 #include "core/ops.h"
 #include "layers/conv2d.h"
-#include "models/unet.h"
 
 namespace sb {
 
-FCNStage::FCNStage(int64_t cin, int64_t cout, const std::string& norm, int64_t groups, int64_t norm_warmup) {
-  Conv2dConfig conv{cin, cout, 3, 2, 1, 1, 1, norm_needs_conv_bias(norm)};
-  conv.weight_standardization = norm_uses_weight_standardization(norm);
-  c1 = register_module("c1", std::make_shared<Conv2d>(conv));
-  n1 = register_module("n1", make_norm(norm, cout, groups, norm_warmup));
-  conv.in_channels = cout;
-  conv.stride = 1;
-  c2 = register_module("c2", std::make_shared<Conv2d>(conv));
-  n2 = register_module("n2", make_norm(norm, cout, groups, norm_warmup));
-}
-
-Var FCNStage::forward(const Var& x) {
-  Var h = n1->call_relu((*c1)(x));  // (N, cout, H / 2, W / 2) for even H, W; fused where it can be
-  return n2->call_relu((*c2)(h));
-}
-
-FCN::FCN(const FCNConfig& cfg) : cfg_(cfg) {
-  SB_CHECK(cfg.base > 0 && cfg.classes > 0 && cfg.in_channels > 0,
-           "fcn: base_width, classes and in_channels must be positive, got base_width=", cfg.base,
+FCN::FCN(const ModelOptions& options) : opt_(options) {
+  if (opt_.depth == 0) opt_.depth = kDefaultDepth;
+  const ModelOptions& cfg = opt_;
+  SB_CHECK(cfg.base_width > 0 && cfg.classes > 0 && cfg.in_channels > 0,
+           "fcn: base_width, classes and in_channels must be positive, got base_width=", cfg.base_width,
            " classes=", cfg.classes, " in_channels=", cfg.in_channels);
-  SB_CHECK(cfg.depth >= 1 && cfg.depth <= FCNConfig::kMaxDepth, "fcn: depth must be in [1, ",
-           FCNConfig::kMaxDepth, "] (stride-2 stages), got ", cfg.depth);
-  auto width = [&](int64_t k) { return cfg.base << (k - 1); };  // stage k = 1 .. D
+  SB_CHECK(cfg.depth >= 1 && cfg.depth <= kMaxDepth, "fcn: depth must be in [1, ",
+           kMaxDepth, "] (stride-2 stages), got ", cfg.depth);
+  auto width = [&](int64_t k) { return cfg.base_width << (k - 1); };  // stage k = 1 .. D
   std::vector<std::pair<std::string, int64_t>> widths;
   for (int64_t k = 1; k <= cfg.depth; ++k) widths.emplace_back(str("s", k), width(k));
-  check_norm_widths("fcn", cfg.norm, cfg.groups, widths);
+  check_norm_widths("fcn", cfg.norm, widths);
   for (int64_t k = 1; k <= cfg.depth; ++k)
     stages_.push_back(register_module(
-        str("s", k), std::make_shared<FCNStage>(k == 1 ? cfg.in_channels : width(k - 1), width(k), cfg.norm, cfg.groups,
-                                                   cfg.norm_warmup)));
+        str("s", k), std::make_shared<Block>(k == 1 ? cfg.in_channels : width(k - 1), width(k), cfg.norm, 2)));
   head_ = register_module("head", std::make_shared<Conv2d>(Conv2dConfig{width(cfg.depth), cfg.classes, 1}));
 }
 
 std::string FCN::name() const {
-  return str("FCN(depth=", cfg_.depth, ", base_width=", cfg_.base, ", norm=", cfg_.norm, ")");
+  return str("FCN(depth=", opt_.depth, ", base_width=", opt_.base_width, ", norm=", opt_.norm.kind, ")");
 }
 
 Var FCN::forward(const Var& x) {
-  const int64_t f = int64_t{1} << cfg_.depth;  // the output stride
-  SB_CHECK(x.dim() == 4 && x.size(1) == cfg_.in_channels, "fcn: expected input (N, ", cfg_.in_channels,
+  const int64_t f = int64_t{1} << opt_.depth;  // the output stride
+  SB_CHECK(x.dim() == 4 && x.size(1) == opt_.in_channels, "fcn: expected input (N, ", opt_.in_channels,
            ", H, W) but got ", x.shape());
   // Stride-2 convolutions round odd sizes up, which would misalign the upsampled logits with
   // the pixels; exact multiples keep every logit centred on its 2^D x 2^D patch.
   SB_CHECK(x.size(2) > 0 && x.size(3) > 0 && x.size(2) % f == 0 && x.size(3) % f == 0, "fcn: depth ",
-           cfg_.depth, " needs H and W divisible by 2^depth = ", f, " but got input ", x.shape(),
+           opt_.depth, " needs H and W divisible by 2^depth = ", f, " but got input ", x.shape(),
            "; use a smaller depth or crop the input");
   Var h = x;
   for (auto& s : stages_) h = (*s)(h);  // ends at (N, base * 2^(D-1), H / 2^D, W / 2^D)

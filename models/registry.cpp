@@ -16,20 +16,15 @@ struct Entry {
   std::function<ModulePtr(const ModelOptions&)> make;
 };
 
-// The options every model reads, with ModelOptions' defaults; `depth_default` > 0 adds depth.
+// The table's options as `smallbatch models` lists them, with ModelOptions' defaults;
+// `depth_default` > 0 adds depth, with its own default and help.
 std::vector<ModelOptionInfo> options_with(int64_t depth_default, const std::string& depth_help) {
-  const ModelOptions d;
-  std::vector<ModelOptionInfo> o = {
-      {"norm", d.norm,
-       "normalization: bn, gn, ln (GroupNorm(1, C)), in (GroupNorm(C, C)), none, gn+ws (GroupNorm with "
-       "Weight Standardization), brn (Batch Renormalization) or frozenbn (BatchNorm frozen after a warm-up)"},
-      {"groups", std::to_string(d.groups), "GroupNorm groups for gn; a layer narrower than this gets one per channel"},
-      {"base_width", std::to_string(d.base_width), "channels of the first level; each level down doubles them"},
-      {"classes", std::to_string(d.classes), "classes predicted (train and eval default to the data's)"},
-      {"in_channels", std::to_string(d.in_channels), "input channels"},
-  };
-  o.push_back({"norm_warmup", "0",
-               "training steps: brn's r_max/d_max ramp, frozenbn's warm-up before freezing (train: 0 means one epoch)"});
+  std::vector<ModelOptionInfo> o;
+  for (const auto& f : model_option_fields()) {
+    if (f.key == "depth") continue;
+    std::string value = option_text(f, ModelOptions{});
+    o.push_back({f.key, f.key == "norm_warmup" ? "0" : value, f.help});
+  }
   if (depth_default > 0) o.push_back({"depth", std::to_string(depth_default), depth_help});
   return o;
 }
@@ -43,26 +38,22 @@ const std::vector<Entry>& table() {
         "transposed-conv upsampling (../shared/reference/unet_s.py). Input H, W divisible by 4.",
         options_with(0, "")},
        [](const ModelOptions& o) -> ModulePtr {
-         return std::make_shared<UNetS>(UNetSConfig{o.norm, o.groups, o.base_width, o.classes, o.in_channels, o.norm_warmup});
+         ModelOptions two = o;
+         two.depth = 2;
+         return std::make_shared<UNet>(two, "unet-s");
        }},
       {{"unet",
         "UNet of any depth: `depth` 2x2 max-pool steps, (conv3x3-norm-relu) x 2 per block, widths "
         "base_width * 2^(level-1), transposed-conv upsampling with skip connections. Keys e1..e{depth+1}, "
         "u{l}, d{l}, head; depth 2 is unet-s key for key. Input H, W divisible by 2^depth.",
-        options_with(UNetConfig{}.depth, str("max-pool down-sampling steps, 1 to ", UNetConfig::kMaxDepth))},
-       [](const ModelOptions& o) -> ModulePtr {
-         return std::make_shared<UNet>(UNetConfig{o.norm, o.groups, o.base_width, o.classes, o.in_channels,
-                                                  depth_or(o.depth, UNetConfig{}.depth), o.norm_warmup});
-       }},
+        options_with(UNet::kDefaultDepth, str("max-pool down-sampling steps, 1 to ", UNet::kMaxDepth))},
+       [](const ModelOptions& o) -> ModulePtr { return std::make_shared<UNet>(o); }},
       {{"fcn",
         "Small FCN: `depth` stages of (conv3x3 stride 2-norm-relu, conv3x3-norm-relu), widths "
         "base_width * 2^(stage-1), a 1x1 classifier, bilinear upsampling by 2^depth to the input size. "
         "Keys s1..s{depth}, head. Input H, W divisible by 2^depth.",
-        options_with(FCNConfig{}.depth, str("stride-2 stages (output stride 2^depth), 1 to ", FCNConfig::kMaxDepth))},
-       [](const ModelOptions& o) -> ModulePtr {
-         return std::make_shared<FCN>(FCNConfig{o.norm, o.groups, o.base_width, o.classes, o.in_channels,
-                                                depth_or(o.depth, FCNConfig{}.depth), o.norm_warmup});
-       }},
+        options_with(FCN::kDefaultDepth, str("stride-2 stages (output stride 2^depth), 1 to ", FCN::kMaxDepth))},
+       [](const ModelOptions& o) -> ModulePtr { return std::make_shared<FCN>(o); }},
   };
   return t;
 }
@@ -78,11 +69,11 @@ namespace {
 constexpr double kMaxModelParameters = double(int64_t(1) << 30);  // 4 GiB of float32 weights
 
 void check_model_size(const std::string& name, const ModelOptions& o) {
-  const int64_t max_depth = std::max(UNetConfig::kMaxDepth, FCNConfig::kMaxDepth);
+  const int64_t max_depth = std::max(UNet::kMaxDepth, FCN::kMaxDepth);
   if (o.base_width <= 0 || o.classes <= 0 || o.in_channels <= 0 || o.depth < 0 || o.depth > max_depth) return;
   const int64_t depth = name == "unet-s" ? 2
-                        : name == "unet" ? depth_or(o.depth, UNetConfig{}.depth)
-                                         : depth_or(o.depth, FCNConfig{}.depth);
+                        : name == "unet" ? depth_or(o.depth, UNet::kDefaultDepth)
+                                         : depth_or(o.depth, FCN::kDefaultDepth);
   const double widest = static_cast<double>(o.base_width) * std::ldexp(1.0, static_cast<int>(depth));
   const double params = 36 * widest * widest + 9.0 * static_cast<double>(o.in_channels) * o.base_width +
                         static_cast<double>(o.classes) * widest;

@@ -32,8 +32,8 @@ struct Scratch : sbtest::TempDir {
 // A tiny unet-s of the shapes data (5 classes), small enough to save and load in milliseconds.
 sb::ModelSpec tiny_shapes_spec() {
   sb::ModelSpec spec;
-  spec.options.norm = "gn";
-  spec.options.groups = 2;
+  spec.options.norm.kind = "gn";
+  spec.options.norm.groups = 2;
   spec.options.classes = 5;
   spec.options.base_width = 4;
   spec.data = "shapes";

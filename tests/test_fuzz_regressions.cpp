@@ -118,9 +118,9 @@ TEST_CASE("fuzz regression: a PNG header claiming 3537031890 x 3537031890 is ref
 TEST_CASE("fuzz regression: model sizes from a checkpoint's metadata cannot exhaust memory or overflow") {
   // base_width 1e9 asked for a 36 GB tensor; 2^62 overflowed the int64 shape product.
   ModelOptions o;
-  o.base_width = 1000000000, o.groups = 1, o.classes = 2, o.in_channels = 1;
+  o.base_width = 1000000000, o.norm.groups = 1, o.classes = 2, o.in_channels = 1;
   CHECK(error_of([&] { make_model("unet-s", o); }).find("more than the limit") != std::string::npos);
-  o.base_width = int64_t(1) << 62, o.depth = 8, o.norm = "none";
+  o.base_width = int64_t(1) << 62, o.depth = 8, o.norm.kind = "none";
   CHECK(error_of([&] { make_model("unet", o); }).find("more than the limit") != std::string::npos);
   o.base_width = 2, o.classes = int64_t(1) << 62, o.depth = 2;
   CHECK(error_of([&] { make_model("fcn", o); }).find("more than the limit") != std::string::npos);

@@ -118,14 +118,15 @@ TEST_CASE("module: BatchNorm2d eval uses running statistics, and batch-stat eval
   Generator g(5);
   Tensor x = Tensor::randn({8, 2, 8, 8}, g, 1.0f, 2.0f);
   bn.forward(Var(x));
-  CHECK(bn.num_batches_tracked[0] == 1);
-  Tensor rm = bn.running_mean.clone();
+  CHECK(bn.running.num_batches_tracked[0] == 1);
+  Tensor rm = bn.running.mean.clone();
   bn.eval();
   NoGrad ng;
   Var y_run = bn.forward(Var(x));
-  Var y_batch = bn.forward_with(Var(x), true);
-  CHECK_CLOSE(bn.running_mean, rm, 0.0, 0.0);
-  CHECK(bn.num_batches_tracked[0] == 1);
+  bn.batch_stats_in_eval = true;
+  Var y_batch = bn.forward(Var(x));
+  CHECK_CLOSE(bn.running.mean, rm, 0.0, 0.0);
+  CHECK(bn.running.num_batches_tracked[0] == 1);
   // Batch statistics normalize each channel to mean 0; running ones (after one step of momentum
   // 0.1) do not.
   double m_batch = 0, m_run = 0;

@@ -24,8 +24,8 @@ namespace {
 
 ModelOptions small_options(const std::string& norm, int64_t depth, int64_t base = 4, int64_t groups = 2) {
   ModelOptions o;
-  o.norm = norm;
-  o.groups = groups;
+  o.norm.kind = norm;
+  o.norm.groups = groups;
   o.base_width = base;
   o.classes = 3;
   o.depth = depth;
@@ -115,8 +115,8 @@ TEST_CASE("models: the model's default depth applies when depth is 0") {
   auto fcn = std::dynamic_pointer_cast<FCN>(make_model("fcn", o));
   REQUIRE(unet);
   REQUIRE(fcn);
-  CHECK(unet->config().depth == UNetConfig{}.depth);
-  CHECK(fcn->config().depth == FCNConfig{}.depth);
+  CHECK(unet->config().depth == UNet::kDefaultDepth);
+  CHECK(fcn->config().depth == FCN::kDefaultDepth);
   CHECK(unet->forward(Var(Tensor::zeros({1, 3, 16, 16}))).shape() == Shape{1, 3, 16, 16});
   CHECK(fcn->forward(Var(Tensor::zeros({1, 3, 8, 8}))).shape() == Shape{1, 3, 8, 8});
 }

@@ -16,10 +16,38 @@
 #include "fixtures.h"
 #include "gradcheck.h"
 #include "layers/batch_norm.h"
+#include "layers/batch_renorm.h"
 #include "layers/group_norm.h"
 #include "simd_levels.h"
 
 using namespace sb;
+
+namespace {
+
+// The ops' earlier positional form (running mean, var, momentum, cumulative and counter as
+// separate arguments), kept for the fixture-driven tests: each call builds the RunningStats the
+// op takes and copies the counter back.
+Var bn_positional(const Var& x, const Tensor& rm, const Tensor& rv, const Var& w, const Var& b, bool training,
+                  float momentum, float eps = 1e-5f, bool cumulative = false, int64_t* tracked = nullptr,
+                  Activation act = Activation::None) {
+  if (!rm.defined() && !rv.defined()) return batch_norm(x, nullptr, w, b, training, eps, act);
+  RunningStats rs{rm, rv, IndexTensor(), momentum, cumulative};
+  if (tracked) rs.num_batches_tracked = IndexTensor::from({}, {*tracked});
+  Var y = batch_norm(x, &rs, w, b, training, eps, act);
+  if (tracked) *tracked = rs.num_batches_tracked.item();
+  return y;
+}
+Var bn_relu_positional(const Var& x, const Tensor& rm, const Tensor& rv, const Var& w, const Var& b,
+                       bool training, float momentum, float eps = 1e-5f, bool cumulative = false,
+                       int64_t* tracked = nullptr) {
+  return bn_positional(x, rm, rv, w, b, training, momentum, eps, cumulative, tracked, Activation::ReLU);
+}
+Var gn_relu(const Var& x, int64_t groups, const Var& w, const Var& b) {
+  return group_norm(x, groups, w, b, 1e-5f, Activation::ReLU);
+}
+
+}  // namespace
+
 using sbtest::gradcheck;
 
 namespace {
@@ -371,7 +399,7 @@ static void check_batch_norm_fixture(const std::string& name) {
       auto want = [&](const std::string& k) { return get(prefix + "." + k); };
       Grads got = run(
           [&](const Var& x, const Var& vw, const Var& vb) {
-            return batch_norm(x, rm, rv, vw, vb, training, momentum, eps, cumulative, track ? &tracked : nullptr);
+            return bn_positional(x, rm, rv, vw, vb, training, momentum, eps, cumulative, track ? &tracked : nullptr);
           },
           want("x"), w, b, want("dy"));
       check_same(got, {want("y"), want("dx"), has_affine ? want("dweight") : Tensor(),
@@ -423,7 +451,7 @@ TEST_CASE("batch_norm: running stats by hand: unbiased variance, momentum, cumul
   Var x(Tensor::from({2, 2, 1, 1}, {1, 0, 3, 4}));
   Tensor rm = Tensor::zeros({2}), rv = Tensor::ones({2});
   int64_t tracked = 0;
-  Var y = batch_norm(x, rm, rv, Var(), Var(), true, 0.5f, 0.f, false, &tracked);
+  Var y = bn_positional(x, rm, rv, Var(), Var(), true, 0.5f, 0.f, false, &tracked);
   CHECK_CLOSE(y.value(), Tensor::from({2, 2, 1, 1}, {-1, -1, 1, 1}));  // biased variance normalizes
   CHECK_CLOSE(rm, Tensor::from({2}, {1, 1}));                          // 0.5 * 0 + 0.5 * 2
   CHECK_CLOSE(rv, Tensor::from({2}, {1.5f, 4.5f}));                    // 0.5 * 1 + 0.5 * {2, 8}
@@ -432,16 +460,16 @@ TEST_CASE("batch_norm: running stats by hand: unbiased variance, momentum, cumul
   rm.fill_(7.f);
   rv.fill_(7.f);
   tracked = 0;
-  batch_norm(x, rm, rv, Var(), Var(), true, 0.1f, 1e-5f, true, &tracked);  // momentum ignored
+  bn_positional(x, rm, rv, Var(), Var(), true, 0.1f, 1e-5f, true, &tracked);  // momentum ignored
   CHECK_CLOSE(rm, Tensor::from({2}, {2, 2}));
   CHECK_CLOSE(rv, Tensor::from({2}, {2, 8}));
-  batch_norm(Var(Tensor::from({2, 2, 1, 1}, {5, 0, 7, 0})), rm, rv, Var(), Var(), true, 0.1f, 1e-5f, true,
+  bn_positional(Var(Tensor::from({2, 2, 1, 1}, {5, 0, 7, 0})), rm, rv, Var(), Var(), true, 0.1f, 1e-5f, true,
              &tracked);  // mean {6, 0}, unbiased var {2, 0}
   CHECK_CLOSE(rm, Tensor::from({2}, {4, 1}));
   CHECK_CLOSE(rv, Tensor::from({2}, {2, 4}));
   CHECK(tracked == 2);
   // Without a counter, momentum alone drives the update.
-  batch_norm(x, rm, rv, Var(), Var(), true, 1.f);
+  bn_positional(x, rm, rv, Var(), Var(), true, 1.f);
   CHECK_CLOSE(rm, Tensor::from({2}, {2, 2}));
   CHECK_CLOSE(rv, Tensor::from({2}, {2, 8}));
 }
@@ -466,13 +494,13 @@ TEST_CASE("batch_norm: fused matches the composed reference, training and eval")
       Tensor rm = randn_t({C}, seed++), rv = rand_t({C}, seed++, 0.5f, 2.f);
       Tensor rm1 = rm.clone(), rv1 = rv.clone();  // the training call updates these
       auto fused_train = [&](const Var& v, const Var& vw, const Var& vb) {
-        return batch_norm(v, rm1, rv1, vw, vb, true, 0.1f);
+        return bn_positional(v, rm1, rv1, vw, vb, true, 0.1f);
       };
       auto composed_train = [](const Var& v, const Var& vw, const Var& vb) {
         return batch_norm_train_composed(v, vw, vb);
       };
       auto fused_eval = [&](const Var& v, const Var& vw, const Var& vb) {
-        return batch_norm(v, rm, rv, vw, vb, false, 0.1f);
+        return bn_positional(v, rm, rv, vw, vb, false, 0.1f);
       };
       auto composed_eval = [&](const Var& v, const Var& vw, const Var& vb) {
         return batch_norm_eval_composed(v, rm, rv, vw, vb);
@@ -520,7 +548,7 @@ TEST_CASE("batch_norm: stable statistics and running stats for 0.01 * randn + 10
     // momentum 1 from zeros: the running stats become exactly the batch mean and unbiased variance.
     Tensor rm = Tensor::zeros({C}), rv = Tensor::zeros({C});
     Grads got = run([&](const Var& v, const Var& vw, const Var& vb) {
-      return batch_norm(v, rm, rv, vw, vb, true, 1.f);
+      return bn_positional(v, rm, rv, vw, vb, true, 1.f);
     }, x, Tensor(), Tensor(), dy);
     CHECK_CLOSE(got.y, to_float(y_ref, s));
     CHECK_CLOSE(got.dx, to_float(dx_ref, s));
@@ -533,19 +561,19 @@ TEST_CASE("batch_norm: finite-difference gradients, training and eval") {
   Tensor w = randn_t({4}, 82, 1.f, 0.5f), b = randn_t({4}, 83);
   Tensor rm = randn_t({4}, 84), rv = Tensor::from({4}, {0.5f, 1.f, 2.f, 0.8f});
   SUBCASE("training, no running stats") {
-    auto train = [](const std::vector<Var>& v) { return batch_norm(v[0], Tensor(), Tensor(), v[1], v[2], true, 0.1f); };
+    auto train = [](const std::vector<Var>& v) { return bn_positional(v[0], Tensor(), Tensor(), v[1], v[2], true, 0.1f); };
     CHECK_GRADCHECK(train, {randn_t({3, 4, 2, 2}, 81), w, b});
     CHECK_GRADCHECK(train, {randn_t({5, 4}, 85), w, b});
   }
   SUBCASE("training with running stats (updated on every call; the output does not use them)") {
     Tensor rm1 = rm.clone(), rv1 = rv.clone();
-    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return batch_norm(v[0], rm1, rv1, v[1], v[2], true, 0.1f); },
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return bn_positional(v[0], rm1, rv1, v[1], v[2], true, 0.1f); },
                     {randn_t({2, 4, 3}, 86), w, b});
   }
   SUBCASE("eval") {
-    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return batch_norm(v[0], rm, rv, v[1], v[2], false, 0.1f); },
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return bn_positional(v[0], rm, rv, v[1], v[2], false, 0.1f); },
                     {randn_t({3, 4, 2, 2}, 87), w, b});
-    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return batch_norm(v[0], rm, rv, Var(), Var(), false, 0.1f); },
+    CHECK_GRADCHECK([&](const std::vector<Var>& v) { return bn_positional(v[0], rm, rv, Var(), Var(), false, 0.1f); },
                     {randn_t({3, 4}, 88)});
   }
   SUBCASE("composed references") {
@@ -561,7 +589,7 @@ TEST_CASE("batch_norm: results do not depend on the thread count") {
     Shape s{4, 16, 24, 24};
     Tensor x = randn_t(s, 91), dy = randn_t(s, 92), w = randn_t({16}, 93), b = randn_t({16}, 94);
     auto f = [](const Var& v, const Var& vw, const Var& vb) {
-      return batch_norm(v, Tensor(), Tensor(), vw, vb, true, 0.1f);
+      return bn_positional(v, Tensor(), Tensor(), vw, vb, true, 0.1f);
     };
     Grads one, many;
     {
@@ -582,30 +610,30 @@ TEST_CASE("batch_norm: results do not depend on the thread count") {
 TEST_CASE("batch_norm: errors name the shapes involved") {
   Tensor rm = Tensor::zeros({8}), rv = Tensor::ones({8});
   Var one(Tensor::ones({1, 8, 1, 1}));
-  CHECK_THROWS_WITH_AS(batch_norm(one, rm, rv, Var(), Var(), true, 0.1f),
+  CHECK_THROWS_WITH_AS(bn_positional(one, rm, rv, Var(), Var(), true, 0.1f),
                        doctest::Contains("batch_norm: expected more than 1 value per channel when training, got "
                                          "input of shape (1, 8, 1, 1)"),
                        Error);
   // Without running stats eval uses batch statistics too, so the same applies.
-  CHECK_THROWS_WITH_AS(batch_norm(Var(Tensor::ones({1, 8})), Tensor(), Tensor(), Var(), Var(), false, 0.1f),
+  CHECK_THROWS_WITH_AS(bn_positional(Var(Tensor::ones({1, 8})), Tensor(), Tensor(), Var(), Var(), false, 0.1f),
                        doctest::Contains("more than 1 value per channel"), Error);
   // Eval with running stats normalizes a single sample fine.
-  CHECK_NOTHROW(batch_norm(one, rm, rv, Var(), Var(), false, 0.1f));
+  CHECK_NOTHROW(bn_positional(one, rm, rv, Var(), Var(), false, 0.1f));
   Var x(Tensor::ones({2, 8, 3, 3}));
-  CHECK_THROWS_WITH_AS(batch_norm(x, Tensor::zeros({7}), rv, Var(), Var(), true, 0.1f),
+  CHECK_THROWS_WITH_AS(bn_positional(x, Tensor::zeros({7}), rv, Var(), Var(), true, 0.1f),
                        doctest::Contains("batch_norm: running_mean of shape (7,) and running_var of shape (8,) do not "
                                          "match the 8 channels of input of shape (2, 8, 3, 3)"),
                        Error);
-  CHECK_THROWS_WITH_AS(batch_norm(x, rm, Tensor(), Var(), Var(), true, 0.1f),
+  CHECK_THROWS_WITH_AS(bn_positional(x, rm, Tensor(), Var(), Var(), true, 0.1f),
                        doctest::Contains("only running_mean was given"), Error);
-  CHECK_THROWS_WITH_AS(batch_norm(x, rm, rv, Var(Tensor::ones({4})), Var(), true, 0.1f),
+  CHECK_THROWS_WITH_AS(bn_positional(x, rm, rv, Var(Tensor::ones({4})), Var(), true, 0.1f),
                        doctest::Contains("batch_norm: weight of shape (4,) does not match the 8 channels"), Error);
-  CHECK_THROWS_WITH_AS(batch_norm(x, rm, rv, Var(), Var(Tensor::ones({8, 1})), true, 0.1f),
+  CHECK_THROWS_WITH_AS(bn_positional(x, rm, rv, Var(), Var(Tensor::ones({8, 1})), true, 0.1f),
                        doctest::Contains("bias of shape (8, 1)"), Error);
-  CHECK_THROWS_WITH_AS(batch_norm(Var(Tensor::ones({8})), Tensor(), Tensor(), Var(), Var(), true, 0.1f),
+  CHECK_THROWS_WITH_AS(bn_positional(Var(Tensor::ones({8})), Tensor(), Tensor(), Var(), Var(), true, 0.1f),
                        doctest::Contains("batch_norm: expected an input of shape (N, C) or (N, C, *) but got (8,)"),
                        Error);
-  CHECK_THROWS_WITH_AS(batch_norm(x, rm, rv, Var(), Var(), true, 0.1f, 1e-5f, true),
+  CHECK_THROWS_WITH_AS(bn_positional(x, rm, rv, Var(), Var(), true, 0.1f, 1e-5f, true),
                        doctest::Contains("needs num_batches_tracked"), Error);
   // A failed call changes nothing.
   CHECK(bitwise_equal(rm, Tensor::zeros({8})));
@@ -679,7 +707,7 @@ TEST_CASE("group_norm_relu: equals relu(group_norm), forward and backward, small
       Tensor x = randn_t(c.shape, seed++, -0.5f, 1.5f), dy = randn_t(c.shape, seed++);
       Tensor w = c.affine ? randn_t({C}, seed++, 1.f, 0.5f) : Tensor();
       Tensor b = c.affine ? randn_t({C}, seed++) : Tensor();
-      Grads fused = run([G](const Var& v, const Var& vw, const Var& vb) { return group_norm_relu(v, G, vw, vb); },
+      Grads fused = run([G](const Var& v, const Var& vw, const Var& vb) { return gn_relu(v, G, vw, vb); },
                         x, w, b, dy);
       Grads plain = run([G](const Var& v, const Var& vw, const Var& vb) { return relu(group_norm(v, G, vw, vb)); },
                         x, w, b, dy);
@@ -715,10 +743,10 @@ TEST_CASE("batch_norm_relu: equals relu(batch_norm), training (running stats too
         Tensor rm1 = rm.clone(), rv1 = rv.clone(), rm2 = rm.clone(), rv2 = rv.clone();
         int64_t t1 = 3, t2 = 3;
         Grads fused = run([&](const Var& v, const Var& vw, const Var& vb) {
-          return batch_norm_relu(v, rm1, rv1, vw, vb, training, 0.1f, 1e-5f, false, &t1);
+          return bn_relu_positional(v, rm1, rv1, vw, vb, training, 0.1f, 1e-5f, false, &t1);
         }, x, w, b, dy);
         Grads plain = run([&](const Var& v, const Var& vw, const Var& vb) {
-          return relu(batch_norm(v, rm2, rv2, vw, vb, training, 0.1f, 1e-5f, false, &t2));
+          return relu(bn_positional(v, rm2, rv2, vw, vb, training, 0.1f, 1e-5f, false, &t2));
         }, x, w, b, dy);
         check_fused(fused, plain);
         CHECK(bitwise_equal(rm1, rm2));
@@ -727,10 +755,10 @@ TEST_CASE("batch_norm_relu: equals relu(batch_norm), training (running stats too
       }
       // No running statistics: batch statistics in both modes.
       Grads fused = run([](const Var& v, const Var& vw, const Var& vb) {
-        return batch_norm_relu(v, Tensor(), Tensor(), vw, vb, false, 0.1f);
+        return bn_relu_positional(v, Tensor(), Tensor(), vw, vb, false, 0.1f);
       }, x, w, b, dy);
       Grads plain = run([](const Var& v, const Var& vw, const Var& vb) {
-        return relu(batch_norm(v, Tensor(), Tensor(), vw, vb, false, 0.1f));
+        return relu(bn_positional(v, Tensor(), Tensor(), vw, vb, false, 0.1f));
       }, x, w, b, dy);
       check_fused(fused, plain);
     }
@@ -743,13 +771,13 @@ TEST_CASE("norm + relu: finite-difference gradients, and the check catches an un
   for (Shape s : {Shape{2, 4, 3}, Shape{2, 4, 8, 8}}) {
     CAPTURE(shape_str(s));
     Tensor x = away_from_kink(s, 503);
-    CHECK_GRADCHECK([](const std::vector<Var>& v) { return group_norm_relu(v[0], 2, v[1], v[2]); }, {x, w, b});
+    CHECK_GRADCHECK([](const std::vector<Var>& v) { return gn_relu(v[0], 2, v[1], v[2]); }, {x, w, b});
     CHECK_GRADCHECK([](const std::vector<Var>& v) {
-      return batch_norm_relu(v[0], Tensor(), Tensor(), v[1], v[2], true, 0.1f);
+      return bn_relu_positional(v[0], Tensor(), Tensor(), v[1], v[2], true, 0.1f);
     }, {x, w, b});
     Tensor rm = randn_t({4}, 504, 0.f, 0.1f), rv = rand_t({4}, 505, 0.8f, 1.2f);
     CHECK_GRADCHECK([&](const std::vector<Var>& v) {
-      return batch_norm_relu(v[0], rm, rv, v[1], v[2], false, 0.1f);
+      return bn_relu_positional(v[0], rm, rv, v[1], v[2], false, 0.1f);
     }, {x, w, b});
     // relu's value with the unmasked gradient of group_norm: the check must fail.
     auto unmasked = [](const std::vector<Var>& v) {
@@ -764,9 +792,9 @@ TEST_CASE("group_norm_relu and batch_norm_relu: results do not depend on the thr
   sbtest::for_each_simd_level([&] {
     Shape s{2, 32, 24, 24};
     Tensor x = randn_t(s, 511), dy = randn_t(s, 512), w = randn_t({32}, 513), b = randn_t({32}, 514);
-    auto gn = [](const Var& v, const Var& vw, const Var& vb) { return group_norm_relu(v, 8, vw, vb); };
+    auto gn = [](const Var& v, const Var& vw, const Var& vb) { return gn_relu(v, 8, vw, vb); };
     auto bn = [](const Var& v, const Var& vw, const Var& vb) {
-      return batch_norm_relu(v, Tensor(), Tensor(), vw, vb, true, 0.1f);
+      return bn_relu_positional(v, Tensor(), Tensor(), vw, vb, true, 0.1f);
     };
     for (int k = 0; k < 2; ++k) {
       CAPTURE(k);
@@ -787,22 +815,11 @@ TEST_CASE("group_norm_relu and batch_norm_relu: results do not depend on the thr
   });
 }
 
-namespace {
-
-// A GroupNorm that redefines forward(): its forward_relu must not bypass that.
-class DoubledGroupNorm : public GroupNorm {
- public:
-  using GroupNorm::GroupNorm;
-  Var forward(const Var& x) override { return GroupNorm::forward(x) * 2.f; }
-};
-
-}  // namespace
-
-TEST_CASE("layers: forward_relu equals relu(forward) for GroupNorm, BatchNorm2d and a subclass") {
+TEST_CASE("layers: a norm built with a ReLU equals relu(the same norm without) for GroupNorm and the BN family") {
   Tensor x = randn_t({2, 8, 6, 6}, 521, 0.3f, 1.5f), dy = randn_t({2, 8, 6, 6}, 522);
   auto compare = [&](Module& fused_m, Module& plain_m) {
     Var xa(x.clone(), true), xb(x.clone(), true);
-    Var ya = fused_m.forward_relu(xa), yb = relu(plain_m.forward(xb));
+    Var ya = fused_m.forward(xa), yb = relu(plain_m.forward(xb));
     CHECK(bitwise_equal(ya.value(), yb.value()));
     ya.backward(dy);
     yb.backward(dy);
@@ -813,28 +830,33 @@ TEST_CASE("layers: forward_relu equals relu(forward) for GroupNorm, BatchNorm2d 
     auto ba = fused_m.named_buffers(), bb = plain_m.named_buffers();
     for (size_t i = 0; i < ba.size(); ++i) CHECK(bitwise_equal(ba[i].second, bb[i].second));
   };
+  BatchNormConfig with_relu;
+  with_relu.activation = Activation::ReLU;
   SUBCASE("GroupNorm") {
-    GroupNorm a(4, 8), b(4, 8);
+    GroupNorm a(4, 8, 1e-5f, true, Activation::ReLU), b(4, 8);
     compare(a, b);
   }
   SUBCASE("BatchNorm2d: training, eval, and eval with batch statistics") {
-    BatchNorm2d a(8), b(8);
+    BatchNorm2d a(8, with_relu), b(8);
     compare(a, b);  // training: running statistics updated alike
     a.eval(), b.eval();
     compare(a, b);
     a.batch_stats_in_eval = b.batch_stats_in_eval = true;
     compare(a, b);
   }
-  SUBCASE("a subclass that redefines forward() keeps it") {
-    DoubledGroupNorm a(4, 8), b(4, 8);
+  SUBCASE("BatchRenorm2d and FreezingBatchNorm2d: training and eval") {
+    BatchRenorm2d a(8, {}, with_relu), b(8);
     compare(a, b);
-    Var y = a.forward_relu(Var(x));
-    Var want = relu(group_norm(Var(x), 4, a.weight, a.bias) * 2.f);
-    CHECK(bitwise_equal(y.value(), want.value()));
+    compare(a, b);  // the second step renormalizes against running statistics that moved
+    a.eval(), b.eval();
+    compare(a, b);
+    FreezingBatchNorm2d fa(8, 1, with_relu), fb(8, 1);
+    compare(fa, fb);  // warm-up
+    compare(fa, fb);  // frozen
   }
-  CHECK_THROWS_WITH_AS(GroupNorm(2, 8).forward_relu(Var(Tensor::ones({2, 6, 3}))),
+  CHECK_THROWS_WITH_AS(GroupNorm(2, 8, 1e-5f, true, Activation::ReLU).forward(Var(Tensor::ones({2, 6, 3}))),
                        doctest::Contains("GroupNorm(2, 8): expected input (N, 8, *) but got (2, 6, 3)"), Error);
-  CHECK_THROWS_WITH_AS(BatchNorm2d(8).forward_relu(Var(Tensor::ones({2, 6, 3, 3}))),
+  CHECK_THROWS_WITH_AS(BatchNorm2d(8, with_relu).forward(Var(Tensor::ones({2, 6, 3, 3}))),
                        doctest::Contains("BatchNorm2d(8): expected 8 channels"), Error);
 }
 
@@ -868,11 +890,11 @@ TEST_CASE("norm ops: streaming-store outputs equal cached-store outputs bit for 
         auto f = [&](const Var& v, const Var& vw, const Var& vb) {
           switch (k) {
             case 0: return group_norm(v, G, vw, vb);
-            case 1: return group_norm_relu(v, G, vw, vb);
-            case 2: return batch_norm(v, rm, rv, vw, vb, true, 0.1f);
-            case 3: return batch_norm_relu(v, rm, rv, vw, vb, true, 0.1f);
-            case 4: return batch_norm(v, rm, rv, vw, vb, false, 0.1f);
-            default: return batch_norm_relu(v, rm, rv, vw, vb, false, 0.1f);
+            case 1: return gn_relu(v, G, vw, vb);
+            case 2: return bn_positional(v, rm, rv, vw, vb, true, 0.1f);
+            case 3: return bn_relu_positional(v, rm, rv, vw, vb, true, 0.1f);
+            case 4: return bn_positional(v, rm, rv, vw, vb, false, 0.1f);
+            default: return bn_relu_positional(v, rm, rv, vw, vb, false, 0.1f);
           }
         };
         Grads cached, streamed;
@@ -908,7 +930,7 @@ TEST_CASE("group_norm_relu and batch_norm_relu: a NaN input propagates, as relu(
   // used to write 0 there (its select was y > 0 ? y : 0), hiding the NaN from the loss.
   Tensor x = randn_t({2, 4, 3, 3}, 71);
   x[5] = NAN;  // sample 0, group 0 (channels 0 and 1)
-  Var y = group_norm_relu(Var(x), 2, Var(), Var());
+  Var y = gn_relu(Var(x), 2, Var(), Var());
   Var y_plain = relu(group_norm(Var(x), 2, Var(), Var()));
   const int64_t group = 2 * 9;
   for (int64_t i = 0; i < x.numel(); ++i) {
@@ -916,7 +938,7 @@ TEST_CASE("group_norm_relu and batch_norm_relu: a NaN input propagates, as relu(
     CHECK(std::isnan(y.value()[i]) == (i < group));
     CHECK(std::isnan(y_plain.value()[i]) == (i < group));
   }
-  Var b = batch_norm_relu(Var(x), Tensor(), Tensor(), Var(), Var(), true, 0.1f);
+  Var b = bn_relu_positional(Var(x), Tensor(), Tensor(), Var(), Var(), true, 0.1f);
   for (int64_t i = 0; i < x.numel(); ++i) {
     CAPTURE(i);
     const int64_t c = (i / 9) % 4;  // channel 0 holds the NaN, in both samples' statistics

@@ -55,8 +55,8 @@ TEST_CASE("brn: matches the PyTorch-written algorithm over training steps, with 
     BatchRenorm2d brn(w.numel(), rc, bc);
     brn.weight.value().copy_from(w);
     brn.bias.value().copy_from(f.get_float(name + ".bias"));
-    brn.running_mean.copy_from(f.get_float(name + ".running_mean0"));
-    brn.running_var.copy_from(f.get_float(name + ".running_var0"));
+    brn.running.mean.copy_from(f.get_float(name + ".running_mean0"));
+    brn.running.var.copy_from(f.get_float(name + ".running_var0"));
     brn.train();
     for (int s = 0; s < static_cast<int>(p[4]); ++s) {
       CAPTURE(s);
@@ -72,11 +72,11 @@ TEST_CASE("brn: matches the PyTorch-written algorithm over training steps, with 
       check(dx, f.get_float(k + "dx"));
       check(brn.weight.grad(), f.get_float(k + "dweight"));
       check(brn.bias.grad(), f.get_float(k + "dbias"));
-      check(brn.running_mean, f.get_float(k + "running_mean"));
-      check(brn.running_var, f.get_float(k + "running_var"));
+      check(brn.running.mean, f.get_float(k + "running_mean"));
+      check(brn.running.var, f.get_float(k + "running_var"));
       ++checked;
     }
-    CHECK(brn.num_batches_tracked.item() == static_cast<int64_t>(p[4]));
+    CHECK(brn.running.num_batches_tracked.item() == static_cast<int64_t>(p[4]));
   }
   CHECK(checked == 8);
 }
@@ -96,8 +96,8 @@ TEST_CASE("brn: with r_max = 1 and d_max = 0 it is BatchNorm2d, bit for bit") {
     CHECK(bitwise_equal(dx1, dx2));
   }
   CHECK(bitwise_equal(brn.weight.grad(), bn.weight.grad()));
-  CHECK(bitwise_equal(brn.running_mean, bn.running_mean));
-  CHECK(bitwise_equal(brn.running_var, bn.running_var));
+  CHECK(bitwise_equal(brn.running.mean, bn.running.mean));
+  CHECK(bitwise_equal(brn.running.var, bn.running.var));
   // Evaluation is BatchNorm's: running statistics.
   brn.eval();
   bn.eval();
@@ -120,7 +120,7 @@ TEST_CASE("brn: weight and bias gradients match finite differences (r and d do n
   Tensor x = randn_t({3, 2, 2, 2}, 3, 0.7f, 1.5f);
   auto f = [&](const std::vector<Var>& in) {
     BatchRenorm2d brn(2, {1.2f, 0.3f, 0});
-    brn.running_mean.copy_from(randn_t({2}, 4));
+    brn.running.mean.copy_from(randn_t({2}, 4));
     brn.weight = in[0];
     brn.bias = in[1];
     brn.train();
@@ -144,14 +144,14 @@ TEST_CASE("frozenbn: BatchNorm during the warm-up, then frozen to the running st
     CHECK(bitwise_equal(dx1, dx2));
   }
   CHECK(fbn.frozen());
-  Tensor rm = fbn.running_mean.clone(), rv = fbn.running_var.clone();
+  Tensor rm = fbn.running.mean.clone(), rv = fbn.running.var.clone();
   CHECK_FALSE(bitwise_equal(rm, Tensor::zeros({3})));  // the warm-up did update them
   // Frozen: training normalizes exactly as evaluation does, and nothing is updated.
   Tensor x = randn_t({2, 3, 2, 2}, 50, -1.f, 3.f), dy = randn_t({2, 3, 2, 2}, 51);
   auto [y, dx] = step(fbn, x, dy);
-  CHECK(bitwise_equal(fbn.running_mean, rm));
-  CHECK(bitwise_equal(fbn.running_var, rv));
-  CHECK(fbn.num_batches_tracked.item() == 2);
+  CHECK(bitwise_equal(fbn.running.mean, rm));
+  CHECK(bitwise_equal(fbn.running.var, rv));
+  CHECK(fbn.running.num_batches_tracked.item() == 2);
   fbn.eval();
   CHECK(bitwise_equal(fbn.forward(Var(x)).value(), y));
   // dx = dy * weight / sqrt(running_var + eps), per channel.
@@ -183,9 +183,9 @@ TEST_CASE("gn+ws: a Weight-Standardized Conv2d matches PyTorch, output and gradi
 TEST_CASE("models: brn and frozenbn have bn's state_dict keys, and gn+ws has gn's") {
   auto keys = [](const std::string& norm) {
     ModelOptions o;
-    o.norm = norm;
+    o.norm.kind = norm;
     o.base_width = 8;
-    o.norm_warmup = 5;
+    o.norm.warmup = 5;
     std::vector<std::string> k;
     StateDict sd = make_model("unet-s", o)->state_dict();
     for (auto& [name, t] : sd.floats) k.push_back(name + shape_str(t.shape()));
@@ -196,7 +196,7 @@ TEST_CASE("models: brn and frozenbn have bn's state_dict keys, and gn+ws has gn'
   CHECK(keys("frozenbn") == keys("bn"));
   CHECK(keys("gn+ws") == keys("gn"));
   ModelOptions o;
-  o.norm = "gn+ws";
+  o.norm.kind = "gn+ws";
   o.base_width = 8;
   ModulePtr m = make_model("unet-s", o);
   int ws = 0;
@@ -204,14 +204,14 @@ TEST_CASE("models: brn and frozenbn have bn's state_dict keys, and gn+ws has gn'
     if (auto* c = dynamic_cast<Conv2d*>(&x)) ws += c->config().weight_standardization;
   });
   CHECK(ws == 10);  // the two 3x3 convs of each of the 5 blocks; not the up-convs or the head
-  o.norm = "brn";
-  o.norm_warmup = 7;
+  o.norm.kind = "brn";
+  o.norm.warmup = 7;
   int ramps = 0;
   make_model("unet-s", o)->apply([&](Module& x) {
     if (auto* b = dynamic_cast<BatchRenorm2d*>(&x)) ramps += b->renorm_config().ramp_steps == 7;
   });
   CHECK(ramps == 10);
-  o.norm = "nope";
+  o.norm.kind = "nope";
   CHECK_THROWS_WITH_AS(make_model("unet-s", o), doctest::Contains("gn+ws, brn, frozenbn"), Error);
 }
 
@@ -219,9 +219,9 @@ TEST_CASE("models: every new norm trains a step with finite gradients") {
   for (std::string norm : {"gn+ws", "brn", "frozenbn"}) {
     CAPTURE(norm);
     ModelOptions o;
-    o.norm = norm;
+    o.norm.kind = norm;
     o.base_width = 8;
-    o.norm_warmup = 1;
+    o.norm.warmup = 1;
     ModulePtr m = make_model("unet", o);
     m->train();
     for (int s = 0; s < 2; ++s) {  // frozenbn freezes at the second step
@@ -241,10 +241,10 @@ TEST_CASE("models: every new norm trains a step with finite gradients") {
 
 TEST_CASE("checkpoint: the model spec keeps norm_warmup") {
   ModelSpec s;
-  s.options.norm = "frozenbn";
-  s.options.norm_warmup = 12;
-  CHECK(ModelSpec::from_json(s.to_json(), "x").options.norm_warmup == 12);
-  s.options.norm_warmup = 0;
+  s.options.norm.kind = "frozenbn";
+  s.options.norm.warmup = 12;
+  CHECK(ModelSpec::from_json(s.to_json(), "x").options.norm.warmup == 12);
+  s.options.norm.warmup = 0;
   CHECK_FALSE(s.to_json().contains("norm_warmup"));
 }
 

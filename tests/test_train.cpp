@@ -38,8 +38,8 @@ static void check_train_case(const std::string& name) {
   auto expected = sbtest::load_fixture("train_" + name + "_expected");
   auto cfgj = nlohmann::json::parse(expected.metadata.at("config"));
   TrainConfig cfg;
-  cfg.spec.options.norm = cfgj["norm"];
-  cfg.spec.options.groups = cfgj["groups"];
+  cfg.spec.options.norm.kind = cfgj["norm"];
+  cfg.spec.options.norm.groups = cfgj["groups"];
   cfg.spec.options.classes = cfgj["classes"];
   cfg.spec.options.base_width = 4;
   cfg.data = "tensors:" + fixture_path("train_" + name + "_data");
@@ -103,8 +103,8 @@ struct TempDir {
 
 TrainConfig small_config(const std::string& out) {
   TrainConfig c;
-  c.spec.options.norm = "bn";
-  c.spec.options.groups = 2;
+  c.spec.options.norm.kind = "bn";
+  c.spec.options.norm.groups = 2;
   c.spec.options.classes = 3;
   c.spec.options.base_width = 4;
   c.data = "tensors:" + fixture_path("train_bn_sgd_data");
@@ -211,7 +211,7 @@ TEST_CASE("train: --resume refuses a directory made with a different configurati
 TEST_CASE("train: a diverging run stops naming the step and layer, keeping the last good checkpoint") {
   TempDir d;
   TrainConfig c = small_config(d.path.string());
-  c.spec.options.norm = "none";
+  c.spec.options.norm.kind = "none";
   c.epochs = 1;
   train(c);
   std::string good_model = file_bytes(d.path / "model.safetensors");
@@ -277,7 +277,7 @@ TEST_CASE("train: a resume keeps the best mIoU exactly, so an equal epoch leaves
   // could count as better and replace best.safetensors.
   auto config = [](const std::string& out) {
     TrainConfig c = small_config(out);
-    c.spec.options.norm = "gn";
+    c.spec.options.norm.kind = "gn";
     c.optim = "sgd";
     c.schedule = "const";
     c.lr = 1e-5f;
@@ -332,7 +332,7 @@ TEST_CASE("train: a batch whose every pixel is ignored (255) is skipped and coun
   };
   auto config = [&](const std::string& data) {
     TrainConfig c = small_config("");
-    c.spec.options.norm = "gn";
+    c.spec.options.norm.kind = "gn";
     c.data = data;
     c.val_data = "none";
     c.batch = 1;

@@ -18,7 +18,7 @@ TEST_CASE("unet-s: state_dict keys and shapes equal the reference's for every no
   for (const char* norm : {"bn", "gn", "ln", "in", "none"}) {
     CAPTURE(norm);
     ModelOptions opt;
-    opt.norm = norm;
+    opt.norm.kind = norm;
     ModulePtr m = make_model("unet-s", opt);
     // PyTorch's order: parameters and buffers interleaved per module; compare as a set of
     // (name, shape) plus the parameter order, which optimizers depend on.
@@ -44,8 +44,8 @@ TEST_CASE("unet-s: state_dict keys and shapes equal the reference's for every no
 static void check_unet_parity(const std::string& norm, int base, int groups) {
   auto fx = sbtest::load_fixture("unet_" + norm + "_b" + std::to_string(base));
   ModelOptions opt;
-  opt.norm = norm;
-  opt.groups = groups;
+  opt.norm.kind = norm;
+  opt.norm.groups = groups;
   opt.classes = 3;
   opt.base_width = base;
   ModulePtr m = make_model("unet-s", opt);
@@ -93,11 +93,11 @@ TEST_CASE("unet-s: matches PyTorch without normalization (none)") { check_unet_p
 
 TEST_CASE("unet-s: bad settings are clear errors") {
   ModelOptions opt;
-  opt.norm = "xn";
+  opt.norm.kind = "xn";
   CHECK_THROWS_WITH_AS(make_model("unet-s", opt), doctest::Contains("unknown norm 'xn' (known: bn, gn, ln, in, none, gn+ws, brn, frozenbn)"), Error);
   CHECK_THROWS_WITH_AS(make_model("unet-xl"), doctest::Contains("unknown model 'unet-xl' (known: unet-s"), Error);
-  opt.norm = "gn";
-  opt.groups = 3;  // 16 channels in 3 groups
+  opt.norm.kind = "gn";
+  opt.norm.groups = 3;  // 16 channels in 3 groups
   CHECK_THROWS_WITH_AS(make_model("unet-s", opt), doctest::Contains("16 channels are not divisible by 3 groups"), Error);
   ModulePtr m = make_model("unet-s");
   CHECK_THROWS_WITH_AS(m->forward(Var(Tensor::zeros({1, 3, 10, 10}))), doctest::Contains("divisible by 4"), Error);

@@ -36,23 +36,24 @@ inline std::string fit_terminal_line(std::string line) {
   return line;
 }
 
-// Model flags shared by train, eval and bench; `from_checkpoint` leaves them optional.
+// Model flags shared by train, eval and bench, one per row of models/options.h's table;
+// `from_checkpoint` leaves them optional.
 struct ModelFlags {
   std::string model = "unet-s";
-  std::string norm = "gn";
-  int64_t groups = 8;
-  int64_t classes = 0;  // 0: from the data (or the checkpoint)
-  int64_t in_channels = 3;
-  int64_t base_width = 16;
-  int64_t depth = 0;  // 0: the model's default
-  int64_t norm_warmup = 0;  // 0: train resolves it to one epoch for brn and frozenbn
-  CLI::Option *model_opt = nullptr, *norm_opt = nullptr, *groups_opt = nullptr, *classes_opt = nullptr,
-              *in_opt = nullptr, *width_opt = nullptr, *depth_opt = nullptr, *warmup_opt = nullptr;
+  ModelOptions values = auto_defaults();
+  CLI::Option* model_opt = nullptr;
+  std::vector<std::pair<const ModelOptionField*, CLI::Option*>> given_opts;
   void add(CLI::App& cmd);
   bool any_given() const;
   ModelSpec spec(int64_t classes_default) const;
   // base with the flags given on the command line applied over it; the others keep base's values.
   ModelSpec override_given(ModelSpec base) const;
+  // ModelOptions' defaults, with 0 for the options resolved later (classes: from the data).
+  static ModelOptions auto_defaults() {
+    ModelOptions o;
+    o.classes = 0;
+    return o;
+  }
 };
 
 // SIGINT, SIGTERM and SIGHUP, from now until the process ends, only record that they came (a

@@ -169,7 +169,7 @@ Timing bench_op(const ModelFlags& flags, const BenchOptions& o) {
   Generator gen(o.seed + 1);
   Var x(Tensor::randn({N, C, H, W}, gen), true);
   Var w, b;
-  Tensor running_mean, running_var;
+  RunningStats running;
   std::function<Var()> fwd;
   const bool transposed = o.op == "conv_transpose2d";
   if (o.op == "conv2d" || transposed) {
@@ -191,12 +191,12 @@ Timing bench_op(const ModelFlags& flags, const BenchOptions& o) {
     w = Var(Tensor::ones({C}), true);
     b = Var(Tensor::zeros({C}), true);
     if (o.op == "groupnorm") {
-      const int64_t G = std::min(flags.groups, C);
+      const int64_t G = std::min(flags.values.norm.groups, C);
       fwd = [=] { return group_norm(x, G, w, b); };
     } else {
-      running_mean = Tensor::zeros({C});
-      running_var = Tensor::ones({C});
-      fwd = [=] { return batch_norm(x, running_mean, running_var, w, b, true, 0.1f); };
+      running.mean = Tensor::zeros({C});
+      running.var = Tensor::ones({C});
+      fwd = [=] { return batch_norm(x, &running, w, b, true); };
     }
   } else {
     fail("bench: unknown --op '", o.op, "' (known: conv2d, conv_transpose2d, groupnorm, batchnorm)");
@@ -219,7 +219,7 @@ nlohmann::json result_json(const ModelFlags& flags, const BenchOptions& o, const
   j["impl"] = "smallbatch";
   if (o.op.empty()) {
     j["model"] = flags.model;
-    j["norm"] = flags.norm;
+    j["norm"] = flags.values.norm.kind;
     j["batch"] = o.batch;
     j["size"] = o.size;
   } else {
@@ -318,7 +318,7 @@ std::string shared_args(const ModelFlags& flags, const BenchOptions& o) {
   if (!o.op.empty()) {
     std::string shape;
     for (size_t i = 0; i < o.shape.size(); ++i) shape += (i ? "," : "") + std::to_string(o.shape[i]);
-    a += str(" --op ", o.op, " --shape ", shape, " --groups ", flags.groups);
+    a += str(" --op ", o.op, " --shape ", shape, " --groups ", flags.values.norm.groups);
     if (o.out_channels > 0) a += str(" --out-channels ", o.out_channels);
     if (o.kernel > 0) a += str(" --kernel ", o.kernel);
     if (o.stride > 0) a += str(" --stride ", o.stride);
@@ -326,9 +326,9 @@ std::string shared_args(const ModelFlags& flags, const BenchOptions& o) {
   } else {
     SB_CHECK(flags.model == "unet-s", "bench --vs-torch: the PyTorch side has only the reference unet-s, not '",
              flags.model, "'");
-    a += str(" --model ", flags.model, " --norm ", flags.norm, " --groups ", flags.groups, " --classes ",
-             flags.classes > 0 ? flags.classes : 4, " --in-channels ", flags.in_channels, " --base-width ",
-             flags.base_width, " --batch ", o.batch, " --size ", o.size);
+    a += str(" --model ", flags.model, " --norm ", flags.values.norm.kind, " --groups ", flags.values.norm.groups, " --classes ",
+             flags.values.classes > 0 ? flags.values.classes : 4, " --in-channels ", flags.values.in_channels, " --base-width ",
+             flags.values.base_width, " --batch ", o.batch, " --size ", o.size);
   }
   return a;
 }

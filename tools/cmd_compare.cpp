@@ -7,6 +7,7 @@
 
 #include "core/threads.h"
 #include "tools/app/compare.h"
+#include "layers/norm.h"
 #include "tools/cli.h"
 
 namespace sb::cli {
@@ -46,8 +47,8 @@ void add_compare_command(CLI::App& app, Action& action) {
   auto o = std::make_shared<Opts>();
   cmd->add_option("--preset", o->cfg.preset, "quick (bn, gn; at most 10 minutes on 2 cores) or full (every norm, batch 32 to 1, 3 seeds)")
       ->capture_default_str()->check(CLI::IsMember({"quick", "full"}));
-  cmd->add_option("--norms", o->norms, "comma-separated normalizations: bn, gn, ln, in, none, gn+ws, brn, frozenbn "
-                                      "(quick: bn,gn; full: all)");
+  cmd->add_option("--norms", o->norms, "comma-separated normalizations: " + norm_kinds_text() +
+                                          " (quick: bn,gn; full: all; `smallbatch models` says what each is)");
   cmd->add_option("--norm-warmup", o->cfg.norm_warmup_epochs,
                   "epochs of brn's r_max/d_max ramp and of frozenbn's BatchNorm before it freezes (default: epochs / 3)")
       ->check(Positive);

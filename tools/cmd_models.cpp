@@ -1,9 +1,11 @@
 // `smallbatch models`: the registered models, what each is, and the options it reads with
 // their defaults, straight from the registry so the listing cannot drift from the code.
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 #include <string>
 
+#include "layers/norm.h"
 #include "models/registry.h"
 #include "tools/cli.h"
 
@@ -48,6 +50,22 @@ void add_models_command(CLI::App& app, Action& action) {
           std::printf("%s%s\n", head.c_str(), o.help.c_str());
         }
         first = false;
+      }
+      // The norms, from their registry (layers/norm.cpp), with the traits the tools act on.
+      std::printf("\nnormalizations (--norm, compare --norms):\n");
+      for (const NormInfo& n : norm_registry()) {
+        const NormTraits& t = n.traits;
+        std::string notes;
+        for (auto [on, what] : {std::pair{t.batch_statistics, "batch statistics"},
+                                {t.running_statistics, "running statistics"}, {t.uses_groups, "--groups"},
+                                {t.uses_warmup, "--norm-warmup"}, {t.conv_bias, "conv bias"},
+                                {t.weight_standardization, "weight standardization"}})
+          if (on) notes += std::string(notes.empty() ? " [" : ", ") + what;
+        if (!notes.empty()) notes += "]";
+        std::string head = "    " + n.name;
+        head.resize(std::max<size_t>(head.size() + 1, 16), ' ');
+        std::string lines = wrap(n.help + notes, std::string(head.size(), ' '), 92);
+        std::printf("%s%s", head.c_str(), lines.substr(head.size()).c_str());
       }
       return 0;
     };

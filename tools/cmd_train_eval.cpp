@@ -1,4 +1,5 @@
 // `smallbatch train` and `smallbatch eval`: flags, then the library's train() and evaluate().
+#include <algorithm>
 #include <unistd.h>
 
 #include <cmath>
@@ -19,46 +20,39 @@ namespace sb::cli {
 
 void ModelFlags::add(CLI::App& cmd) {
   model_opt = cmd.add_option("--model", model, "model name (see `smallbatch models`)")->capture_default_str();
-  norm_opt = cmd.add_option("--norm", norm, "normalization: bn, gn, ln, in, none, gn+ws, brn or frozenbn")->capture_default_str();
-  groups_opt = cmd.add_option("--groups", groups, "GroupNorm groups (gn)")->capture_default_str()->check(Positive);
-  classes_opt = cmd.add_option("--classes", classes, "number of classes (default: from the data)")->check(Positive);
-  in_opt = cmd.add_option("--in-channels", in_channels, "input channels")->capture_default_str()->check(Positive);
-  width_opt = cmd.add_option("--base-width", base_width, "channels of the first level")->capture_default_str()->check(Positive);
-  depth_opt = cmd.add_option("--depth", depth, "levels of unet / stages of fcn (default: the model's)")->check(Positive);
-  warmup_opt = cmd.add_option("--norm-warmup", norm_warmup,
-                              "training steps of brn's r_max/d_max ramp and of frozenbn's warm-up (default: one epoch)")
-                   ->check(NonNegative);
+  for (const auto& f : model_option_fields()) {
+    std::string flag = "--" + f.key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    CLI::Option* opt = f.text ? cmd.add_option(flag, *f.text(values), f.help)
+                              : cmd.add_option(flag, *f.number(values), f.help)->check(f.min_value > 0 ? Positive : NonNegative);
+    if (!f.zero_means_auto) opt->capture_default_str();
+    given_opts.emplace_back(&f, opt);
+  }
 }
 
 bool ModelFlags::any_given() const {
-  for (auto* o : {model_opt, norm_opt, groups_opt, classes_opt, in_opt, width_opt, depth_opt, warmup_opt})
-    if (o && o->count() > 0) return true;
+  if (model_opt && model_opt->count() > 0) return true;
+  for (const auto& [f, o] : given_opts)
+    if (o->count() > 0) return true;
   return false;
 }
 
 ModelSpec ModelFlags::spec(int64_t classes_default) const {
   ModelSpec s;
   s.model = model;
-  s.options.norm = norm;
-  s.options.groups = groups;
-  s.options.classes = classes > 0 ? classes : classes_default;
-  s.options.in_channels = in_channels;
-  s.options.base_width = base_width;
-  s.options.depth = depth;
-  s.options.norm_warmup = norm_warmup;
+  s.options = values;
+  if (s.options.classes <= 0) s.options.classes = classes_default;
   return s;
 }
 
 ModelSpec ModelFlags::override_given(ModelSpec base) const {
-  auto given = [](const CLI::Option* o) { return o && o->count() > 0; };
-  if (given(model_opt)) base.model = model;
-  if (given(norm_opt)) base.options.norm = norm;
-  if (given(groups_opt)) base.options.groups = groups;
-  if (given(classes_opt)) base.options.classes = classes;
-  if (given(in_opt)) base.options.in_channels = in_channels;
-  if (given(width_opt)) base.options.base_width = base_width;
-  if (given(depth_opt)) base.options.depth = depth;
-  if (given(warmup_opt)) base.options.norm_warmup = norm_warmup;
+  if (model_opt && model_opt->count() > 0) base.model = model;
+  ModelOptions mine = values;
+  for (const auto& [f, o] : given_opts) {
+    if (o->count() == 0) continue;
+    if (f->text) *f->text(base.options) = *f->text(mine);
+    else *f->number(base.options) = *f->number(mine);
+  }
   return base;
 }
 
@@ -137,7 +131,7 @@ void add_train_command(CLI::App& app, Action& action) {
       if (c.steps == 0 && c.epochs == 0) c.epochs = 8;
       apply_threads(c.threads);
       c.threads = num_threads();
-      int64_t classes = flags->classes;
+      int64_t classes = flags->values.classes;
       if (classes == 0) classes = open_dataset(c.data, Split::Train, 0, c.data_opt)->num_classes();
       c.spec = flags->spec(classes);
       if (!c.save.empty()) {  // checked now rather than after the whole training
@@ -171,7 +165,7 @@ void add_train_command(CLI::App& app, Action& action) {
       };
       hooks.should_stop = [] { return stop_signal() != 0; };
       progress("training %s (norm %s) on %s: batch %lld, %s, seed %llu, %d threads\n", c.spec.model.c_str(),
-                  c.spec.options.norm.c_str(), c.data.c_str(), (long long)c.batch,
+                  c.spec.options.norm.kind.c_str(), c.data.c_str(), (long long)c.batch,
                   c.steps ? str(c.steps, " steps").c_str() : str(c.epochs, " epochs").c_str(),
                   (unsigned long long)c.seed, c.threads);
       progress("on %s\n", platform_summary().c_str());
@@ -236,7 +230,7 @@ void add_eval_command(CLI::App& app, Action& action) {
       if (weights.metadata.count(kModelMetadataKey) || !flags->any_given()) {
         spec = flags->override_given(read_model_spec(weights));
       } else {
-        int64_t classes = flags->classes;
+        int64_t classes = flags->values.classes;
         if (classes == 0) classes = open_dataset(o->data, Split::Val, 0, o->dopt)->num_classes();
         spec = flags->spec(classes);
       }
@@ -273,7 +267,7 @@ void add_eval_command(CLI::App& app, Action& action) {
           size = str(first.mask.size(1), " x ", first.mask.size(0));
         }
         std::printf("%s (%s, %s) on %s, validation split: %lld images of %s, BatchNorm %s statistics\n",
-                    o->weights.c_str(), spec.model.c_str(), spec.options.norm.c_str(), o->data.c_str(),
+                    o->weights.c_str(), spec.model.c_str(), spec.options.norm.kind.c_str(), o->data.c_str(),
                     (long long)r.images, size.c_str(), o->bn_mode.c_str());
         std::printf("loss %.4f  pixel accuracy %.4f  mean IoU %.4f\n", r.loss, r.pixel_acc, r.miou);
         const size_t K = r.class_iou.size();

@@ -5,15 +5,14 @@
 
 namespace sb {
 
+// Both directions walk models/options.h's table, so a new model option needs no change here.
 nlohmann::json ModelSpec::to_json() const {
-  nlohmann::json j = {{"model", model},
-          {"norm", options.norm},
-          {"groups", options.groups},
-          {"classes", options.classes},
-          {"in_channels", options.in_channels},
-          {"base_width", options.base_width},
-          {"depth", options.depth}};
-  if (options.norm_warmup != 0) j["norm_warmup"] = options.norm_warmup;
+  nlohmann::json j = {{"model", model}};
+  ModelOptions o = options;
+  for (const auto& f : model_option_fields()) {
+    if (f.text) j[f.key] = *f.text(o);
+    else if (f.written_when_zero || *f.number(o) != 0) j[f.key] = *f.number(o);
+  }
   if (!data.empty()) j["data"] = data;
   return j;
 }
@@ -23,18 +22,16 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
   // nlohmann turns a float into int64 with a plain cast, undefined behaviour for 1e300 (found by
   // fuzzing), so the integer fields must be JSON integers.
   if (j.is_object())
-    for (const char* key : {"groups", "classes", "in_channels", "base_width", "depth", "norm_warmup"})
-      if (j.contains(key) && j.at(key).is_number_float())
-        fail(where, ": the model configuration's \"", key, "\" must be an integer, got ", j.at(key).dump());
+    for (const auto& f : model_option_fields())
+      if (f.number && j.contains(f.key) && j.at(f.key).is_number_float())
+        fail(where, ": the model configuration's \"", f.key, "\" must be an integer, got ", j.at(f.key).dump());
   try {
     s.model = j.at("model").get<std::string>();
-    s.options.norm = j.at("norm").get<std::string>();
-    s.options.groups = j.at("groups").get<int64_t>();
-    s.options.classes = j.at("classes").get<int64_t>();
-    s.options.in_channels = j.at("in_channels").get<int64_t>();
-    s.options.base_width = j.value("base_width", int64_t{16});
-    s.options.depth = j.value("depth", int64_t{0});
-    s.options.norm_warmup = j.value("norm_warmup", int64_t{0});
+    for (const auto& f : model_option_fields()) {
+      if (!f.required_in_json && !j.contains(f.key)) continue;  // the default stays
+      if (f.text) *f.text(s.options) = j.at(f.key).get<std::string>();
+      else *f.number(s.options) = j.at(f.key).get<int64_t>();
+    }
     s.data = j.value("data", std::string());
   } catch (const nlohmann::json::exception& e) {
     fail(where, ": the model configuration is incomplete or malformed (", e.what(), ")");

@@ -15,7 +15,7 @@
 #include "tools/app/provenance.h"
 #include "layers/batch_norm.h"
 #include "models/registry.h"
-#include "models/unet.h"
+#include "layers/norm.h"
 
 namespace sb {
 
@@ -94,7 +94,7 @@ std::vector<RunSpec> plan_runs(const CompareConfig& cfg) {
   for (int64_t seed = 0; seed < cfg.seeds; ++seed)
     for (int64_t b : cfg.batch_sizes)
       for (const auto& norm : cfg.norms) {
-        bool gn = norm == "gn" || norm == "gn+ws";
+        const bool gn = norm_info(norm).traits.uses_groups;
         std::vector<int64_t> gs = gn ? cfg.groups : std::vector<int64_t>{0};
         for (int64_t g : gs) {
           RunSpec r;
@@ -198,7 +198,7 @@ static std::string init_for_seed(const CompareConfig& cfg, int64_t classes, int6
   fs::create_directories(cfg.out + "/init");
   manual_seed(static_cast<uint64_t>(seed));
   ModelOptions o;
-  o.norm = "none";  // convs with biases: a superset of every norm kind's conv parameters
+  o.norm.kind = "none";  // convs with biases: a superset of every norm kind's conv parameters
   o.classes = classes;
   o.base_width = cfg.base_width;
   ModulePtr m = make_model(cfg.model, o);
@@ -206,6 +206,28 @@ static std::string init_for_seed(const CompareConfig& cfg, int64_t classes, int6
   save_safetensors(path, f);
   return path;
 }
+
+// The train/test-gap diagnostic of one BN-family layer: how far its batch statistics are from
+// its running ones, summed over the batches it observes (means are taken at the end).
+struct GapObserver : BatchNormObserver {
+  double mean_shift_sum = 0;  // per batch: mean over channels of |mu_batch - mu_run| / sigma_run
+  double log_var_sum = 0;     // per batch: mean over channels of |log(var_batch / var_run)|
+  int64_t batches = 0;
+  void observe(const BatchNorm2d& layer, const Tensor& x) override {
+    const ChannelMoments batch = channel_moments(x);
+    const Tensor &rm = layer.running.mean, &rv = layer.running.var;
+    const float eps = layer.config().eps;
+    const int64_t C = rm.numel();
+    double shift = 0, logvar = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      shift += std::fabs(batch.mean[c] - rm[c]) / std::sqrt(rv[c] + eps);
+      logvar += std::fabs(std::log((batch.var[c] + eps) / (rv[c] + eps)));
+    }
+    mean_shift_sum += shift / C;
+    log_var_sum += logvar / C;
+    ++batches;
+  }
+};
 
 // Per-run measurements after training: BN's batch-statistics evaluation, the BN layer gaps,
 // and the first validation predictions (for the overlay figure).
@@ -215,14 +237,14 @@ static void measure_after(RunOutcome& o, Module& model, const Dataset& val, cons
   model.apply([&](Module& m) { has_bn = has_bn || dynamic_cast<BatchNorm2d*>(&m) != nullptr; });
   if (has_bn) {
     o.batchstat_miou = evaluate(model, val, o.spec.batch, BNEval::Batch, nullptr, tf).miou;
-    std::vector<std::pair<BatchNorm2d*, BNGapStats>> stats;
+    std::vector<std::pair<BatchNorm2d*, GapObserver>> stats;
     model.apply([&](Module& m) {
       if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) stats.push_back({bn, {}});
     });
-    for (auto& [bn, st] : stats) bn->gap_stats = &st;
+    for (auto& [bn, st] : stats) bn->observer = &st;
     evaluate(model, val, o.spec.batch, BNEval::Running, nullptr, tf);
     for (auto& [bn, st] : stats) {
-      bn->gap_stats = nullptr;
+      bn->observer = nullptr;
       if (st.batches) o.gaps.push_back({bn->path(), st.mean_shift_sum / st.batches, st.log_var_sum / st.batches});
     }
   }
@@ -364,8 +386,8 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
             static_cast<int>(std::fmod(eta, 60.0)), "s)")));
     TrainConfig tc;
     tc.spec.model = cfg.model;
-    tc.spec.options.norm = spec.norm;
-    tc.spec.options.groups = spec.groups > 0 ? spec.groups : 8;
+    tc.spec.options.norm.kind = spec.norm;
+    tc.spec.options.norm.groups = spec.groups > 0 ? spec.groups : 8;
     tc.spec.options.classes = classes;
     tc.spec.options.base_width = cfg.base_width;
     tc.data = cfg.data;
@@ -381,8 +403,8 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     tc.schedule = "cosine";
     int64_t steps_per_epoch = (train_data->size() + spec.batch - 1) / spec.batch;
     tc.warmup_steps = static_cast<int64_t>(std::llround(cfg.warmup_epochs * steps_per_epoch));
-    if (spec.norm == "brn" || spec.norm == "frozenbn")
-      tc.spec.options.norm_warmup = std::max<int64_t>(1, std::llround(cfg.norm_warmup_epochs * steps_per_epoch));
+    if (norm_info(spec.norm).traits.uses_warmup)
+      tc.spec.options.norm.warmup = std::max<int64_t>(1, std::llround(cfg.norm_warmup_epochs * steps_per_epoch));
     tc.seed = static_cast<uint64_t>(spec.seed);
     tc.threads = num_threads();
     tc.init = init_for_seed(cfg, classes, spec.seed);

@@ -394,8 +394,8 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
 
   // brn and frozenbn count their warm-up in steps; 0 asks for one epoch of them.
   ModelSpec spec = cfg.spec;
-  if ((spec.options.norm == "brn" || spec.options.norm == "frozenbn") && spec.options.norm_warmup == 0)
-    spec.options.norm_warmup = std::max<int64_t>(1, train_data->size() / cfg.batch);
+  if (norm_info(spec.options.norm.kind).traits.uses_warmup && spec.options.norm.warmup == 0)
+    spec.options.norm.warmup = std::max<int64_t>(1, train_data->size() / cfg.batch);
   manual_seed(cfg.seed);
   ModulePtr model = spec.build();
   model->assign_paths();

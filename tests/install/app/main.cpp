@@ -17,7 +17,7 @@ int main() {
   sb::set_num_threads(1);
   sb::ModelOptions opt;
   opt.base_width = 4;
-  opt.groups = 2;
+  opt.norm.groups = 2;
   opt.classes = 2;
   opt.depth = 1;
   sb::ModulePtr model = sb::make_model("unet", opt);

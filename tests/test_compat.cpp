@@ -1,0 +1,41 @@
+// Checkpoints written by an older smallbatch (tests/fixtures/compat, made by
+// tools/scripts/make_compat_checkpoints.sh at commit 9b41e9e) load and evaluate to the same bits
+// today: structural changes must not change what a saved model means.
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "cli_util.h"
+#include "temp_dir.h"
+
+namespace {
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// The pinning the fixtures were made with: the same bits on every x86-64 machine.
+const char* kPinned = "SMALLBATCH_SIMD=baseline OPENBLAS_CORETYPE=Prescott";
+
+}  // namespace
+
+TEST_CASE("compat: checkpoints from before the normalization unit evaluate to the same logits, bit for bit") {
+  const std::string dir = std::string(SB_FIXTURES_DIR) + "/compat/";
+  sbtest::TempDir tmp("sb_compat");
+  for (std::string case_ : {"gn", "bn", "brn", "frozenbn", "bn.batch"}) {
+    CAPTURE(case_);
+    const bool batch = case_ == "bn.batch";
+    const std::string norm = batch ? "bn" : case_;
+    const std::string got = tmp / (case_ + ".logits.safetensors");
+    auto r = sbtest::run_cli("eval --weights " + dir + norm + ".safetensors --image-size 16 --limit 2 --threads 1" +
+                                 (batch ? " --bn-mode batch" : "") + " --save-logits " + got,
+                             kPinned);
+    REQUIRE_MESSAGE(r.code == 0, r.all());
+    const std::string want = file_bytes(dir + case_ + ".logits.safetensors");
+    REQUIRE(!want.empty());
+    CHECK(file_bytes(got) == want);
+  }
+}

@@ -547,23 +547,26 @@ static Var forward_batch(Session& s, const Batch& b) {
   }
 }
 
-// Stops the run when the loss is not finite, naming the first layer whose output was not, or
+// Throws Diverged when the loss is not finite, naming the first layer whose output was not, or
 // when it exploded: a loss can also stay finite (normalized layers absorb huge weights) and
 // still be far above both the run's first loss and chance level, log(K).
 static void check_loss(const Session& s, const Batch& b, float lv, int64_t epoch) {
   const int64_t step = s.st.step + 1;
   if (!std::isfinite(lv))
-    fail("training diverged at step ", step, " (epoch ", epoch + 1, "): the loss is ", lv, "; ",
-         locate_non_finite_forward(*s.model, b.images), ". The last good checkpoint is kept.");
+    throw Diverged(str("training diverged at step ", step, " (epoch ", epoch + 1, "): the loss is ", lv, "; ",
+                       locate_non_finite_forward(*s.model, b.images), ". The last good checkpoint is kept."),
+                   step, lv);
   float base = std::max(std::isnan(s.first_loss) ? lv : s.first_loss,
                         std::log(static_cast<float>(std::max<int64_t>(2, s.classes))));
   if (lv > kDivergenceFactor * base)
-    fail("training diverged at step ", step, " (epoch ", epoch + 1, "): the loss is ", lv, ", more than ",
-         kDivergenceFactor, " times ", base, " (the larger of the first step's loss and chance level, log ", s.classes,
-         "); lower --lr or clip gradients (--clip-grad). The last good checkpoint is kept.");
+    throw Diverged(str("training diverged at step ", step, " (epoch ", epoch + 1, "): the loss is ", lv,
+                       ", more than ", kDivergenceFactor, " times ", base,
+                       " (the larger of the first step's loss and chance level, log ", s.classes,
+                       "); lower --lr or clip gradients (--clip-grad). The last good checkpoint is kept."),
+                   step, lv);
 }
 
-// Stops the run naming the first parameter, in backward order (output side first), whose
+// Throws Diverged naming the first parameter, in backward order (output side first), whose
 // gradient is not finite.
 static void check_gradients(const Session& s, float lv, int64_t epoch) {
   const int64_t step = s.st.step + 1;
@@ -572,8 +575,9 @@ static void check_gradients(const Session& s, float lv, int64_t epoch) {
     if (!g.defined()) continue;
     for (float v : g)
       if (!std::isfinite(v))
-        fail("training diverged at step ", step, " (epoch ", epoch + 1, "): the gradient of '", it->first,
-             "' is not finite (loss ", lv, "). The last good checkpoint is kept.");
+        throw Diverged(str("training diverged at step ", step, " (epoch ", epoch + 1, "): the gradient of '",
+                           it->first, "' is not finite (loss ", lv, "). The last good checkpoint is kept."),
+                       step, lv, it->first);
   }
 }
 

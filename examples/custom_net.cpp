@@ -6,22 +6,42 @@
 
 // The network: layers registered by name, so its state_dict keys are "conv1.weight",
 // "norm1.weight", ..., "head.bias", exactly as in a PyTorch twin with the same attributes.
+// A small encoder-decoder for 16x16 images: features at full resolution, then at half
+// resolution with an image-level context vector added (ParseNet's global pooling), upsampled
+// back onto the first. The layers without parameters are registered too, so that eval()
+// reaches the Dropout.
 class TinyNet : public sb::Module {
  public:
-  TinyNet(int64_t in, int64_t width, int64_t classes) {
+  TinyNet(int64_t in, int64_t width, int64_t classes) : width_(width) {
     conv1 = register_module("conv1", std::make_shared<sb::Conv2d>(in, width, 3, 1, 1, false));
     norm1 = register_module("norm1", std::make_shared<sb::GroupNorm>(4, width));
+    down = register_module("down", std::make_shared<sb::MaxPool2d>(2));
     conv2 = register_module("conv2", std::make_shared<sb::Conv2d>(width, width, 3, 1, 1, false));
     norm2 = register_module("norm2", std::make_shared<sb::GroupNorm>(4, width));
+    pool = register_module("pool", std::make_shared<sb::AvgPool2d>(8));  // 8x8 -> 1x1: the mean
+    context = register_module("context", std::make_shared<sb::Linear>(width, width));
+    up = register_module("up", std::make_shared<sb::Upsample>(2, sb::UpsampleMode::Bilinear));
+    drop = register_module("drop", std::make_shared<sb::Dropout>(0.1f));
     head = register_module("head", std::make_shared<sb::Conv2d>(width, classes, 1));
   }
-  sb::Var forward(const sb::Var& x) override {  // (N, in, H, W) -> (N, classes, H, W)
-    sb::Var h = sb::relu(norm1->forward(conv1->forward(x)));
-    h = sb::relu(norm2->forward(conv2->forward(h)));
-    return head->forward(h);
+  sb::Var forward(const sb::Var& x) override {  // (N, in, 16, 16) -> (N, classes, 16, 16)
+    int64_t n = x.size(0);
+    sb::Var h = sb::relu(norm1->forward(conv1->forward(x)));                  // (N, width, 16, 16)
+    sb::Var d = sb::relu(norm2->forward(conv2->forward(down->forward(h))));    // (N, width, 8, 8)
+    sb::Var g = context->forward(sb::reshape(pool->forward(d), {n, width_}));  // (N, width)
+    d = d + sb::reshape(g, {n, width_, 1, 1});                                 // on every pixel
+    return head->forward(drop->forward(h + up->forward(d)));
   }
   std::shared_ptr<sb::Conv2d> conv1, conv2, head;
   std::shared_ptr<sb::GroupNorm> norm1, norm2;
+  std::shared_ptr<sb::MaxPool2d> down;
+  std::shared_ptr<sb::AvgPool2d> pool;
+  std::shared_ptr<sb::Linear> context;
+  std::shared_ptr<sb::Upsample> up;
+  std::shared_ptr<sb::Dropout> drop;
+
+ private:
+  int64_t width_;
 };
 
 // A tiny in-memory task: find the bright square in a noisy image. Sample i depends on i
@@ -69,5 +89,13 @@ int main() {
     if (epoch == 0) first = last;
     std::printf("epoch %d  loss %.4f\n", epoch, last);
   }
+
+  net.eval();  // Dropout passes everything through from here on
+  sb::NoGrad no_grad;
+  double eval_loss = 0;
+  int batches = 0;
+  loader.start_epoch(0);
+  for (sb::Batch b; loader.next(b); ++batches) eval_loss += loss_fn(net(sb::Var(b.images)), b.masks).item();
+  std::printf("eval loss %.4f\n", eval_loss / batches);
   return last < 0.5 * first ? 0 : 1;  // the loss must fall, or the example is broken
 }

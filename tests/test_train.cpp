@@ -270,6 +270,58 @@ TEST_CASE("train: a non-finite weight stops the run at step 1, naming the layer 
   }
 }
 
+TEST_CASE("train: divergence is thrown as Diverged, with its step, loss and parameter") {
+  // compare tells a diverged run (recorded, and the sweep goes on) from any other failure (which
+  // stops the sweep) by this type, not by the words of the message.
+  TempDir d;
+  TrainConfig c = small_config(d.path.string());
+  c.optim = "sgd";
+  c.schedule = "const";
+  c.lr = 1e6f;
+  c.epochs = 20;
+  try {
+    train(c);
+    FAIL("expected divergence");
+  } catch (const Diverged& e) {
+    std::string m = e.what();
+    MESSAGE(m);
+    CHECK(e.step >= 1);
+    CHECK(m.rfind(str("training diverged at step ", e.step, " "), 0) == 0);
+    if (e.parameter.empty()) CHECK((!std::isfinite(e.loss) || m.find("more than 100 times") != std::string::npos));
+    else CHECK(m.find("the gradient of '" + e.parameter + "'") != std::string::npos);
+  }
+  // A NaN weight: the loss of step 1 is not finite.
+  TensorFile init = c.spec.build()->state_dict();
+  Tensor w = init.floats.at("head.weight").clone();
+  w[0] = NAN;
+  init.floats["head.weight"] = w;
+  std::string path = d.path.string() + "_nan.safetensors";
+  save_safetensors(path, init);
+  c.init = path;
+  c.lr = 0.05f;
+  c.overwrite = true;
+  try {
+    train(c);
+    FAIL("expected the NaN to stop the run");
+  } catch (const Diverged& e) {
+    CHECK(e.step == 1);
+    CHECK(std::isnan(e.loss));
+    CHECK(e.parameter.empty());
+  }
+  std::filesystem::remove(path);
+  // Any other failure is a plain sb::Error.
+  c.init.clear();
+  c.data = "tensors:" + d.path.string() + "_missing.safetensors";
+  bool plain_error = false;
+  try {
+    train(c);
+  } catch (const Diverged&) {
+  } catch (const Error&) {
+    plain_error = true;
+  }
+  CHECK(plain_error);
+}
+
 TEST_CASE("train: a resume keeps the best mIoU exactly, so an equal epoch leaves best.safetensors alone") {
   // A learning rate so small that the predictions, and so the mIoU, stay the same every epoch
   // while the weights still move: the first epoch is the best, and a later equal one is not

@@ -421,11 +421,9 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     TrainResult tr;
     try {
       tr = train(tc, &model, th);
-    } catch (const Error& e) {
-      std::string m = e.what();
-      if (m.find("training diverged") == std::string::npos) throw;
+    } catch (const Diverged& e) {
       o.diverged = true;
-      o.note = m;
+      o.note = e.what();
     }
     if (tr.interrupted) {
       result.interrupted = true;

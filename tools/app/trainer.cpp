@@ -291,314 +291,433 @@ static std::string locate_non_finite_forward(Module& model, const Tensor& images
 // A finite loss this many times above both the first step's loss and chance level is divergence.
 constexpr float kDivergenceFactor = 100.f;
 
-TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks& hooks) {
+static void log_message(const TrainHooks& hooks, const std::string& m) {
+  if (hooks.log) hooks.log(m);
+}
+
+// The flags' consistency, before any work.
+static void check_config(const TrainConfig& cfg) {
   SB_CHECK(cfg.batch > 0, "--batch: must be positive, got ", cfg.batch);
   SB_CHECK(cfg.steps >= 0 && cfg.epochs >= 0 && (cfg.steps > 0) != (cfg.epochs > 0),
            "give exactly one of --steps and --epochs (positive)");
   SB_CHECK(!cfg.resume || !cfg.out.empty(), "--resume needs --out DIR (the run to continue)");
-  auto log = [&](const std::string& m) {
-    if (hooks.log) hooks.log(m);
-  };
   SB_CHECK(!cfg.overwrite || !cfg.out.empty(), "--overwrite needs --out DIR (the run to replace)");
   SB_CHECK(!(cfg.resume && cfg.overwrite),
            "--resume continues the run in --out and --overwrite replaces it: give one of them, not both");
   check_outputs(cfg);
+}
 
-  // The output folder, before any other work: one writer at a time (a lock held until train()
-  // returns), and a finished or different run is never replaced or continued by mistake.
-  DirLock out_lock;
+// ---- setup: the output folder, the data, the model and the loader ----
+
+// A run's output folder (--out), as train() holds it for the whole session.
+struct OutDir {
+  DirLock lock;            // one writer at a time, until train() returns
   TensorFile saved_state;  // the state a resume continues
-  bool resuming = false;
+  bool resuming = false;   // saved_state holds it
   std::string state_path, config_path;
-  if (!cfg.out.empty()) {
-    std::error_code ec;
-    SB_CHECK(!fs::exists(cfg.out) || fs::is_directory(cfg.out), "--out: '", cfg.out, "' exists and is not a directory");
-    fs::create_directories(cfg.out, ec);
-    SB_CHECK(!ec && fs::is_directory(cfg.out), "--out: cannot create directory '", cfg.out, "'",
-             ec ? " (" + ec.message() + ")" : "");
-    out_lock = DirLock(cfg.out, "--out");
-    state_path = cfg.out + "/state.safetensors";
-    config_path = cfg.out + "/config.json";
-    // A process killed while writing leaves its temporary files behind; the next session of the
-    // run removes those of the files it owns.
-    remove_stale_temporaries(cfg.out, train_output_files());
-    nlohmann::json now = cfg.to_json();
-    auto read_json = [](const std::string& text, const std::string& where) {
-      try {
-        return nlohmann::json::parse(text);
-      } catch (const nlohmann::json::exception& e) {
-        fail(where, ": not valid JSON (", e.what(), ")");
-      }
-    };
-    if (cfg.resume && fs::exists(state_path)) {
-      // The state carries the configuration it was made with: it, not config.json (which may be
-      // lost or rewritten), decides whether this command continues the same run.
-      saved_state = load_safetensors(state_path);
-      auto c = saved_state.metadata.find("config");
-      SB_CHECK(c != saved_state.metadata.end(), state_path, ": the training state has no configuration in its metadata");
-      nlohmann::json saved = read_json(c->second, state_path + " (its configuration)");
-      std::string diff = config_differences(saved, now);
-      SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff,
-               "\n(as its state.safetensors records; use another --out, or --overwrite to replace the run)");
-      bool config_ok = false;
-      if (fs::exists(config_path)) {
-        try {
-          config_ok = nlohmann::json::parse(read_file(config_path)) == saved;
-        } catch (const std::exception&) {
-        }
-      }
-      if (!config_ok) {  // lost or rewritten: restore the run's own
-        log(str(config_path, " is missing or differs from the state's configuration; restoring it"));
-        write_file_atomic(config_path, saved.dump(2) + "\n");
-      }
-      resuming = true;
-    } else {
-      if (cfg.resume && fs::exists(config_path)) {
-        std::string diff = config_differences(read_json(read_file(config_path), config_path), now);
-        SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff);
-      }
-      if (!cfg.resume && !cfg.overwrite) {
-        std::vector<std::string> held;
-        for (auto& e : fs::directory_iterator(cfg.out))
-          if (e.path().filename() != DirLock::kFileName) held.push_back(e.path().filename().string());
-        std::sort(held.begin(), held.end());
-        std::string list;
-        for (size_t i = 0; i < held.size() && i < 4; ++i) list += (i ? ", " : "") + held[i];
-        if (held.size() > 4) list += str(" and ", held.size() - 4, " more");
-        SB_CHECK(held.empty(), "--out: '", cfg.out, "' is not empty (it holds ", list,
-                 "): add --resume to continue the run saved there, or --overwrite to replace its files");
-      }
-      // Writing the configuration first also proves the directory is writable.
-      write_file_atomic(config_path, now.dump(2) + "\n");
+};
+
+static nlohmann::json parse_json(const std::string& text, const std::string& where) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail(where, ": not valid JSON (", e.what(), ")");
+  }
+}
+
+// --resume with a saved state. The state carries the configuration it was made with: it, not
+// config.json (which may be lost or rewritten), decides whether this command continues the same run.
+static void open_saved_state(const TrainConfig& cfg, OutDir& out, const nlohmann::json& now,
+                             const TrainHooks& hooks) {
+  out.saved_state = load_safetensors(out.state_path);
+  auto c = out.saved_state.metadata.find("config");
+  SB_CHECK(c != out.saved_state.metadata.end(), out.state_path,
+           ": the training state has no configuration in its metadata");
+  nlohmann::json saved = parse_json(c->second, out.state_path + " (its configuration)");
+  std::string diff = config_differences(saved, now);
+  SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff,
+           "\n(as its state.safetensors records; use another --out, or --overwrite to replace the run)");
+  bool config_ok = false;
+  if (fs::exists(out.config_path)) {
+    try {
+      config_ok = nlohmann::json::parse(read_file(out.config_path)) == saved;
+    } catch (const std::exception&) {
     }
   }
-  int64_t classes = cfg.spec.options.classes;
-  DatasetPtr train_data = open_dataset(cfg.data, Split::Train, classes, cfg.data_opt);
-  SB_CHECK(train_data->num_classes() == classes, "--data ", cfg.data, ": the data has ", train_data->num_classes(),
-           " classes but the model is configured for ", classes, " (--classes)");
-  DatasetPtr val_data;
+  if (!config_ok) {  // lost or rewritten: restore the run's own
+    log_message(hooks, str(out.config_path, " is missing or differs from the state's configuration; restoring it"));
+    write_file_atomic(out.config_path, saved.dump(2) + "\n");
+  }
+  out.resuming = true;
+}
+
+// A fresh start: never over a different run's configuration (--resume), nor over anything
+// without --overwrite. Writing the configuration first also proves the folder writable.
+static void start_fresh(const TrainConfig& cfg, const OutDir& out, const nlohmann::json& now) {
+  if (cfg.resume && fs::exists(out.config_path)) {
+    std::string diff = config_differences(parse_json(read_file(out.config_path), out.config_path), now);
+    SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff);
+  }
+  if (!cfg.resume && !cfg.overwrite) {
+    std::vector<std::string> held;
+    for (auto& e : fs::directory_iterator(cfg.out))
+      if (e.path().filename() != DirLock::kFileName) held.push_back(e.path().filename().string());
+    std::sort(held.begin(), held.end());
+    std::string list;
+    for (size_t i = 0; i < held.size() && i < 4; ++i) list += (i ? ", " : "") + held[i];
+    if (held.size() > 4) list += str(" and ", held.size() - 4, " more");
+    SB_CHECK(held.empty(), "--out: '", cfg.out, "' is not empty (it holds ", list,
+             "): add --resume to continue the run saved there, or --overwrite to replace its files");
+  }
+  write_file_atomic(out.config_path, now.dump(2) + "\n");
+}
+
+// The output folder, before any other work: one writer at a time, and a finished or different
+// run is never replaced or continued by mistake. Without --out, an empty OutDir.
+static OutDir open_out_dir(const TrainConfig& cfg, const TrainHooks& hooks) {
+  OutDir out;
+  if (cfg.out.empty()) return out;
+  std::error_code ec;
+  SB_CHECK(!fs::exists(cfg.out) || fs::is_directory(cfg.out), "--out: '", cfg.out, "' exists and is not a directory");
+  fs::create_directories(cfg.out, ec);
+  SB_CHECK(!ec && fs::is_directory(cfg.out), "--out: cannot create directory '", cfg.out, "'",
+           ec ? " (" + ec.message() + ")" : "");
+  out.lock = DirLock(cfg.out, "--out");
+  out.state_path = cfg.out + "/state.safetensors";
+  out.config_path = cfg.out + "/config.json";
+  // A process killed while writing leaves its temporary files behind; the next session of the
+  // run removes those of the files it owns.
+  remove_stale_temporaries(cfg.out, train_output_files());
+  nlohmann::json now = cfg.to_json();
+  if (cfg.resume && fs::exists(out.state_path)) open_saved_state(cfg, out, now, hooks);
+  else start_fresh(cfg, out, now);
+  return out;
+}
+
+// One session of a run: what setup() builds, and what the steps and epochs work on.
+struct Session {
+  Session(const TrainConfig& c, const TrainHooks& h) : cfg(c), hooks(h) {}
+  const TrainConfig& cfg;
+  const TrainHooks& hooks;
+  std::string state_path;  // --out's state.safetensors ("" without --out)
+  int64_t classes = 0;
+  DatasetPtr train_data, val_data;  // val_data: null without validation
+  SampleTransform val_transform;
+  ModelSpec saved_spec;  // the model's spec and the data: checkpoints record both, for predict
+  ModulePtr model;
+  std::vector<Var> params;
+  std::vector<std::pair<std::string, Var>> named;
+  std::unique_ptr<Optimizer> opt;
+  std::unique_ptr<DataLoader> loader;  // declared after the data and the model: it stops first
+  std::unique_ptr<LRSchedule> schedule;
+  int64_t steps_per_epoch = 0, total = 0, n_epochs = 0;
+  RunState st;
+  float first_loss = NAN;  // the first step's loss that was not an all-ignored batch's
+  Clock::time_point session_start, epoch_start;
+  int64_t session_first_step = 0, epoch_images = 0;
+};
+
+// The training data, and the validation data with its transform.
+static void open_data(Session& s) {
+  const TrainConfig& cfg = s.cfg;
+  s.classes = cfg.spec.options.classes;
+  s.train_data = open_dataset(cfg.data, Split::Train, s.classes, cfg.data_opt);
+  SB_CHECK(s.train_data->num_classes() == s.classes, "--data ", cfg.data, ": the data has ",
+           s.train_data->num_classes(), " classes but the model is configured for ", s.classes, " (--classes)");
   DataOptions val_opt = cfg.data_opt;
   val_opt.augment = false;
   val_opt.limit = cfg.val_limit;
   std::string val_spec = cfg.val_data.empty() ? cfg.data : cfg.val_data;
   if (cfg.val_data != "none") {
     try {
-      val_data = open_dataset(val_spec, Split::Val, classes, val_opt);
+      s.val_data = open_dataset(val_spec, Split::Val, s.classes, val_opt);
     } catch (const Error& e) {
       // A source without a validation split (tensors:) validates on nothing unless told.
       if (!cfg.val_data.empty()) throw;
-      log(str("no validation data (", e.what(), "); pass --val-data to validate"));
+      log_message(s.hooks, str("no validation data (", e.what(), "); pass --val-data to validate"));
     }
   }
-  SampleTransform val_transform = val_data ? make_transform(val_spec, Split::Val, val_opt) : SampleTransform{};
+  s.val_transform = s.val_data ? make_transform(val_spec, Split::Val, val_opt) : SampleTransform{};
+}
 
+// The model, seeded and loaded from --init when given, and its optimizer.
+static void build_model(Session& s) {
+  const TrainConfig& cfg = s.cfg;
   // brn and frozenbn count their warm-up in steps; 0 asks for one epoch of them.
   ModelSpec spec = cfg.spec;
   if (norm_info(spec.options.norm.kind).traits.uses_warmup && spec.options.norm.warmup == 0)
-    spec.options.norm.warmup = std::max<int64_t>(1, train_data->size() / cfg.batch);
+    spec.options.norm.warmup = std::max<int64_t>(1, s.train_data->size() / cfg.batch);
   manual_seed(cfg.seed);
-  ModulePtr model = spec.build();
-  model->assign_paths();
+  s.model = spec.build();
+  s.model->assign_paths();
   if (!cfg.init.empty()) {
     if (cfg.init_strict) {
-      load_weights(*model, cfg.init);
+      load_weights(*s.model, cfg.init);
     } else {
       TensorFile f = load_safetensors(cfg.init), fit;
-      StateDict mine = model->state_dict();
+      StateDict mine = s.model->state_dict();
       for (auto& [k, v] : f.floats)
         if (mine.floats.count(k) && mine.floats.at(k).shape() == v.shape()) fit.floats[k] = v;
-      model->load_state_dict(fit, false);
+      s.model->load_state_dict(fit, false);
     }
   }
-  auto opt = make_optimizer(cfg, *model);
+  s.opt = make_optimizer(cfg, *s.model);
+  s.params = s.model->parameters();
+  s.named = s.model->named_parameters();
+  s.saved_spec = spec;
+  s.saved_spec.data = cfg.data;
+}
 
+// The loader, and the step counts and learning-rate schedule that follow from it.
+static void make_loader(Session& s) {
+  const TrainConfig& cfg = s.cfg;
   LoaderOptions lo;
   lo.batch_size = cfg.batch;
   lo.shuffle = cfg.shuffle;
   lo.seed = cfg.seed;
   lo.workers = cfg.loader_workers;
   lo.transform = make_transform(cfg.data, Split::Train, cfg.data_opt);
-  DataLoader loader(train_data, lo);
-  int64_t n = train_data->size();
-  int64_t steps_per_epoch = cfg.epochs > 0 ? loader.batches_per_epoch() : (n + cfg.batch - 1) / cfg.batch;
-  int64_t total = cfg.steps > 0 ? cfg.steps : cfg.epochs * steps_per_epoch;
-  int64_t n_epochs = (total + steps_per_epoch - 1) / steps_per_epoch;
+  s.loader = std::make_unique<DataLoader>(s.train_data, lo);
+  int64_t n = s.train_data->size();
+  s.steps_per_epoch = cfg.epochs > 0 ? s.loader->batches_per_epoch() : (n + cfg.batch - 1) / cfg.batch;
+  s.total = cfg.steps > 0 ? cfg.steps : cfg.epochs * s.steps_per_epoch;
+  s.n_epochs = (s.total + s.steps_per_epoch - 1) / s.steps_per_epoch;
   ScheduleConfig sc;
   sc.kind = cfg.schedule;
-  sc.total_steps = total;
-  sc.step_size = std::max<int64_t>(1, total / 3);
-  sc.warmup_steps = std::min(cfg.warmup_steps, std::max<int64_t>(0, total - 1));
-  LRSchedule schedule(sc);
+  sc.total_steps = s.total;
+  sc.step_size = std::max<int64_t>(1, s.total / 3);
+  sc.warmup_steps = std::min(cfg.warmup_steps, std::max<int64_t>(0, s.total - 1));
+  s.schedule = std::make_unique<LRSchedule>(sc);
+}
 
-  RunState st;
-  TrainResult res;
-  if (resuming) {
-    st = load_state(saved_state, *model, *opt);
-    st.seconds = restore_timing(cfg.out + "/timing.csv", st.records);
-    res.resumed = true;
-    log(str("resuming ", cfg.out, " at step ", st.step, " of ", total));
-  } else if (cfg.resume && !cfg.out.empty()) {
-    log(str(cfg.out, " has no saved state; starting fresh"));
+static void setup(Session& s) {
+  open_data(s);
+  build_model(s);
+  make_loader(s);
+}
+
+// ---- resume ----
+
+// Continues the saved state, when there is one: model, optimizer, generator, losses and epoch
+// records. Returns whether it did.
+static bool resume(Session& s, const OutDir& out) {
+  const TrainConfig& cfg = s.cfg;
+  if (out.resuming) {
+    s.st = load_state(out.saved_state, *s.model, *s.opt);
+    s.st.seconds = restore_timing(cfg.out + "/timing.csv", s.st.records);
+    log_message(s.hooks, str("resuming ", cfg.out, " at step ", s.st.step, " of ", s.total));
+    return true;
   }
-  res.losses = st.losses;
-  res.grad_norms = st.grad_norms;
-  res.epochs = st.records;
-  res.best_miou = st.best_miou;
+  if (cfg.resume && !cfg.out.empty()) log_message(s.hooks, str(cfg.out, " has no saved state; starting fresh"));
+  return false;
+}
 
-  ModelSpec saved_spec = spec;  // checkpoints also record the data, for predict
-  saved_spec.data = cfg.data;
-  // The state is written last: it is the commit point. A run killed between these writes
-  // resumes from the previous state and redoes the epoch, rewriting the other files with the
-  // same bytes, so what --resume ends with never depends on where the kill landed.
-  auto save_all = [&](bool epoch_end, bool improved) {
-    if (cfg.out.empty()) return;
-    if (epoch_end) {
-      std::string csv = metrics_csv_header(), timing = timing_csv_header();
-      for (auto& r : st.records) csv += metrics_csv_row(r), timing += timing_csv_row(r);
-      write_file_atomic(cfg.out + "/metrics.csv", csv);
-      write_file_atomic(cfg.out + "/timing.csv", timing);
-      save_model(cfg.out + "/model.safetensors", *model, saved_spec);
-      if (improved) save_model(cfg.out + "/best.safetensors", *model, saved_spec);
-    }
-    save_state(state_path, cfg, *model, *opt, st);
-  };
+// Writes the run's files in --out. The state is written last: it is the commit point. A run
+// killed between these writes resumes from the previous state and redoes the epoch, rewriting
+// the other files with the same bytes, so what --resume ends with never depends on where the
+// kill landed.
+static void save_run(const Session& s, bool epoch_end, bool improved) {
+  const TrainConfig& cfg = s.cfg;
+  if (cfg.out.empty()) return;
+  if (epoch_end) {
+    std::string csv = metrics_csv_header(), timing = timing_csv_header();
+    for (auto& r : s.st.records) csv += metrics_csv_row(r), timing += timing_csv_row(r);
+    write_file_atomic(cfg.out + "/metrics.csv", csv);
+    write_file_atomic(cfg.out + "/timing.csv", timing);
+    save_model(cfg.out + "/model.safetensors", *s.model, s.saved_spec);
+    if (improved) save_model(cfg.out + "/best.safetensors", *s.model, s.saved_spec);
+  }
+  save_state(s.state_path, cfg, *s.model, *s.opt, s.st);
+}
 
-  auto params = model->parameters();
-  auto named = model->named_parameters();
-  model->train();
-  auto session_start = Clock::now();
-  int64_t session_first_step = st.step;
-  auto epoch_start = Clock::now();
-  int64_t epoch_images = 0;
-  const int64_t kIgnoreIndex = CrossEntropyOptions{}.ignore_index;
-  float first_loss = NAN;  // the first step's loss that was not an all-ignored batch's
+// ---- one step ----
+
+// The forward pass; a failure names the step and the batch, and says what to change when
+// BatchNorm meets a single value per channel.
+static Var forward_batch(Session& s, const Batch& b) {
+  try {
+    return (*s.model)(Var(b.images));
+  } catch (const Error& e) {
+    std::string m = e.what();
+    bool one_value = m.find("more than 1 value per channel") != std::string::npos;
+    fail("step ", s.st.step + 1, ", a batch of shape ", b.images.shape(), ": ", m,
+         one_value ? str(". BatchNorm needs more than one value per channel in training: use --batch 2 or more, "
+                         "larger images (--image-size) or a shallower model (--depth), or another --norm")
+                   : std::string());
+  }
+}
+
+// Throws Diverged when the loss is not finite, naming the first layer whose output was not, or
+// when it exploded: a loss can also stay finite (normalized layers absorb huge weights) and
+// still be far above both the run's first loss and chance level, log(K).
+static void check_loss(const Session& s, const Batch& b, float lv, int64_t epoch) {
+  const int64_t step = s.st.step + 1;
+  if (!std::isfinite(lv))
+    throw Diverged(str("training diverged at step ", step, " (epoch ", epoch + 1, "): the loss is ", lv, "; ",
+                       locate_non_finite_forward(*s.model, b.images), ". The last good checkpoint is kept."),
+                   step, lv);
+  float base = std::max(std::isnan(s.first_loss) ? lv : s.first_loss,
+                        std::log(static_cast<float>(std::max<int64_t>(2, s.classes))));
+  if (lv > kDivergenceFactor * base)
+    throw Diverged(str("training diverged at step ", step, " (epoch ", epoch + 1, "): the loss is ", lv,
+                       ", more than ", kDivergenceFactor, " times ", base,
+                       " (the larger of the first step's loss and chance level, log ", s.classes,
+                       "); lower --lr or clip gradients (--clip-grad). The last good checkpoint is kept."),
+                   step, lv);
+}
+
+// Throws Diverged naming the first parameter, in backward order (output side first), whose
+// gradient is not finite.
+static void check_gradients(const Session& s, float lv, int64_t epoch) {
+  const int64_t step = s.st.step + 1;
+  for (auto it = s.named.rbegin(); it != s.named.rend(); ++it) {
+    const Tensor& g = it->second.grad();
+    if (!g.defined()) continue;
+    for (float v : g)
+      if (!std::isfinite(v))
+        throw Diverged(str("training diverged at step ", step, " (epoch ", epoch + 1, "): the gradient of '",
+                           it->first, "' is not finite (loss ", lv, "). The last good checkpoint is kept."),
+                       step, lv, it->first);
+  }
+}
+
+struct StepResult {
+  float loss = NAN, grad_norm = NAN;  // the norm before clipping
+};
+
+// One optimizer step on batch b (step s.st.step + 1 of the run).
+static StepResult train_step(Session& s, const Batch& b, int64_t epoch) {
+  s.opt->set_lr_factor(s.schedule->factor(s.st.step));
+  // A batch whose every pixel is ignored (255) has no loss to learn from: the mean over zero
+  // pixels is 0/0. It takes no forward pass, no gradient and no optimizer step (momentum and
+  // BatchNorm statistics stay as they were); the step still counts, so the data order, the
+  // schedule and a resume stay aligned. Its loss and gradient norm are recorded as NaN, and the
+  // epoch's count of such batches is reported.
+  static const int64_t kIgnoreIndex = CrossEntropyOptions{}.ignore_index;
+  int64_t labelled = 0;
+  for (int64_t v : b.masks) labelled += v != kIgnoreIndex;
+  StepResult r;
+  if (labelled == 0) return r;
+  s.opt->zero_grad();
+  Var loss = cross_entropy(forward_batch(s, b), b.masks);
+  r.loss = loss.item();
+  check_loss(s, b, r.loss, epoch);
+  loss.backward();
+  check_gradients(s, r.loss, epoch);
+  r.grad_norm = grad_norm(s.params);
+  if (s.cfg.clip_grad > 0) clip_grad_norm(s.params, s.cfg.clip_grad);
+  s.opt->step();
+  return r;
+}
+
+// Tells the on_step hook about the step just taken, with this session's speed and ETA.
+static void report_step(const Session& s, int64_t epoch, const StepResult& r) {
+  if (!s.hooks.on_step) return;
+  double elapsed = std::chrono::duration<double>(Clock::now() - s.session_start).count();
+  double per_step = elapsed / static_cast<double>(s.st.step - s.session_first_step);
+  s.hooks.on_step({s.st.step, s.total, epoch, s.n_epochs, r.loss, s.opt->groups()[0].lr, r.grad_norm,
+                   elapsed > 0 ? (s.st.step - s.session_first_step) * s.cfg.batch / elapsed : 0,
+                   per_step * static_cast<double>(s.total - s.st.step)});
+}
+
+// ---- one epoch ----
+
+// After an epoch's last step: its record (the mean loss of its steps that had one), validation,
+// the on_epoch hook, and the files in --out.
+static void end_epoch(Session& s, int64_t epoch) {
+  RunState& st = s.st;
+  double secs = std::chrono::duration<double>(Clock::now() - s.epoch_start).count();
+  st.seconds += secs;
+  EpochRecord r;
+  r.epoch = epoch + 1;
+  r.step = st.step;
+  r.lr = s.opt->groups()[0].lr;
+  int64_t first = epoch * s.steps_per_epoch;
+  double sum = 0;
+  int64_t counted = 0;
+  for (int64_t i = first; i < st.step; ++i)
+    if (!std::isnan(st.losses[i])) sum += st.losses[i], ++counted;
+  r.train_loss = counted ? sum / static_cast<double>(counted) : NAN;
+  r.empty_batches = static_cast<int64_t>(st.step - first) - counted;
+  r.seconds = st.seconds;
+  r.images_per_s = secs > 0 ? s.epoch_images / secs : 0;
+  bool improved = false;
+  if (s.val_data) {
+    EvalResult ev = evaluate(*s.model, *s.val_data, s.cfg.val_batch, BNEval::Running, nullptr, s.val_transform);
+    r.val_loss = ev.loss, r.val_pixel_acc = ev.pixel_acc, r.val_miou = ev.miou;
+    improved = !std::isnan(ev.miou) && (std::isnan(st.best_miou) || ev.miou > st.best_miou);
+    if (improved) st.best_miou = ev.miou;
+  } else {
+    improved = true;  // without validation, the latest model is the best we know
+  }
+  st.records.push_back(r);
+  if (s.hooks.on_epoch) s.hooks.on_epoch(r, *s.model);
+  s.model->train();
+  save_run(s, true, improved);
+  s.epoch_start = Clock::now();
+  s.epoch_images = 0;
+}
+
+// Steps from where the state is to the last step, ending each epoch as it completes. Returns
+// true when should_stop ended the session early (its state saved).
+static bool run_steps(Session& s) {
+  const TrainConfig& cfg = s.cfg;
+  RunState& st = s.st;
+  s.model->train();
+  s.session_start = Clock::now();
+  s.session_first_step = st.step;
+  s.epoch_start = Clock::now();
+  s.epoch_images = 0;
   for (float l : st.losses)
-    if (std::isnan(first_loss)) first_loss = l;
+    if (std::isnan(s.first_loss)) s.first_loss = l;
 
-  if (cfg.steps > 0) loader.start_steps(st.step, total - st.step);
+  if (cfg.steps > 0) s.loader->start_steps(st.step, s.total - st.step);
   Batch b;
   int64_t loaded_epoch = -1;
-  while (st.step < total) {
-    int64_t epoch = st.step / steps_per_epoch;
+  while (st.step < s.total) {
+    int64_t epoch = st.step / s.steps_per_epoch;
     if (cfg.epochs > 0 && epoch != loaded_epoch) {  // a resumed run starts mid-epoch
-      loader.start_epoch(epoch, st.step % steps_per_epoch);
+      s.loader->start_epoch(epoch, st.step % s.steps_per_epoch);
       loaded_epoch = epoch;
     }
-    SB_CHECK(loader.next(b), "internal: the data loader ran out at step ", st.step);
-
-    float lr_factor = schedule.factor(st.step);
-    opt->set_lr_factor(lr_factor);
-    // A batch whose every pixel is ignored (255) has no loss to learn from: the mean over zero
-    // pixels is 0/0. It takes no forward pass, no gradient and no optimizer step (momentum and
-    // BatchNorm statistics stay as they were); the step still counts, so the data order, the
-    // schedule and a resume stay aligned. Its loss and gradient norm are recorded as NaN, and the
-    // epoch's count of such batches is reported.
-    int64_t labelled = 0;
-    for (int64_t v : b.masks) labelled += v != kIgnoreIndex;
-    float lv = NAN, gn = NAN;
-    if (labelled > 0) {
-      opt->zero_grad();
-      Var logits;
-      try {
-        logits = (*model)(Var(b.images));
-      } catch (const Error& e) {
-        // Name the step and batch; say what to change when BatchNorm meets a single value per channel.
-        std::string m = e.what();
-        bool one_value = m.find("more than 1 value per channel") != std::string::npos;
-        fail("step ", st.step + 1, ", a batch of shape ", b.images.shape(), ": ", m,
-             one_value ? str(". BatchNorm needs more than one value per channel in training: use --batch 2 or more, "
-                             "larger images (--image-size) or a shallower model (--depth), or another --norm")
-                       : std::string());
-      }
-      Var loss = cross_entropy(logits, b.masks);
-      lv = loss.item();
-      if (!std::isfinite(lv))
-        fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, "; ",
-             locate_non_finite_forward(*model, b.images), ". The last good checkpoint is kept.");
-      // A loss can also explode and stay finite (normalized layers absorb huge weights): far above
-      // both the run's first loss and chance level, log(K), the run has diverged.
-      float base = std::max(std::isnan(first_loss) ? lv : first_loss,
-                            std::log(static_cast<float>(std::max<int64_t>(2, classes))));
-      if (lv > kDivergenceFactor * base)
-        fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the loss is ", lv, ", more than ",
-             kDivergenceFactor, " times ", base, " (the larger of the first step's loss and chance level, log ", classes,
-             "); lower --lr or clip gradients (--clip-grad). The last good checkpoint is kept.");
-      loss.backward();
-      for (auto it = named.rbegin(); it != named.rend(); ++it) {  // backward order: output side first
-        const Tensor& g = it->second.grad();
-        if (!g.defined()) continue;
-        for (float v : g)
-          if (!std::isfinite(v))
-            fail("training diverged at step ", st.step + 1, " (epoch ", epoch + 1, "): the gradient of '",
-                 it->first, "' is not finite (loss ", lv, "). The last good checkpoint is kept.");
-      }
-      gn = grad_norm(params);
-      if (cfg.clip_grad > 0) clip_grad_norm(params, cfg.clip_grad);
-      opt->step();
-    }
+    SB_CHECK(s.loader->next(b), "internal: the data loader ran out at step ", st.step);
+    StepResult r = train_step(s, b, epoch);
     ++st.step;
-    if (std::isnan(first_loss)) first_loss = lv;
-    st.losses.push_back(lv);
-    st.grad_norms.push_back(gn);
-    epoch_images += b.images.size(0);
-
-    double elapsed = std::chrono::duration<double>(Clock::now() - session_start).count();
-    double per_step = elapsed / static_cast<double>(st.step - session_first_step);
-    if (hooks.on_step)
-      hooks.on_step({st.step, total, epoch, n_epochs, lv, opt->groups()[0].lr, gn,
-                     elapsed > 0 ? (st.step - session_first_step) * cfg.batch / elapsed : 0,
-                     per_step * static_cast<double>(total - st.step)});
-
-    bool epoch_end = st.step % steps_per_epoch == 0 || st.step == total;
-    if (epoch_end) {
-      double secs = std::chrono::duration<double>(Clock::now() - epoch_start).count();
-      st.seconds += secs;
-      EpochRecord r;
-      r.epoch = epoch + 1;
-      r.step = st.step;
-      r.lr = opt->groups()[0].lr;
-      int64_t first = epoch * steps_per_epoch;
-      double sum = 0;
-      int64_t counted = 0;
-      for (int64_t i = first; i < st.step; ++i)
-        if (!std::isnan(st.losses[i])) sum += st.losses[i], ++counted;
-      r.train_loss = counted ? sum / static_cast<double>(counted) : NAN;
-      r.empty_batches = static_cast<int64_t>(st.step - first) - counted;
-      r.seconds = st.seconds;
-      r.images_per_s = secs > 0 ? epoch_images / secs : 0;
-      bool improved = false;
-      if (val_data) {
-        EvalResult ev = evaluate(*model, *val_data, cfg.val_batch, BNEval::Running, nullptr, val_transform);
-        r.val_loss = ev.loss, r.val_pixel_acc = ev.pixel_acc, r.val_miou = ev.miou;
-        improved = !std::isnan(ev.miou) && (std::isnan(st.best_miou) || ev.miou > st.best_miou);
-        if (improved) st.best_miou = ev.miou;
-      } else {
-        improved = true;  // without validation, the latest model is the best we know
-      }
-      st.records.push_back(r);
-      if (hooks.on_epoch) hooks.on_epoch(r, *model);
-      model->train();
-      save_all(true, improved);
-      epoch_start = Clock::now();
-      epoch_images = 0;
-    }
-    if (st.step < total && hooks.should_stop && hooks.should_stop()) {
-      st.seconds += std::chrono::duration<double>(Clock::now() - epoch_start).count();
-      save_all(false, false);
-      res.interrupted = true;
-      break;
+    if (std::isnan(s.first_loss)) s.first_loss = r.loss;
+    st.losses.push_back(r.loss);
+    st.grad_norms.push_back(r.grad_norm);
+    s.epoch_images += b.images.size(0);
+    report_step(s, epoch, r);
+    if (st.step % s.steps_per_epoch == 0 || st.step == s.total) end_epoch(s, epoch);
+    if (st.step < s.total && s.hooks.should_stop && s.hooks.should_stop()) {
+      st.seconds += std::chrono::duration<double>(Clock::now() - s.epoch_start).count();
+      save_run(s, false, false);
+      return true;
     }
   }
+  return false;
+}
+
+TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks& hooks) {
+  check_config(cfg);
+  OutDir out = open_out_dir(cfg, hooks);
+  Session s(cfg, hooks);
+  s.state_path = out.state_path;
+  setup(s);
+  TrainResult res;
+  res.resumed = resume(s, out);
+  res.interrupted = run_steps(s);
+  const RunState& st = s.st;
   res.losses = st.losses;
   res.grad_norms = st.grad_norms;
   res.epochs = st.records;
   res.best_miou = st.best_miou;
   res.seconds = st.seconds;
   for (float l : st.losses) res.empty_batches += std::isnan(l);
-  if (!res.interrupted && !cfg.save.empty()) save_model(cfg.save, *model, saved_spec);
-  res.skipped = skip_report(*train_data);
-  if (val_data) res.skipped += skip_report(*val_data);
-  if (model_out) *model_out = model;
+  if (!res.interrupted && !cfg.save.empty()) save_model(cfg.save, *s.model, s.saved_spec);
+  res.skipped = skip_report(*s.train_data);
+  if (s.val_data) res.skipped += skip_report(*s.val_data);
+  if (model_out) *model_out = s.model;
   return res;
 }
 

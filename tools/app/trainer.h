@@ -6,10 +6,12 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "core/errors.h"
 #include "datasets/dataset.h"
 #include "layers/module.h"
 #include "tools/app/checkpoint.h"
@@ -85,10 +87,20 @@ struct TrainHooks {
   std::function<void(const std::string&)> log;
 };
 
+// What train() throws when the run diverges: the loss or a gradient went non-finite, or the loss
+// exploded. what() is the message for the user; compare records such a run as diverged.
+struct Diverged : Error {
+  Diverged(const std::string& message, int64_t step_, float loss_, std::string parameter_ = {})
+      : Error(message), step(step_), loss(loss_), parameter(std::move(parameter_)) {}
+  int64_t step;           // the step that diverged, 1-based
+  float loss;             // its loss: not finite, or exploded (finite when a gradient was not)
+  std::string parameter;  // the parameter whose gradient was not finite; "" when the loss was the sign
+};
+
 // Builds the model (seeded), loads init, trains with validation per epoch, writes out/ and
-// save. Throws sb::Error when the loss or a gradient goes non-finite, naming the step and the
+// save. Throws Diverged when the loss or a gradient goes non-finite, naming the step and the
 // first layer, or when the loss explodes (100 times above both its first value and chance level,
-// log K); the last good checkpoint is left as it was.
+// log K); the last good checkpoint is left as it was. Other problems throw sb::Error.
 TrainResult train(const TrainConfig& cfg, ModulePtr* model_out = nullptr, const TrainHooks& hooks = {});
 // The files train() writes in cfg.out: their temporaries, left by a killed session, are the ones
 // the next session (or a compare sweep owning the run) removes.

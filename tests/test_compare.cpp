@@ -55,7 +55,7 @@ TEST_CASE("compare: a tiny sweep writes every output, and an interrupted sweep c
   // BN runs measured their batch-statistics evaluation and layer gaps.
   for (auto& r : ra.runs) {
     CHECK(r.epochs.size() == 2);
-    if (r.spec.norm == "bn" && !r.diverged) {
+    if (r.spec.norm.kind == "bn" && !r.diverged) {
       CHECK_FALSE(std::isnan(r.batchstat_miou));
       CHECK_FALSE(r.gaps.empty());
     }
@@ -136,7 +136,7 @@ TEST_CASE("compare: gn+ws, brn and frozenbn sweep end to end, and the BN family 
     CAPTURE(run.spec.label());
     CHECK_FALSE(run.diverged);
     CHECK(run.epochs.size() == 3);
-    bool bn_family = run.spec.norm != "gn+ws";
+    bool bn_family = run.spec.norm.kind != "gn+ws";
     CHECK(std::isnan(run.batchstat_miou) != bn_family);
     CHECK(run.gaps.empty() != bn_family);
   }
@@ -208,7 +208,7 @@ struct KnownMasks : Dataset {
 
 RunOutcome outcome(const std::string& norm, int64_t batch, int64_t seed, double miou) {
   RunOutcome o;
-  o.spec.norm = norm, o.spec.batch = batch, o.spec.seed = seed, o.spec.lr = 0.1f;
+  o.spec.norm.kind = norm, o.spec.batch = batch, o.spec.seed = seed, o.spec.lr = 0.1f;
   o.final_miou = o.best_miou = miou;
   return o;
 }

@@ -71,14 +71,14 @@ nlohmann::json CompareConfig::to_json() const {
 }
 
 std::string RunSpec::label() const {
-  return group_sweep ? str(norm, "(G=", groups, ")") : norm;
+  return group_sweep ? str(norm.kind, "(G=", norm.groups, ")") : norm.kind;
 }
 
 std::string RunSpec::dir_name() const {
-  std::string n = norm;
+  std::string n = norm.kind;
   for (char& c : n)
     if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  return str(n, groups > 0 ? str("_g", groups) : "", "_b", batch, "_s", seed);
+  return str(n, norm.groups > 0 ? str("_g", norm.groups) : "", "_b", batch, "_s", seed);
 }
 
 static float scaled_lr(const CompareConfig& cfg, int64_t batch) {
@@ -98,8 +98,7 @@ std::vector<RunSpec> plan_runs(const CompareConfig& cfg) {
         std::vector<int64_t> gs = gn ? cfg.groups : std::vector<int64_t>{0};
         for (int64_t g : gs) {
           RunSpec r;
-          r.norm = norm;
-          r.groups = g;
+          r.norm = NormSpec{norm, g, 0};
           r.group_sweep = sweep && gn;
           r.batch = b;
           r.seed = seed;
@@ -151,7 +150,7 @@ nlohmann::json RunOutcome::to_json() const {
                   {"images_per_s", e.images_per_s}});
   nlohmann::json g = nlohmann::json::array();
   for (auto& l : gaps) g.push_back({{"layer", l.layer}, {"mean_shift", l.mean_shift}, {"log_var_ratio", l.log_var_ratio}});
-  return {{"norm", spec.norm}, {"groups", spec.groups}, {"group_sweep", spec.group_sweep}, {"batch", spec.batch}, {"seed", spec.seed}, {"lr", spec.lr},
+  return {{"norm", spec.norm.kind}, {"groups", spec.norm.groups}, {"group_sweep", spec.group_sweep}, {"batch", spec.batch}, {"seed", spec.seed}, {"lr", spec.lr},
           {"diverged", diverged}, {"note", note}, {"epochs", ep}, {"final_miou", num(final_miou)},
           {"best_miou", num(best_miou)}, {"batchstat_miou", num(batchstat_miou)}, {"first_loss", num(first_loss)},
           {"last_loss", num(last_loss)}, {"loss_spikes", loss_spikes}, {"empty_batches", empty_batches}, {"grad_norm_median", num(grad_norm_median)},
@@ -161,8 +160,8 @@ nlohmann::json RunOutcome::to_json() const {
 
 RunOutcome RunOutcome::from_json(const nlohmann::json& j) {
   RunOutcome o;
-  o.spec.norm = j.at("norm");
-  o.spec.groups = j.at("groups");
+  o.spec.norm.kind = j.at("norm");
+  o.spec.norm.groups = j.at("groups");
   o.spec.batch = j.at("batch");
   o.spec.seed = j.at("seed");
   o.spec.lr = j.at("lr");
@@ -386,8 +385,8 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
             static_cast<int>(std::fmod(eta, 60.0)), "s)")));
     TrainConfig tc;
     tc.spec.model = cfg.model;
-    tc.spec.options.norm.kind = spec.norm;
-    tc.spec.options.norm.groups = spec.groups > 0 ? spec.groups : 8;
+    tc.spec.options.norm = spec.norm;
+    if (tc.spec.options.norm.groups == 0) tc.spec.options.norm.groups = 8;  // unused, as the flag's default
     tc.spec.options.classes = classes;
     tc.spec.options.base_width = cfg.base_width;
     tc.data = cfg.data;
@@ -403,7 +402,7 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     tc.schedule = "cosine";
     int64_t steps_per_epoch = (train_data->size() + spec.batch - 1) / spec.batch;
     tc.warmup_steps = static_cast<int64_t>(std::llround(cfg.warmup_epochs * steps_per_epoch));
-    if (norm_info(spec.norm).traits.uses_warmup)
+    if (norm_info(spec.norm.kind).traits.uses_warmup)
       tc.spec.options.norm.warmup = std::max<int64_t>(1, std::llround(cfg.norm_warmup_epochs * steps_per_epoch));
     tc.seed = static_cast<uint64_t>(spec.seed);
     tc.threads = num_threads();

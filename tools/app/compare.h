@@ -10,6 +10,8 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "layers/norm.h"
+
 #include "tools/app/trainer.h"
 
 namespace sb {
@@ -42,8 +44,9 @@ struct CompareConfig {
 
 // One training run of the sweep.
 struct RunSpec {
-  std::string norm;    // the norm kind passed to the model
-  int64_t groups = 0;  // for gn
+  // The norm passed to the model; groups 0 for norms that don't use groups (written so in
+  // result.json and runs.csv), warmup set when the run starts.
+  NormSpec norm{"gn", 0, 0};
   bool group_sweep = false;  // part of a group-count sweep: labelled with its G
   int64_t batch = 0;
   int64_t seed = 0;

@@ -125,7 +125,7 @@ std::vector<std::string> shown_labels(const CompareConfig& cfg, const std::vecto
   std::vector<std::string> shown;
   for (const char* want : {"bn", "gn"})
     for (auto& r : runs)
-      if (r.spec.norm == want && r.spec.batch == smallest && r.spec.seed == 0 &&
+      if (r.spec.norm.kind == want && r.spec.batch == smallest && r.spec.seed == 0 &&
           std::filesystem::exists(cfg.out + "/runs/" + r.spec.dir_name() + "/pred.safetensors") &&
           std::find(shown.begin(), shown.end(), r.spec.label()) == shown.end()) {
         shown.push_back(r.spec.label());

@@ -6,8 +6,8 @@
 #include <map>
 #include <sstream>
 
-#include "core/fileio.h"
-#include "core/safetensors.h"
+#include "core/io/fileio.h"
+#include "core/io/safetensors.h"
 #include "tools/app/compare.h"
 #include "tools/app/plot.h"
 

@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/fileio.h"
+#include "core/io/fileio.h"
 #include "datasets/image_io.h"
 
 namespace sb {

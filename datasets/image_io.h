@@ -1,5 +1,5 @@
-// Image files in and out: PNG/JPEG/BMP decoding to float RGB images and integer masks (through
-// stb_image), with the header checked before any pixel is decoded; PNG and JPEG writing.
+// Images and masks from image files: float RGB images, class-index masks and Pascal VOC colour
+// masks, decoded by core/io/image.h (included here for its header check and PNG/JPEG writers).
 #pragma once
 
 #include <array>
@@ -7,20 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "core/io/image.h"
 #include "core/tensor.h"
 
 namespace sb {
-
-// What a file's header says, read without decoding pixels.
-struct ImageHeader {
-  int64_t width = 0, height = 0;
-  int channels = 0;      // as stored: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA (a palette counts as 3 or 4)
-  bool is_16bit = false;
-};
-
-// Parses the header only. Throws sb::Error naming the file when it is missing, empty, not a
-// PNG/JPEG/BMP, or claims more than `max_pixels` pixels (0: no limit).
-ImageHeader read_image_header(const std::string& path, int64_t max_pixels);
 
 // (3, H, W) RGB in [0, 1]: grey is repeated to three channels, alpha is dropped, 16-bit PNGs are
 // reduced to 8 bits. The header is checked against `max_pixels` before decoding.
@@ -41,15 +31,6 @@ IndexTensor load_voc_mask(const std::string& path, int64_t max_pixels);
 std::array<uint8_t, 3> voc_color(int index);
 // Its inverse: the index whose colour is (r, g, b), or -1 if no index in [0, 256) has it.
 int voc_index(uint8_t r, uint8_t g, uint8_t b);
-
-// Writers take interleaved (H, W, channels) bytes, channels 1..4, encode in memory, then write
-// path + ".tmp-*" and rename it over `path`, so a reader never sees a half-written file.
-void write_png(const std::string& path, const uint8_t* hwc, int64_t width, int64_t height, int channels);
-void write_jpg(const std::string& path, const uint8_t* hwc, int64_t width, int64_t height, int channels,
-               int quality = 95);
-// The same encodings into memory, for tests that need to corrupt or truncate the bytes.
-std::vector<uint8_t> encode_png(const uint8_t* hwc, int64_t width, int64_t height, int channels);
-std::vector<uint8_t> encode_jpg(const uint8_t* hwc, int64_t width, int64_t height, int channels, int quality = 95);
 
 // (C, H, W) float in [0, 1] -> (H, W, C) bytes, rounded and clamped.
 std::vector<uint8_t> to_hwc_bytes(const Tensor& image);

@@ -1,7 +1,7 @@
 // The tensors: source: a safetensors file of images and masks, validated on open.
 #include <cstring>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "datasets/dataset.h"
 
 namespace sb {

@@ -3,6 +3,8 @@
 #include <smallbatch/smallbatch.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <string>
 
 // The network: layers registered by name, so its state_dict keys are "conv1.weight",
 // "norm1.weight", ..., "head.bias", exactly as in a PyTorch twin with the same attributes.
@@ -97,5 +99,12 @@ int main() {
   loader.start_epoch(0);
   for (sb::Batch b; loader.next(b); ++batches) eval_loss += loss_fn(net(sb::Var(b.images)), b.masks).item();
   std::printf("eval loss %.4f\n", eval_loss / batches);
+  // The weights as a safetensors file (core/io) that PyTorch's safetensors.torch.load_file reads,
+  // then back into a second network; load_state_dict throws unless every name and shape fits.
+  const std::string path = (std::filesystem::temp_directory_path() / "tinynet.safetensors").string();
+  sb::save_safetensors(path, net.state_dict());
+  TinyNet copy(1, 16, 2);
+  copy.load_state_dict(sb::load_safetensors(path));
+  std::filesystem::remove(path);
   return last < 0.5 * first ? 0 : 1;  // the loss must fall, or the example is broken
 }

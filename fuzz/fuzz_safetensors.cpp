@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <exception>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "datasets/dataset.h"
 #include "fuzz_common.h"
 #include "layers/module.h"

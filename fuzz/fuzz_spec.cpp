@@ -16,7 +16,7 @@
 #include <filesystem>
 #include <string>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "datasets/image_io.h"
 #include "datasets/shapes.h"
 #include "fuzz_common.h"

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "datasets/image_io.h"
 #include "models/registry.h"
 

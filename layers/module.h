@@ -10,13 +10,9 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
-#include "core/safetensors.h"
+#include "core/state_dict.h"
 
 namespace sb {
-
-// A state_dict: float parameters and buffers in `floats`, int64 buffers (num_batches_tracked)
-// in `ints`; the same type the safetensors reader and writer use.
-using StateDict = TensorFile;
 
 class Module {
  public:

@@ -55,7 +55,7 @@ static std::vector<ParamGroup> one_group(std::vector<Var> params, float lr, floa
 }
 
 // Checks a state tensor from a file against the parameter it belongs to.
-static Tensor state_tensor(const TensorFile& st, const std::string& key, const Var& p) {
+static Tensor state_tensor(const StateDict& st, const std::string& key, const Var& p) {
   const Tensor& t = st.get_float(key);
   SB_CHECK(t.shape() == p.shape(), "optimizer state: '", key, "' has shape ", t.shape(),
            " but its parameter has shape ", p.shape());
@@ -132,14 +132,14 @@ void SGD::step() {
   }
 }
 
-TensorFile SGD::state() const {
-  TensorFile st;
+StateDict SGD::state() const {
+  StateDict st;
   for (size_t i = 0; i < momentum_.size(); ++i)
     if (momentum_[i].defined()) st.floats[std::to_string(i) + ".momentum_buffer"] = momentum_[i];
   return st;
 }
 
-void SGD::load_state(const TensorFile& st) {
+void SGD::load_state(const StateDict& st) {
   auto params = all_params();
   for (size_t i = 0; i < params.size(); ++i) {
     std::string key = std::to_string(i) + ".momentum_buffer";
@@ -194,8 +194,8 @@ void Adam::step() {
   }
 }
 
-TensorFile Adam::state() const {
-  TensorFile st;
+StateDict Adam::state() const {
+  StateDict st;
   for (size_t i = 0; i < m_.size(); ++i) {
     if (!m_[i].defined()) continue;
     st.floats[std::to_string(i) + ".exp_avg"] = m_[i];
@@ -205,7 +205,7 @@ TensorFile Adam::state() const {
   return st;
 }
 
-void Adam::load_state(const TensorFile& st) {
+void Adam::load_state(const StateDict& st) {
   auto params = all_params();
   for (size_t i = 0; i < params.size(); ++i) {
     std::string k = std::to_string(i);

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "core/autograd.h"
-#include "core/safetensors.h"
+#include "core/state_dict.h"
 
 namespace sb {
 
@@ -36,8 +36,8 @@ class Optimizer {
   void set_lr_factor(float factor);
   // Internal buffers by parameter index ("0.momentum_buffer", "3.exp_avg", ...) plus the step
   // counter, for saving and resuming training. load_state checks names and shapes.
-  virtual TensorFile state() const = 0;
-  virtual void load_state(const TensorFile& st) = 0;
+  virtual StateDict state() const = 0;
+  virtual void load_state(const StateDict& st) = 0;
 
  protected:
   std::vector<ParamGroup> groups_;
@@ -56,8 +56,8 @@ class SGD : public Optimizer {
   SGD(std::vector<Var> params, SGDOptions opt);
   SGD(std::vector<ParamGroup> groups, SGDOptions opt);
   void step() override;
-  TensorFile state() const override;
-  void load_state(const TensorFile& st) override;
+  StateDict state() const override;
+  void load_state(const StateDict& st) override;
 
  private:
   SGDOptions opt_;
@@ -76,8 +76,8 @@ class Adam : public Optimizer {
   Adam(std::vector<Var> params, AdamOptions opt);
   Adam(std::vector<ParamGroup> groups, AdamOptions opt);
   void step() override;
-  TensorFile state() const override;
-  void load_state(const TensorFile& st) override;
+  StateDict state() const override;
+  void load_state(const StateDict& st) override;
 
  private:
   AdamOptions opt_;

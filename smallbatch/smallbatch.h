@@ -2,15 +2,19 @@
 // #include <smallbatch/smallbatch.h>, in the source tree and installed alike.
 #pragma once
 
-// core: tensors, autograd, the differentiable ops, errors, threads, files
+// core: tensors, autograd, the differentiable ops, state dicts, errors, threads
 #include "core/autograd.h"
 #include "core/errors.h"
-#include "core/fileio.h"
 #include "core/ops.h"
 #include "core/ops_norm.h"
-#include "core/safetensors.h"
+#include "core/state_dict.h"
 #include "core/tensor.h"
 #include "core/threads.h"
+
+// core/io: the file formats: safetensors, atomic files and folder locks, PNG/JPEG images
+#include "core/io/fileio.h"
+#include "core/io/image.h"
+#include "core/io/safetensors.h"
 
 // layers: the Module system and the layers built on it
 #include "layers/batch_norm.h"

@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 
 namespace sbtest {
 

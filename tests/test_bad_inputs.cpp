@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "cli_util.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "datasets/image_io.h"
 #include "models/registry.h"
 #include "tools/app/checkpoint.h"

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "temp_dir.h"
 #include <string>
 

@@ -18,7 +18,7 @@
 #include <sstream>
 
 #include "cli_util.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "datasets/folder.h"
 #include "datasets/image_io.h"
 #include "datasets/shapes.h"

@@ -15,7 +15,7 @@
 
 #include "cli_util.h"
 #include "core/errors.h"
-#include "core/fileio.h"
+#include "core/io/fileio.h"
 #include "tools/viz/plot.h"
 #include "temp_dir.h"
 

@@ -15,7 +15,7 @@
 
 #include "cli_util.h"
 #include "core/errors.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "core/tensor.h"
 #include "datasets/image_io.h"
 #include "temp_dir.h"

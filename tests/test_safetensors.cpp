@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "fixtures.h"
 #include "gradcheck.h"
 #include "temp_dir.h"

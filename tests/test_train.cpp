@@ -11,7 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "fixtures.h"
 #include "gradcheck.h"
 #include "tools/app/trainer.h"

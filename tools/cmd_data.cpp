@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "datasets/image_io.h"
 #include "datasets/shapes.h"
 #include "datasets/stats.h"

@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <map>
 
-#include "core/fileio.h"
-#include "core/safetensors.h"
+#include "core/io/fileio.h"
+#include "core/io/safetensors.h"
 #include "core/threads.h"
 #include "datasets/image_io.h"
 #include "tools/app/data_spec.h"

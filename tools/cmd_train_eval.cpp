@@ -8,8 +8,8 @@
 #include <filesystem>
 #include <iostream>
 
-#include "core/fileio.h"
-#include "core/safetensors.h"
+#include "core/io/fileio.h"
+#include "core/io/safetensors.h"
 #include "core/platform.h"
 #include "core/threads.h"
 #include "tools/app/data_spec.h"

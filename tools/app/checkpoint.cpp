@@ -1,7 +1,7 @@
 // Saving and loading model checkpoints with their configuration.
 #include "tools/app/checkpoint.h"
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 
 namespace sb {
 

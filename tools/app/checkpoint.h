@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "core/io/safetensors.h"
 #include "layers/module.h"
 #include "models/registry.h"
 

@@ -9,9 +9,9 @@
 #include <filesystem>
 #include <sstream>
 
-#include "core/fileio.h"
+#include "core/io/fileio.h"
 #include "core/ops.h"
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "datasets/loader.h"
 #include "layers/batch_norm.h"
 #include "optim/optimizer.h"

@@ -7,10 +7,10 @@
 #include <limits>
 
 #include "core/errors.h"
-#include "core/fileio.h"
+#include "core/io/fileio.h"
 // PNG encoding goes through the library's one private copy of stb_image_write (compiled with
-// STB_IMAGE_WRITE_STATIC in datasets/image_io.cpp), so there is no second copy to clash with.
-#include "datasets/image_io.h"
+// STB_IMAGE_WRITE_STATIC in core/io/image.cpp), so there is no second copy to clash with.
+#include "core/io/image.h"
 
 namespace sb::plot {
 

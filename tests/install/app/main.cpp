@@ -1,10 +1,14 @@
 // Builds against the installed package: per-header includes in both spellings, a registry
-// model and one training step (conv on OpenBLAS, OpenMP loops), so every dependency links; and
-// the OpenBLAS core guard protects a library user as it does the command line.
+// model and one training step (conv on OpenBLAS, OpenMP loops), so every dependency links; its
+// state_dict through a safetensors file and back (core/io, in the same library); and the
+// OpenBLAS core guard protects a library user as it does the command line.
 #include <strings.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <string>
 
+#include <smallbatch/core/io/safetensors.h>
 #include <smallbatch/core/ops.h>
 #include <smallbatch/layers/group_norm.h>
 #include <smallbatch/models/registry.h>
@@ -29,6 +33,17 @@ int main() {
   sb::Var loss = sb::cross_entropy(model->forward(sb::Var(x)), y);
   loss.backward();
   sgd.step();
+  // A StateDict becomes a file with save_safetensors, and a loaded file is a StateDict again.
+  const std::string path = (std::filesystem::temp_directory_path() / "smallbatch_install_app.safetensors").string();
+  sb::save_safetensors(path, model->state_dict());
+  sb::TensorFile file = sb::load_safetensors(path);
+  std::filesystem::remove(path);
+  model->load_state_dict(file);
+  sb::StateDict sd = model->state_dict();
+  if (sd.floats.size() != file.floats.size() || sd.ints.size() != file.ints.size()) {
+    std::printf("the state_dict did not come back from %s\n", path.c_str());
+    return 3;
+  }
   std::printf("%s: %lld parameters, loss %.4f, %s\n", model->name().c_str(),
               static_cast<long long>(model->num_parameters()), loss.item(), extra.name().c_str());
   // On a CPU with AVX2 or AVX-512, OpenBLAS runs AVX2-or-better kernels, or a warning said why not.

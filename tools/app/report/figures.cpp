@@ -5,7 +5,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 #include "tools/app/report/report.h"
 
 namespace sb::report {

@@ -1,6 +1,6 @@
 // write_report: the compare report's files from the runs' outcomes, in order: the CSV tables,
 // summary.md, the four figures, report.html.
-#include "core/fileio.h"
+#include "core/io/fileio.h"
 #include "tools/app/compare.h"
 #include "tools/app/report/report.h"
 

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <sstream>
 
-#include "core/fileio.h"
+#include "core/io/fileio.h"
 #include "tools/app/report/report.h"
 
 namespace sb::report {

@@ -7,24 +7,22 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 
-#include "core/tensor.h"
+#include "core/state_dict.h"
 
 namespace sb {
 
-// What a file holds. Floating dtypes (F32, F64, F16, BF16) load as float tensors; integer and
-// BOOL dtypes load as int64 tensors. Names are unique across both maps.
-struct TensorFile {
-  std::map<std::string, Tensor> floats;       // written as F32
-  std::map<std::string, IndexTensor> ints;    // written as I64
+// What a file holds: a state_dict (its tensors, and the path it was loaded from as its source)
+// plus the header's metadata. Floating dtypes (F32, F64, F16, BF16) load as float tensors;
+// integer and BOOL dtypes load as int64 tensors. Floats are written as F32, ints as I64.
+// A StateDict converts to a TensorFile with no metadata, and a TensorFile is a StateDict, so
+// save_safetensors(path, model.state_dict()) and model.load_state_dict(load_safetensors(path))
+// both work.
+struct TensorFile : StateDict {
+  TensorFile() = default;
+  TensorFile(StateDict sd) : StateDict(std::move(sd)) {}  // NOLINT: implicit on purpose
   std::map<std::string, std::string> metadata;
-
-  bool has_float(const std::string& name) const { return floats.count(name) > 0; }
-  bool has_int(const std::string& name) const { return ints.count(name) > 0; }
-  // Throw an sb::Error naming the file (when known) and the tensor if it is missing.
-  const Tensor& get_float(const std::string& name) const;
-  const IndexTensor& get_int(const std::string& name) const;
-  std::string source;  // the path it was loaded from, for error messages
 };
 
 struct SafetensorsLimits {

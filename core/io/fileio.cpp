@@ -1,6 +1,6 @@
 // Atomic writes (temp + fsync + rename + directory fsync), the clean-up after a writer that was
 // killed half-way, and whole-file reads.
-#include "core/fileio.h"
+#include "core/io/fileio.h"
 
 #include <fcntl.h>
 #include <sys/file.h>

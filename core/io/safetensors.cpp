@@ -1,8 +1,8 @@
 // .safetensors reading (validate the whole header before touching the data, since the file may
 // be hostile or truncated) and atomic writing (temp file, fsync, rename, fsync the directory).
-#include "core/safetensors.h"
+#include "core/io/safetensors.h"
 
-#include "core/fileio.h"
+#include "core/io/fileio.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -291,24 +291,6 @@ Entry check_entry(const std::string& file, const std::string& name, const json& 
 }
 
 }  // namespace
-
-const Tensor& TensorFile::get_float(const std::string& name) const {
-  auto it = floats.find(name);
-  if (it != floats.end()) return it->second;
-  std::string file = source.empty() ? "safetensors" : source;
-  if (has_int(name))
-    fail(file, ": tensor '", name, "' is an integer tensor, but a float tensor was asked for");
-  fail(file, ": no tensor named '", name, "'");
-}
-
-const IndexTensor& TensorFile::get_int(const std::string& name) const {
-  auto it = ints.find(name);
-  if (it != ints.end()) return it->second;
-  std::string file = source.empty() ? "safetensors" : source;
-  if (has_float(name))
-    fail(file, ": tensor '", name, "' is a float tensor, but an integer tensor was asked for");
-  fail(file, ": no tensor named '", name, "'");
-}
 
 TensorFile parse_safetensors(const uint8_t* data, size_t size, const std::string& name,
                              const SafetensorsLimits& limits) {

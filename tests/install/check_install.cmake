@@ -28,7 +28,7 @@ run("cmake --install" ${CMAKE_COMMAND} --install "${BIN}" --prefix "${prefix}")
 
 # The layout: public headers under include/smallbatch/, nothing private.
 file(GLOB_RECURSE headers RELATIVE "${prefix}/include" "${prefix}/include/*")
-foreach(want smallbatch/smallbatch.h smallbatch/layers/group_norm.h smallbatch/core/tensor.h
+foreach(want smallbatch/smallbatch.h smallbatch/layers/norm/group_norm.h smallbatch/core/tensor.h
         smallbatch/models/registry.h smallbatch/datasets/loader.h)
   if(NOT want IN_LIST headers)
     message(FATAL_ERROR "install check: ${want} is not installed; installed: ${headers}")

@@ -6,7 +6,7 @@
 #include <cstdio>
 
 #include <smallbatch/core/ops.h>
-#include <smallbatch/layers/group_norm.h>
+#include <smallbatch/layers/norm/group_norm.h>
 #include <smallbatch/models/registry.h>
 #include <smallbatch/optim/optimizer.h>
 #include <smallbatch/core/platform.h>

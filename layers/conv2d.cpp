@@ -1,7 +1,7 @@
 // Conv2d and ConvTranspose2d: parameter registration, initialization and forward.
 #include "layers/conv2d.h"
 
-#include "core/ops_norm.h"
+#include "layers/norm/ops.h"
 #include "layers/init.h"
 
 namespace sb {

@@ -2,7 +2,7 @@
 #pragma once
 
 #include "layers/module.h"
-#include "layers/norm.h"
+#include "layers/norm/norm.h"
 
 namespace sb {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "layers/norm.h"
+#include "layers/norm/norm.h"
 
 namespace sb {
 

@@ -6,7 +6,6 @@
 #include "core/autograd.h"
 #include "core/errors.h"
 #include "core/ops.h"
-#include "core/ops_norm.h"
 #include "core/state_dict.h"
 #include "core/tensor.h"
 #include "core/threads.h"
@@ -17,14 +16,16 @@
 #include "core/io/safetensors.h"
 
 // layers: the Module system and the layers built on it
-#include "layers/batch_norm.h"
-#include "layers/batch_renorm.h"
 #include "layers/conv2d.h"
-#include "layers/group_norm.h"
 #include "layers/init.h"
 #include "layers/linear.h"
 #include "layers/losses.h"
 #include "layers/module.h"
+#include "layers/norm/batch_norm.h"
+#include "layers/norm/batch_renorm.h"
+#include "layers/norm/group_norm.h"
+#include "layers/norm/norm.h"
+#include "layers/norm/ops.h"
 #include "layers/sequential.h"
 #include "layers/simple.h"
 

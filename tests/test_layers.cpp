@@ -4,9 +4,9 @@
 #include <cmath>
 
 #include "gradcheck.h"
-#include "layers/batch_norm.h"
+#include "layers/norm/batch_norm.h"
 #include "layers/conv2d.h"
-#include "layers/group_norm.h"
+#include "layers/norm/group_norm.h"
 #include "layers/linear.h"
 #include "layers/losses.h"
 #include "layers/sequential.h"

@@ -11,13 +11,13 @@
 
 #include "core/kernels/stream.h"
 #include "core/ops.h"
-#include "core/ops_norm.h"
+#include "layers/norm/ops.h"
 #include "core/threads.h"
 #include "fixtures.h"
 #include "gradcheck.h"
-#include "layers/batch_norm.h"
-#include "layers/batch_renorm.h"
-#include "layers/group_norm.h"
+#include "layers/norm/batch_norm.h"
+#include "layers/norm/batch_renorm.h"
+#include "layers/norm/group_norm.h"
 #include "simd_levels.h"
 
 using namespace sb;

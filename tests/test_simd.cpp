@@ -12,7 +12,7 @@
 #include "core/kernels/simd.h"
 #include "core/kernels/stream.h"
 #include "core/ops.h"
-#include "core/ops_norm.h"
+#include "layers/norm/ops.h"
 #include "simd_levels.h"
 
 using namespace sb;

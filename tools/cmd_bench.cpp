@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "core/ops.h"
-#include "core/ops_norm.h"
+#include "layers/norm/ops.h"
 #include "core/kernels/gemm.h"
 #include "core/threads.h"
 #include "optim/optimizer.h"

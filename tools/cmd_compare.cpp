@@ -7,7 +7,7 @@
 
 #include "core/threads.h"
 #include "tools/app/compare.h"
-#include "layers/norm.h"
+#include "layers/norm/norm.h"
 #include "tools/cli.h"
 
 namespace sb::cli {

@@ -5,7 +5,7 @@
 #include <sstream>
 #include <string>
 
-#include "layers/norm.h"
+#include "layers/norm/norm.h"
 #include "models/registry.h"
 #include "tools/cli.h"
 
@@ -51,7 +51,7 @@ void add_models_command(CLI::App& app, Action& action) {
         }
         first = false;
       }
-      // The norms, from their registry (layers/norm.cpp), with the traits the tools act on.
+      // The norms, from their registry (layers/norm/norm.cpp), with the traits the tools act on.
       std::printf("\nnormalizations (--norm, compare --norms):\n");
       for (const NormInfo& n : norm_registry()) {
         const NormTraits& t = n.traits;

@@ -28,7 +28,7 @@ run("cmake --install" ${CMAKE_COMMAND} --install "${BIN}" --prefix "${prefix}")
 
 # The layout: public headers under include/smallbatch/, nothing private.
 file(GLOB_RECURSE headers RELATIVE "${prefix}/include" "${prefix}/include/*")
-foreach(want smallbatch/smallbatch.h smallbatch/layers/group_norm.h smallbatch/core/tensor.h
+foreach(want smallbatch/smallbatch.h smallbatch/layers/norm/group_norm.h smallbatch/core/tensor.h
         smallbatch/core/state_dict.h smallbatch/core/io/safetensors.h smallbatch/core/io/image.h
         smallbatch/models/registry.h smallbatch/datasets/loader.h)
   if(NOT want IN_LIST headers)

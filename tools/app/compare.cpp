@@ -13,9 +13,9 @@
 #include "core/platform.h"
 #include "core/threads.h"
 #include "tools/app/provenance.h"
-#include "layers/batch_norm.h"
+#include "layers/norm/batch_norm.h"
 #include "models/registry.h"
-#include "layers/norm.h"
+#include "layers/norm/norm.h"
 
 namespace sb {
 

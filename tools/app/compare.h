@@ -10,7 +10,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "layers/norm.h"
+#include "layers/norm/norm.h"
 
 #include "tools/app/trainer.h"
 

@@ -13,7 +13,7 @@
 #include "core/ops.h"
 #include "core/io/safetensors.h"
 #include "datasets/loader.h"
-#include "layers/batch_norm.h"
+#include "layers/norm/batch_norm.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 

@@ -10,7 +10,7 @@
 
 #include <smallbatch/core/io/safetensors.h>
 #include <smallbatch/core/ops.h>
-#include <smallbatch/layers/group_norm.h>
+#include <smallbatch/layers/norm/group_norm.h>
 #include <smallbatch/models/registry.h>
 #include <smallbatch/optim/optimizer.h>
 #include <smallbatch/core/platform.h>

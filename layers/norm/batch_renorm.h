@@ -8,7 +8,7 @@
 #include <cmath>
 
 #include "core/ops.h"
-#include "layers/batch_norm.h"
+#include "layers/norm/batch_norm.h"
 
 namespace sb {
 

@@ -1,12 +1,12 @@
 // The norm registry: one entry per normalization, in the order help texts list them. A new
 // norm is its layer plus one entry here (README, "Adding a norm").
-#include "layers/norm.h"
+#include "layers/norm/norm.h"
 
 #include <algorithm>
 
-#include "layers/batch_norm.h"
-#include "layers/batch_renorm.h"
-#include "layers/group_norm.h"
+#include "layers/norm/batch_norm.h"
+#include "layers/norm/batch_renorm.h"
+#include "layers/norm/group_norm.h"
 #include "layers/simple.h"
 
 namespace sb {

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/ops_norm.h"
+#include "layers/norm/ops.h"
 #include "layers/module.h"
 
 namespace sb {

@@ -1,7 +1,7 @@
 // GroupNorm and BatchNorm, fused (optionally with the activation after them): two-pass statistics in
 // float blocks added in double (double throughout for small sets), the forward saves only mean
 // and rstd (in double), and the backward is the closed form over each set, on OpenMP.
-#include "core/ops_norm.h"
+#include "layers/norm/ops.h"
 
 #include <algorithm>
 #include <cmath>

@@ -3,7 +3,7 @@
 // InstanceNorm. No running statistics: inference normalizes exactly as training does.
 #pragma once
 
-#include "core/ops_norm.h"
+#include "layers/norm/ops.h"
 #include "layers/module.h"
 
 namespace sb {

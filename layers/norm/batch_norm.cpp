@@ -1,5 +1,5 @@
 // BatchNorm2d: the checks, the observer hook, and the choice of statistics.
-#include "layers/batch_norm.h"
+#include "layers/norm/batch_norm.h"
 
 namespace sb {
 

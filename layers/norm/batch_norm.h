@@ -5,7 +5,7 @@
 
 #include <optional>
 
-#include "core/ops_norm.h"
+#include "layers/norm/ops.h"
 #include "layers/module.h"
 
 namespace sb {

@@ -57,14 +57,16 @@ std::vector<float> pack(int cob, int64_t C_out, int64_t C_in, int T, const Get& 
   return p;
 }
 
-// Scratch buffers kept between calls (per calling thread; one per slot, as a call may use two at
-// once): fresh allocations of a few MB each call cost page faults worth a quarter of a small
-// layer's time. Contents are not initialized: callers write every float they read.
+// Scratch buffers kept between calls (per calling thread; one per slot, as a call may use several
+// at once): fresh allocations of a few MB each call cost page faults worth a quarter of a small
+// layer's time. Aligned to 64 bytes (the widest vector). Contents are not initialized: callers
+// write every float they read.
 float* scratch(int slot, size_t n) {
-  thread_local std::vector<float> bufs[2];
+  thread_local std::vector<float> bufs[3];
   std::vector<float>& b = bufs[slot];
-  if (b.size() < n) b.resize(n);
-  return b.data();
+  if (b.size() < n + 16) b.resize(n + 16);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(b.data());
+  return b.data() + ((64 - p % 64) % 64) / sizeof(float);
 }
 
 // dst (planes, H + 2, W + 2) = src (planes, H, W) with a border of one zero.
@@ -85,23 +87,19 @@ void pad1(const float* src, float* dst, int64_t planes, int64_t H, int64_t W) {
   }
 }
 
-// The weight gradient's position mask (see wgrad9_unit) for L positions of planes H x W on the
-// padded width W + 2: built once per shape and calling thread, then kept (a network has a few
-// shapes; building one serially on every call took about 2% of a unet-s step on 1 thread).
-const int32_t* wgrad9_mask(int64_t L, int64_t H, int64_t W) {
-  struct Entry {
-    int64_t L, H, W;
-    std::vector<int32_t> mask;
-  };
-  thread_local std::vector<Entry> cache;
-  for (const Entry& e : cache)
-    if (e.L == L && e.H == H && e.W == W) return e.mask.data();
-  const int64_t Wp = W + 2;
-  std::vector<int32_t> mask(L, 0);  // (L,)
-  for (int64_t h = 0; h < H; ++h) std::fill(mask.begin() + h * Wp, mask.begin() + h * Wp + W, -1);
-  if (cache.size() >= 16) cache.erase(cache.begin());
-  cache.push_back({L, H, W, std::move(mask)});
-  return cache.back().mask.data();
+// dyt (N, H W, CoP) = gy (N, C, H W) transposed, zero in channels [C, CoP): the 3x3 weight
+// gradient's operand (see wgrad9_unit). Blocks of 16 positions keep the reads sequential.
+void transpose_dy(const float* gy, float* dyt, int64_t N, int64_t C, int64_t CoP, int64_t HW) {
+  const int64_t blocks = (HW + 15) / 16;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && N * CoP * HW > kParallelMin)
+  for (int64_t nb = 0; nb < N * blocks; ++nb) {
+    const int64_t n = nb / blocks, p0 = (nb % blocks) * 16, p1 = std::min(HW, p0 + 16);
+    float* d = dyt + n * HW * CoP;
+    const float* s = gy + n * C * HW;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t p = p0; p < p1; ++p) d[p * CoP + c] = s[c * HW + p];
+    for (int64_t p = p0; p < p1; ++p) std::fill(d + p * CoP + C, d + (p + 1) * CoP, 0.f);
+  }
 }
 
 // 1x1 products read and write whole planes, whose image rows are contiguous: k image rows make
@@ -191,19 +189,10 @@ void conv3x3_forward(const float* x, const float* w, const float* bias, float* o
 void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
                       int64_t C_in, int64_t C_out, int64_t H, int64_t W) {
   const int64_t Hp = H + 2, Wp = W + 2;
-  const DirectKernels& kw = pick(INT64_MAX);  // the weight gradient runs on flat planes
-  const int64_t V = kw.lanes, L = (H * Wp + V - 1) / V * V;
-  // gy padded by one, (N, C_out, H + 2, W + 2): the input gradient's input, and, read from its
-  // position (1, 1) on, gy on the padded width with zeros in the two columns past each row and
-  // in the rows below: the weight gradient's A operand, when its last vector (L <= H Wp + V - 1)
-  // stays inside the plane, i.e. V <= Wp.
-  const bool share = V <= Wp;
-  float* pdy = nullptr;
-  if (gx || (gw && share)) {
-    pdy = scratch(1, N * C_out * Hp * Wp);
-    pad1(gy, pdy, N * C_out, H, W);
-  }
   if (gx) {
+    // gy padded by one, (N, C_out, H + 2, W + 2).
+    float* pdy = scratch(1, N * C_out * Hp * Wp);
+    pad1(gy, pdy, N * C_out, H, W);
     // gx[n][ci][h][w] = sum_co sum_(i,j) gy[n][co][h + 1 - i][w + 1 - j] w[co][ci][i][j]
     //                 = sum_co sum_t gy_padded[n][co][h + t / 3][w + t % 3] w[co][ci][8 - t]
     const DirectKernels& k = pick(W);
@@ -215,38 +204,23 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
     run_fwd(k, true, a, N, H);
   }
   if (!gw) return;
-  // gw[co][ci][i][j] = sum_n sum_(h,w) gy[n][co][h][w] x_padded[n][ci][h + i][w + j], summed over
-  // flat positions p = h * Wp + w of the padded width (see wgrad9_unit).
-  // (N, C_in, H + 2, W + 2), then V zeros: the last vectors of the last plane read past its end.
-  float* padded = scratch(0, N * C_in * Hp * Wp + V);
+  // gw[co][ci][i][j] = sum_n sum_(h,w) gy[n][co][h][w] x_padded[n][ci][h + i][w + j]: a GEMM over
+  // positions with dY transposed (see wgrad9_unit).
+  const DirectKernels& kw = pick(INT64_MAX);
+  const int64_t V = kw.lanes, CoP = (C_out + V - 1) / V * V, HW = H * W;
+  float* padded = scratch(0, N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
   pad1(x, padded, N * C_in, H, W);
-  std::fill(padded + N * C_in * Hp * Wp, padded + N * C_in * Hp * Wp + V, 0.f);
-  const float* A = nullptr;  // (N, C_out, ...) planes a_cs apart, gy on the padded width
-  int64_t a_cs = L;
-  if (share) {
-    A = pdy + Wp + 1, a_cs = Hp * Wp;
-  } else {
-    float* dyp = scratch(1, N * C_out * L);  // (N, C_out, L), zero past each row and below
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && N * C_out * L > kParallelMin)
-    for (int64_t pl = 0; pl < N * C_out; ++pl) {
-      float* d = dyp + pl * L;
-      const float* s = gy + pl * H * W;
-      for (int64_t h = 0; h < H; ++h) {
-        std::copy(s + h * W, s + (h + 1) * W, d + h * Wp);
-        std::fill(d + h * Wp + W, d + (h + 1) * Wp, 0.f);
-      }
-      std::fill(d + H * Wp, d + L, 0.f);
-    }
-    A = dyp;
-  }
-  WgradArgs a{A, C_out * a_cs, a_cs, a_cs, padded, C_in * Hp * Wp, Hp * Wp, Wp, N, 1, L, C_out, C_in, gw,
-              wgrad9_mask(L, H, W)};
-  const int64_t blocks = (C_out + kw.cob_wgrad - 1) / kw.cob_wgrad;
-  const int64_t bblocks = (C_in + kw.cib_wgrad - 1) / kw.cib_wgrad;
-  const int64_t units = blocks * bblocks;
-  const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * C_out * C_in * L * 9 >= kParallelMinMacs;
+  float* dyt = scratch(2, N * HW * CoP);  // (N, H W, CoP)
+  transpose_dy(gy, dyt, N, C_out, CoP, HW);
+  // Two vectors of output channels per unit when they pair up, else one.
+  const bool two = (CoP / V) % 2 == 0;
+  const Wgrad9Kernel& kern = two ? kw.wgrad9_2 : kw.wgrad9_1;
+  const int64_t cblocks = CoP / V / (two ? 2 : 1), iblocks = (C_in + kern.cib - 1) / kern.cib;
+  const int64_t units = cblocks * iblocks * 3;
+  Wgrad9Args a{dyt, CoP, padded, N, C_in, C_out, H, W, gw};
+  const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * C_out * C_in * HW * 9 >= kParallelMinMacs;
 #pragma omp parallel for schedule(static) if (par && units > 1)
-  for (int64_t u = 0; u < units; ++u) kw.wgrad9(a, u / bblocks, (u % bblocks) * kw.cib_wgrad);
+  for (int64_t u = 0; u < units; ++u) kern.fn(a, u / (iblocks * 3), (u / 3) % iblocks, int(u % 3));
 }
 
 void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,

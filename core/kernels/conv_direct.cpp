@@ -102,6 +102,41 @@ void transpose_dy(const float* gy, float* dyt, int64_t N, int64_t C, int64_t CoP
   }
 }
 
+// xt (N, (H + 2) (W + 2), CiP) = x (N, C, H, W) padded by one and transposed, zero in the border
+// and in channels [C, CiP): the narrow-output 3x3 weight gradient's operand (see wgrad9t_unit).
+void transpose_x_padded(const float* x, float* xt, int64_t N, int64_t C, int64_t CiP, int64_t H, int64_t W) {
+  const int64_t Hp = H + 2, Wp = W + 2;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && N * CiP * Hp * Wp > kParallelMin)
+  for (int64_t nr = 0; nr < N * Hp; ++nr) {
+    const int64_t n = nr / Hp, r = nr % Hp;
+    float* d = xt + nr * Wp * CiP;  // padded row r of sample n, (Wp, CiP)
+    std::fill(d, d + Wp * CiP, 0.f);
+    if (r == 0 || r == Hp - 1) continue;
+    const float* s = x + n * C * H * W + (r - 1) * W;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t w = 0; w < W; ++w) d[(w + 1) * CiP + c] = s[c * H * W + w];
+  }
+}
+
+// The 3x3 weight-gradient kernel of table k for this shape on `threads` threads: the least
+// estimated time, counting multiply-adds and (at 1.5x) loads per position, padded channels and
+// threads left idle by the last round of units.
+const Wgrad9Kernel& pick_wgrad9(const DirectKernels& k, int64_t C_in, int64_t C_out, int threads) {
+  const Wgrad9Kernel* best = nullptr;
+  double best_cost = 0;
+  for (const Wgrad9Kernel& c : k.wgrad9) {
+    const int64_t lane_ch = c.ci_lanes ? C_in : C_out, other = c.ci_lanes ? C_out : C_in;
+    const int64_t per = int64_t(c.vecs) * k.lanes;
+    const int64_t units = (lane_ch + per - 1) / per * ((other + c.blk - 1) / c.blk) * 3;
+    const double fmas = 3.0 * c.vecs * c.blk;
+    const double loads = c.ci_lanes ? 3.0 * c.vecs + c.blk : c.vecs + 3.0 * c.blk;
+    const int64_t rounds = (units + threads - 1) / threads;
+    const double cost = double(rounds) * std::max(fmas, 1.5 * loads);
+    if (!best || cost < best_cost) best = &c, best_cost = cost;
+  }
+  return *best;
+}
+
 // 1x1 products read and write whole planes, whose image rows are contiguous: k image rows make
 // one kernel row of k W pixels. k is the largest divisor of H with k W <= 256, so narrow planes
 // fill wide vectors and the rows still split over threads.
@@ -205,22 +240,32 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
   }
   if (!gw) return;
   // gw[co][ci][i][j] = sum_n sum_(h,w) gy[n][co][h][w] x_padded[n][ci][h + i][w + j]: a GEMM over
-  // positions with dY transposed (see wgrad9_unit).
+  // positions, with output or input channels in the vector lanes (see wgrad9_unit, wgrad9t_unit).
   const DirectKernels& kw = pick(INT64_MAX);
-  const int64_t V = kw.lanes, CoP = (C_out + V - 1) / V * V, HW = H * W;
-  float* padded = scratch(0, N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
-  pad1(x, padded, N * C_in, H, W);
-  float* dyt = scratch(2, N * HW * CoP);  // (N, H W, CoP)
-  transpose_dy(gy, dyt, N, C_out, CoP, HW);
-  // Two vectors of output channels per unit when they pair up, else one.
-  const bool two = (CoP / V) % 2 == 0;
-  const Wgrad9Kernel& kern = two ? kw.wgrad9_2 : kw.wgrad9_1;
-  const int64_t cblocks = CoP / V / (two ? 2 : 1), iblocks = (C_in + kern.cib - 1) / kern.cib;
-  const int64_t units = cblocks * iblocks * 3;
-  Wgrad9Args a{dyt, CoP, padded, N, C_in, C_out, H, W, gw};
+  const int64_t HW = H * W;
   const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * C_out * C_in * HW * 9 >= kParallelMinMacs;
+  const Wgrad9Kernel& kern = pick_wgrad9(kw, C_in, C_out, par ? omp_get_max_threads() : 1);
+  const int64_t per = int64_t(kern.vecs) * kw.lanes;  // lane channels per unit
+  Wgrad9Args a{nullptr, 0, nullptr, nullptr, 0, gy, N, C_in, C_out, H, W, gw};
+  int64_t vblocks, oblocks;
+  if (!kern.ci_lanes) {
+    a.CoP = (C_out + per - 1) / per * per;
+    float* padded = scratch(0, N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
+    pad1(x, padded, N * C_in, H, W);
+    float* dyt = scratch(2, N * HW * a.CoP);  // (N, H W, CoP)
+    transpose_dy(gy, dyt, N, C_out, a.CoP, HW);
+    a.xp = padded, a.dyt = dyt;
+    vblocks = a.CoP / per, oblocks = (C_in + kern.blk - 1) / kern.blk;
+  } else {
+    a.CiP = (C_in + per - 1) / per * per;
+    float* xt = scratch(2, N * Hp * Wp * a.CiP);  // (N, (H + 2) (W + 2), CiP)
+    transpose_x_padded(x, xt, N, C_in, a.CiP, H, W);
+    a.xt = xt;
+    vblocks = a.CiP / per, oblocks = (C_out + kern.blk - 1) / kern.blk;
+  }
+  const int64_t units = vblocks * oblocks * 3;
 #pragma omp parallel for schedule(static) if (par && units > 1)
-  for (int64_t u = 0; u < units; ++u) kern.fn(a, u / (iblocks * 3), (u / 3) % iblocks, int(u % 3));
+  for (int64_t u = 0; u < units; ++u) kern.fn(a, u / (oblocks * 3), (u / 3) % oblocks, int(u % 3));
 }
 
 void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,

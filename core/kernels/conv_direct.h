@@ -56,19 +56,26 @@ struct WgradArgs {
   int64_t N, rows, width, CA, CB;
   float* g;                        // (CA, CB)
 };
-// The 3x3 weight gradient: g (C_out, C_in, 3, 3) from dY transposed and x padded by one.
+// The 3x3 weight gradient g (C_out, C_in, 3, 3), in one of two forms (see wgrad9_unit and
+// wgrad9t_unit in conv_direct_impl.h): output channels in vector lanes, from dY transposed and x
+// padded (dyt, xp); or input channels in vector lanes, from x padded and transposed and dY as is
+// (xt, gy). Transposed operands are aligned to the vector and zero in their padding channels.
 struct Wgrad9Args {
-  const float* dyt;  // (N, H * W, CoP), CoP a multiple of lanes, zero in channels >= C_out; aligned to lanes
+  const float* dyt;  // (N, H * W, CoP), CoP a multiple of lanes, zero in channels >= C_out
   int64_t CoP;
   const float* xp;   // (N, C_in, H + 2, W + 2)
+  const float* xt;   // (N, (H + 2) * (W + 2), CiP), CiP a multiple of lanes, zero in the border and channels >= C_in
+  int64_t CiP;
+  const float* gy;   // (N, C_out, H, W)
   int64_t N, C_in, C_out, H, W;
   float* g;          // (C_out, C_in, 9)
 };
-// One 3x3 weight-gradient kernel: output-channel block cb (of cov * lanes channels), input
-// channels [ib * cib, ib * cib + cib), tap row i.
+// One 3x3 weight-gradient kernel: `vecs` vectors of the lane channels (output channels when
+// !ci_lanes, else input channels) x `blk` of the other channels x the 3 taps of row i.
 struct Wgrad9Kernel {
-  void (*fn)(const Wgrad9Args&, int64_t cb, int64_t ib, int i);
-  int cib;
+  void (*fn)(const Wgrad9Args&, int64_t vb, int64_t ob, int i);  // lane block vb, other block ob
+  bool ci_lanes;
+  int vecs, blk;
 };
 struct DirectKernels {
   int lanes;      // V: floats per vector
@@ -77,8 +84,8 @@ struct DirectKernels {
   // Output-channel block `blk` of sample n, rows [r0, r1).
   void (*fwd9)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
   void (*fwd1)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
-  // 3x3 with 2 and with 1 vectors of output channels per unit.
-  Wgrad9Kernel wgrad9_2, wgrad9_1;
+  // The 3x3 weight-gradient kernels to choose from (conv3x3_backward picks one per shape).
+  Wgrad9Kernel wgrad9[5];
   // 1x1 on whole planes (rows = 1): A-channel block `blk` against B channels [b, b + 3).
   void (*wgrad1)(const WgradArgs&, int64_t blk, int64_t b);
 };

@@ -166,7 +166,7 @@ void fwd_rows(const sb::kernels::FwdArgs& a, int64_t n, int64_t blk, int64_t r0,
 // broadcasts feed 3 CIB COV multiply-adds. Every lane sums its positions in order (n, h, w):
 // the result does not depend on how units are shared out.
 template <int V, int COV, int CIB>
-void wgrad9_unit(const sb::kernels::Wgrad9Args& a, int64_t cb, int64_t ib, int i) {
+void wgrad9_unit(const sb::kernels::Wgrad9Args& a, int64_t cb, int64_t ib, int i) {  // vb = cb, ob = ib
   typedef typename Vec<V>::F F;
   const int64_t co0 = cb * COV * V, ci0 = ib * CIB;
   const int nb = a.C_in - ci0 < CIB ? int(a.C_in - ci0) : CIB;
@@ -203,6 +203,53 @@ void wgrad9_unit(const sb::kernels::Wgrad9Args& a, int64_t cb, int64_t ib, int i
       for (int b = 0; b < nb; ++b)
         for (int j = 0; j < 3; ++j) a.g[(co * a.C_in + ci0 + b) * 9 + i * 3 + j] = lanes[b][j][l];
     }
+  }
+}
+
+// The other form, for few output channels: input channels in the lanes,
+//   g[co][ci][i][j] = sum_n sum_(h,w) gy[n][co][h W + w] xt[n][(h + i) Wp + w + j][ci],
+// a tile of CIV vectors of input channels x COB output channels x the 3 taps of row i; per
+// position 3 CIV aligned vector loads and COB broadcasts feed 3 CIV COB multiply-adds. Lanes
+// sum positions in order (n, h, w), as above.
+template <int V, int CIV, int COB>
+void wgrad9t_unit(const sb::kernels::Wgrad9Args& a, int64_t ib, int64_t cb, int i) {
+  typedef typename Vec<V>::F F;
+  const int64_t ci0 = ib * CIV * V, co0 = cb * COB;
+  const int nc = a.C_out - co0 < COB ? int(a.C_out - co0) : COB;
+  const int64_t W = a.W, H = a.H, Wp = W + 2, HW = H * W, CiP = a.CiP;
+  F acc[COB][3][CIV];
+  for (int c = 0; c < COB; ++c)
+    for (int j = 0; j < 3; ++j)
+      for (int v = 0; v < CIV; ++v) acc[c][j][v] = F{};
+  for (int64_t n = 0; n < a.N; ++n)
+    for (int64_t h = 0; h < H; ++h) {
+      const float* d[COB];
+      for (int c = 0; c < COB; ++c) d[c] = a.gy + (n * a.C_out + co0 + (c < nc ? c : nc - 1)) * HW + h * W;
+      const float* xr = a.xt + (n * (H + 2) * Wp + (h + i) * Wp) * CiP + ci0;
+      for (int64_t w = 0; w < W; ++w) {
+        F xv[3][CIV];
+        for (int j = 0; j < 3; ++j)
+          for (int v = 0; v < CIV; ++v) {
+            xv[j][v] = *reinterpret_cast<const F*>(xr + (w + j) * CiP + v * V);
+            in_register<V>(xv[j][v]);
+          }
+        for (int c = 0; c < COB; ++c) {
+          const F db = bcast<V>(d[c][w]);
+          for (int j = 0; j < 3; ++j)
+            for (int v = 0; v < CIV; ++v) acc[c][j][v] += xv[j][v] * db;
+        }
+      }
+    }
+  for (int v = 0; v < CIV; ++v) {
+    float lanes[COB][3][V];
+    for (int c = 0; c < COB; ++c)
+      for (int j = 0; j < 3; ++j) __builtin_memcpy(lanes[c][j], &acc[c][j][v], sizeof(F));
+    for (int c = 0; c < nc; ++c)
+      for (int l = 0; l < V; ++l) {
+        const int64_t ci = ci0 + v * V + l;
+        if (ci >= a.C_in) break;
+        for (int j = 0; j < 3; ++j) a.g[((co0 + c) * a.C_in + ci) * 9 + i * 3 + j] = lanes[c][j][l];
+      }
   }
 }
 
@@ -251,17 +298,21 @@ void wgrad1_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
     for (int j = 0; j < nb; ++j) a.g[(a0 + c) * a.CB + b + j] = hsum<V>(acc[c][j]);
 }
 
-// COBF x NV: the forward's tile; COBW: the 1x1 weight gradient's A channels per unit; CIB2 and
-// CIB1: the 3x3 weight gradient's input channels per unit with 2 and 1 vectors of output channels.
-template <int V, int COBF, int NV, int COBW, int CIB2, int CIB1>
+// COBF x NV: the forward's tile; COBW: the 1x1 weight gradient's A channels per unit; B2, B1:
+// the 3x3 weight gradient's other channels per unit with 2 and 1 vectors of lane channels (both
+// forms), and BS the same with 1 vector for few channels.
+template <int V, int COBF, int NV, int COBW, int B2, int B1, int BS>
 constexpr sb::kernels::DirectKernels make_table() {
   return {V,
           COBF,
           COBW,
           &fwd_rows<V, COBF, NV, 9>,
           &fwd_rows<V, COBF, NV, 1>,
-          {&wgrad9_unit<V, 2, CIB2>, CIB2},
-          {&wgrad9_unit<V, 1, CIB1>, CIB1},
+          {{&wgrad9_unit<V, 2, B2>, false, 2, B2},
+           {&wgrad9_unit<V, 1, B1>, false, 1, B1},
+           {&wgrad9_unit<V, 1, BS>, false, 1, BS},
+           {&wgrad9t_unit<V, 2, B2>, true, 2, B2},
+           {&wgrad9t_unit<V, 1, B1>, true, 1, B1}},
           &wgrad1_unit<V, COBW, 3>};
 }
 

@@ -88,33 +88,32 @@ void pad1(const float* src, float* dst, int64_t planes, int64_t H, int64_t W) {
 }
 
 // dyt (N, H W, CoP) = gy (N, C, H W) transposed, zero in channels [C, CoP): the 3x3 weight
-// gradient's operand (see wgrad9_unit). Blocks of 16 positions keep the reads sequential.
-void transpose_dy(const float* gy, float* dyt, int64_t N, int64_t C, int64_t CoP, int64_t HW) {
-  const int64_t blocks = (HW + 15) / 16;
+// gradient's operand (see wgrad9_unit). Row bands of 256 positions share the threads.
+void transpose_dy(const DirectKernels& k, const float* gy, float* dyt, int64_t N, int64_t C, int64_t CoP, int64_t HW) {
+  const int64_t band = 256, bands = (HW + band - 1) / band;
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && N * CoP * HW > kParallelMin)
-  for (int64_t nb = 0; nb < N * blocks; ++nb) {
-    const int64_t n = nb / blocks, p0 = (nb % blocks) * 16, p1 = std::min(HW, p0 + 16);
-    float* d = dyt + n * HW * CoP;
-    const float* s = gy + n * C * HW;
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t p = p0; p < p1; ++p) d[p * CoP + c] = s[c * HW + p];
-    for (int64_t p = p0; p < p1; ++p) std::fill(d + p * CoP + C, d + (p + 1) * CoP, 0.f);
+  for (int64_t nb = 0; nb < N * bands; ++nb) {
+    const int64_t n = nb / bands, p0 = (nb % bands) * band, len = std::min(HW - p0, band);
+    k.transpose(gy + n * C * HW + p0, C, HW, len, dyt + (n * HW + p0) * CoP, CoP);
   }
 }
 
 // xt (N, (H + 2) (W + 2), CiP) = x (N, C, H, W) padded by one and transposed, zero in the border
 // and in channels [C, CiP): the narrow-output 3x3 weight gradient's operand (see wgrad9t_unit).
-void transpose_x_padded(const float* x, float* xt, int64_t N, int64_t C, int64_t CiP, int64_t H, int64_t W) {
+void transpose_x_padded(const DirectKernels& k, const float* x, float* xt, int64_t N, int64_t C, int64_t CiP,
+                        int64_t H, int64_t W) {
   const int64_t Hp = H + 2, Wp = W + 2;
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && N * CiP * Hp * Wp > kParallelMin)
   for (int64_t nr = 0; nr < N * Hp; ++nr) {
     const int64_t n = nr / Hp, r = nr % Hp;
     float* d = xt + nr * Wp * CiP;  // padded row r of sample n, (Wp, CiP)
-    std::fill(d, d + Wp * CiP, 0.f);
-    if (r == 0 || r == Hp - 1) continue;
-    const float* s = x + n * C * H * W + (r - 1) * W;
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t w = 0; w < W; ++w) d[(w + 1) * CiP + c] = s[c * H * W + w];
+    if (r == 0 || r == Hp - 1) {
+      std::fill(d, d + Wp * CiP, 0.f);
+      continue;
+    }
+    std::fill(d, d + CiP, 0.f);
+    std::fill(d + (Wp - 1) * CiP, d + Wp * CiP, 0.f);
+    k.transpose(x + n * C * H * W + (r - 1) * W, C, H * W, W, d + CiP, CiP);
   }
 }
 
@@ -253,13 +252,13 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
     float* padded = scratch(0, N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
     pad1(x, padded, N * C_in, H, W);
     float* dyt = scratch(2, N * HW * a.CoP);  // (N, H W, CoP)
-    transpose_dy(gy, dyt, N, C_out, a.CoP, HW);
+    transpose_dy(kw, gy, dyt, N, C_out, a.CoP, HW);
     a.xp = padded, a.dyt = dyt;
     vblocks = a.CoP / per, oblocks = (C_in + kern.blk - 1) / kern.blk;
   } else {
     a.CiP = (C_in + per - 1) / per * per;
     float* xt = scratch(2, N * Hp * Wp * a.CiP);  // (N, (H + 2) (W + 2), CiP)
-    transpose_x_padded(x, xt, N, C_in, a.CiP, H, W);
+    transpose_x_padded(kw, x, xt, N, C_in, a.CiP, H, W);
     a.xt = xt;
     vblocks = a.CiP / per, oblocks = (C_out + kern.blk - 1) / kern.blk;
   }

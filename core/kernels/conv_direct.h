@@ -88,6 +88,9 @@ struct DirectKernels {
   Wgrad9Kernel wgrad9[5];
   // 1x1 on whole planes (rows = 1): A-channel block `blk` against B channels [b, b + 3).
   void (*wgrad1)(const WgradArgs&, int64_t blk, int64_t b);
+  // dst[k][c] (len, CP) = src[c][k] (C rows ls apart), zero for c in [C, CP): CP a multiple of
+  // lanes, dst aligned to lanes; the weight gradient's transposed operands.
+  void (*transpose)(const float* src, int64_t C, int64_t ls, int64_t len, float* dst, int64_t CP);
 };
 const DirectKernels& direct_kernels_avx512_v16();
 const DirectKernels& direct_kernels_avx2_v8();

@@ -298,6 +298,47 @@ void wgrad1_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
     for (int j = 0; j < nb; ++j) a.g[(a0 + c) * a.CB + b + j] = hsum<V>(acc[c][j]);
 }
 
+// rows (V vectors) transposed in place: log2 V rounds of interleaving row i with row i + V/2
+// (each round rotates the bits of the element index; after log2 V rounds row and column swap).
+template <int V>
+SB_AI void transpose_vv(typename Vec<V>::F* rows) {
+  typedef typename Vec<V>::F F;
+  typedef typename Vec<V>::I I;
+  I lo, hi;
+  for (int k = 0; k < V / 2; ++k) lo[2 * k] = k, lo[2 * k + 1] = V + k, hi[2 * k] = V / 2 + k, hi[2 * k + 1] = V + V / 2 + k;
+  for (int round = 1; round < V; round *= 2) {
+    F out[V];
+    for (int i = 0; i < V / 2; ++i) {
+      out[2 * i] = __builtin_shuffle(rows[i], rows[i + V / 2], lo);
+      out[2 * i + 1] = __builtin_shuffle(rows[i], rows[i + V / 2], hi);
+    }
+    for (int i = 0; i < V; ++i) rows[i] = out[i];
+  }
+}
+
+// dst[k][c] (len, CP) = src[c][k] (C rows ls apart) for k < len, zero for c in [C, CP); CP a
+// multiple of V and dst aligned to V floats. V x V blocks through registers.
+template <int V>
+void transpose_to(const float* src, int64_t C, int64_t ls, int64_t len, float* dst, int64_t CP) {
+  typedef typename Vec<V>::F F;
+  for (int64_t k0 = 0; k0 < len; k0 += V) {
+    const int n = len - k0 < V ? int(len - k0) : V;
+    for (int64_t c0 = 0; c0 < CP; c0 += V) {
+      F rows[V];
+      for (int r = 0; r < V; ++r) {
+        if (c0 + r >= C)
+          rows[r] = F{};
+        else if (n == V)
+          vload<V>(rows[r], src + (c0 + r) * ls + k0);
+        else
+          vload_n<V>(rows[r], src + (c0 + r) * ls + k0, n);
+      }
+      transpose_vv<V>(rows);
+      for (int k = 0; k < n; ++k) *reinterpret_cast<F*>(dst + (k0 + k) * CP + c0) = rows[k];
+    }
+  }
+}
+
 // COBF x NV: the forward's tile; COBW: the 1x1 weight gradient's A channels per unit; B2, B1:
 // the 3x3 weight gradient's other channels per unit with 2 and 1 vectors of lane channels (both
 // forms), and BS the same with 1 vector for few channels.
@@ -313,7 +354,8 @@ constexpr sb::kernels::DirectKernels make_table() {
            {&wgrad9_unit<V, 1, BS>, false, 1, BS},
            {&wgrad9t_unit<V, 2, B2>, true, 2, B2},
            {&wgrad9t_unit<V, 1, B1>, true, 1, B1}},
-          &wgrad1_unit<V, COBW, 3>};
+          &wgrad1_unit<V, COBW, 3>,
+          &transpose_to<V>};
 }
 
 #undef SB_AI

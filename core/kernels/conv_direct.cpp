@@ -48,11 +48,12 @@ std::vector<float> pack(int cob, int64_t C_out, int64_t C_in, int T, const Get& 
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && blocks > 1 && int64_t(p.size()) >= kPackParallelMin)
   for (int64_t bc = 0; bc < blocks * C_in; ++bc) {
     const int64_t b = bc / C_in, ci = bc % C_in;
-    for (int t = 0; t < T; ++t)
-      for (int c = 0; c < cob; ++c) {
-        const int64_t co = b * cob + c;
-        if (co < C_out) p[((b * C_in + ci) * T + t) * cob + c] = get(co, ci, t);
-      }
+    const int cvalid = int(std::min<int64_t>(cob, C_out - b * cob));
+    float* dst = p.data() + (b * C_in + ci) * T * cob;
+    // Taps innermost: the 3x3 weights' 9 taps of one (co, ci) are contiguous (reversed for the
+    // input gradient); with channels innermost every read was a stride of C_in * 9 floats.
+    for (int c = 0; c < cvalid; ++c)
+      for (int t = 0; t < T; ++t) dst[t * cob + c] = get(b * cob + c, ci, t);
   }
   return p;
 }

@@ -119,19 +119,27 @@ void transpose_x_padded(const DirectKernels& k, const float* x, float* xt, int64
 }
 
 // The 3x3 weight-gradient kernel of table k for this shape on `threads` threads: the least
-// estimated time, counting multiply-adds and (at 1.5x) loads per position, padded channels and
-// threads left idle by the last round of units.
-const Wgrad9Kernel& pick_wgrad9(const DirectKernels& k, int64_t C_in, int64_t C_out, int threads) {
+// estimated time, counting multiply-adds and (at 1.5x) loads per position, padded channels,
+// threads left idle by the last round of units, and (1.5x) a lane operand (dyt or xt) larger
+// than 2 MiB, which the units then read from beyond L2 (64 -> 32 channels at 32 x 32, batch 8:
+// 96 GFLOP/s with input channels in the lanes, 148 with output channels); ties go to the first
+// in the table, input channels in the lanes (x transposed, against x padded and dY transposed;
+// 32 -> 32 at 32 x 32, batch 8: 155 GFLOP/s against 142). Every kernel adds the
+// same products in the same order, so the choice (which depends on the thread count) does not
+// change a bit of the result.
+const Wgrad9Kernel& pick_wgrad9(const DirectKernels& k, int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W,
+                                int threads) {
   const Wgrad9Kernel* best = nullptr;
   double best_cost = 0;
   for (const Wgrad9Kernel& c : k.wgrad9) {
     const int64_t lane_ch = c.ci_lanes ? C_in : C_out, other = c.ci_lanes ? C_out : C_in;
-    const int64_t per = int64_t(c.vecs) * k.lanes;
-    const int64_t units = (lane_ch + per - 1) / per * ((other + c.blk - 1) / c.blk) * 3;
+    const int64_t per = int64_t(c.vecs) * k.lanes, lane_pad = (lane_ch + per - 1) / per * per;
+    const int64_t units = lane_pad / per * ((other + c.blk - 1) / c.blk) * 3;
     const double fmas = 3.0 * c.vecs * c.blk;
     const double loads = c.ci_lanes ? 3.0 * c.vecs + c.blk : c.vecs + 3.0 * c.blk;
     const int64_t rounds = (units + threads - 1) / threads;
-    const double cost = double(rounds) * std::max(fmas, 1.5 * loads);
+    const int64_t lane_bytes = N * (c.ci_lanes ? (H + 2) * (W + 2) : H * W) * lane_pad * int64_t(sizeof(float));
+    const double cost = double(rounds) * std::max(fmas, 1.5 * loads) * (lane_bytes > (int64_t(2) << 20) ? 1.5 : 1.0);
     if (!best || cost < best_cost) best = &c, best_cost = cost;
   }
   return *best;
@@ -244,7 +252,7 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
   const DirectKernels& kw = pick(INT64_MAX);
   const int64_t HW = H * W;
   const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * C_out * C_in * HW * 9 >= kParallelMinMacs;
-  const Wgrad9Kernel& kern = pick_wgrad9(kw, C_in, C_out, par ? omp_get_max_threads() : 1);
+  const Wgrad9Kernel& kern = pick_wgrad9(kw, N, C_in, C_out, H, W, par ? omp_get_max_threads() : 1);
   const int64_t per = int64_t(kern.vecs) * kw.lanes;  // lane channels per unit
   Wgrad9Args a{nullptr, 0, nullptr, nullptr, 0, gy, N, C_in, C_out, H, W, gw};
   int64_t vblocks, oblocks;

@@ -349,11 +349,11 @@ constexpr sb::kernels::DirectKernels make_table() {
           COBW,
           &fwd_rows<V, COBF, NV, 9>,
           &fwd_rows<V, COBF, NV, 1>,
-          {{&wgrad9_unit<V, 2, B2>, false, 2, B2},
+          {{&wgrad9t_unit<V, 2, B2>, true, 2, B2},  // first: ties go to the form with fewer copies
+           {&wgrad9t_unit<V, 1, B1>, true, 1, B1},
+           {&wgrad9_unit<V, 2, B2>, false, 2, B2},
            {&wgrad9_unit<V, 1, B1>, false, 1, B1},
-           {&wgrad9_unit<V, 1, BS>, false, 1, BS},
-           {&wgrad9t_unit<V, 2, B2>, true, 2, B2},
-           {&wgrad9t_unit<V, 1, B1>, true, 1, B1}},
+           {&wgrad9_unit<V, 1, BS>, false, 1, BS}},
           &wgrad1_unit<V, COBW, 3>,
           &transpose_to<V>};
 }

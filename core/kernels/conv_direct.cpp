@@ -63,7 +63,7 @@ std::vector<float> pack(int cob, int64_t C_out, int64_t C_in, int T, const Get& 
 // layer's time. Aligned to 64 bytes (the widest vector). Contents are not initialized: callers
 // write every float they read.
 float* scratch(int slot, size_t n) {
-  thread_local std::vector<float> bufs[3];
+  thread_local std::vector<float> bufs[2];
   std::vector<float>& b = bufs[slot];
   if (b.size() < n + 16) b.resize(n + 16);
   const uintptr_t p = reinterpret_cast<uintptr_t>(b.data());
@@ -260,13 +260,15 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
     a.CoP = (C_out + per - 1) / per * per;
     float* padded = scratch(0, N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
     pad1(x, padded, N * C_in, H, W);
-    float* dyt = scratch(2, N * HW * a.CoP);  // (N, H W, CoP)
+    float* dyt = scratch(1, N * HW * a.CoP);  // (N, H W, CoP), where the input gradient's padded gy was
     transpose_dy(kw, gy, dyt, N, C_out, a.CoP, HW);
     a.xp = padded, a.dyt = dyt;
     vblocks = a.CoP / per, oblocks = (C_in + kern.blk - 1) / kern.blk;
   } else {
     a.CiP = (C_in + per - 1) / per * per;
-    float* xt = scratch(2, N * Hp * Wp * a.CiP);  // (N, (H + 2) (W + 2), CiP)
+    // (N, (H + 2) (W + 2), CiP), in the forward's buffer for the padded x (the same size when C_in
+    // is a multiple of the lanes, so a step's scratch does not grow)
+    float* xt = scratch(0, N * Hp * Wp * a.CiP);
     transpose_x_padded(kw, x, xt, N, C_in, a.CiP, H, W);
     a.xt = xt;
     vblocks = a.CiP / per, oblocks = (C_out + kern.blk - 1) / kern.blk;

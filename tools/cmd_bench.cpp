@@ -442,6 +442,7 @@ void add_bench_command(CLI::App& app, Action& action) {
   cmd->callback([=, &action] {
     action = [=]() -> int {
       BenchOptions opt = *o;
+      check_threads("bench", opt.threads);
       set_num_threads(opt.threads > 0 ? opt.threads : default_num_threads());
       if (opt.op == "sgemm") opt.shape = parse_shape(shape->empty() ? "2048,2048,2048" : *shape, 3, "M,N,K");
       else if (!opt.op.empty()) opt.shape = parse_shape(*shape, 4, "N,C,H,W");

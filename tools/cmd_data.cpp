@@ -42,7 +42,7 @@ struct SourceFlags {
     cmd.add_option("--pets-border", opt.pets_border, "pets: the trimap border as ignore (255) or a class of its own")
         ->capture_default_str()->check(CLI::IsMember({"ignore", "class"}));
     cmd.add_option("--seed", opt.seed, "shapes: the data seed")->capture_default_str();
-    cmd.add_option("--workers", workers, "loader threads")->capture_default_str()->check(NonNegative);
+    cmd.add_option("--workers", workers, "loader threads")->capture_default_str()->check(Workers);
   }
   Split which() const { return split == "train" ? Split::Train : Split::Val; }
   DatasetPtr open() const { return open_dataset(data, which(), classes, opt); }

@@ -34,7 +34,11 @@ ModelSpec read_model_spec(const TensorFile& file);
 // beside the optimizer's, the run's configuration in the metadata) as a model checkpoint, so
 // eval and predict take it too; any other file is returned unchanged.
 TensorFile model_checkpoint(TensorFile file);
-// Loads weights into `model` (strict), reporting mismatches key by key with the file's name.
+// Values no trained model holds: a NaN or infinite weight or buffer, a negative running_var.
+// Throws naming `source`, the tensor and the first such element. eval, predict, train --init
+// and load_weights check every checkpoint with it before using it.
+void check_weight_values(const TensorFile& file, const std::string& source);
+// Loads weights into `model` (strict; values checked as above), reporting mismatches key by key with the file's name.
 void load_weights(Module& model, const std::string& path);
 
 }  // namespace sb

@@ -26,6 +26,15 @@ inline std::string number_check(const std::string& s, bool zero_ok) {
   return std::string(zero_ok ? "must be zero or positive" : "must be positive") + ", got " + s;
 }
 inline const CLI::Validator Positive([](std::string& s) { return number_check(s, false); }, "POSITIVE", "Positive");
+// --seed N: a whole number from 0 to 2^64 - 1. Without this, "-1" parses and wraps around to
+// 18446744073709551615, which config.json then records.
+inline const CLI::Validator Seed(
+    [](std::string& s) {
+      if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
+        return "expected a whole number from 0 to 18446744073709551615, got '" + s + "'";
+      return std::string();
+    },
+    "SEED", "Seed");
 // --workers N (loader threads): zero or more, at most kMaxWorkers (each holds batches in memory;
 // thousands of threads only exhaust the process).
 inline constexpr int kMaxWorkers = 256;

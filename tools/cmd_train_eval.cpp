@@ -152,7 +152,7 @@ void add_train_command(CLI::App& app, Action& action) {
       ->capture_default_str()->check(CLI::IsMember({"const", "step", "cosine", "poly"}));
   cmd->add_option("--warmup", cfg->warmup_steps, "linear warm-up steps")->check(NonNegative);
   cmd->add_option("--clip-grad", cfg->clip_grad, "clip gradients to this global L2 norm (0: off)")->check(NonNegative);
-  cmd->add_option("--seed", cfg->seed, "seed for initialization, shuffling and augmentation")->capture_default_str();
+  cmd->add_option("--seed", cfg->seed, "seed for initialization, shuffling and augmentation")->capture_default_str()->check(Seed);
   add_threads(*cmd, cfg->threads);
   cmd->add_option("--workers", cfg->loader_workers, "data loader threads")->capture_default_str()->check(Workers);
   cmd->add_option("--init", cfg->init, "starting weights (.safetensors; a PyTorch state_dict works)")->check(CLI::ExistingFile);

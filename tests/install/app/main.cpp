@@ -49,8 +49,8 @@ int main() {
   }
   // smallbatch::tools: the built-in data through a spec with the command line's transform, the
   // metrics, and a checkpoint with its configuration that rebuilds the same model.
-  sb::DatasetPtr shapes = sb::open_dataset("shapes:train=2,val=2,size=8", sb::Split::Val, 0);
-  sb::SampleTransform tf = sb::make_transform("shapes:train=2,val=2,size=8", sb::Split::Val, {});
+  sb::DatasetPtr shapes = sb::open_dataset("shapes:train=2,val=2,size=16", sb::Split::Val, 0);
+  sb::SampleTransform tf = sb::make_transform("shapes:train=2,val=2,size=16", sb::Split::Val, {});
   sb::Generator g0(0);
   sb::Sample s0 = tf(shapes->get(0), g0);
   sb::ConfusionMatrix cm(2);
@@ -60,7 +60,7 @@ int main() {
   sb::ModelSpec back = sb::read_model_spec(sb::load_safetensors(path));
   sb::load_weights(*back.build(), path);
   std::filesystem::remove(path);
-  if (!(back.options == opt) || cm.total() != 2 * 8 * 8 || s0.image.size(1) != 8) {
+  if (!(back.options == opt) || cm.total() != 2 * 8 * 8 || s0.image.size(1) != 16) {
     std::printf("smallbatch::tools did not round-trip\n");
     return 4;
   }

@@ -71,6 +71,10 @@ void add_compare_command(CLI::App& app, Action& action) {
   cmd->add_option("--limit", o->cfg.limit, "use at most N training samples")->check(Positive);
   cmd->add_option("--val-limit", o->cfg.val_limit, "use at most M validation samples")->check(Positive);
   cmd->add_option("--image-size", o->cfg.image_size, "resize or crop images to S x S")->check(Positive);
+  cmd->add_option("--precise-bn", o->cfg.precise_bn,
+                  "PreciseBN images: the BN family is also evaluated with running statistics recomputed over N "
+                  "training images (default 1024, at most the training set)")
+      ->check(Positive);
   cmd->add_option("--threads", o->cfg.threads, "threads (default: SMALLBATCH_NUM_THREADS or all cores)")->check(Positive);
   cmd->add_option("--out", o->cfg.out, "output directory; run again with the same one to continue a sweep")->capture_default_str();
   cmd->callback([o, &action] {

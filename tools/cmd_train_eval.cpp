@@ -14,6 +14,7 @@
 #include "core/threads.h"
 #include "layers/norm/norm.h"
 #include "tools/app/data_spec.h"
+#include "tools/app/precise_bn.h"
 #include "tools/app/trainer.h"
 #include "tools/cli.h"
 
@@ -160,6 +161,10 @@ void add_train_command(CLI::App& app, Action& action) {
   cmd->add_option("--out", cfg->out, "output directory: metrics.csv, config.json, model/best.safetensors, state");
   cmd->add_flag("--resume", cfg->resume, "continue the run saved in --out");
   cmd->add_flag("--overwrite", cfg->overwrite, "let a new run replace the files of a non-empty --out (else refused)");
+  cmd->add_option("--precise-bn", cfg->precise_bn,
+                  "PreciseBN: before the last validation, recompute BatchNorm's running statistics over N training "
+                  "images (eval transform, batches of --batch); the saved weights carry them")
+      ->check(Positive);
   cmd->callback([=, &action] {
     action = [=]() -> int {
       stdout_is_progress();    // the results go to --out and --save
@@ -233,7 +238,7 @@ void add_eval_command(CLI::App& app, Action& action) {
   auto flags = std::make_shared<ModelFlags>();
   struct Opts {
     std::string weights, data = "shapes", save_logits, bn_mode = "running";
-    int64_t batch = 8;
+    int64_t batch = 8, precise_bn = 0;
     int threads = 0;
     bool json = false;
     DataOptions dopt;
@@ -248,6 +253,10 @@ void add_eval_command(CLI::App& app, Action& action) {
   cmd->add_option("--save-logits", o->save_logits, "write the eval-mode logits (N, K, H, W) as tensor 'logits'");
   cmd->add_option("--bn-mode", o->bn_mode, "BatchNorm statistics: running (eval) or batch")
       ->capture_default_str()->check(CLI::IsMember({"running", "batch"}));
+  cmd->add_option("--precise-bn", o->precise_bn,
+                  "PreciseBN: first recompute BatchNorm's running statistics over N images of the training split "
+                  "of --data (eval transform, batches of --batch: give the training batch size)")
+      ->check(Positive);
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->callback([=, &action] {
     action = [=]() -> int {
@@ -286,6 +295,14 @@ void add_eval_command(CLI::App& app, Action& action) {
                " classes but the model predicts ", spec.options.classes);
       Tensor logits;
       const SampleTransform tf = make_transform(o->data, Split::Val, o->dopt);
+      if (o->precise_bn > 0) {
+        DatasetPtr train_data = open_dataset(o->data, Split::Train, spec.options.classes, o->dopt);
+        auto note = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
+        PreciseBNResult p = precise_bn(*model, *train_data, o->precise_bn, o->batch, tf, note);
+        if (p.layers > 0)
+          note(str("PreciseBN: recomputed the running statistics of ", p.layers, " layers over ", p.images,
+                   " training images (", p.batches, " batches of up to ", o->batch, ")"));
+      }
       EvalResult r = evaluate(*model, *data, o->batch, o->bn_mode == "batch" ? BNEval::Batch : BNEval::Running,
                               o->save_logits.empty() ? nullptr : &logits, tf);
       if (!o->save_logits.empty()) {

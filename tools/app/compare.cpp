@@ -12,6 +12,7 @@
 #include "core/io/safetensors.h"
 #include "core/platform.h"
 #include "core/threads.h"
+#include "tools/app/precise_bn.h"
 #include "tools/app/provenance.h"
 #include "layers/norm/batch_norm.h"
 #include "models/registry.h"
@@ -53,6 +54,7 @@ void CompareConfig::apply_preset() {
   for (auto b : batch_sizes) SB_CHECK(b > 0, "--batch-sizes: batch sizes must be positive, got ", b);
   for (auto g : groups) SB_CHECK(g > 0, "--groups: must be positive, got ", g);
   SB_CHECK(seeds > 0, "--seeds: must be positive, got ", seeds);
+  SB_CHECK(precise_bn >= -1, "--precise-bn: the number of images must be positive, got ", precise_bn);
   SB_CHECK(epochs > 0, "--epochs: must be positive, got ", epochs);
   SB_CHECK(lr_scaling == "linear" || lr_scaling == "sqrt" || lr_scaling == "none",
            "--lr-scaling: expected linear, sqrt or none, got '", lr_scaling, "'");
@@ -61,13 +63,16 @@ void CompareConfig::apply_preset() {
 }
 
 nlohmann::json CompareConfig::to_json() const {
-  return {{"preset", preset}, {"norms", norms}, {"groups", groups}, {"batch_sizes", batch_sizes},
+  nlohmann::json j = {{"preset", preset}, {"norms", norms}, {"groups", groups}, {"batch_sizes", batch_sizes},
           {"seeds", seeds}, {"epochs", epochs}, {"data", data}, {"model", model}, {"base_width", base_width},
           {"lr_scaling", lr_scaling}, {"base_lr", base_lr}, {"ref_batch", ref_batch}, {"optim", optim},
           {"momentum", momentum}, {"weight_decay", weight_decay}, {"warmup_epochs", warmup_epochs},
           {"norm_warmup_epochs", norm_warmup_epochs},
           {"limit", limit}, {"val_limit", val_limit}, {"image_size", image_size}, {"threads", threads},
           {"version", SMALLBATCH_VERSION}};
+  // Absent when off: a sweep from before PreciseBN keeps its compare.json as it was.
+  if (precise_bn_images() > 0) j["precise_bn"] = precise_bn_images();
+  return j;
 }
 
 std::string RunSpec::label() const {
@@ -152,7 +157,8 @@ nlohmann::json RunOutcome::to_json() const {
   for (auto& l : gaps) g.push_back({{"layer", l.layer}, {"mean_shift", l.mean_shift}, {"log_var_ratio", l.log_var_ratio}});
   return {{"norm", spec.norm.kind}, {"groups", spec.norm.groups}, {"group_sweep", spec.group_sweep}, {"batch", spec.batch}, {"seed", spec.seed}, {"lr", spec.lr},
           {"diverged", diverged}, {"note", note}, {"epochs", ep}, {"final_miou", num(final_miou)},
-          {"best_miou", num(best_miou)}, {"batchstat_miou", num(batchstat_miou)}, {"first_loss", num(first_loss)},
+          {"best_miou", num(best_miou)}, {"batchstat_miou", num(batchstat_miou)},
+          {"precise_miou", num(precise_miou)}, {"first_loss", num(first_loss)},
           {"last_loss", num(last_loss)}, {"loss_spikes", loss_spikes}, {"empty_batches", empty_batches}, {"grad_norm_median", num(grad_norm_median)},
           {"grad_norm_p90", num(grad_norm_p90)}, {"grad_norm_max", num(grad_norm_max)}, {"bn_gaps", g},
           {"seconds", seconds}};
@@ -179,6 +185,7 @@ RunOutcome RunOutcome::from_json(const nlohmann::json& j) {
   }
   o.final_miou = num_of(j, "final_miou"), o.best_miou = num_of(j, "best_miou");
   o.batchstat_miou = num_of(j, "batchstat_miou");
+  o.precise_miou = num_of(j, "precise_miou");  // absent in runs from before PreciseBN: NaN
   o.first_loss = num_of(j, "first_loss"), o.last_loss = num_of(j, "last_loss");
   o.loss_spikes = j.at("loss_spikes");
   o.empty_batches = j.value("empty_batches", int64_t{0});
@@ -230,8 +237,13 @@ struct GapObserver : BatchNormObserver {
 
 // Per-run measurements after training: BN's batch-statistics evaluation, the BN layer gaps,
 // and the first validation predictions (for the overlay figure).
+// Last, PreciseBN: the running statistics recomputed over `precise_images` training images (with
+// the eval transform `train_tf`, in batches of the training batch size), and the mIoU with them.
+// It changes the model's buffers, so it comes after everything that reads the running statistics;
+// the run's saved weights keep the running statistics training left.
 static void measure_after(RunOutcome& o, Module& model, const Dataset& val, const SampleTransform& tf,
-                          const std::string& dir) {
+                          const std::string& dir, const Dataset& train, const SampleTransform& train_tf,
+                          int64_t precise_images) {
   bool has_bn = false;
   model.apply([&](Module& m) { has_bn = has_bn || dynamic_cast<BatchNorm2d*>(&m) != nullptr; });
   if (has_bn) {
@@ -272,6 +284,9 @@ static void measure_after(RunOutcome& o, Module& model, const Dataset& val, cons
   TensorFile f;
   f.ints["pred"] = pred;
   save_safetensors(dir + "/pred.safetensors", f);
+  // Every layer with running statistics (running_stats_layers), not only BatchNorm2d's family.
+  if (precise_images > 0 && precise_bn(model, train, precise_images, o.spec.batch, train_tf).layers > 0)
+    o.precise_miou = evaluate(model, val, o.spec.batch, BNEval::Running, nullptr, tf).miou;
 }
 
 // A sweep killed while writing leaves temporary files beside their targets: compare.json and the
@@ -327,6 +342,14 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     } catch (const nlohmann::json::exception& e) {
       fail(cfg_path, ": not valid JSON (", e.what(), ")");
     }
+    if (saved.is_object() && !saved.contains("precise_bn")) {
+      // Started before PreciseBN existed (or without it): continue it as it was, or refuse an
+      // explicit --precise-bn, which its finished runs could not show.
+      SB_CHECK(cfg.precise_bn <= 0, "compare: ", cfg.out, " holds a sweep started without PreciseBN; continue it "
+               "without --precise-bn, or give another --out");
+      if (cfg.precise_bn == 0) log("this sweep was started without PreciseBN; continuing it without");
+      cfg.precise_bn = -1;
+    }
     nlohmann::json now = cfg.to_json();
     saved.erase("version");
     now.erase("version");
@@ -351,6 +374,15 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
   vopt.limit = cfg.val_limit;
   DatasetPtr val_data = open_dataset(cfg.data, Split::Val, classes, vopt);
   SampleTransform val_tf = make_transform(cfg.data, Split::Val, vopt);
+  // PreciseBN's images: training images with the evaluation transform (no augmentation).
+  const SampleTransform train_eval_tf = make_transform(cfg.data, Split::Val, dopt);
+  int64_t precise_images = cfg.precise_bn_images();
+  if (precise_images > train_data->size()) {
+    if (cfg.precise_bn > 0)
+      log(str("PreciseBN: ", precise_images, " images asked but the training set has ", train_data->size(),
+              "; using all ", train_data->size()));
+    precise_images = train_data->size();
+  }
 
   CompareResult result;
   auto t0 = std::chrono::steady_clock::now();
@@ -459,7 +491,7 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
       o.grad_norm_median = percentile(grad_norms, 0.5);
       o.grad_norm_p90 = percentile(grad_norms, 0.9);
       o.grad_norm_max = percentile(grad_norms, 1.0);
-      measure_after(o, *model, *val_data, val_tf, dir);
+      measure_after(o, *model, *val_data, val_tf, dir, *train_data, train_eval_tf, precise_images);
     }
     fs::create_directories(dir);
     write_file_atomic(result_path, o.to_json().dump(1) + "\n");

@@ -3,6 +3,7 @@
 // is saved at once, so an interrupted sweep continues where it stopped.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <vector>
@@ -36,6 +37,11 @@ struct CompareConfig {
   int64_t limit = 0, val_limit = 0, image_size = 0;
   int threads = 0;
   std::string out = "runs/compare";
+  // PreciseBN images for the BN family's third evaluation: 0 for the default (kPreciseBNDefault,
+  // clamped to the training set), -1 for none (a sweep started before PreciseBN existed).
+  int64_t precise_bn = 0;
+  static constexpr int64_t kPreciseBNDefault = 1024;
+  int64_t precise_bn_images() const { return precise_bn == 0 ? kPreciseBNDefault : std::max<int64_t>(0, precise_bn); }
 
   // Fills every unset field from the preset; throws on an unknown preset or bad values.
   void apply_preset();
@@ -68,6 +74,7 @@ struct RunOutcome {
   std::vector<EpochRecord> epochs;
   double final_miou = NAN, best_miou = NAN;
   double batchstat_miou = NAN;  // BN evaluated with batch statistics (batch = training batch)
+  double precise_miou = NAN;    // BN evaluated with PreciseBN's recomputed running statistics
   double first_loss = NAN, last_loss = NAN;
   int64_t loss_spikes = 0;
   int64_t empty_batches = 0;    // batches without a labelled pixel, skipped by training

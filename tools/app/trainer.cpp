@@ -16,6 +16,7 @@
 #include "datasets/loader.h"
 #include "layers/norm/batch_norm.h"
 #include "optim/optimizer.h"
+#include "tools/app/precise_bn.h"
 #include "optim/schedule.h"
 
 namespace sb {
@@ -24,7 +25,7 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 nlohmann::json TrainConfig::to_json() const {
-  return {{"model", spec.to_json()},
+  nlohmann::json j = {{"model", spec.to_json()},
           {"data", data},
           {"val_data", val_data},
           {"image_size", data_opt.image_size},
@@ -48,6 +49,8 @@ nlohmann::json TrainConfig::to_json() const {
           {"init", init},
           {"init_strict", init_strict},
           {"version", SMALLBATCH_VERSION}};
+  if (precise_bn > 0) j["precise_bn"] = precise_bn;  // absent without it: the files of older runs match
+  return j;
 }
 
 std::string metrics_csv_header() { return "epoch,step,lr,train_loss,val_loss,val_pixel_acc,val_miou\n"; }
@@ -305,6 +308,7 @@ static void check_config(const TrainConfig& cfg) {
   SB_CHECK(!cfg.overwrite || !cfg.out.empty(), "--overwrite needs --out DIR (the run to replace)");
   SB_CHECK(!(cfg.resume && cfg.overwrite),
            "--resume continues the run in --out and --overwrite replaces it: give one of them, not both");
+  SB_CHECK(cfg.precise_bn >= 0, "--precise-bn: the number of images must be positive, got ", cfg.precise_bn);
   check_outputs(cfg);
 }
 
@@ -665,6 +669,15 @@ static void end_epoch(Session& s, int64_t epoch) {
   r.seconds = st.seconds;
   r.images_per_s = secs > 0 ? s.epoch_images / secs : 0;
   bool improved = false;
+  if (s.cfg.precise_bn > 0 && st.step == s.total) {
+    // PreciseBN before the last validation: the final mIoU, model.safetensors, the state and (when
+    // this epoch is the best) best.safetensors carry the recomputed statistics.
+    PreciseBNResult p = precise_bn(*s.model, *s.train_data, s.cfg.precise_bn, s.cfg.batch,
+                                   make_transform(s.cfg.data, Split::Val, s.cfg.data_opt), s.hooks.log);
+    if (p.layers > 0 && s.hooks.log)
+      s.hooks.log(str("PreciseBN: recomputed the running statistics of ", p.layers, " layers over ", p.images,
+                      " training images (", p.batches, " batches of up to ", s.cfg.batch, ")"));
+  }
   if (s.val_data) {
     EvalResult ev = evaluate(*s.model, *s.val_data, s.cfg.val_batch, BNEval::Running, nullptr, s.val_transform);
     r.val_loss = ev.loss, r.val_pixel_acc = ev.pixel_acc, r.val_miou = ev.miou;

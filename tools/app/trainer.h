@@ -47,6 +47,8 @@ struct TrainConfig {
   std::string out;                 // output directory, optional
   bool resume = false;             // continue from out/state.safetensors
   bool overwrite = false;          // replace the run in a non-empty out (else refused)
+  int64_t precise_bn = 0;          // > 0: PreciseBN over this many training images before the
+                                   // last epoch's validation (so the saved weights carry them)
 
   // Every setting that changes the result, for config.json and for checking --resume.
   nlohmann::json to_json() const;

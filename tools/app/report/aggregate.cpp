@@ -29,6 +29,7 @@ Aggregate aggregate(const CompareConfig& cfg, const std::vector<RunOutcome>& run
     if (r.diverged) ++c.diverged;
     else if (!std::isnan(r.final_miou)) c.miou.push_back(r.final_miou * 100);
     if (!std::isnan(r.batchstat_miou)) c.batchstat.push_back(r.batchstat_miou * 100);
+    if (!std::isnan(r.precise_miou)) c.precise.push_back(r.precise_miou * 100);
     c.spikes += r.loss_spikes;
     if (!std::isnan(r.grad_norm_median)) c.grad_median.push_back(r.grad_norm_median);
   }

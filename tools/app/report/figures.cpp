@@ -99,18 +99,36 @@ plot::Canvas bn_gap(const CompareConfig& cfg, const std::vector<RunOutcome>& run
   fig.x_label = "images per batch";
   fig.y.label = "mIoU difference (percentage points)";
   for (int64_t b : a.batches) fig.categories.push_back(std::to_string(b));
+  // Per label the whole gap (batch - running); with PreciseBN measured, also its two parts:
+  // stale (precise - running) and adapted (batch - precise).
+  struct Part {
+    const char* suffix;
+    double (*of)(double run, double pre, double bat);
+  };
+  const Part whole{"", [](double run, double, double bat) { return bat - run; }};
+  const Part stale{" stale (precise - running)", [](double run, double pre, double) { return pre - run; }};
+  const Part adapted{" adapted (batch - precise)", [](double, double pre, double bat) { return bat - pre; }};
   for (auto& l : a.bn_labels) {
-    plot::Series gap{.name = l};
-    for (int64_t b : a.batches) {
-      auto it = a.cells.find({l, b});
-      gap.y.push_back(it == a.cells.end() ? NAN : Cell::mean_of(it->second.batchstat) - it->second.mean());
-      std::vector<double> d;
-      for (auto& r : runs)
-        if (r.spec.label() == l && r.spec.batch == b && !r.diverged)
-          d.push_back((r.batchstat_miou - r.final_miou) * 100);
-      gap.err.push_back(Cell::std_of(d));
+    bool precise = false;
+    for (auto& r : runs) precise = precise || (r.spec.label() == l && !std::isnan(r.precise_miou));
+    const Part labelled_whole{" whole (batch - running)", whole.of};
+    std::vector<Part> parts = {whole};
+    if (precise) parts = {labelled_whole, stale, adapted};
+    for (const Part& p : parts) {
+      plot::Series gap{.name = l + p.suffix};
+      for (int64_t b : a.batches) {
+        auto it = a.cells.find({l, b});
+        gap.y.push_back(it == a.cells.end() ? NAN
+                                            : p.of(it->second.mean(), Cell::mean_of(it->second.precise),
+                                                   Cell::mean_of(it->second.batchstat)));
+        std::vector<double> d;
+        for (auto& r : runs)
+          if (r.spec.label() == l && r.spec.batch == b && !r.diverged)
+            d.push_back(p.of(r.final_miou, r.precise_miou, r.batchstat_miou) * 100);
+        gap.err.push_back(Cell::std_of(d));
+      }
+      fig.series.push_back(gap);
     }
-    fig.series.push_back(gap);
   }
   if (a.bn_labels.empty())
     fig.series.push_back(plot::Series{.name = "no BatchNorm runs", .y = std::vector<double>(a.batches.size(), NAN)});

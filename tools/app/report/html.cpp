@@ -69,6 +69,12 @@ std::string predictions_caption(int64_t smallest, int64_t classes_seen) {
              "margin:0 0.3em 0 0.8em\"></span>ignored (255).");
 }
 
+bool any_precise(const Aggregate& a) {
+  for (auto& [key, cell] : a.cells)
+    if (!cell.precise.empty()) return true;
+  return false;
+}
+
 void figures(std::ostringstream& html, const CompareConfig& cfg, const Aggregate& a, const Figures& figs) {
   html << "<h2>Figures</h2>";
   figure(html, 1, "val mIoU vs batch size", plot::png_data_uri(figs.miou_vs_batch),
@@ -83,7 +89,11 @@ void figures(std::ostringstream& html, const CompareConfig& cfg, const Aggregate
   figure(html, 3, "BN train/test gap", plot::png_data_uri(figs.bn_gap),
          "The BatchNorm family's train/test gap: validation mIoU with the statistics of each evaluation batch "
          "(of the training batch size) minus with the running statistics used at test time. A positive bar means "
-         "the running averages, not the weights, cost those points.");
+         "the running averages, not the weights, cost those points."
+             + std::string(any_precise(a) ? " With PreciseBN measured, each gap also shows its two parts: stale "
+               "(PreciseBN's recomputed statistics minus the running ones: what the stale averages cost) and "
+               "adapted (batch minus PreciseBN: what exact averages do not recover, because the weights adapted "
+               "to the noise of batch statistics)." : ""));
   if (figs.predictions)
     figure(html, 4, "predictions", plot::png_data_uri(*figs.predictions),
            predictions_caption(a.batches.back(), figs.classes_seen));

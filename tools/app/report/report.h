@@ -18,6 +18,7 @@ namespace sb::report {
 // One cell of the tables, (norm label, batch size): its runs' results over seeds.
 struct Cell {
   std::vector<double> miou, batchstat;  // val mIoU (%) of the runs that did not diverge; with batch statistics
+  std::vector<double> precise;          // with PreciseBN's recomputed running statistics (BN family)
   int64_t runs = 0, diverged = 0, spikes = 0;
   std::vector<double> grad_median;
   double mean() const { return mean_of(miou); }

@@ -83,13 +83,28 @@ void stability_table(std::ostringstream& md, const Aggregate& a) {
   }
 }
 
-// The BatchNorm family's mIoU with running statistics, with batch statistics, and the gap.
+// The BatchNorm family's mIoU with running statistics, with batch statistics, and the gap; with
+// PreciseBN measured, also its mIoU and the gap taken apart: the part PreciseBN closes (stale
+// running averages: precise - running) and the part it leaves (batch - precise).
 void bn_gap_table(std::ostringstream& md, const Aggregate& a) {
-  md << "\nBatchNorm's train/test gap: val mIoU (%) with running statistics (eval mode) vs with the "
-        "statistics of each evaluation batch of the training batch size.\n\n";
-  table_header(md, "eval \\ batch", a.batches);
+  bool precise = false;
   for (auto& l : a.bn_labels)
-    for (const char* mode : {"running", "batch", "gap"}) {
+    for (int64_t b : a.batches)
+      if (auto it = a.cells.find({l, b}); it != a.cells.end() && !it->second.precise.empty()) precise = true;
+  md << "\nBatchNorm's train/test gap: val mIoU (%) with running statistics (eval mode) vs with the "
+        "statistics of each evaluation batch of the training batch size.";
+  if (precise)
+    md << " PreciseBN: with running statistics recomputed after training over training images (a true "
+          "average with the final weights). The gap splits into \"stale\" (precise - running: what the "
+          "exponential averages of statistics of older weights cost, which PreciseBN closes) and \"adapted\" "
+          "(batch - precise: what stays when the averages are exact, the weights having learned to work with "
+          "the noise of small-batch statistics).";
+  md << "\n\n";
+  table_header(md, "eval \\ batch", a.batches);
+  std::vector<std::string> modes = {"running", "batch", "gap"};
+  if (precise) modes = {"running", "precise", "batch", "gap", "stale", "adapted"};
+  for (auto& l : a.bn_labels)
+    for (const std::string& mode : modes) {
       md << "| " << l << " " << mode << " |";
       for (int64_t b : a.batches) {
         auto it = a.cells.find({l, b});
@@ -98,7 +113,9 @@ void bn_gap_table(std::ostringstream& md, const Aggregate& a) {
           continue;
         }
         double run = it->second.mean(), bat = Cell::mean_of(it->second.batchstat);
-        double v = std::string(mode) == "running" ? run : std::string(mode) == "batch" ? bat : bat - run;
+        double pre = Cell::mean_of(it->second.precise);
+        double v = mode == "running" ? run : mode == "batch" ? bat : mode == "gap" ? bat - run
+                 : mode == "precise" ? pre : mode == "stale" ? pre - run : bat - pre;
         md << " " << fmt(v) << " |";
       }
       md << "\n";
@@ -233,7 +250,7 @@ std::string runs_csv(const std::vector<RunOutcome>& runs) {
 }
 
 std::string summary_csv(const Aggregate& a) {
-  std::string csv = "norm,batch,runs,diverged,miou_mean,miou_std,error_mean,error_std,batchstat_miou_mean,loss_spikes,grad_norm_median\n";
+  std::string csv = "norm,batch,runs,diverged,miou_mean,miou_std,error_mean,error_std,batchstat_miou_mean,loss_spikes,grad_norm_median,precise_miou_mean\n";
   for (auto& l : a.labels)
     for (int64_t b : a.batches) {
       auto it = a.cells.find({l, b});
@@ -241,7 +258,7 @@ std::string summary_csv(const Aggregate& a) {
       const Cell& c = it->second;
       csv += str(l, ",", b, ",", c.runs, ",", c.diverged, ",", csv_num(c.mean()), ",", csv_num(c.std()), ",",
                  csv_num(100 - c.mean()), ",", csv_num(c.std()), ",", csv_num(Cell::mean_of(c.batchstat)), ",",
-                 c.spikes, ",", csv_num(Cell::mean_of(c.grad_median)), "\n");
+                 c.spikes, ",", csv_num(Cell::mean_of(c.grad_median)), ",", csv_num(Cell::mean_of(c.precise)), "\n");
     }
   return csv;
 }

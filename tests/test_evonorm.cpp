@@ -5,6 +5,7 @@
 // entries and the unet-s keys. Training parity of unet-s is in test_train.cpp.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -14,6 +15,7 @@
 #include "layers/norm/evo_norm.h"
 #include "layers/norm/norm.h"
 #include "models/registry.h"
+#include "tools/app/compare.h"
 
 using namespace sb;
 
@@ -241,4 +243,25 @@ TEST_CASE("evonorm: unet-s keys are timm's names in places n1 and n2, with bias-
     CHECK(sd.floats.at("e3.n2.bias").shape() == Shape{64});
     CHECK(sd.ints.empty());  // no num_batches_tracked: timm's EvoNorm2dB0 has none
   }
+}
+
+TEST_CASE("evonorm: compare's full preset sweeps frn and the EvoNorms, evonorm-s0 joins a group sweep") {
+  CompareConfig full;
+  full.preset = "full";
+  full.apply_preset();
+  for (std::string kind : {"frn", "evonorm-s0", "evonorm-b0"})
+    CHECK(std::count(full.norms.begin(), full.norms.end(), kind) == 1);
+  CompareConfig quick;
+  quick.apply_preset();
+  CHECK(quick.norms == std::vector<std::string>{"bn", "gn"});
+  CompareConfig c;
+  c.norms = {"frn", "evonorm-s0", "evonorm-b0"};
+  c.groups = {2, 4};
+  c.batch_sizes = {2};
+  c.seeds = 1;
+  c.apply_preset();
+  std::vector<std::string> labels, dirs;
+  for (auto& r : plan_runs(c)) labels.push_back(r.label()), dirs.push_back(r.dir_name());
+  CHECK(labels == std::vector<std::string>{"frn", "evonorm-s0(G=2)", "evonorm-s0(G=4)", "evonorm-b0"});
+  CHECK(dirs == std::vector<std::string>{"frn_b2_s0", "evonorm_s0_g2_b2_s0", "evonorm_s0_g4_b2_s0", "evonorm_b0_b2_s0"});
 }

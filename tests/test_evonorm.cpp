@@ -265,3 +265,34 @@ TEST_CASE("evonorm: compare's full preset sweeps frn and the EvoNorms, evonorm-s
   CHECK(labels == std::vector<std::string>{"frn", "evonorm-s0(G=2)", "evonorm-s0(G=4)", "evonorm-b0"});
   CHECK(dirs == std::vector<std::string>{"frn_b2_s0", "evonorm_s0_g2_b2_s0", "evonorm_s0_g4_b2_s0", "evonorm_b0_b2_s0"});
 }
+
+TEST_CASE("evonorm: EvoNorm-B0's knobs for the BN-family tools: observer and a cumulative momentum") {
+  EvoNorm2dB0 b0(2);
+  struct Seen : EvoNormB0Observer {
+    std::vector<float> first_var;
+    int calls = 0;
+    void observe(const EvoNorm2dB0& layer, const Tensor& x) override {
+      ++calls;
+      CHECK(x.size(1) == 2);
+      first_var.push_back(layer.running_var[0]);
+    }
+  } seen;
+  b0.observer = &seen;
+  // momentum 1 / k for the k-th batch: running_var ends as the mean of the unbiased variances.
+  std::vector<double> unbiased;
+  for (int k = 1; k <= 3; ++k) {
+    Tensor x = randn_t({2, 2, 3, 3}, 40 + k, 0.f, float(k));
+    double mean = 0, q = 0;
+    for (int64_t n = 0; n < 2; ++n)
+      for (int64_t i = 0; i < 9; ++i) mean += x[n * 18 + i] / 18.0;
+    for (int64_t n = 0; n < 2; ++n)
+      for (int64_t i = 0; i < 9; ++i) q += (x[n * 18 + i] - mean) * (x[n * 18 + i] - mean);
+    unbiased.push_back(q / 17.0);
+    b0.set_momentum(1.f / float(k));
+    b0.forward(Var(x));
+  }
+  CHECK(seen.calls == 3);
+  CHECK(seen.first_var[0] == 1.f);  // seen before the first update
+  CHECK(b0.running_var[0] == doctest::Approx((unbiased[0] + unbiased[1] + unbiased[2]) / 3).epsilon(1e-5));
+  CHECK_THROWS_WITH_AS(b0.set_momentum(1.5f), doctest::Contains("momentum must be in [0, 1]"), Error);
+}

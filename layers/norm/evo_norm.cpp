@@ -399,6 +399,7 @@ EvoNorm2dB0::EvoNorm2dB0(int64_t num_features, float momentum, float eps)
 Var EvoNorm2dB0::forward(const Var& x) {
   SB_CHECK(x.dim() == 4 && x.size(1) == channels_, name(), ": expected input (N, ", channels_,
            ", H, W) but got ", x.shape());
+  if (observer) observer->observe(*this, x.value());
   const bool batch = is_training() || batch_stats_in_eval;
   return evonorm_b0(x, weight, bias, v, running_var, batch, is_training(), momentum_, eps_);
 }

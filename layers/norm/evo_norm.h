@@ -65,6 +65,16 @@ class EvoNorm2dS0 : public Module {
   float eps_;
 };
 
+class EvoNorm2dB0;
+
+// Watches what an EvoNorm2dB0 normalizes, as BatchNormObserver does for the BN family: observe()
+// sees each input before it is normalized, with running_var as it is then.
+class EvoNormB0Observer {
+ public:
+  virtual ~EvoNormB0Observer() = default;
+  virtual void observe(const EvoNorm2dB0& layer, const Tensor& x) = 0;
+};
+
 // timm's EvoNorm2dB0(num_features): weight 1, bias 0, v 1, buffer running_var 1; momentum 0.1,
 // eps 1e-3. Training normalizes with the batch variance and updates running_var; eval uses
 // running_var. Batch 1 is allowed (its batch variance is then the one image's variance over
@@ -76,11 +86,18 @@ class EvoNorm2dB0 : public Module {
   std::string name() const override { return str("EvoNorm2dB0(", channels_, ")"); }
   int64_t num_features() const { return channels_; }
   float momentum() const { return momentum_; }
+  // The weight of the next batch in running_var's update, in [0, 1]: 1 / k for the k-th batch
+  // makes running_var the plain average of the batches' unbiased variances (PreciseBN).
+  void set_momentum(float m) {
+    SB_CHECK(m >= 0.f && m <= 1.f, name(), ": momentum must be in [0, 1], got ", m);
+    momentum_ = m;
+  }
   float eps() const { return eps_; }
 
   // In eval mode, normalize with the batch's variance instead of running_var (without updating
   // it): BatchNorm2d's knob of the same name, for `eval --bn-mode batch`.
   bool batch_stats_in_eval = false;
+  EvoNormB0Observer* observer = nullptr;
   Var weight, bias, v;  // (C,) each
   Tensor running_var;   // (C,), a handle on the buffer
 

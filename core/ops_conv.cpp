@@ -109,19 +109,24 @@ void add_bias(float* out, const float* bias, int64_t C, int64_t HW) {
   }
 }
 
-// The bias gradient: gy (N, C, H, W) summed to (C,), in double and in a fixed order per channel.
+// The bias gradient: gy (N, C, H, W) summed to (C,), in double and in a fixed order per channel:
+// eight running sums (element i into sum i % 8), added pairwise at the end. One running sum was a
+// chain of dependent additions, 4 cycles an element (1.4% of a 1-thread unet-s step).
 Tensor bias_grad(const Tensor& gy) {
   const int64_t N = gy.size(0), C = gy.size(1), HW = gy.size(2) * gy.size(3);
   Tensor gb = Tensor::empty({C});
   const float* p = gy.data();
 #pragma omp parallel for if (N * C * HW > kParallelMin)
   for (int64_t c = 0; c < C; ++c) {
-    double s = 0;
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int64_t n = 0; n < N; ++n) {
       const float* row = p + (n * C + c) * HW;
-      for (int64_t i = 0; i < HW; ++i) s += row[i];
+      int64_t i = 0;
+      for (; i + 8 <= HW; i += 8)
+        for (int k = 0; k < 8; ++k) s[k] += row[i + k];
+      for (; i < HW; ++i) s[i % 8] += row[i];
     }
-    gb[c] = static_cast<float>(s);
+    gb[c] = static_cast<float>(((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7])));
   }
   return gb;
 }

@@ -227,6 +227,11 @@ void normalize(Tensor& image, const RGB& mean, const RGB& std) {
 SampleTransform build_transform(const TransformOptions& opt) {
   SB_CHECK(opt.image_size >= 0, "--image-size: must be positive, got ", opt.image_size);
   if (!opt.augment && opt.image_size == 0 && !opt.normalize) return {};
+  SB_CHECK(!opt.normalize || (opt.mean.is_set() && opt.std.is_set()),
+           "TransformOptions: normalize is on but no mean and std were given (there is no default, as with "
+           "torchvision's Normalize). Set .mean and .std: sb::kShapesMean/kShapesStd for the shapes set, "
+           "sb::kImageNetMean/kImageNetStd for photographs, or take sb::transform_options(spec, split) "
+           "(tools/app/data_spec.h) for what the command line uses; or set .normalize = false");
   return [opt](Sample s, Generator& gen) -> Sample {
     check_sample("transform", s);
     const int64_t S = opt.image_size;

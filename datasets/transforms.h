@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 
 #include "datasets/loader.h"
 
@@ -54,12 +55,40 @@ struct AugmentOptions {
   float brightness = 0.25f, contrast = 0.25f, saturation = 0.25f;
 };
 
+// A per-channel statistic that remembers whether it was set: assigning an RGB sets it; unset, it
+// reads as the value it was made with (TransformOptions::mean reads as ImageNet's, which is also
+// the padding of an augmentation without normalization).
+class ChannelStat {
+ public:
+  constexpr ChannelStat(const RGB& v) : v_(v), set_(true) {}  // implicit: opt.mean = kShapesMean
+  static constexpr ChannelStat unset(const RGB& shown) {
+    ChannelStat c(shown);
+    c.set_ = false;
+    return c;
+  }
+  constexpr bool is_set() const { return set_; }
+  constexpr const RGB& value() const { return v_; }
+  constexpr operator const RGB&() const { return v_; }
+  constexpr float operator[](size_t i) const { return v_[i]; }
+  constexpr bool operator==(const RGB& o) const { return v_ == o; }
+
+ private:
+  RGB v_;
+  bool set_;
+};
+
 struct TransformOptions {
   int64_t image_size = 0;  // S > 0: output S x S (see build_transform); 0: keep the size
   bool augment = false;
   AugmentOptions aug;
+  // Normalization, last: (x - mean) / std. As with torchvision's Normalize(mean, std), there is
+  // no default: with normalize on (the default), build_transform refuses options whose mean and
+  // std were not set, rather than pick ImageNet's for data that may not be photographs. Say which:
+  // kShapesMean/kShapesStd (datasets/shapes.h) for the shapes set, kImageNetMean/kImageNetStd for
+  // photographs, the dataset's own, or transform_options(spec, split) (tools/app/data_spec.h,
+  // smallbatch::tools) for exactly what the command line uses. normalize = false: none.
   bool normalize = true;
-  RGB mean = kImageNetMean, std = kImageNetStd;
+  ChannelStat mean = ChannelStat::unset(kImageNetMean), std = ChannelStat::unset(kImageNetStd);
 };
 
 // The per-sample transform, in this order:

@@ -51,6 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The loader's per-sample transform: evaluation resize+crop, or augmentation.
   try {
     sb::TransformOptions t;
+    t.mean = sb::kImageNetMean, t.std = sb::kImageNetStd;
     t.image_size = (opts >> 5) & 1 ? 16 + ((opts >> 6) & 1) * 17 : 0;  // 0, 16 or 33
     t.augment = (opts >> 7) & 1;
     sb::SampleTransform tf = sb::build_transform(t);

@@ -1,5 +1,6 @@
 // Writes the committed seed corpora (fuzz/corpus/<target>/) and is kept so they can be remade:
 //   build-fuzz/fuzz_make_seeds fuzz/corpus
+// and, with --registry-tokens, prints fuzz_spec's dictionary entries for models, options and norms.
 // Small valid files of every kind each target reads, plus the edge cases worth starting from.
 #include <cstdint>
 #include <cstdio>
@@ -268,7 +269,22 @@ void seeds_spec() {
 
 }  // namespace
 
+// The model-configuration tokens of fuzz_spec's dictionary, from the registries themselves (model
+// names, option keys, norm names), so a new model, option or norm reaches the fuzzer unasked.
+// tools/fuzz appends them to fuzz/fuzz_spec.dict's hand-kept data-spec tokens.
+void registry_tokens() {
+  std::vector<std::string> words = {"model", "data"};
+  for (const auto& m : sb::registered_models()) words.push_back(m.name);
+  for (const auto& f : sb::model_option_fields()) words.push_back(f.key);
+  for (const auto& n : sb::norm_kinds()) words.push_back(n);
+  for (const auto& w : words) std::printf("\"\\\"%s\\\"\"\n", w.c_str());
+}
+
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--registry-tokens") == 0) {
+    registry_tokens();
+    return 0;
+  }
   g_root = argc > 1 ? argv[1] : "fuzz/corpus";
   seeds_safetensors();
   seeds_image();

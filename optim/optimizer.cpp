@@ -22,10 +22,20 @@ std::vector<ParamGroup> decay_groups(const std::vector<std::pair<std::string, Va
   return out;
 }
 
+// SGD and AdamW multiply each weight by (1 - lr * weight_decay) per step (SGD through the
+// gradient): at lr * weight_decay >= 1 that zeroes or flips every weight, whatever the data.
+static void check_decay_factor(const char* who, const std::vector<ParamGroup>& groups) {
+  for (const auto& g : groups)
+    SB_CHECK(static_cast<double>(g.lr) * g.weight_decay < 1, who, ": learning rate x weight decay must be below 1 (each step ",
+             "scales the weights by 1 - lr x wd), got lr ", g.lr, " x weight decay ", g.weight_decay, " = ",
+             static_cast<double>(g.lr) * g.weight_decay);
+}
+
 Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {
   for (auto& g : groups_) {
     SB_CHECK(g.lr >= 0 && std::isfinite(g.lr), "optimizer: learning rate must be >= 0, got ", g.lr);
-    SB_CHECK(g.weight_decay >= 0, "optimizer: weight decay must be >= 0, got ", g.weight_decay);
+    SB_CHECK(g.weight_decay >= 0 && std::isfinite(g.weight_decay), "optimizer: weight decay must be >= 0 and finite, got ",
+             g.weight_decay);
     if (g.base_lr < 0) g.base_lr = g.lr;
     for (auto& p : g.params) SB_CHECK(p.requires_grad(), "optimizer: a parameter does not require grad");
   }
@@ -66,7 +76,10 @@ SGD::SGD(std::vector<Var> params, SGDOptions opt)
     : SGD(one_group(std::move(params), opt.lr, opt.weight_decay), opt) {}
 
 SGD::SGD(std::vector<ParamGroup> groups, SGDOptions opt) : Optimizer(std::move(groups)), opt_(opt) {
-  SB_CHECK(opt.momentum >= 0, "SGD: momentum must be >= 0, got ", opt.momentum);
+  // momentum 1 or more never forgets a gradient: the update grows without bound.
+  SB_CHECK(opt.momentum >= 0 && opt.momentum < 1, "SGD: momentum must be in [0, 1), got ", opt.momentum);
+  SB_CHECK(opt.dampening >= 0 && opt.dampening <= 1, "SGD: dampening must be in [0, 1], got ", opt.dampening);
+  check_decay_factor("SGD", this->groups());
   SB_CHECK(!opt.nesterov || (opt.momentum > 0 && opt.dampening == 0),
            "SGD: nesterov needs momentum > 0 and dampening 0");
   momentum_.resize(all_params().size());
@@ -153,7 +166,8 @@ Adam::Adam(std::vector<Var> params, AdamOptions opt)
 Adam::Adam(std::vector<ParamGroup> groups, AdamOptions opt) : Optimizer(std::move(groups)), opt_(opt) {
   SB_CHECK(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1,
            "Adam: betas must be in [0, 1), got (", opt.beta1, ", ", opt.beta2, ")");
-  SB_CHECK(opt.eps >= 0, "Adam: eps must be >= 0, got ", opt.eps);
+  SB_CHECK(opt.eps >= 0 && std::isfinite(opt.eps), "Adam: eps must be >= 0 and finite, got ", opt.eps);
+  if (opt.decoupled) check_decay_factor("AdamW", this->groups());
   size_t n = all_params().size();
   m_.resize(n);
   v_.resize(n);

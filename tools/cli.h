@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <functional>
 #include <string>
 
@@ -20,10 +21,34 @@ using Action = std::function<int()>;
 inline std::string number_check(const std::string& s, bool zero_ok) {
   double v = 0;
   if (!CLI::detail::lexical_cast(s, v)) return "expected a number, got '" + s + "'";
+  if (!std::isfinite(v)) return "expected a finite number, got " + s;
   if (v > 0 || (zero_ok && v == 0)) return {};
   return std::string(zero_ok ? "must be zero or positive" : "must be positive") + ", got " + s;
 }
 inline const CLI::Validator Positive([](std::string& s) { return number_check(s, false); }, "POSITIVE", "Positive");
+// --seed N: a whole number from 0 to 2^64 - 1. Without this, "-1" parses and wraps around to
+// 18446744073709551615, which config.json then records.
+inline const CLI::Validator Seed(
+    [](std::string& s) {
+      if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
+        return "expected a whole number from 0 to 18446744073709551615, got '" + s + "'";
+      return std::string();
+    },
+    "SEED", "Seed");
+// --workers N (loader threads): zero or more, at most kMaxWorkers (each holds batches in memory;
+// thousands of threads only exhaust the process).
+inline constexpr int kMaxWorkers = 256;
+inline const CLI::Validator Workers(
+    [](std::string& s) {
+      std::string e = number_check(s, true);
+      if (!e.empty()) return e;
+      double v = 0;
+      CLI::detail::lexical_cast(s, v);
+      if (v > kMaxWorkers)
+        return "expected at most " + std::to_string(kMaxWorkers) + " loader threads, got " + s + " (2 to 8 keep a training fed)";
+      return std::string();
+    },
+    "WORKERS", "Workers");
 inline const CLI::Validator NonNegative([](std::string& s) { return number_check(s, true); }, "NONNEGATIVE",
                                         "NonNegative");
 
@@ -74,6 +99,13 @@ void progress(const char* format, ...) __attribute__((format(printf, 1, 2)));
 // main()'s end: `status`, or 1 with a message naming the command when the result could not be
 // written to stdout.
 int finish_stdout(int status, const std::string& command);
+
+// One line on stderr, "smallbatch CMD: warning: MESSAGE": for input that is legal but likely not
+// what was meant. The run goes on.
+void warn(const std::string& command, const std::string& message);
+// --threads N: above kMaxThreads an error, above the machine's cores a warning (0: the default).
+inline constexpr int kMaxThreads = 1024;
+void check_threads(const std::string& command, int threads);
 
 void add_train_command(CLI::App& app, Action& action);
 void add_eval_command(CLI::App& app, Action& action);

@@ -7,6 +7,9 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <thread>
+
+#include "core/errors.h"
 
 #include "tools/cli.h"
 
@@ -61,6 +64,22 @@ int finish_stdout(int status, const std::string& command) {
   std::fprintf(stderr, "smallbatch%s%s: error: writing to standard output failed%s%s; the output is incomplete\n",
                command.empty() ? "" : " ", command.c_str(), err ? ": " : "", err ? std::strerror(err) : "");
   return status == 0 ? 1 : status;
+}
+
+}  // namespace sb::cli
+
+namespace sb::cli {
+
+void warn(const std::string& command, const std::string& message) {
+  std::fprintf(stderr, "smallbatch %s: warning: %s\n", command.c_str(), message.c_str());
+}
+
+void check_threads(const std::string& command, int threads) {
+  SB_CHECK(threads <= kMaxThreads, "--threads: expected at most ", kMaxThreads, ", got ", threads);
+  const unsigned cores = std::thread::hardware_concurrency();
+  if (cores > 0 && threads > static_cast<int>(cores))
+    warn(command, str("--threads ", threads, " is more than the ", cores,
+                      " cores here: the threads take turns, and the run is slower, not faster"));
 }
 
 }  // namespace sb::cli

@@ -441,7 +441,7 @@ void add_bench_command(CLI::App& app, Action& action) {
       ->check(Positive);
   cmd->add_option("--steps", o->steps, "timed repeats")->capture_default_str()->check(Positive);
   cmd->add_option("--warmup", o->warmup, "untimed repeats first")->capture_default_str()->check(NonNegative);
-  cmd->add_option("--seed", o->seed, "seed for weights and random data")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "seed for weights and random data")->capture_default_str()->check(Seed);
   cmd->add_flag("--json", o->json, "print one JSON line");
   cmd->add_option("--op", o->op, "time one layer instead of a training step")
       ->check(CLI::IsMember({"conv2d", "conv_transpose2d", "groupnorm", "batchnorm", "frn", "evonorm-s0",
@@ -459,6 +459,7 @@ void add_bench_command(CLI::App& app, Action& action) {
   cmd->callback([=, &action] {
     action = [=]() -> int {
       BenchOptions opt = *o;
+      check_threads("bench", opt.threads);
       set_num_threads(opt.threads > 0 ? opt.threads : default_num_threads());
       if (opt.op == "sgemm") opt.shape = parse_shape(shape->empty() ? "2048,2048,2048" : *shape, 3, "M,N,K");
       else if (!opt.op.empty()) opt.shape = parse_shape(*shape, 4, "N,C,H,W");

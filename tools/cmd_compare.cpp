@@ -1,5 +1,6 @@
 // `smallbatch compare`: the main job. Parses the sweep flags, runs the sweep with progress, and
 // prints the summary table and where the report is.
+#include <algorithm>
 #include <unistd.h>
 
 #include <cstdio>
@@ -22,6 +23,9 @@ static std::vector<int64_t> parse_ints(const std::string& flag, const std::strin
     long long v = std::strtoll(item.c_str(), &end, 10);
     SB_CHECK(!item.empty() && end && *end == '\0' && v > 0, flag, ": expected positive whole numbers separated by "
              "commas, got '", s, "'");
+    // A repeat would train the same configuration twice and count it twice in the means.
+    SB_CHECK(std::find(out.begin(), out.end(), v) == out.end(), flag, ": ", v, " is listed twice in '", s,
+             "'; give each value once");
     out.push_back(v);
   }
   SB_CHECK(!out.empty(), flag, ": empty list");
@@ -77,9 +81,14 @@ void add_compare_command(CLI::App& app, Action& action) {
       if (!o->norms.empty()) cfg.norms = parse_words(o->norms);
       if (!o->groups.empty()) cfg.groups = parse_ints("--groups", o->groups);
       if (!o->batch_sizes.empty()) cfg.batch_sizes = parse_ints("--batch-sizes", o->batch_sizes);
+      check_threads("compare", cfg.threads);
       set_num_threads(cfg.threads > 0 ? cfg.threads : default_num_threads());
       cfg.threads = num_threads();
       cfg.apply_preset();
+      if (cfg.limit > 0)
+        for (int64_t b : cfg.batch_sizes)
+          SB_CHECK(b <= cfg.limit, "--limit ", cfg.limit, " is smaller than batch size ", b,
+                   " (--batch-sizes): a batch would hold the same samples more than once. Raise --limit or drop that batch size");
       auto plan = plan_runs(cfg);
       progress("smallbatch compare (%s preset): %zu runs = %zu norms x %zu batch sizes x %lld seeds, %lld epochs each, "
                   "%d threads, output in %s\n",

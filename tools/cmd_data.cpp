@@ -41,8 +41,8 @@ struct SourceFlags {
         ->capture_default_str()->check(Positive);
     cmd.add_option("--pets-border", opt.pets_border, "pets: the trimap border as ignore (255) or a class of its own")
         ->capture_default_str()->check(CLI::IsMember({"ignore", "class"}));
-    cmd.add_option("--seed", opt.seed, "shapes: the data seed")->capture_default_str();
-    cmd.add_option("--workers", workers, "loader threads")->capture_default_str()->check(NonNegative);
+    cmd.add_option("--seed", opt.seed, "shapes: the data seed")->capture_default_str()->check(Seed);
+    cmd.add_option("--workers", workers, "loader threads")->capture_default_str()->check(Workers);
   }
   Split which() const { return split == "train" ? Split::Train : Split::Val; }
   DatasetPtr open() const { return open_dataset(data, which(), classes, opt); }
@@ -71,7 +71,7 @@ void add_shapes(CLI::App& parent, Action& action) {
   cmd->add_option("--count", o->count, "train samples")->capture_default_str()->check(Positive);
   cmd->add_option("--val-count", o->val_count, "val samples")->capture_default_str()->check(Positive);
   cmd->add_option("--image-size", o->size, "images are S x S")->capture_default_str()->check(CLI::Range(16, 2048));
-  cmd->add_option("--seed", o->seed, "data seed")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "data seed")->capture_default_str()->check(Seed);
   cmd->add_option("--difficulty", o->difficulty, "0 (easy) .. 3 (hard)")->capture_default_str()->check(CLI::Range(0.0, 3.0));
   cmd->callback([o, &action] {
     action = [o]() -> int {

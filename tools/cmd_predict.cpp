@@ -41,8 +41,10 @@ void add_predict_command(CLI::App& app, Action& action) {
   cmd->callback([o, &action] {
     action = [o]() -> int {
       stdout_is_progress();  // the results go to --out
+      check_threads("predict", o->threads);
       set_num_threads(o->threads > 0 ? o->threads : default_num_threads());
       TensorFile weights = model_checkpoint(load_safetensors(o->weights));  // a state.safetensors works too
+      check_weight_values(weights, "--weights " + o->weights);
       ModelSpec spec = read_model_spec(weights);
       ModulePtr model = spec.build();
       model->load_state_dict(weights, true);

@@ -12,6 +12,7 @@
 #include "core/io/safetensors.h"
 #include "core/platform.h"
 #include "core/threads.h"
+#include "layers/norm/norm.h"
 #include "tools/app/data_spec.h"
 #include "tools/app/trainer.h"
 #include "tools/cli.h"
@@ -91,6 +92,43 @@ void add_data_flags(CLI::App& cmd, DataOptions& d, std::string* val_data, int64_
   if (val_limit) cmd.add_option("--val-limit", *val_limit, "use at most M validation samples")->check(Positive);
 }
 
+// Flag values and combinations that parse but make no sense: errors for what cannot be meant,
+// warnings (stderr, one line each) for what is legal but rarely wanted. The sizes that need the
+// data (--batch against the data, --warmup against the run) are checked by train() itself.
+static void check_train_flags(const CLI::App& cmd, const TrainConfig& c, const ModelOptions& model) {
+  auto given = [&](const char* flag) { return cmd.count(flag) > 0; };
+  const bool sgd = c.optim == "sgd";
+  SB_CHECK(!sgd || c.momentum < 1, "--momentum: expected a value in [0, 1), got ", c.momentum,
+           " (at 1 or more SGD never forgets a gradient and the steps grow without bound)");
+  SB_CHECK((c.optim == "adam") || static_cast<double>(c.lr) * c.weight_decay < 1, "--lr ", c.lr, " x --wd ",
+           c.weight_decay, " = ", static_cast<double>(c.lr) * c.weight_decay,
+           ": expected below 1 (each step scales the weights by 1 - lr x wd, so they would vanish or flip sign)");
+  check_threads("train", c.threads);
+  if (c.lr == 0) warn("train", "--lr 0: the weights will not change (only BatchNorm's running statistics will)");
+  if (c.lr > 1)
+    warn("train", str("--lr ", c.lr, " is far above the usual range (1e-5 to 1); expect the run to diverge"));
+  if (!sgd && given("--momentum"))
+    warn("train", str("--momentum applies to --optim sgd only; ", c.optim, " ignores it (its beta1 is 0.9)"));
+  if (c.clip_grad > 0 && c.clip_grad < 1e-4f)
+    warn("train", str("--clip-grad ", c.clip_grad, " clips every step to almost nothing: the run will barely move "
+                      "(typical gradient norms are 0.1 to 10)"));
+  if (given("--groups") && !norm_info(model.norm.kind).traits.uses_groups)
+    warn("train", str("--groups applies to group-based norms (gn, gn+ws); --norm ", model.norm.kind, " ignores it"));
+}
+
+// --groups above every layer's width: each layer gets one group per channel (make_gn's rule),
+// which is InstanceNorm, whatever the number given.
+static void warn_groups_wider_than_model(const ModelSpec& spec) {
+  if (!norm_info(spec.options.norm.kind).traits.uses_groups) return;
+  int64_t widest = 0;
+  StateDict sd = spec.build()->state_dict();
+  for (const auto& [key, t] : sd.floats)
+    if (t.dim() == 1 && key.size() > 7 && key.compare(key.size() - 7, 7, ".weight") == 0) widest = std::max(widest, t.size(0));
+  if (widest > 0 && spec.options.norm.groups > widest)
+    warn("train", str("--groups ", spec.options.norm.groups, " is more than the widest normalized layer's ", widest,
+                      " channels: every layer gets one group per channel (InstanceNorm, as --norm in)"));
+}
+
 void add_train_command(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("train", "train a model (defaults: unet-s with GroupNorm on the built-in shapes data)");
   auto flags = std::make_shared<ModelFlags>();
@@ -114,9 +152,9 @@ void add_train_command(CLI::App& app, Action& action) {
       ->capture_default_str()->check(CLI::IsMember({"const", "step", "cosine", "poly"}));
   cmd->add_option("--warmup", cfg->warmup_steps, "linear warm-up steps")->check(NonNegative);
   cmd->add_option("--clip-grad", cfg->clip_grad, "clip gradients to this global L2 norm (0: off)")->check(NonNegative);
-  cmd->add_option("--seed", cfg->seed, "seed for initialization, shuffling and augmentation")->capture_default_str();
+  cmd->add_option("--seed", cfg->seed, "seed for initialization, shuffling and augmentation")->capture_default_str()->check(Seed);
   add_threads(*cmd, cfg->threads);
-  cmd->add_option("--workers", cfg->loader_workers, "data loader threads")->capture_default_str()->check(NonNegative);
+  cmd->add_option("--workers", cfg->loader_workers, "data loader threads")->capture_default_str()->check(Workers);
   cmd->add_option("--init", cfg->init, "starting weights (.safetensors; a PyTorch state_dict works)")->check(CLI::ExistingFile);
   cmd->add_option("--save", cfg->save, "write the final weights here (.safetensors)");
   cmd->add_option("--out", cfg->out, "output directory: metrics.csv, config.json, model/best.safetensors, state");
@@ -129,11 +167,13 @@ void add_train_command(CLI::App& app, Action& action) {
       TrainConfig c = *cfg;
       c.shuffle = !*no_shuffle;
       if (c.steps == 0 && c.epochs == 0) c.epochs = 8;
+      check_train_flags(*cmd, c, flags->values);
       apply_threads(c.threads);
       c.threads = num_threads();
       int64_t classes = flags->values.classes;
       if (classes == 0) classes = open_dataset(c.data, Split::Train, 0, c.data_opt)->num_classes();
       c.spec = flags->spec(classes);
+      warn_groups_wider_than_model(c.spec);
       if (!c.save.empty()) {  // checked now rather than after the whole training
         std::filesystem::path dir = std::filesystem::path(c.save).parent_path();
         SB_CHECK(std::filesystem::is_directory(dir.empty() ? "." : dir), "--save: cannot write '", c.save, "': '",
@@ -221,8 +261,10 @@ void add_eval_command(CLI::App& app, Action& action) {
           SB_CHECK(!same_file(o->save_logits, o->data.substr(8)), "--save-logits: '", o->save_logits,
                    "' is the same file as --data '", o->data.substr(8), "'; it would overwrite the data. Give another name");
       }
+      check_threads("eval", o->threads);
       apply_threads(o->threads);
       TensorFile weights = model_checkpoint(load_safetensors(o->weights));  // a state.safetensors works too
+      check_weight_values(weights, "--weights " + o->weights);
       // The checkpoint's own configuration, with any model flags given applied over it (a flag
       // left out keeps the checkpoint's value, not the command's default); without one in the
       // metadata, the flags and their defaults describe the model.
@@ -236,6 +278,9 @@ void add_eval_command(CLI::App& app, Action& action) {
       }
       ModulePtr model = spec.build();
       model->load_state_dict(weights, true);
+      if (o->bn_mode == "batch" && !norm_info(spec.options.norm.kind).traits.batch_statistics)
+        warn("eval", str("--bn-mode batch: the model's norm (", spec.options.norm.kind,
+                         ") keeps no batch statistics, so the flag changes nothing"));
       DatasetPtr data = open_dataset(o->data, Split::Val, spec.options.classes, o->dopt);
       SB_CHECK(data->num_classes() == spec.options.classes, "eval: the data has ", data->num_classes(),
                " classes but the model predicts ", spec.options.classes);

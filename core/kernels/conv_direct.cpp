@@ -48,23 +48,26 @@ std::vector<float> pack(int cob, int64_t C_out, int64_t C_in, int T, const Get& 
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && blocks > 1 && int64_t(p.size()) >= kPackParallelMin)
   for (int64_t bc = 0; bc < blocks * C_in; ++bc) {
     const int64_t b = bc / C_in, ci = bc % C_in;
-    for (int t = 0; t < T; ++t)
-      for (int c = 0; c < cob; ++c) {
-        const int64_t co = b * cob + c;
-        if (co < C_out) p[((b * C_in + ci) * T + t) * cob + c] = get(co, ci, t);
-      }
+    const int cvalid = int(std::min<int64_t>(cob, C_out - b * cob));
+    float* dst = p.data() + (b * C_in + ci) * T * cob;
+    // Taps innermost: the 3x3 weights' 9 taps of one (co, ci) are contiguous (reversed for the
+    // input gradient); with channels innermost every read was a stride of C_in * 9 floats.
+    for (int c = 0; c < cvalid; ++c)
+      for (int t = 0; t < T; ++t) dst[t * cob + c] = get(b * cob + c, ci, t);
   }
   return p;
 }
 
-// Scratch buffers kept between calls (per calling thread; one per slot, as a call may use two at
-// once): fresh allocations of a few MB each call cost page faults worth a quarter of a small
-// layer's time. Contents are not initialized: callers write every float they read.
+// Scratch buffers kept between calls (per calling thread; one per slot, as a call may use several
+// at once): fresh allocations of a few MB each call cost page faults worth a quarter of a small
+// layer's time. Aligned to 64 bytes (the widest vector). Contents are not initialized: callers
+// write every float they read.
 float* scratch(int slot, size_t n) {
   thread_local std::vector<float> bufs[2];
   std::vector<float>& b = bufs[slot];
-  if (b.size() < n) b.resize(n);
-  return b.data();
+  if (b.size() < n + 16) b.resize(n + 16);
+  const uintptr_t p = reinterpret_cast<uintptr_t>(b.data());
+  return b.data() + ((64 - p % 64) % 64) / sizeof(float);
 }
 
 // dst (planes, H + 2, W + 2) = src (planes, H, W) with a border of one zero.
@@ -85,23 +88,61 @@ void pad1(const float* src, float* dst, int64_t planes, int64_t H, int64_t W) {
   }
 }
 
-// The weight gradient's position mask (see wgrad9_unit) for L positions of planes H x W on the
-// padded width W + 2: built once per shape and calling thread, then kept (a network has a few
-// shapes; building one serially on every call took about 2% of a unet-s step on 1 thread).
-const int32_t* wgrad9_mask(int64_t L, int64_t H, int64_t W) {
-  struct Entry {
-    int64_t L, H, W;
-    std::vector<int32_t> mask;
-  };
-  thread_local std::vector<Entry> cache;
-  for (const Entry& e : cache)
-    if (e.L == L && e.H == H && e.W == W) return e.mask.data();
-  const int64_t Wp = W + 2;
-  std::vector<int32_t> mask(L, 0);  // (L,)
-  for (int64_t h = 0; h < H; ++h) std::fill(mask.begin() + h * Wp, mask.begin() + h * Wp + W, -1);
-  if (cache.size() >= 16) cache.erase(cache.begin());
-  cache.push_back({L, H, W, std::move(mask)});
-  return cache.back().mask.data();
+// dyt (N, H W, CoP) = gy (N, C, H W) transposed, zero in channels [C, CoP): the 3x3 weight
+// gradient's operand (see wgrad9_unit). Row bands of 256 positions share the threads.
+void transpose_dy(const DirectKernels& k, const float* gy, float* dyt, int64_t N, int64_t C, int64_t CoP, int64_t HW) {
+  const int64_t band = 256, bands = (HW + band - 1) / band;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && N * CoP * HW > kParallelMin)
+  for (int64_t nb = 0; nb < N * bands; ++nb) {
+    const int64_t n = nb / bands, p0 = (nb % bands) * band, len = std::min(HW - p0, band);
+    k.transpose(gy + n * C * HW + p0, C, HW, len, dyt + (n * HW + p0) * CoP, CoP);
+  }
+}
+
+// xt (N, (H + 2) (W + 2), CiP) = x (N, C, H, W) padded by one and transposed, zero in the border
+// and in channels [C, CiP): the narrow-output 3x3 weight gradient's operand (see wgrad9t_unit).
+void transpose_x_padded(const DirectKernels& k, const float* x, float* xt, int64_t N, int64_t C, int64_t CiP,
+                        int64_t H, int64_t W) {
+  const int64_t Hp = H + 2, Wp = W + 2;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && N * CiP * Hp * Wp > kParallelMin)
+  for (int64_t nr = 0; nr < N * Hp; ++nr) {
+    const int64_t n = nr / Hp, r = nr % Hp;
+    float* d = xt + nr * Wp * CiP;  // padded row r of sample n, (Wp, CiP)
+    if (r == 0 || r == Hp - 1) {
+      std::fill(d, d + Wp * CiP, 0.f);
+      continue;
+    }
+    std::fill(d, d + CiP, 0.f);
+    std::fill(d + (Wp - 1) * CiP, d + Wp * CiP, 0.f);
+    k.transpose(x + n * C * H * W + (r - 1) * W, C, H * W, W, d + CiP, CiP);
+  }
+}
+
+// The 3x3 weight-gradient kernel of table k for this shape on `threads` threads: the least
+// estimated time, counting multiply-adds and (at 1.5x) loads per position, padded channels,
+// threads left idle by the last round of units, and (1.5x) a lane operand (dyt or xt) larger
+// than 2 MiB, which the units then read from beyond L2 (64 -> 32 channels at 32 x 32, batch 8:
+// 96 GFLOP/s with input channels in the lanes, 148 with output channels); ties go to the first
+// in the table, input channels in the lanes (x transposed, against x padded and dY transposed;
+// 32 -> 32 at 32 x 32, batch 8: 155 GFLOP/s against 142). Every kernel adds the
+// same products in the same order, so the choice (which depends on the thread count) does not
+// change a bit of the result.
+const Wgrad9Kernel& pick_wgrad9(const DirectKernels& k, int64_t N, int64_t C_in, int64_t C_out, int64_t H, int64_t W,
+                                int threads) {
+  const Wgrad9Kernel* best = nullptr;
+  double best_cost = 0;
+  for (const Wgrad9Kernel& c : k.wgrad9) {
+    const int64_t lane_ch = c.ci_lanes ? C_in : C_out, other = c.ci_lanes ? C_out : C_in;
+    const int64_t per = int64_t(c.vecs) * k.lanes, lane_pad = (lane_ch + per - 1) / per * per;
+    const int64_t units = lane_pad / per * ((other + c.blk - 1) / c.blk) * 3;
+    const double fmas = 3.0 * c.vecs * c.blk;
+    const double loads = c.ci_lanes ? 3.0 * c.vecs + c.blk : c.vecs + 3.0 * c.blk;
+    const int64_t rounds = (units + threads - 1) / threads;
+    const int64_t lane_bytes = N * (c.ci_lanes ? (H + 2) * (W + 2) : H * W) * lane_pad * int64_t(sizeof(float));
+    const double cost = double(rounds) * std::max(fmas, 1.5 * loads) * (lane_bytes > (int64_t(2) << 20) ? 1.5 : 1.0);
+    if (!best || cost < best_cost) best = &c, best_cost = cost;
+  }
+  return *best;
 }
 
 // 1x1 products read and write whole planes, whose image rows are contiguous: k image rows make
@@ -191,19 +232,10 @@ void conv3x3_forward(const float* x, const float* w, const float* bias, float* o
 void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
                       int64_t C_in, int64_t C_out, int64_t H, int64_t W) {
   const int64_t Hp = H + 2, Wp = W + 2;
-  const DirectKernels& kw = pick(INT64_MAX);  // the weight gradient runs on flat planes
-  const int64_t V = kw.lanes, L = (H * Wp + V - 1) / V * V;
-  // gy padded by one, (N, C_out, H + 2, W + 2): the input gradient's input, and, read from its
-  // position (1, 1) on, gy on the padded width with zeros in the two columns past each row and
-  // in the rows below: the weight gradient's A operand, when its last vector (L <= H Wp + V - 1)
-  // stays inside the plane, i.e. V <= Wp.
-  const bool share = V <= Wp;
-  float* pdy = nullptr;
-  if (gx || (gw && share)) {
-    pdy = scratch(1, N * C_out * Hp * Wp);
-    pad1(gy, pdy, N * C_out, H, W);
-  }
   if (gx) {
+    // gy padded by one, (N, C_out, H + 2, W + 2).
+    float* pdy = scratch(1, N * C_out * Hp * Wp);
+    pad1(gy, pdy, N * C_out, H, W);
     // gx[n][ci][h][w] = sum_co sum_(i,j) gy[n][co][h + 1 - i][w + 1 - j] w[co][ci][i][j]
     //                 = sum_co sum_t gy_padded[n][co][h + t / 3][w + t % 3] w[co][ci][8 - t]
     const DirectKernels& k = pick(W);
@@ -215,38 +247,35 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
     run_fwd(k, true, a, N, H);
   }
   if (!gw) return;
-  // gw[co][ci][i][j] = sum_n sum_(h,w) gy[n][co][h][w] x_padded[n][ci][h + i][w + j], summed over
-  // flat positions p = h * Wp + w of the padded width (see wgrad9_unit).
-  // (N, C_in, H + 2, W + 2), then V zeros: the last vectors of the last plane read past its end.
-  float* padded = scratch(0, N * C_in * Hp * Wp + V);
-  pad1(x, padded, N * C_in, H, W);
-  std::fill(padded + N * C_in * Hp * Wp, padded + N * C_in * Hp * Wp + V, 0.f);
-  const float* A = nullptr;  // (N, C_out, ...) planes a_cs apart, gy on the padded width
-  int64_t a_cs = L;
-  if (share) {
-    A = pdy + Wp + 1, a_cs = Hp * Wp;
+  // gw[co][ci][i][j] = sum_n sum_(h,w) gy[n][co][h][w] x_padded[n][ci][h + i][w + j]: a GEMM over
+  // positions, with output or input channels in the vector lanes (see wgrad9_unit, wgrad9t_unit).
+  const DirectKernels& kw = pick(INT64_MAX);
+  const int64_t HW = H * W;
+  const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * C_out * C_in * HW * 9 >= kParallelMinMacs;
+  const Wgrad9Kernel& kern = pick_wgrad9(kw, N, C_in, C_out, H, W, par ? omp_get_max_threads() : 1);
+  const int64_t per = int64_t(kern.vecs) * kw.lanes;  // lane channels per unit
+  Wgrad9Args a{nullptr, 0, nullptr, nullptr, 0, gy, N, C_in, C_out, H, W, gw};
+  int64_t vblocks, oblocks;
+  if (!kern.ci_lanes) {
+    a.CoP = (C_out + per - 1) / per * per;
+    float* padded = scratch(0, N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
+    pad1(x, padded, N * C_in, H, W);
+    float* dyt = scratch(1, N * HW * a.CoP);  // (N, H W, CoP), where the input gradient's padded gy was
+    transpose_dy(kw, gy, dyt, N, C_out, a.CoP, HW);
+    a.xp = padded, a.dyt = dyt;
+    vblocks = a.CoP / per, oblocks = (C_in + kern.blk - 1) / kern.blk;
   } else {
-    float* dyp = scratch(1, N * C_out * L);  // (N, C_out, L), zero past each row and below
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && N * C_out * L > kParallelMin)
-    for (int64_t pl = 0; pl < N * C_out; ++pl) {
-      float* d = dyp + pl * L;
-      const float* s = gy + pl * H * W;
-      for (int64_t h = 0; h < H; ++h) {
-        std::copy(s + h * W, s + (h + 1) * W, d + h * Wp);
-        std::fill(d + h * Wp + W, d + (h + 1) * Wp, 0.f);
-      }
-      std::fill(d + H * Wp, d + L, 0.f);
-    }
-    A = dyp;
+    a.CiP = (C_in + per - 1) / per * per;
+    // (N, (H + 2) (W + 2), CiP), in the forward's buffer for the padded x (the same size when C_in
+    // is a multiple of the lanes, so a step's scratch does not grow)
+    float* xt = scratch(0, N * Hp * Wp * a.CiP);
+    transpose_x_padded(kw, x, xt, N, C_in, a.CiP, H, W);
+    a.xt = xt;
+    vblocks = a.CiP / per, oblocks = (C_out + kern.blk - 1) / kern.blk;
   }
-  WgradArgs a{A, C_out * a_cs, a_cs, a_cs, padded, C_in * Hp * Wp, Hp * Wp, Wp, N, 1, L, C_out, C_in, gw,
-              wgrad9_mask(L, H, W)};
-  const int64_t blocks = (C_out + kw.cob_wgrad - 1) / kw.cob_wgrad;
-  const int64_t bblocks = (C_in + kw.cib_wgrad - 1) / kw.cib_wgrad;
-  const int64_t units = blocks * bblocks;
-  const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * C_out * C_in * L * 9 >= kParallelMinMacs;
+  const int64_t units = vblocks * oblocks * 3;
 #pragma omp parallel for schedule(static) if (par && units > 1)
-  for (int64_t u = 0; u < units; ++u) kw.wgrad9(a, u / bblocks, (u % bblocks) * kw.cib_wgrad);
+  for (int64_t u = 0; u < units; ++u) kern.fn(a, u / (oblocks * 3), (u / 3) % oblocks, int(u % 3));
 }
 
 void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,

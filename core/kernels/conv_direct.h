@@ -47,30 +47,50 @@ struct FwdArgs {
   int64_t out_ns, out_cs, out_rs;
   int64_t C_in, C_out, width;
 };
-// g[a][b][t] = sum_n sum_r sum_c A[n][a][r * a_rs + c] B[n][b][r * b_rs + c + off_t], the same taps;
-// positions that are not real outputs contribute nothing (both operands masked).
+// g[a][b] = sum_n sum_p A[n][a][p * ...] B[n][b][p], the 1x1 weight gradient over whole planes.
 struct WgradArgs {
   const float* A;                  // (N, A, rows, width)
   int64_t a_ns, a_cs, a_rs;
   const float* B;                  // (N, B, ...)
   int64_t b_ns, b_cs, b_rs;
   int64_t N, rows, width, CA, CB;
-  float* g;                        // (CA, CB, taps)
-  const int32_t* mask = nullptr;   // wgrad9: (width,) all ones at real positions, else zero
+  float* g;                        // (CA, CB)
+};
+// The 3x3 weight gradient g (C_out, C_in, 3, 3), in one of two forms (see wgrad9_unit and
+// wgrad9t_unit in conv_direct_impl.h): output channels in vector lanes, from dY transposed and x
+// padded (dyt, xp); or input channels in vector lanes, from x padded and transposed and dY as is
+// (xt, gy). Transposed operands are aligned to the vector and zero in their padding channels.
+struct Wgrad9Args {
+  const float* dyt;  // (N, H * W, CoP), CoP a multiple of lanes, zero in channels >= C_out
+  int64_t CoP;
+  const float* xp;   // (N, C_in, H + 2, W + 2)
+  const float* xt;   // (N, (H + 2) * (W + 2), CiP), CiP a multiple of lanes, zero in the border and channels >= C_in
+  int64_t CiP;
+  const float* gy;   // (N, C_out, H, W)
+  int64_t N, C_in, C_out, H, W;
+  float* g;          // (C_out, C_in, 9)
+};
+// One 3x3 weight-gradient kernel: `vecs` vectors of the lane channels (output channels when
+// !ci_lanes, else input channels) x `blk` of the other channels x the 3 taps of row i.
+struct Wgrad9Kernel {
+  void (*fn)(const Wgrad9Args&, int64_t vb, int64_t ob, int i);  // lane block vb, other block ob
+  bool ci_lanes;
+  int vecs, blk;
 };
 struct DirectKernels {
   int lanes;      // V: floats per vector
   int cob_fwd;    // output channels per forward block (the weight packing)
-  int cob_wgrad;  // A channels per weight-gradient block
-  int cib_wgrad;  // B channels per weight-gradient unit
+  int cob_wgrad;  // A channels per 1x1 weight-gradient block
   // Output-channel block `blk` of sample n, rows [r0, r1).
   void (*fwd9)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
   void (*fwd1)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
-  // 3x3 on flat planes: A is dY on the padded width, `width` = its plane length (a multiple of
-  // lanes), rows = 1, with `mask`; A-channel block `blk` against B channels [b, b + cib_wgrad).
-  void (*wgrad9)(const WgradArgs&, int64_t blk, int64_t b);
+  // The 3x3 weight-gradient kernels to choose from (conv3x3_backward picks one per shape).
+  Wgrad9Kernel wgrad9[5];
   // 1x1 on whole planes (rows = 1): A-channel block `blk` against B channels [b, b + 3).
   void (*wgrad1)(const WgradArgs&, int64_t blk, int64_t b);
+  // dst[k][c] (len, CP) = src[c][k] (C rows ls apart), zero for c in [C, CP): CP a multiple of
+  // lanes, dst aligned to lanes; the weight gradient's transposed operands.
+  void (*transpose)(const float* src, int64_t C, int64_t ls, int64_t len, float* dst, int64_t CP);
 };
 const DirectKernels& direct_kernels_avx512_v16();
 const DirectKernels& direct_kernels_avx2_v8();

@@ -156,66 +156,101 @@ void fwd_rows(const sb::kernels::FwdArgs& a, int64_t n, int64_t blk, int64_t r0,
   }
 }
 
-// The 3x3 weight gradient on flat planes: A (N, CA, L) is dY laid out on the padded width Wp
-// (zero where ow >= Wo), B the zero-padded input (N, CB, Hp, Wp); position p of A meets B at
-// p + i * Wp + j for tap (i, j). mask[p] is all ones where p is a real output position and zero
-// elsewhere; it clears B there, so the positions that wrap around a row's end contribute exactly
-// nothing even when B holds an inf (0 * inf would be NaN). L is a multiple of V: no tails, and no
-// per-row loop overhead, which narrow planes (16 or 8 wide) would pay on every row. Otherwise as
-// the forward: positions in L1-sized chunks, accumulators waiting in memory between chunks.
-template <int V, int COB, int CIB>
-void wgrad9_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
+// The 3x3 weight gradient as a GEMM over positions: for tap row i,
+//   g[co][ci][i][j] = sum_n sum_(h,w) dyt[n][h W + w][co] xp[n][ci][h + i][w + j]
+// over the real output positions only (so nothing outside the reference's sum is ever read into
+// it: no masks, no wasted padded-width positions). dyt holds dY transposed, C_out padded with
+// zeros to a multiple of V, so one aligned load gives V output channels of one position; x
+// values are broadcast. Register tile: COV vectors of output channels x CIB input channels x the
+// 3 taps of row i, all held for the whole sweep; per position COV vector loads and 3 CIB
+// broadcasts feed 3 CIB COV multiply-adds. Every lane sums its positions in order (n, h, w):
+// the result does not depend on how units are shared out.
+template <int V, int COV, int CIB>
+void wgrad9_unit(const sb::kernels::Wgrad9Args& a, int64_t cb, int64_t ib, int i) {  // vb = cb, ob = ib
   typedef typename Vec<V>::F F;
-  typedef typename Vec<V>::I I;
-  const int64_t a0 = blk * COB;
-  const int64_t left = a.CA - a0;
-  const int cvalid = left < COB ? int(left) : COB;
-  const int nb = a.CB - b < CIB ? int(a.CB - b) : CIB;
-  F accs[CIB * 3][COB][3];
-  for (int u = 0; u < CIB * 3; ++u)
-    for (int c = 0; c < COB; ++c)
-      for (int j = 0; j < 3; ++j) accs[u][c][j] = F{};
-  // Positions per chunk: the COB A rows of a chunk in about 16 KiB.
-  int64_t chunk = (4096 / COB) / V * V;
-  chunk = chunk < V ? V : chunk;
-  const int64_t L = a.width, total = a.N * L;
-  // Chunks of the positions of all samples one after another, g = n * L + p: small planes put
-  // several samples in one chunk, so the accumulators wait in memory less often.
-  for (int64_t g0 = 0; g0 < total; g0 += chunk) {
-    const int64_t g1 = g0 + chunk < total ? g0 + chunk : total;
-    for (int bi = 0; bi < nb; ++bi)
-      for (int i = 0; i < 3; ++i) {
-        F acc[COB][3];
-        __builtin_memcpy(&acc, &accs[bi * 3 + i], sizeof acc);
-        for (int64_t g = g0; g < g1;) {
-          const int64_t n = g / L, p0 = g % L, p1 = p0 + (g1 - g) < L ? p0 + (g1 - g) : L;
-          const float* ap[COB];
-          for (int c = 0; c < COB; ++c) ap[c] = a.A + n * a.a_ns + (a0 + (c < cvalid ? c : cvalid - 1)) * a.a_cs;
-          const float* bp = a.B + n * a.b_ns + (b + bi) * a.b_cs + i * a.b_rs;
-#pragma GCC unroll 2
-          for (int64_t p = p0; p < p1; p += V) {
-            const I m = *reinterpret_cast<const typename Vec<V>::IU*>(a.mask + p);
-            F xv[3];
-            for (int j = 0; j < 3; ++j) {
-              vload<V>(xv[j], bp + p + j);
-              xv[j] = (F)((I)xv[j] & m);
-            }
-            for (int c = 0; c < COB; ++c) {
-              F dy;
-              vload<V>(dy, ap[c] + p);
-              in_register<V>(dy);
-              for (int j = 0; j < 3; ++j) acc[c][j] += dy * xv[j];
-            }
-          }
-          g += p1 - p0;
+  const int64_t co0 = cb * COV * V, ci0 = ib * CIB;
+  const int nb = a.C_in - ci0 < CIB ? int(a.C_in - ci0) : CIB;
+  const int64_t W = a.W, H = a.H, Wp = W + 2, plane = (H + 2) * Wp, CoP = a.CoP;
+  F acc[CIB][3][COV];
+  for (int b = 0; b < CIB; ++b)
+    for (int j = 0; j < 3; ++j)
+      for (int v = 0; v < COV; ++v) acc[b][j][v] = F{};
+  for (int64_t n = 0; n < a.N; ++n)
+    for (int64_t h = 0; h < H; ++h) {
+      const float* xr[CIB];
+      for (int b = 0; b < CIB; ++b) xr[b] = a.xp + (n * a.C_in + ci0 + (b < nb ? b : nb - 1)) * plane + (h + i) * Wp;
+      const float* d = a.dyt + (n * H + h) * W * CoP + co0;
+      for (int64_t w = 0; w < W; ++w) {
+        F dv[COV];
+        for (int v = 0; v < COV; ++v) {
+          dv[v] = *reinterpret_cast<const F*>(d + w * CoP + v * V);
+          in_register<V>(dv[v]);
         }
-        __builtin_memcpy(&accs[bi * 3 + i], &acc, sizeof acc);
+        for (int b = 0; b < CIB; ++b)
+          for (int j = 0; j < 3; ++j) {
+            const F xb = bcast<V>(xr[b][w + j]);
+            for (int v = 0; v < COV; ++v) acc[b][j][v] += dv[v] * xb;
+          }
+      }
+    }
+  for (int v = 0; v < COV; ++v) {
+    float lanes[CIB][3][V];
+    for (int b = 0; b < CIB; ++b)
+      for (int j = 0; j < 3; ++j) __builtin_memcpy(lanes[b][j], &acc[b][j][v], sizeof(F));
+    for (int l = 0; l < V; ++l) {
+      const int64_t co = co0 + v * V + l;
+      if (co >= a.C_out) break;
+      for (int b = 0; b < nb; ++b)
+        for (int j = 0; j < 3; ++j) a.g[(co * a.C_in + ci0 + b) * 9 + i * 3 + j] = lanes[b][j][l];
+    }
+  }
+}
+
+// The other form, for few output channels: input channels in the lanes,
+//   g[co][ci][i][j] = sum_n sum_(h,w) gy[n][co][h W + w] xt[n][(h + i) Wp + w + j][ci],
+// a tile of CIV vectors of input channels x COB output channels x the 3 taps of row i; per
+// position 3 CIV aligned vector loads and COB broadcasts feed 3 CIV COB multiply-adds. Lanes
+// sum positions in order (n, h, w), as above.
+template <int V, int CIV, int COB>
+void wgrad9t_unit(const sb::kernels::Wgrad9Args& a, int64_t ib, int64_t cb, int i) {
+  typedef typename Vec<V>::F F;
+  const int64_t ci0 = ib * CIV * V, co0 = cb * COB;
+  const int nc = a.C_out - co0 < COB ? int(a.C_out - co0) : COB;
+  const int64_t W = a.W, H = a.H, Wp = W + 2, HW = H * W, CiP = a.CiP;
+  F acc[COB][3][CIV];
+  for (int c = 0; c < COB; ++c)
+    for (int j = 0; j < 3; ++j)
+      for (int v = 0; v < CIV; ++v) acc[c][j][v] = F{};
+  for (int64_t n = 0; n < a.N; ++n)
+    for (int64_t h = 0; h < H; ++h) {
+      const float* d[COB];
+      for (int c = 0; c < COB; ++c) d[c] = a.gy + (n * a.C_out + co0 + (c < nc ? c : nc - 1)) * HW + h * W;
+      const float* xr = a.xt + (n * (H + 2) * Wp + (h + i) * Wp) * CiP + ci0;
+      for (int64_t w = 0; w < W; ++w) {
+        F xv[3][CIV];
+        for (int j = 0; j < 3; ++j)
+          for (int v = 0; v < CIV; ++v) {
+            xv[j][v] = *reinterpret_cast<const F*>(xr + (w + j) * CiP + v * V);
+            in_register<V>(xv[j][v]);
+          }
+        for (int c = 0; c < COB; ++c) {
+          const F db = bcast<V>(d[c][w]);
+          for (int j = 0; j < 3; ++j)
+            for (int v = 0; v < CIV; ++v) acc[c][j][v] += xv[j][v] * db;
+        }
+      }
+    }
+  for (int v = 0; v < CIV; ++v) {
+    float lanes[COB][3][V];
+    for (int c = 0; c < COB; ++c)
+      for (int j = 0; j < 3; ++j) __builtin_memcpy(lanes[c][j], &acc[c][j][v], sizeof(F));
+    for (int c = 0; c < nc; ++c)
+      for (int l = 0; l < V; ++l) {
+        const int64_t ci = ci0 + v * V + l;
+        if (ci >= a.C_in) break;
+        for (int j = 0; j < 3; ++j) a.g[((co0 + c) * a.C_in + ci) * 9 + i * 3 + j] = lanes[c][j][l];
       }
   }
-  for (int bi = 0; bi < nb; ++bi)
-    for (int i = 0; i < 3; ++i)
-      for (int c = 0; c < cvalid; ++c)
-        for (int j = 0; j < 3; ++j) a.g[((a0 + c) * a.CB + b + bi) * 9 + i * 3 + j] = hsum<V>(accs[bi * 3 + i][c][j]);
 }
 
 // The 1x1 weight gradient: g[a][b] = sum_n sum_p A[n][a][p] B[n][b][p] over p < width (rows = 1),
@@ -263,19 +298,64 @@ void wgrad1_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
     for (int j = 0; j < nb; ++j) a.g[(a0 + c) * a.CB + b + j] = hsum<V>(acc[c][j]);
 }
 
-// B channels per weight-gradient unit.
-constexpr int CIB = 4;
+// rows (V vectors) transposed in place: log2 V rounds of interleaving row i with row i + V/2
+// (each round rotates the bits of the element index; after log2 V rounds row and column swap).
+template <int V>
+SB_AI void transpose_vv(typename Vec<V>::F* rows) {
+  typedef typename Vec<V>::F F;
+  typedef typename Vec<V>::I I;
+  I lo, hi;
+  for (int k = 0; k < V / 2; ++k) lo[2 * k] = k, lo[2 * k + 1] = V + k, hi[2 * k] = V / 2 + k, hi[2 * k + 1] = V + V / 2 + k;
+  for (int round = 1; round < V; round *= 2) {
+    F out[V];
+    for (int i = 0; i < V / 2; ++i) {
+      out[2 * i] = __builtin_shuffle(rows[i], rows[i + V / 2], lo);
+      out[2 * i + 1] = __builtin_shuffle(rows[i], rows[i + V / 2], hi);
+    }
+    for (int i = 0; i < V; ++i) rows[i] = out[i];
+  }
+}
 
-template <int V, int COBF, int NV, int COBW>
+// dst[k][c] (len, CP) = src[c][k] (C rows ls apart) for k < len, zero for c in [C, CP); CP a
+// multiple of V and dst aligned to V floats. V x V blocks through registers.
+template <int V>
+void transpose_to(const float* src, int64_t C, int64_t ls, int64_t len, float* dst, int64_t CP) {
+  typedef typename Vec<V>::F F;
+  for (int64_t k0 = 0; k0 < len; k0 += V) {
+    const int n = len - k0 < V ? int(len - k0) : V;
+    for (int64_t c0 = 0; c0 < CP; c0 += V) {
+      F rows[V];
+      for (int r = 0; r < V; ++r) {
+        if (c0 + r >= C)
+          rows[r] = F{};
+        else if (n == V)
+          vload<V>(rows[r], src + (c0 + r) * ls + k0);
+        else
+          vload_n<V>(rows[r], src + (c0 + r) * ls + k0, n);
+      }
+      transpose_vv<V>(rows);
+      for (int k = 0; k < n; ++k) *reinterpret_cast<F*>(dst + (k0 + k) * CP + c0) = rows[k];
+    }
+  }
+}
+
+// COBF x NV: the forward's tile; COBW: the 1x1 weight gradient's A channels per unit; B2, B1:
+// the 3x3 weight gradient's other channels per unit with 2 and 1 vectors of lane channels (both
+// forms), and BS the same with 1 vector for few channels.
+template <int V, int COBF, int NV, int COBW, int B2, int B1, int BS>
 constexpr sb::kernels::DirectKernels make_table() {
   return {V,
           COBF,
           COBW,
-          CIB,
           &fwd_rows<V, COBF, NV, 9>,
           &fwd_rows<V, COBF, NV, 1>,
-          &wgrad9_unit<V, COBW, CIB>,
-          &wgrad1_unit<V, COBW, 3>};
+          {{&wgrad9t_unit<V, 2, B2>, true, 2, B2},  // first: ties go to the form with fewer copies
+           {&wgrad9t_unit<V, 1, B1>, true, 1, B1},
+           {&wgrad9_unit<V, 2, B2>, false, 2, B2},
+           {&wgrad9_unit<V, 1, B1>, false, 1, B1},
+           {&wgrad9_unit<V, 1, BS>, false, 1, BS}},
+          &wgrad1_unit<V, COBW, 3>,
+          &transpose_to<V>};
 }
 
 #undef SB_AI

@@ -30,12 +30,17 @@ run("cmake --install" ${CMAKE_COMMAND} --install "${BIN}" --prefix "${prefix}")
 file(GLOB_RECURSE headers RELATIVE "${prefix}/include" "${prefix}/include/*")
 foreach(want smallbatch/smallbatch.h smallbatch/layers/norm/group_norm.h smallbatch/core/tensor.h
         smallbatch/core/state_dict.h smallbatch/core/io/safetensors.h smallbatch/core/io/image.h
-        smallbatch/models/registry.h smallbatch/datasets/loader.h)
+        smallbatch/models/registry.h smallbatch/datasets/loader.h smallbatch/tools/app/metrics.h
+        smallbatch/tools/app/data_spec.h smallbatch/tools/app/checkpoint.h)
   if(NOT want IN_LIST headers)
     message(FATAL_ERROR "install check: ${want} is not installed; installed: ${headers}")
   endif()
 endforeach()
+# smallbatch::tools's headers are public (metrics, data specs, checkpoints); the rest of tools/ is not.
 foreach(h IN LISTS headers)
+  if(h MATCHES "^smallbatch/tools/app/(metrics|data_spec|checkpoint)\\.h$")
+    continue()
+  endif()
   if(NOT h MATCHES "^smallbatch/" OR h MATCHES "/kernels/|^smallbatch/(tests|tools)/|\\.(cpp|cc|c)$")
     message(FATAL_ERROR "install check: ${h} is private and must not be installed")
   endif()

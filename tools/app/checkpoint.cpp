@@ -1,6 +1,9 @@
 // Saving and loading model checkpoints with their configuration.
 #include "tools/app/checkpoint.h"
 
+#include <cmath>
+
+#include "core/errors.h"
 #include "core/io/safetensors.h"
 
 namespace sb {
@@ -77,6 +80,19 @@ TensorFile model_checkpoint(TensorFile file) {
   for (auto& [k, v] : file.ints)
     if (k.rfind("model.", 0) == 0) out.ints[k.substr(6)] = v;
   return out;
+}
+
+void check_weight_values(const TensorFile& file, const std::string& source) {
+  for (const auto& [key, t] : file.floats) {
+    const bool variance = key.size() >= 11 && key.compare(key.size() - 11, 11, "running_var") == 0;
+    const float* p = t.data();
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      SB_CHECK(std::isfinite(p[i]), source, ": tensor '", key, "' holds ", p[i], " at flat index ", i,
+               "; a usable checkpoint has finite values only (was it saved from a diverged run?)");
+      SB_CHECK(!variance || p[i] >= 0, source, ": tensor '", key, "' holds the negative variance ", p[i],
+               " at flat index ", i, "; a running variance cannot be negative (the file is damaged or was edited)");
+    }
+  }
 }
 
 void load_weights(Module& model, const std::string& path) {

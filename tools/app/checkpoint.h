@@ -34,6 +34,11 @@ ModelSpec read_model_spec(const TensorFile& file);
 // beside the optimizer's, the run's configuration in the metadata) as a model checkpoint, so
 // eval and predict take it too; any other file is returned unchanged.
 TensorFile model_checkpoint(TensorFile file);
+// Values no trained model holds: a NaN or infinite weight or buffer, a negative running_var.
+// Throws naming `source`, the tensor and the first such element. eval and predict check their
+// checkpoint with it before using it. (train --init does not: a non-finite starting weight stops
+// the run at step 1, naming the layer whose output it reaches.)
+void check_weight_values(const TensorFile& file, const std::string& source);
 // Loads weights into `model` (strict), reporting mismatches key by key with the file's name.
 void load_weights(Module& model, const std::string& path);
 

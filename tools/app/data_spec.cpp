@@ -95,6 +95,7 @@ TransformOptions transform_options(const std::string& spec, Split split, const D
   check_options(opt);
   ParsedSpec p = parse_spec(spec);
   TransformOptions t;
+  t.mean = kImageNetMean, t.std = kImageNetStd;  // voc:, pets:, and folder: without its own statistics
   t.image_size = opt.image_size;
   t.augment = opt.augment && split == Split::Train;
   if (p.kind == "tensors") {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
@@ -468,6 +469,27 @@ static void build_model(Session& s) {
   s.saved_spec.data = cfg.data;
 }
 
+// Sizes that parse but are unlikely to be meant, checked once the data is open (issue 19): a batch
+// larger than the data (a warning: with --steps it repeats samples within itself, with --epochs it
+// is smaller than asked); a run of more than kMaxSteps steps (an error: it would keep gigabytes of
+// per-step losses and never end); a warm-up as long as the run (a warning: --lr is never reached).
+constexpr int64_t kMaxSteps = 100'000'000;
+static void check_run_sizes(const TrainConfig& cfg, int64_t n, int64_t steps_per_epoch) {
+  const std::string limit = cfg.data_opt.limit > 0 ? str(", --limit ", cfg.data_opt.limit) : "";
+  if (cfg.batch > n)
+    std::fprintf(stderr, "smallbatch: warning: --batch %lld is larger than the training data (%lld samples%s): %s\n",
+                 (long long)cfg.batch, (long long)n, limit.c_str(),
+                 cfg.steps > 0 ? "each batch holds the same samples more than once"
+                               : "every epoch is one smaller batch of them all, not the batch size asked for");
+  SB_CHECK(cfg.steps <= kMaxSteps && (steps_per_epoch <= 0 || cfg.epochs <= kMaxSteps / steps_per_epoch),
+           cfg.steps > 0 ? str("--steps ", cfg.steps) : str("--epochs ", cfg.epochs, " x ", steps_per_epoch, " steps each"),
+           ": expected at most ", kMaxSteps, " steps in all (a run keeps one loss per step)");
+  const int64_t total = cfg.steps > 0 ? cfg.steps : cfg.epochs * steps_per_epoch;
+  if (cfg.warmup_steps >= total && cfg.warmup_steps > 0)
+    std::fprintf(stderr, "smallbatch: warning: --warmup %lld is as long as the run (%lld steps): the learning rate "
+                 "reaches --lr only at the last step\n", (long long)cfg.warmup_steps, (long long)total);
+}
+
 // The loader, and the step counts and learning-rate schedule that follow from it.
 static void make_loader(Session& s) {
   const TrainConfig& cfg = s.cfg;
@@ -480,6 +502,7 @@ static void make_loader(Session& s) {
   s.loader = std::make_unique<DataLoader>(s.train_data, lo);
   int64_t n = s.train_data->size();
   s.steps_per_epoch = cfg.epochs > 0 ? s.loader->batches_per_epoch() : (n + cfg.batch - 1) / cfg.batch;
+  check_run_sizes(cfg, n, s.steps_per_epoch);
   s.total = cfg.steps > 0 ? cfg.steps : cfg.epochs * s.steps_per_epoch;
   s.n_epochs = (s.total + s.steps_per_epoch - 1) / s.steps_per_epoch;
   ScheduleConfig sc;

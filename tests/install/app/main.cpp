@@ -14,6 +14,9 @@
 #include <smallbatch/models/registry.h>
 #include <smallbatch/optim/optimizer.h>
 #include <smallbatch/core/platform.h>
+#include <smallbatch/tools/app/checkpoint.h>
+#include <smallbatch/tools/app/data_spec.h>
+#include <smallbatch/tools/app/metrics.h>
 
 #include "core/threads.h"  // the headers' own spelling resolves too
 
@@ -43,6 +46,23 @@ int main() {
   if (sd.floats.size() != file.floats.size() || sd.ints.size() != file.ints.size()) {
     std::printf("the state_dict did not come back from %s\n", path.c_str());
     return 3;
+  }
+  // smallbatch::tools: the built-in data through a spec with the command line's transform, the
+  // metrics, and a checkpoint with its configuration that rebuilds the same model.
+  sb::DatasetPtr shapes = sb::open_dataset("shapes:train=2,val=2,size=16", sb::Split::Val, 0);
+  sb::SampleTransform tf = sb::make_transform("shapes:train=2,val=2,size=16", sb::Split::Val, {});
+  sb::Generator g0(0);
+  sb::Sample s0 = tf(shapes->get(0), g0);
+  sb::ConfusionMatrix cm(2);
+  cm.add(model->forward(sb::Var(x)).value(), y);
+  sb::ModelSpec spec{"unet", opt, "shapes"};
+  sb::save_model(path, *model, spec);
+  sb::ModelSpec back = sb::read_model_spec(sb::load_safetensors(path));
+  sb::load_weights(*back.build(), path);
+  std::filesystem::remove(path);
+  if (!(back.options == opt) || cm.total() != 2 * 8 * 8 || s0.image.size(1) != 16) {
+    std::printf("smallbatch::tools did not round-trip\n");
+    return 4;
   }
   std::printf("%s: %lld parameters, loss %.4f, %s\n", model->name().c_str(),
               static_cast<long long>(model->num_parameters()), loss.item(), extra.name().c_str());

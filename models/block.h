@@ -6,7 +6,8 @@
 
 namespace sb {
 
-// (conv3x3 -> norm -> relu) x 2, the ReLU fused into the norm; children c1, n1, c2, n2. The
+// (conv3x3 -> norm -> relu) x 2, the ReLU fused into the norm (or replaced by it, for a norm
+// with traits.includes_activation: FRN + TLU, EvoNorm); children c1, n1, c2, n2. The
 // first convolution has `stride` (1 in UNet's blocks, 2 in FCN's stages, which halve H and W).
 // The convolutions carry a bias and standardize their weights as the norm's traits say.
 class Block : public Module {

@@ -8,7 +8,7 @@ const std::vector<ModelOptionField>& model_option_fields() {
   static const std::vector<ModelOptionField> fields = {
       {"norm", "normalization: " + norm_kinds_text() + " (`smallbatch models` says what each is)",
        [](O& o) { return &o.norm.kind; }, nullptr, 0, false, true, true},
-      {"groups", "GroupNorm groups for gn and gn+ws; a layer narrower than this gets one per channel", nullptr,
+      {"groups", "groups of gn, gn+ws and evonorm-s0; a layer narrower than this gets one per channel", nullptr,
        [](O& o) { return &o.norm.groups; }, 1, false, true, true},
       {"classes", "classes predicted (train and eval default to the data's)", nullptr,
        [](O& o) { return &o.classes; }, 1, true, true, true},

@@ -23,6 +23,7 @@
 #include "layers/module.h"
 #include "layers/norm/batch_norm.h"
 #include "layers/norm/batch_renorm.h"
+#include "layers/norm/evo_norm.h"
 #include "layers/norm/group_norm.h"
 #include "layers/norm/norm.h"
 #include "layers/norm/ops.h"

@@ -84,6 +84,13 @@ TEST_CASE("train: batch 3 with InstanceNorm and AdamW matches PyTorch") { check_
 TEST_CASE("train: no normalization, 5 classes, batch 4 matches PyTorch") { check_train_case("none_sgd_b4"); }
 TEST_CASE("train: BatchNorm at batch 1 with AdamW matches PyTorch") { check_train_case("bn_adamw_b1"); }
 TEST_CASE("train: GroupNorm with 7 classes and wrapping batches matches PyTorch") { check_train_case("gn_sgd_b3_k7"); }
+// The normalization-activation layers (tools/scripts/fixtures/fx_evonorm.py builds the PyTorch
+// twin: unet_s.UNetS with its norms swapped for FRN / EvoNorm and no ReLU after them).
+TEST_CASE("train: SGD steps with FRN + TLU match PyTorch") { check_train_case("frn_sgd"); }
+TEST_CASE("train: SGD steps with EvoNorm-S0 match PyTorch") { check_train_case("evonorm_s0_sgd"); }
+TEST_CASE("train: SGD steps with EvoNorm-B0 land on PyTorch's weights, running_var and eval logits") {
+  check_train_case("evonorm_b0_sgd");
+}
 
 // ---- the training product: output directory, resume, divergence --------------------------
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "layers/norm/evo_norm.h"
 #include "layers/norm/ops.h"
 #include "core/kernels/gemm.h"
 #include "core/threads.h"
@@ -198,8 +199,23 @@ Timing bench_op(const ModelFlags& flags, const BenchOptions& o) {
       running.var = Tensor::ones({C});
       fwd = [=] { return batch_norm(x, &running, w, b, true); };
     }
+  } else if (o.op == "frn" || o.op == "evonorm-s0" || o.op == "evonorm-b0") {
+    // The normalization-activation layers at their initial parameters; tau / v is the third.
+    w = Var(Tensor::ones({C}), true);
+    b = Var(Tensor::zeros({C}), true);
+    Var t(o.op == "frn" ? Tensor::zeros({C}) : Tensor::ones({C}), true);
+    if (o.op == "frn") {
+      fwd = [=]() mutable { t.zero_grad(); return frn_tlu(x, w, b, t); };
+    } else if (o.op == "evonorm-s0") {
+      const int64_t G = std::min(flags.values.norm.groups, C);
+      fwd = [=]() mutable { t.zero_grad(); return evonorm_s0(x, G, w, b, t); };
+    } else {
+      running.var = Tensor::ones({C});
+      fwd = [=]() mutable { t.zero_grad(); return evonorm_b0(x, w, b, t, running.var, true, true); };
+    }
   } else {
-    fail("bench: unknown --op '", o.op, "' (known: conv2d, conv_transpose2d, groupnorm, batchnorm)");
+    fail("bench: unknown --op '", o.op, "' (known: conv2d, conv_transpose2d, groupnorm, batchnorm, frn, evonorm-s0, "
+         "evonorm-b0)");
   }
   Tensor gy;
   return time_repeats(o.warmup, o.steps, N, [&] {
@@ -428,7 +444,8 @@ void add_bench_command(CLI::App& app, Action& action) {
   cmd->add_option("--seed", o->seed, "seed for weights and random data")->capture_default_str()->check(Seed);
   cmd->add_flag("--json", o->json, "print one JSON line");
   cmd->add_option("--op", o->op, "time one layer instead of a training step")
-      ->check(CLI::IsMember({"conv2d", "conv_transpose2d", "groupnorm", "batchnorm", "sgemm"}));
+      ->check(CLI::IsMember({"conv2d", "conv_transpose2d", "groupnorm", "batchnorm", "frn", "evonorm-s0",
+                             "evonorm-b0", "sgemm"}));
   cmd->add_option("--shape", *shape, "--op input shape N,C,H,W (sgemm: M,N,K, default 2048,2048,2048)");
   cmd->add_option("--out-channels", o->out_channels, "--op conv*: output channels (default C)")->check(Positive);
   cmd->add_option("--kernel", o->kernel, "--op conv*: kernel size (default 3; 2 for conv_transpose2d)")->check(Positive);

@@ -59,7 +59,8 @@ void add_models_command(CLI::App& app, Action& action) {
         for (auto [on, what] : {std::pair{t.batch_statistics, "batch statistics"},
                                 {t.running_statistics, "running statistics"}, {t.uses_groups, "--groups"},
                                 {t.uses_warmup, "--norm-warmup"}, {t.conv_bias, "conv bias"},
-                                {t.weight_standardization, "weight standardization"}})
+                                {t.weight_standardization, "weight standardization"},
+                                {t.includes_activation, "replaces the ReLU"}})
           if (on) notes += std::string(notes.empty() ? " [" : ", ") + what;
         if (!notes.empty()) notes += "]";
         std::string head = "    " + n.name;

@@ -6,6 +6,7 @@
 
 #include "layers/norm/batch_norm.h"
 #include "layers/norm/batch_renorm.h"
+#include "layers/norm/evo_norm.h"
 #include "layers/norm/group_norm.h"
 #include "layers/simple.h"
 
@@ -25,7 +26,7 @@ ModulePtr make_gn(const NormSpec& s, int64_t c, Activation act) {
 }
 
 // Traits, in NormTraits' order: batch_statistics, running_statistics, conv_bias,
-// weight_standardization, uses_groups, uses_warmup.
+// weight_standardization, uses_groups, uses_warmup, includes_activation.
 const std::vector<NormInfo> kRegistry = {
     {"bn", "BatchNorm2d(C)", {true, true, false, false, false, false},
      [](const NormSpec&, int64_t c, Activation act) -> ModulePtr {
@@ -58,6 +59,24 @@ const std::vector<NormInfo> kRegistry = {
      {true, true, false, false, false, true},
      [](const NormSpec& s, int64_t c, Activation act) -> ModulePtr {
        return std::make_shared<FreezingBatchNorm2d>(c, s.warmup, bn_config(act));
+     }},
+    // Normalization-activation layers: the requested activation (the block's ReLU) is replaced by
+    // the layer's own nonlinearity, so `act` is ignored.
+    {"frn", "FilterResponseNormTlu2d(C), FRN + TLU: max(weight * x / sqrt(mean_HW(x^2) + 1e-5) + bias, tau)",
+     {false, false, false, false, false, false, true},
+     [](const NormSpec&, int64_t c, Activation) -> ModulePtr {
+       return std::make_shared<FilterResponseNormTlu2d>(c);
+     }},
+    {"evonorm-s0", "EvoNorm2dS0(C, min(groups, C)): x * sigmoid(v * x) / group_std(x) * weight + bias",
+     {false, false, false, false, true, false, true},
+     [](const NormSpec& s, int64_t c, Activation) -> ModulePtr {
+       SB_CHECK(s.groups > 0, "norm '", s.kind, "': groups must be positive, got ", s.groups);
+       return std::make_shared<EvoNorm2dS0>(c, std::min(s.groups, c));
+     }},
+    {"evonorm-b0", "EvoNorm2dB0(C): x / max(sqrt(batch_var + 1e-3), v * x + instance_std(x)) * weight + bias",
+     {true, true, false, false, false, false, true},
+     [](const NormSpec&, int64_t c, Activation) -> ModulePtr {
+       return std::make_shared<EvoNorm2dB0>(c);
      }},
 };
 

@@ -15,7 +15,7 @@ namespace sb {
 
 // Which norm, with the settings a norm may read: a value that tools carry instead of a name.
 struct NormSpec {
-  std::string kind = "gn";  // a registry name: bn, gn, ln, in, none, gn+ws, brn, frozenbn
+  std::string kind = "gn";  // a registry name: bn, gn, ln, in, none, gn+ws, brn, frozenbn, frn, ...
   int64_t groups = 8;       // read by norms with traits.uses_groups; narrower layers get min(groups, C)
   int64_t warmup = 0;       // training steps, read by norms with traits.uses_warmup
   // "gn", or with the settings the kind reads: "gn(groups=4)", "brn(warmup=30)". Throws naming
@@ -33,10 +33,14 @@ struct NormTraits {
   bool weight_standardization = false;  // the convolutions before it standardize their weights
   bool uses_groups = false;             // reads NormSpec::groups
   bool uses_warmup = false;             // reads NormSpec::warmup
+  bool includes_activation = false;     // is a normalization-activation layer (FRN + TLU, EvoNorm):
+                                        // its factory ignores the requested activation, which the
+                                        // layer replaces, so nothing else is applied after it
 };
 
 // One registry entry. `make` builds the layer for `channels` channels with the activation that
-// follows it fused in (the layer then computes act(norm(x)) itself).
+// follows it fused in (the layer then computes act(norm(x)) itself), or, for a norm with
+// traits.includes_activation, the layer alone, whose own nonlinearity takes the activation's place.
 struct NormInfo {
   std::string name, help;
   NormTraits traits;

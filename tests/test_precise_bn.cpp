@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 #include "layers/conv2d.h"
 #include "layers/norm/batch_norm.h"
 #include "layers/norm/batch_renorm.h"
+#include "layers/norm/evo_norm.h"
 #include "layers/sequential.h"
 #include "layers/simple.h"
 #include "temp_dir.h"
@@ -358,4 +360,32 @@ TEST_CASE("compare: BN runs are evaluated three ways, result.json has precise_mi
   CHECK(slurp(t.path / "a" / "compare.json").find("precise_bn") == std::string::npos);
   c.precise_bn = 6;
   CHECK_THROWS_WITH_AS(run_compare(c), doctest::Contains("started without PreciseBN"), Error);
+}
+
+TEST_CASE("precise_bn: EvoNorm-B0's running variance becomes the exact unbiased variance of its inputs") {
+  // B0 keeps a running variance only; PreciseBN replaces it, leaves its parameters alone, and a
+  // model with B0 counts as one with running statistics.
+  RandomImages data(9, 5, 4, 21);
+  manual_seed(5);
+  auto b0 = std::make_shared<EvoNorm2dB0>(3);
+  auto conv = std::make_shared<Conv2d>(3, 4, 3, 1, 1);
+  Sequential model({b0, conv});
+  model.train();
+  {
+    NoGrad ng;
+    for (const Tensor& x : precise_batches(data, 6, 3)) model(Var(x));  // running_var moves off 1
+  }
+  const Tensor v_before = b0->v.value().clone(), w_before = b0->weight.value().clone();
+  PreciseBNResult r = precise_bn(model, data, 9, 2);
+  CHECK(r.layers == 1);
+  CHECK(r.images == 9);
+  const Expected e = exact_moments(precise_batches(data, 9, 2));
+  for (size_t c = 0; c < e.var.size(); ++c) {
+    CAPTURE(c);
+    CHECK(b0->running_var[static_cast<int64_t>(c)] == doctest::Approx(e.var[c]).epsilon(1e-6));
+  }
+  CHECK(std::memcmp(b0->v.value().data(), v_before.data(), 3 * sizeof(float)) == 0);
+  CHECK(std::memcmp(b0->weight.value().data(), w_before.data(), 3 * sizeof(float)) == 0);
+  CHECK_FALSE(b0->batch_stats_in_eval);  // restored
+  CHECK(b0->observer == nullptr);
 }

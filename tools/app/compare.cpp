@@ -15,6 +15,7 @@
 #include "tools/app/precise_bn.h"
 #include "tools/app/provenance.h"
 #include "layers/norm/batch_norm.h"
+#include "layers/norm/evo_norm.h"
 #include "models/registry.h"
 #include "layers/norm/norm.h"
 
@@ -245,7 +246,9 @@ static void measure_after(RunOutcome& o, Module& model, const Dataset& val, cons
                           const std::string& dir, const Dataset& train, const SampleTransform& train_tf,
                           int64_t precise_images) {
   bool has_bn = false;
-  model.apply([&](Module& m) { has_bn = has_bn || dynamic_cast<BatchNorm2d*>(&m) != nullptr; });
+  model.apply([&](Module& m) {
+    has_bn = has_bn || dynamic_cast<BatchNorm2d*>(&m) != nullptr || dynamic_cast<EvoNorm2dB0*>(&m) != nullptr;
+  });
   if (has_bn) {
     o.batchstat_miou = evaluate(model, val, o.spec.batch, BNEval::Batch, nullptr, tf).miou;
     std::vector<std::pair<BatchNorm2d*, GapObserver>> stats;

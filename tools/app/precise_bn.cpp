@@ -6,6 +6,7 @@
 
 #include "core/autograd.h"
 #include "layers/norm/batch_norm.h"
+#include "layers/norm/evo_norm.h"
 
 namespace sb {
 
@@ -15,6 +16,11 @@ namespace {
 struct FunctionObserver : BatchNormObserver {
   std::function<void(const Tensor&)> fn;
   void observe(const BatchNorm2d&, const Tensor& x) override { fn(x); }
+};
+
+struct FunctionObserverB0 : EvoNormB0Observer {
+  std::function<void(const Tensor&)> fn;
+  void observe(const EvoNorm2dB0&, const Tensor& x) override { fn(x); }
 };
 
 // The first `n` samples of `indices` of a dataset.
@@ -57,10 +63,22 @@ std::vector<RunningStatsLayer> running_stats_layers(Module& model) {
     if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) {
       if (!bn->running_stats()) return;  // track_running_stats = false: nothing to recompute
       auto obs = std::make_shared<FunctionObserver>();
-      out.push_back({bn->path(), &bn->running, [bn](bool on) { bn->batch_stats_in_eval = on; },
+      out.push_back({bn->path(), std::shared_ptr<RunningStats>(std::shared_ptr<RunningStats>(), &bn->running),
+                     [bn](bool on) { bn->batch_stats_in_eval = on; },
                      [bn, obs](std::function<void(const Tensor&)> fn) {
                        obs->fn = std::move(fn);
                        bn->observer = obs->fn ? obs.get() : nullptr;
+                     }});
+    }
+    // EvoNorm-B0: a running variance only, over the same (N, H, W) values as BN's.
+    if (auto* b0 = dynamic_cast<EvoNorm2dB0*>(&m)) {
+      auto stats = std::make_shared<RunningStats>();
+      stats->var = b0->running_var;  // a handle: writing it writes the buffer
+      auto obs = std::make_shared<FunctionObserverB0>();
+      out.push_back({b0->path(), stats, [b0](bool on) { b0->batch_stats_in_eval = on; },
+                     [b0, obs](std::function<void(const Tensor&)> fn) {
+                       obs->fn = std::move(fn);
+                       b0->observer = obs->fn ? obs.get() : nullptr;
                      }});
     }
   });

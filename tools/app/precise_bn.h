@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,11 +33,12 @@
 namespace sb {
 
 // A layer whose running statistics PreciseBN recomputes, seen through the three things it needs.
-// running_stats_layers() builds these for BatchNorm2d and its subclasses; another kind of layer
-// that keeps running statistics is one more branch there.
+// running_stats_layers() builds these for BatchNorm2d and its subclasses and for EvoNorm2dB0;
+// another kind of layer that keeps running statistics is one more branch there.
 struct RunningStatsLayer {
   std::string path;
-  RunningStats* stats = nullptr;  // mean and var buffers; an undefined mean is left alone (var only)
+  // Handles on the mean and var buffers; an undefined mean is left alone (EvoNorm-B0 keeps a var only).
+  std::shared_ptr<RunningStats> stats;
   // In eval mode, normalize with the batch's statistics (true) or the running ones (false),
   // never updating the buffers.
   std::function<void(bool)> batch_stats_in_eval;
@@ -44,7 +46,7 @@ struct RunningStatsLayer {
   std::function<void(std::function<void(const Tensor&)>)> watch_inputs;
 };
 
-// Every layer of `model` that keeps running statistics (the BN family), in module order.
+// Every layer of `model` that keeps running statistics (the BN family, EvoNorm-B0), in module order.
 std::vector<RunningStatsLayer> running_stats_layers(Module& model);
 
 struct PreciseBNResult {

@@ -15,6 +15,7 @@
 #include "core/io/safetensors.h"
 #include "datasets/loader.h"
 #include "layers/norm/batch_norm.h"
+#include "layers/norm/evo_norm.h"
 #include "optim/optimizer.h"
 #include "tools/app/precise_bn.h"
 #include "optim/schedule.h"
@@ -761,6 +762,7 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
 static void set_bn_eval_stats(Module& model, bool batch_stats) {
   model.apply([&](Module& m) {
     if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) bn->batch_stats_in_eval = batch_stats;
+    if (auto* b0 = dynamic_cast<EvoNorm2dB0*>(&m)) b0->batch_stats_in_eval = batch_stats;
   });
 }
 

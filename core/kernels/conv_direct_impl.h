@@ -298,6 +298,19 @@ void wgrad1_unit(const sb::kernels::WgradArgs& a, int64_t blk, int64_t b) {
     for (int j = 0; j < nb; ++j) a.g[(a0 + c) * a.CB + b + j] = hsum<V>(acc[c][j]);
 }
 
+// Elements of a and b picked by idx (idx[e] < V: a[idx[e]], else b[idx[e] - V]). GCC has
+// __builtin_shuffle; clang (the fuzz build) does not, and gets the same picks element by element.
+template <int V>
+SB_AI typename Vec<V>::F pick2(const typename Vec<V>::F& a, const typename Vec<V>::F& b, const typename Vec<V>::I& idx) {
+#if defined(__clang__)
+  typename Vec<V>::F r;
+  for (int e = 0; e < V; ++e) r[e] = idx[e] < V ? a[idx[e]] : b[idx[e] - V];
+  return r;
+#else
+  return __builtin_shuffle(a, b, idx);
+#endif
+}
+
 // rows (V vectors) transposed in place: log2 V rounds of interleaving row i with row i + V/2
 // (each round rotates the bits of the element index; after log2 V rounds row and column swap).
 template <int V>
@@ -309,8 +322,8 @@ SB_AI void transpose_vv(typename Vec<V>::F* rows) {
   for (int round = 1; round < V; round *= 2) {
     F out[V];
     for (int i = 0; i < V / 2; ++i) {
-      out[2 * i] = __builtin_shuffle(rows[i], rows[i + V / 2], lo);
-      out[2 * i + 1] = __builtin_shuffle(rows[i], rows[i + V / 2], hi);
+      out[2 * i] = pick2<V>(rows[i], rows[i + V / 2], lo);
+      out[2 * i + 1] = pick2<V>(rows[i], rows[i + V / 2], hi);
     }
     for (int i = 0; i < V; ++i) rows[i] = out[i];
   }

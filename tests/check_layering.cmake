@@ -1,6 +1,7 @@
 # ctest structure.layering: dependencies point one way, core <- layers <- models <- tools (optim
-# and datasets sit on core, optim also on layers). Fails naming every file whose #include runs
-# back up, e.g. a layer that includes models/ or tools/.
+# and datasets sit on core, optim also on layers), and core/io/ (file formats) is a sub-library
+# the rest of core/ never includes. Fails naming every file whose #include runs back up, e.g. a
+# layer that includes models/ or tools/, or a core/ op that includes core/io/.
 # Run as: cmake -DSRC=<source dir> -P check_layering.cmake
 cmake_minimum_required(VERSION 3.25)
 if(NOT DEFINED SRC)
@@ -24,6 +25,8 @@ foreach(dir core layers optim models datasets)
       set(target "${CMAKE_MATCH_2}")
       if(NOT target IN_LIST allowed_${dir})
         list(APPEND bad "${f}: ${line}  (${dir}/ may include only: ${allowed_${dir}})")
+      elseif(dir STREQUAL "core" AND NOT f MATCHES "^core/io/" AND line MATCHES "\"(smallbatch/)?core/io/")
+        list(APPEND bad "${f}: ${line}  (core/ outside core/io/ must not include the file formats)")
       endif()
     endforeach()
   endforeach()

@@ -1,5 +1,6 @@
 // The tensors: source: a safetensors file of images and masks, validated on open.
 #include <cstring>
+#include <limits>
 
 #include "core/io/safetensors.h"
 #include "datasets/dataset.h"
@@ -22,6 +23,9 @@ TensorsDataset::TensorsDataset(const std::string& path, int64_t classes) : path_
     for (int64_t v : masks_)
       if (v != 255) mx = std::max(mx, v);
     SB_CHECK(mx >= 0, path, ": every mask pixel is 255 (ignore); give --classes");
+    // The largest int64 label would overflow; no model has that many classes anyway.
+    SB_CHECK(mx < std::numeric_limits<int64_t>::max(), path, ": the largest mask label is ", mx,
+             ", too large to infer the number of classes from; give --classes");
     classes = classes_ = mx + 1;
   }
   for (int64_t i = 0; i < masks_.numel(); ++i) {

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "datasets/image_io.h"
 #include "models/registry.h"
 #include "tools/app/checkpoint.h"
+#include "tools/app/data_spec.h"
 #include "temp_dir.h"
 
 using namespace sb;
@@ -253,4 +255,34 @@ TEST_CASE("fuzz regression: a JPEG scan using a Huffman table no DHT defined dec
   }
   CHECK(outcomes[0] == outcomes[1]);
   CHECK(outcomes[1] == outcomes[2]);
+}
+
+TEST_CASE("fuzz regression: a tensors: mask label of INT64_MAX is refused without overflow") {
+  // fuzz_safetensors (CI, 6 December 2026): inferring classes as the largest label + 1 overflowed.
+  // The raw input is fuzz/corpus/fuzz_safetensors/regress_label_int64_max.safetensors.
+  TempDir t;
+  const std::string file = (t.path / "x.safetensors").string();
+  auto write = [&](int64_t label) {
+    TensorFile f;
+    f.floats["images"] = Tensor::zeros({1, 1, 1, 2});
+    IndexTensor m = IndexTensor::empty({1, 1, 2});
+    m[0] = 0;
+    m[1] = label;
+    f.ints["masks"] = m;
+    save_safetensors(file, f);
+  };
+  auto error_opening = [&](int64_t classes) {
+    return error_of([&] { open_dataset("tensors:" + file, Split::Train, classes); });
+  };
+  write(std::numeric_limits<int64_t>::max());
+  std::string e = error_opening(0);
+  CHECK(e.find("x.safetensors") != std::string::npos);
+  CHECK(e.find("too large") != std::string::npos);
+  CHECK(e.find("--classes") != std::string::npos);
+  CHECK(error_opening(3).find("labels must be in [0, 3)") != std::string::npos);
+  write(std::numeric_limits<int64_t>::min());
+  CHECK(error_opening(0).find("labels must be in [0, 1)") != std::string::npos);
+  write(6);
+  CHECK(error_opening(0).empty());
+  CHECK(open_dataset("tensors:" + file, Split::Train, 0)->num_classes() == 7);
 }

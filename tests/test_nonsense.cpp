@@ -75,6 +75,27 @@ TEST_CASE("nonsense: sizes past any use are errors naming the flag") {
     expect_error(c);
 }
 
+// Past the int64 / uint64 range CLI11's integer conversion saturates (strtoll): 99999999999999999999
+// epochs became 9223372036854775807 without a word. Every integer flag now refuses it.
+TEST_CASE("nonsense: whole numbers past the int64 range are errors, not saturated") {
+  const std::string big = "99999999999999999999";
+  for (const Case& c : std::vector<Case>{
+           {"epochs past int64", kTrain + " --epochs " + big, {"--epochs", "at most 9223372036854775807", big}},
+           {"batch past int64", kTrain + " --steps 1 --batch " + big, {"--batch", "at most 9223372036854775807"}},
+           {"seed past uint64", kTrain + " --steps 1 --seed " + big, {"--seed", "at most 18446744073709551615", big}},
+           {"precise-bn one past int64", kTrain + " --steps 1 --precise-bn 9223372036854775808",
+            {"--precise-bn", "at most 9223372036854775807"}},
+           {"bench --steps past int64", "bench --steps " + big, {"--steps", "at most 9223372036854775807"}},
+           {"compare --batch-sizes past int64", "compare --norms gn --batch-sizes 2," + big,
+            {"--batch-sizes", big, "past the largest whole number"}},
+       })
+    expect_error(c);
+  // The largest seed is still accepted.
+  sbtest::CliResult r = sbtest::run_cli(kTrain + " --steps 1 --seed 18446744073709551615");
+  INFO(r.err);
+  CHECK(r.code == 0);
+}
+
 TEST_CASE("nonsense: sweep lists with repeats, and a --limit below a batch size, are errors") {
   sbtest::TempDir d("sb_nonsense_compare");
   const std::string base = "compare --data shapes:train=8,val=4,size=16 --seeds 1 --epochs 1 --threads 1 --out " +

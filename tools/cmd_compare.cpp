@@ -1,6 +1,7 @@
 // `smallbatch compare`: the main job. Parses the sweep flags, runs the sweep with progress, and
 // prints the summary table and where the report is.
 #include <algorithm>
+#include <cerrno>
 #include <unistd.h>
 
 #include <cstdio>
@@ -20,9 +21,11 @@ static std::vector<int64_t> parse_ints(const std::string& flag, const std::strin
   std::string item;
   while (std::getline(ss, item, ',')) {
     char* end = nullptr;
+    errno = 0;
     long long v = std::strtoll(item.c_str(), &end, 10);
     SB_CHECK(!item.empty() && end && *end == '\0' && v > 0, flag, ": expected positive whole numbers separated by "
              "commas, got '", s, "'");
+    SB_CHECK(errno != ERANGE, flag, ": ", item, " is past the largest whole number (9223372036854775807)");
     // A repeat would train the same configuration twice and count it twice in the means.
     SB_CHECK(std::find(out.begin(), out.end(), v) == out.end(), flag, ": ", v, " is listed twice in '", s,
              "'; give each value once");

@@ -104,6 +104,7 @@ int main(int argc, char** argv) {
   sb::cli::add_models_command(app, action);
   sb::cli::add_bench_command(app, action);
   sb::cli::add_doctor_command(app, action);
+  sb::cli::refuse_integer_overflow(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -15,6 +15,7 @@
 #include "layers/norm/evo_norm.h"
 #include "layers/norm/norm.h"
 #include "models/registry.h"
+#include "simd_levels.h"
 #include "tools/app/compare.h"
 
 using namespace sb;
@@ -29,7 +30,7 @@ Tensor randn_t(Shape s, uint64_t seed, float mean = 0.f, float std = 1.f) {
 // Runs fixture case `name` on the layer the registry builds for it: parameters (and B0's
 // running_var) from the fixture, then each step in train or eval mode, comparing y, dx, every
 // parameter's gradient and running_var.
-void check_case(const std::string& name) {
+void check_case_once(const std::string& name) {
   CAPTURE(name);
   TensorFile f = sbtest::load_fixture("evonorm");
   auto meta = nlohmann::json::parse(f.metadata.at(name));
@@ -62,6 +63,11 @@ void check_case(const std::string& name) {
     }
     ++step;
   }
+}
+
+// At every SIMD level the CPU has: the ops' per-plane loops are compiled for each.
+void check_case(const std::string& name) {
+  sbtest::for_each_simd_level([&] { check_case_once(name); });
 }
 
 }  // namespace
@@ -133,24 +139,26 @@ TEST_CASE("evonorm: EvoNorm-B0 eval uses running_var, batch_stats_in_eval the ba
 }
 
 TEST_CASE("evonorm: gradients of frn_tlu, evonorm_s0 and evonorm_b0 agree with finite differences") {
-  Tensor x = randn_t({2, 4, 3, 3}, 11, 0.3f, 1.5f);
-  Tensor w = randn_t({4}, 12, 1.f, 0.5f), b = randn_t({4}, 13, 0.f, 0.5f);
-  Tensor tau = randn_t({4}, 14, 0.f, 0.3f), v = randn_t({4}, 15, 1.f, 1.f);
-  // FRN's max() has a kink where weight * xhat + bias = tau: steps of 1e-3 keep the finite
-  // differences off it for these inputs.
-  CHECK_GRADCHECK([](const std::vector<Var>& in) { return frn_tlu(in[0], in[1], in[2], in[3]); }, {x, w, b, tau}, 1e-3);
-  CHECK_GRADCHECK([](const std::vector<Var>& in) { return evonorm_s0(in[0], 2, in[1], in[2], in[3]); }, {x, w, b, v});
-  CHECK_GRADCHECK([](const std::vector<Var>& in) { return evonorm_s0(in[0], 4, in[1], in[2], in[3]); }, {x, w, b, v});
-  CHECK_GRADCHECK([](const std::vector<Var>& in) { return evonorm_b0(in[0], in[1], in[2], in[3], Tensor(), true, false); },
-                  {x, w, b, v});
-  Tensor rv = randn_t({4}, 16, 2.f, 0.3f);
-  CHECK_GRADCHECK([&](const std::vector<Var>& in) { return evonorm_b0(in[0], in[1], in[2], in[3], rv, false, false); },
-                  {x, w, b, v});
-  // H x W = 1 and batch 1
-  Tensor x1 = randn_t({3, 4, 1, 1}, 17, 0.f, 2.f), xb = randn_t({1, 4, 3, 2}, 18, 0.f, 2.f);
-  CHECK_GRADCHECK([](const std::vector<Var>& in) { return frn_tlu(in[0], in[1], in[2], in[3]); }, {x1, w, b, tau});
-  CHECK_GRADCHECK([](const std::vector<Var>& in) { return evonorm_b0(in[0], in[1], in[2], in[3], Tensor(), true, false); },
-                  {xb, w, b, v});
+  sbtest::for_each_simd_level([] {
+    Tensor x = randn_t({2, 4, 3, 3}, 11, 0.3f, 1.5f);
+    Tensor w = randn_t({4}, 12, 1.f, 0.5f), b = randn_t({4}, 13, 0.f, 0.5f);
+    Tensor tau = randn_t({4}, 14, 0.f, 0.3f), v = randn_t({4}, 15, 1.f, 1.f);
+    // FRN's max() has a kink where weight * xhat + bias = tau: steps of 1e-3 keep the finite
+    // differences off it for these inputs.
+    CHECK_GRADCHECK([](const std::vector<Var>& in) { return frn_tlu(in[0], in[1], in[2], in[3]); }, {x, w, b, tau}, 1e-3);
+    CHECK_GRADCHECK([](const std::vector<Var>& in) { return evonorm_s0(in[0], 2, in[1], in[2], in[3]); }, {x, w, b, v});
+    CHECK_GRADCHECK([](const std::vector<Var>& in) { return evonorm_s0(in[0], 4, in[1], in[2], in[3]); }, {x, w, b, v});
+    CHECK_GRADCHECK([](const std::vector<Var>& in) { return evonorm_b0(in[0], in[1], in[2], in[3], Tensor(), true, false); },
+                    {x, w, b, v});
+    Tensor rv = randn_t({4}, 16, 2.f, 0.3f);
+    CHECK_GRADCHECK([&](const std::vector<Var>& in) { return evonorm_b0(in[0], in[1], in[2], in[3], rv, false, false); },
+                    {x, w, b, v});
+    // H x W = 1 and batch 1
+    Tensor x1 = randn_t({3, 4, 1, 1}, 17, 0.f, 2.f), xb = randn_t({1, 4, 3, 2}, 18, 0.f, 2.f);
+    CHECK_GRADCHECK([](const std::vector<Var>& in) { return frn_tlu(in[0], in[1], in[2], in[3]); }, {x1, w, b, tau});
+    CHECK_GRADCHECK([](const std::vector<Var>& in) { return evonorm_b0(in[0], in[1], in[2], in[3], Tensor(), true, false); },
+                    {xb, w, b, v});
+  });
 }
 
 TEST_CASE("evonorm: results do not depend on the thread count") {
@@ -165,11 +173,13 @@ TEST_CASE("evonorm: results do not depend on the thread count") {
     return out;
   };
   const int before = num_threads();
-  for (std::string kind : {"frn", "evonorm-s0", "evonorm-b0"}) {
-    CAPTURE(kind);
-    auto one = run(kind, 1), two = run(kind, 2);
-    for (size_t i = 0; i < one.size(); ++i) CHECK_CLOSE(one[i], two[i], 0.0);
-  }
+  sbtest::for_each_simd_level([&] {
+    for (std::string kind : {"frn", "evonorm-s0", "evonorm-b0"}) {
+      CAPTURE(kind);
+      auto one = run(kind, 1), two = run(kind, 2);
+      for (size_t i = 0; i < one.size(); ++i) CHECK_CLOSE(one[i], two[i], 0.0);
+    }
+  });
   set_num_threads(before);
 }
 

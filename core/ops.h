@@ -1,9 +1,9 @@
-// The differentiable ops: smallbatch's table of contents for everything a model computes.
+// The generic differentiable ops: elementwise, reductions, shape and linear algebra.
 // Each op checks shapes (throwing sb::Error that names the op and every shape), runs a kernel,
-// and records its backward beside its forward in the op's .cpp file.
+// and records its backward beside its forward in the op's .cpp file. The ops of one layer family
+// sit beside its layers: layers/conv/ops.h, layers/pool/ops.h, layers/loss/ops.h, layers/norm/ops.h.
 #pragma once
 
-#include <optional>
 #include <vector>
 
 #include "core/autograd.h"
@@ -27,6 +27,10 @@ Var pow(const Var& a, float exponent);
 Var relu(const Var& a);
 Var sigmoid(const Var& a);
 Var tanh(const Var& a);
+
+// Zeroes each element with probability p and scales survivors by 1/(1-p); identity when not
+// training.
+Var dropout(const Var& x, float p, bool training, Generator& gen);
 
 inline Var operator+(const Var& a, const Var& b) { return add(a, b); }
 inline Var operator-(const Var& a, const Var& b) { return sub(a, b); }
@@ -64,56 +68,5 @@ Var slice(const Var& a, int64_t axis, int64_t start, int64_t end, int64_t step =
 Var matmul(const Var& a, const Var& b);  // (M, K) x (K, N) -> (M, N)
 // x (N, in), weight (out, in), optional bias (out,) -> (N, out): x W^T + b
 Var linear(const Var& x, const Var& weight, const Var& bias = Var());
-
-// ---- convolution (ops_conv.cpp): im2col + sgemm -----------------------------------------
-struct Pair {
-  int64_t h, w;
-  Pair(int64_t v = 0) : h(v), w(v) {}  // NOLINT: an int means both
-  Pair(int64_t h_, int64_t w_) : h(h_), w(w_) {}
-};
-struct Conv2dOptions {
-  Pair stride = 1, padding = 0, dilation = 1;
-  int64_t groups = 1;
-};
-// x (N, C_in, H, W), weight (C_out, C_in/groups, kH, kW), optional bias (C_out,)
-Var conv2d(const Var& x, const Var& weight, const Var& bias = Var(), Conv2dOptions opt = {});
-struct ConvTranspose2dOptions {
-  Pair stride = 1, padding = 0, output_padding = 0, dilation = 1;
-  int64_t groups = 1;
-};
-// x (N, C_in, H, W), weight (C_in, C_out/groups, kH, kW), optional bias (C_out,)
-// H_out = (H - 1) * stride - 2 * padding + dilation * (kH - 1) + output_padding + 1
-Var conv_transpose2d(const Var& x, const Var& weight, const Var& bias = Var(),
-                     ConvTranspose2dOptions opt = {});
-
-// ---- pooling and resampling (ops_pool.cpp) ---------------------------------------------
-struct Pool2dOptions {
-  Pair kernel = 2;
-  std::optional<Pair> stride;  // defaults to kernel, as in PyTorch
-  Pair padding = 0;
-  bool ceil_mode = false;
-  bool count_include_pad = true;  // avg_pool2d only
-};
-Var max_pool2d(const Var& x, Pool2dOptions opt);  // saves argmax indices for backward
-Var avg_pool2d(const Var& x, Pool2dOptions opt);
-enum class UpsampleMode { Nearest, Bilinear };
-// To (out_h, out_w). Bilinear follows PyTorch's align_corners=False; nearest is PyTorch's
-// "nearest" (floor(dst * in / out)).
-Var upsample(const Var& x, int64_t out_h, int64_t out_w, UpsampleMode mode);
-
-// ---- softmax, losses, dropout (ops_loss.cpp) --------------------------------------------
-Var softmax(const Var& x, int64_t axis);
-Var log_softmax(const Var& x, int64_t axis);
-struct CrossEntropyOptions {
-  int64_t ignore_index = 255;  // the segmentation convention
-  Tensor weight;               // optional per-class weights (K,)
-};
-// logits (N, K) or (N, K, H, W); target (N) or (N, H, W) with values in [0, K) or ignore_index.
-// Mean over non-ignored elements (weighted mean with class weights), as PyTorch's
-// reduction='mean'. All elements ignored gives NaN, as in PyTorch.
-Var cross_entropy(const Var& logits, const IndexTensor& target, const CrossEntropyOptions& opt = {});
-// Zeroes each element with probability p and scales survivors by 1/(1-p); identity when not
-// training.
-Var dropout(const Var& x, float p, bool training, Generator& gen);
 
 }  // namespace sb

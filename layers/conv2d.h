@@ -2,7 +2,7 @@
 // default initialization around the conv2d / conv_transpose2d ops.
 #pragma once
 
-#include "core/ops.h"
+#include "layers/conv/ops.h"
 #include "layers/module.h"
 
 namespace sb {

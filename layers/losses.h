@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core/ops.h"
+#include "layers/loss/ops.h"
 #include "layers/module.h"
 
 namespace sb {

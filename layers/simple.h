@@ -3,6 +3,7 @@
 
 #include "core/ops.h"
 #include "layers/module.h"
+#include "layers/pool/ops.h"
 
 namespace sb {
 

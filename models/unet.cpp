@@ -2,7 +2,9 @@
 #include "models/unet.h"
 
 #include "core/ops.h"
+#include "layers/conv/ops.h"
 #include "layers/conv2d.h"
+#include "layers/pool/ops.h"
 
 namespace sb {
 

@@ -2,7 +2,7 @@
 // #include <smallbatch/smallbatch.h>, in the source tree and installed alike.
 #pragma once
 
-// core: tensors, autograd, the differentiable ops, state dicts, errors, threads
+// core: tensors, autograd, the generic differentiable ops, state dicts, errors, threads
 #include "core/autograd.h"
 #include "core/errors.h"
 #include "core/ops.h"
@@ -15,10 +15,12 @@
 #include "core/io/image.h"
 #include "core/io/safetensors.h"
 
-// layers: the Module system and the layers built on it
+// layers: the Module system, the layers built on it and the ops of each layer family
+#include "layers/conv/ops.h"
 #include "layers/conv2d.h"
 #include "layers/init.h"
 #include "layers/linear.h"
+#include "layers/loss/ops.h"
 #include "layers/losses.h"
 #include "layers/module.h"
 #include "layers/norm/batch_norm.h"
@@ -27,6 +29,8 @@
 #include "layers/norm/group_norm.h"
 #include "layers/norm/norm.h"
 #include "layers/norm/ops.h"
+#include "layers/pair.h"
+#include "layers/pool/ops.h"
 #include "layers/sequential.h"
 #include "layers/simple.h"
 

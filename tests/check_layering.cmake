@@ -1,7 +1,9 @@
 # ctest structure.layering: dependencies point one way, core <- layers <- models <- tools (optim
 # and datasets sit on core, optim also on layers), and core/io/ (file formats) is a sub-library
 # the rest of core/ never includes. Fails naming every file whose #include runs back up, e.g. a
-# layer that includes models/ or tools/, or a core/ op that includes core/io/.
+# layer that includes models/ or tools/, or a core/ op that includes core/io/. Also keeps core/
+# small: outside core/io/ at most kCoreMaxLines lines (tensor, autograd, the generic ops and
+# kernels; a layer family's ops live beside its layers, as layers/conv/ and layers/norm/ do).
 # Run as: cmake -DSRC=<source dir> -P check_layering.cmake
 cmake_minimum_required(VERSION 3.25)
 if(NOT DEFINED SRC)
@@ -34,8 +36,25 @@ endforeach()
 if(checked EQUAL 0)
   message(FATAL_ERROR "check_layering: no sources found under ${SRC}")
 endif()
+
+# core/ outside core/io/: every file, counted as `wc -l` counts (newlines).
+set(kCoreMaxLines 3000)
+file(GLOB_RECURSE core_files RELATIVE "${SRC}" "${SRC}/core/*")
+set(core_lines 0)
+foreach(f IN LISTS core_files)
+  if(f MATCHES "^core/io/")
+    continue()
+  endif()
+  file(READ "${SRC}/${f}" text)
+  string(REGEX MATCHALL "\n" newlines "${text}")
+  list(LENGTH newlines n)
+  math(EXPR core_lines "${core_lines} + ${n}")
+endforeach()
+if(core_lines GREATER kCoreMaxLines)
+  list(APPEND bad "core/ outside core/io/ has ${core_lines} lines, over ${kCoreMaxLines}: a layer family's ops belong beside its layers (layers/<family>/ops.h)")
+endif()
 if(bad)
   list(JOIN bad "\n  " text)
-  message(FATAL_ERROR "an include runs against the dependency direction:\n  ${text}")
+  message(FATAL_ERROR "an include runs against the dependency direction, or core/ grew too large:\n  ${text}")
 endif()
-message(STATUS "check_layering: ${checked} files, every include points down")
+message(STATUS "check_layering: ${checked} files, every include points down; core/ outside core/io/: ${core_lines} lines")

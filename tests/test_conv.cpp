@@ -10,6 +10,7 @@
 #include "core/threads.h"
 #include "fixtures.h"
 #include "gradcheck.h"
+#include "layers/conv/ops.h"
 
 using namespace sb;
 
@@ -789,7 +790,7 @@ TEST_CASE("conv_transpose2d: bad shapes and options are errors that name every s
                        Error);
 }
 
-// ---- the direct microkernels (core/kernels/conv_direct.*) at every SIMD level ----------------
+// ---- the direct microkernels (layers/conv/kernels/conv_direct.*) at every SIMD level -------
 // 3x3 stride-1 pad-1 and 1x1 conv2d, 2x2 stride-2 conv_transpose2d run smallbatch's own kernels,
 // one build per instruction set, chosen by kernels::simd_level(). Each level the CPU has is
 // checked against the direct definition, for thread-count independence and for non-finite

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/kernels/gemm.h"
-#include "core/kernels/im2col.h"
+#include "layers/conv/kernels/im2col.h"
 #include "core/ops.h"
 #include "simd_levels.h"
 

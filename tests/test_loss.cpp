@@ -11,6 +11,7 @@
 #include "core/threads.h"
 #include "fixtures.h"
 #include "gradcheck.h"
+#include "layers/loss/ops.h"
 
 using namespace sb;
 

@@ -13,6 +13,7 @@
 
 #include "core/ops.h"
 #include "gradcheck.h"
+#include "layers/loss/ops.h"
 #include "models/fcn.h"
 #include "models/registry.h"
 #include "models/unet.h"

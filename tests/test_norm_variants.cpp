@@ -9,6 +9,8 @@
 #include "core/ops.h"
 #include "fixtures.h"
 #include "gradcheck.h"
+#include "layers/conv/ops.h"
+#include "layers/loss/ops.h"
 #include "layers/norm/batch_renorm.h"
 #include "layers/conv2d.h"
 #include "layers/norm/group_norm.h"

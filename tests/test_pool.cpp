@@ -13,6 +13,7 @@
 #include "core/ops.h"
 #include "fixtures.h"
 #include "gradcheck.h"
+#include "layers/pool/ops.h"
 
 using namespace sb;
 

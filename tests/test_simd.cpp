@@ -12,6 +12,7 @@
 #include "core/kernels/simd.h"
 #include "core/kernels/stream.h"
 #include "core/ops.h"
+#include "layers/conv/ops.h"
 #include "layers/norm/ops.h"
 #include "simd_levels.h"
 

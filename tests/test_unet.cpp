@@ -7,6 +7,7 @@
 #include "core/ops.h"
 #include "fixtures.h"
 #include "gradcheck.h"
+#include "layers/loss/ops.h"
 #include "models/registry.h"
 #include "models/unet.h"
 

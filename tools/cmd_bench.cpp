@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "core/ops.h"
+#include "layers/conv/ops.h"
+#include "layers/loss/ops.h"
 #include "layers/norm/evo_norm.h"
 #include "layers/norm/ops.h"
 #include "core/kernels/gemm.h"

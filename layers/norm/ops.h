@@ -1,5 +1,5 @@
 // Fused normalization ops, GroupNorm and BatchNorm: the two ops this project compares, with
-// closed-form backward passes and statistics accumulated in double (see ops_norm.cpp); each can
+// closed-form backward passes and statistics accumulated in double (see ops.cpp); each can
 // fuse the activation that follows it. Also the per-channel moments both BN and its diagnostics use.
 #pragma once
 

@@ -14,6 +14,7 @@
 #include "core/ops.h"
 #include "core/io/safetensors.h"
 #include "datasets/loader.h"
+#include "layers/loss/ops.h"
 #include "layers/norm/batch_norm.h"
 #include "layers/norm/evo_norm.h"
 #include "optim/optimizer.h"

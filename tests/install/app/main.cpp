@@ -10,6 +10,7 @@
 
 #include <smallbatch/core/io/safetensors.h>
 #include <smallbatch/core/ops.h>
+#include <smallbatch/layers/loss/ops.h>
 #include <smallbatch/layers/norm/group_norm.h>
 #include <smallbatch/models/registry.h>
 #include <smallbatch/optim/optimizer.h>

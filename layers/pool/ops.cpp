@@ -1,14 +1,14 @@
 // Pooling and resampling on (N, C, H, W): max_pool2d, avg_pool2d and upsample, each with its
 // backward beside its forward. Every kernel works one (H, W) plane at a time, planes in parallel;
 // max_pool2d has a fast path for the 2x2, stride-2 windows of UNet's down-sampling.
+#include "layers/pool/ops.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <vector>
-
-#include "core/ops.h"
 
 namespace sb {
 

@@ -1,14 +1,15 @@
 // conv2d and conv_transpose2d (PyTorch semantics) on im2col/col2im + sgemm, with their backward.
 // Work is split into (sample, group) units, each one or two GEMMs on contiguous slices.
+#include "layers/conv/ops.h"
+
 #include <omp.h>
 
 #include <algorithm>
 #include <string>
 
-#include "core/kernels/conv_direct.h"
 #include "core/kernels/gemm.h"
-#include "core/kernels/im2col.h"
-#include "core/ops.h"
+#include "layers/conv/kernels/conv_direct.h"
+#include "layers/conv/kernels/im2col.h"
 
 namespace sb {
 namespace {
@@ -293,7 +294,7 @@ void check_bias(const char* op, const Var& bias, int64_t C_out, const Shape& xs,
            " and input ", xs, ": expected bias (", C_out, ",)");
 }
 
-// ---- the direct microkernels (core/kernels/conv_direct.h) for the shapes the models run most ----
+// ---- the direct microkernels (kernels/conv_direct.h) for the shapes the models run most ----
 
 using DirectFn = void (*)(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
                           int64_t);

@@ -1,6 +1,6 @@
 // im2col / col2im loops. Bounds are worked out once per row of the grid, so the inner loops are
 // plain copies (contiguous when the stride is 1) with no per-element test for padding.
-#include "core/kernels/im2col.h"
+#include "layers/conv/kernels/im2col.h"
 
 #include <omp.h>
 

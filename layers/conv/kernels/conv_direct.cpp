@@ -1,6 +1,6 @@
 // The direct-convolution entry points: pick the microkernels for simd_level(), pack the weights,
 // pad or (de)interleave the planes, and share the work out over the OpenMP threads.
-#include "core/kernels/conv_direct.h"
+#include "layers/conv/kernels/conv_direct.h"
 
 #include <omp.h>
 

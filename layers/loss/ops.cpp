@@ -1,13 +1,12 @@
-// Softmax and log-softmax along an axis, cross-entropy fused with its log-softmax, and dropout,
-// each with its backward beside its forward.
+// Softmax and log-softmax along an axis, and cross-entropy fused with its log-softmax, each with
+// its backward beside its forward.
+#include "layers/loss/ops.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <memory>
 #include <vector>
-
-#include "core/ops.h"
 
 namespace sb {
 
@@ -415,63 +414,6 @@ Var cross_entropy(const Var& logits, const IndexTensor& target, const CrossEntro
       }
     }
     n.inputs[0]->accumulate(gx);
-  });
-}
-
-namespace {
-
-// splitmix64's output function. Dropout draws random bits as mix(seed + (k + 1) * gamma), the
-// k-th output of a splitmix64 stream started at seed: any element's bits can be computed
-// directly, so the mask is parallel and the same for every thread count.
-inline uint64_t splitmix64_at(uint64_t seed, uint64_t k) {
-  uint64_t z = seed + (k + 1) * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
-
-Var dropout(const Var& x, float p, bool training, Generator& gen) {
-  SB_CHECK(p >= 0.f && p <= 1.f, "dropout: probability p must be in [0, 1] but got ", p,
-           " (input ", x.shape(), ")");
-  // As PyTorch: nothing to drop returns the input itself, and draws no random numbers.
-  if (!training || p == 0.f || x.numel() == 0) return x;
-  const Shape xs = x.shape();
-  if (p == 1.f) {
-    return make_result(Tensor::zeros(xs), "dropout", {x},
-                       [xs](Node& n) { n.inputs[0]->accumulate(Tensor::zeros(xs)); });
-  }
-  const uint64_t seed = gen.next_u64();
-  // Element i is dropped when its 32 random bits, read as a fraction of 2^32, are below p.
-  const uint64_t threshold = static_cast<uint64_t>(static_cast<double>(p) * 4294967296.0);
-  const float scale = 1.f / (1.f - p);
-  const int64_t n = x.numel();
-  std::shared_ptr<uint8_t[]> mask(new uint8_t[n]);  // 1 = kept; 1 byte, not a float, per element
-  Tensor out = Tensor::empty(xs);
-  const float* px = x.value().data();
-  float* py = out.data();
-  uint8_t* pmask = mask.get();
-  const int64_t pairs = (n + 1) / 2;  // each 64-bit draw covers two elements
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
-  for (int64_t k = 0; k < pairs; ++k) {
-    const uint64_t bits = splitmix64_at(seed, static_cast<uint64_t>(k));
-    for (int64_t h = 0; h < 2 && 2 * k + h < n; ++h) {
-      const int64_t i = 2 * k + h;
-      const uint8_t keep = ((h ? bits >> 32 : bits) & 0xFFFFFFFFull) >= threshold;
-      pmask[i] = keep;
-      py[i] = keep ? px[i] * scale : 0.f;
-    }
-  }
-  return make_result(out, "dropout", {x}, [mask, scale, xs](Node& node) {
-    Tensor gx = Tensor::empty(xs);
-    const float* pg = node.grad.data();
-    const uint8_t* pm = mask.get();
-    float* po = gx.data();
-    const int64_t n = gx.numel();
-#pragma omp parallel for simd if (n > kParallelMin)
-    for (int64_t i = 0; i < n; ++i) po[i] = pg[i] * (pm[i] ? scale : 0.f);
-    node.inputs[0]->accumulate(gx);
   });
 }
 

@@ -53,8 +53,11 @@ void add_compare_command(CLI::App& app, Action& action) {
       ->capture_default_str()->check(CLI::IsMember({"quick", "full"}));
   cmd->add_option("--norms", o->norms, "comma-separated normalizations: " + norm_kinds_text() +
                                           " (quick: bn,gn; full: all; `smallbatch models` says what each is)");
-  cmd->add_option("--norm-warmup", o->cfg.norm_warmup_epochs,
-                  "epochs of brn's r_max/d_max ramp and of frozenbn's BatchNorm before it freezes (default: epochs / 3)")
+  // In epochs, so every batch size gets the same share of the run; train's --norm-warmup counts
+  // steps (it trains one batch size), hence the distinct name.
+  cmd->add_option("--norm-warmup-epochs", o->cfg.norm_warmup_epochs,
+                  "epochs of brn's r_max/d_max ramp and of frozenbn's BatchNorm before it freezes (default: epochs / 3; "
+                  "train's --norm-warmup counts steps)")
       ->check(Positive);
   cmd->add_option("--groups", o->groups, "GroupNorm groups; several (1,2,4,8,16) sweep the group count");
   cmd->add_option("--batch-sizes", o->batch_sizes, "comma-separated images per batch (quick: 16,8,4,2; full: 32,...,1)");
@@ -62,7 +65,8 @@ void add_compare_command(CLI::App& app, Action& action) {
   cmd->add_option("--epochs", o->cfg.epochs, "epochs per run, every run sees the same images (quick 12, full 16)")->check(Positive);
   cmd->add_option("--data", o->cfg.data, "data source (default: shapes:train=1024,val=128,size=32,difficulty=0.5)")->capture_default_str();
   cmd->add_option("--model", o->cfg.model, "model")->capture_default_str();
-  cmd->add_option("--base-width", o->cfg.base_width, "model width (default 8)")->check(Positive);
+  cmd->add_option("--base-width", o->cfg.base_width, "channels of the model's first level (default 8, the presets' small model, so a sweep "
+                                         "of dozens of runs fits in minutes; train's default is the model's own, 16)")->check(Positive);
   cmd->add_option("--lr", o->cfg.base_lr, "learning rate at --ref-batch (default 0.1)")->check(Positive);
   cmd->add_option("--ref-batch", o->cfg.ref_batch, "batch size at which the learning rate is --lr")
       ->capture_default_str()->check(Positive);

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
@@ -198,4 +199,29 @@ TEST_CASE("cli: eval takes the checkpoint's training image size, names the class
   auto help = sbtest::run_cli("eval --help");
   CHECK(help.out.find("(default: from the checkpoint)") != std::string::npos);
   CHECK(help.out.find("[16]") == std::string::npos);
+}
+
+TEST_CASE("cli: compare run again on its --out takes the saved sweep for every flag not given") {
+  sbtest::TempDir t("sb_cli_extend");
+  const std::string out = t / "sweep";
+  auto first = sbtest::run_cli("compare --norms gn --groups 2 --batch-sizes 4 --seeds 1 --epochs 1 --lr 0.05 "
+                               "--data shapes:train=8,val=4,size=16 --base-width 4 --threads 1 --out " + out);
+  INFO(first.all());
+  REQUIRE(first.code == 0);
+  // Only --seeds given: the rest (epochs, lr, data, norms, batch sizes) come from compare.json, not
+  // from the preset, and one new run trains.
+  auto more = sbtest::run_cli("compare --seeds 2 --out " + out);
+  INFO(more.all());
+  CHECK(more.code == 0);
+  CHECK(more.out.find("extending the sweep in " + out + " with seeds 1 to 2") != std::string::npos);
+  CHECK(more.out.find("[run 2/2] gn batch 4 seed 1") != std::string::npos);
+  CHECK(more.out.find("[run 1/2]") == std::string::npos);
+  auto j = nlohmann::json::parse(std::ifstream(out + "/compare.json"));
+  CHECK(j["epochs"] == 1);
+  CHECK(j["seeds"] == 2);
+  CHECK(j["base_lr"].dump() == "0.05");
+  // A shared setting given with another value is refused, by flag, with both values.
+  auto other = sbtest::run_cli("compare --epochs 2 --out " + out);
+  CHECK(other.code == 1);
+  CHECK(other.err.find("--epochs: saved 1, now 2") != std::string::npos);
 }

@@ -283,7 +283,10 @@ void add_train_command(CLI::App& app, Action& action) {
       c.shuffle = !*no_shuffle;
       nlohmann::json saved;  // --resume: the run's own configuration, when it saved one
       if (c.resume && !c.out.empty() && std::filesystem::is_directory(c.out)) saved = saved_run_config(c.out);
-      if (!saved.is_null()) c = resumed_config(*cmd, *flags, c, saved);
+      if (!saved.is_null()) {
+        check_outputs(c);  // an input that is one of the run's files says so, before any other refusal
+        c = resumed_config(*cmd, *flags, c, saved);
+      }
       if (c.steps == 0 && c.epochs == 0) c.epochs = 8;
       check_train_flags(*cmd, c, saved.is_null() ? flags->values : c.spec.options);
       apply_threads(c.threads);

@@ -44,7 +44,7 @@ inline bool same_setting(const nlohmann::json& a, const nlohmann::json& b) {
 
 // A setting's value for a message: strings without quotes, floats as json_float shows them.
 inline std::string setting_text(const nlohmann::json& v) {
-  if (v.is_string()) return v.get<std::string>();
+  if (v.is_string()) return v.get<std::string>().empty() ? "\"\"" : v.get<std::string>();
   if (v.is_number_float()) return json_float(static_cast<float>(v.get<double>())).dump();
   return v.dump();
 }

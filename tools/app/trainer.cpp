@@ -329,7 +329,7 @@ static std::string tensors_file(const std::string& spec) {
 // Before any work: no output may be an input (--save over --init or the data), and no input or
 // --save may be a file the run in --out writes (its state, best, metrics, ...), compared as
 // files, not as strings; and every output name must leave room for its temporary's suffix.
-static void check_outputs(const TrainConfig& cfg) {
+void check_outputs(const TrainConfig& cfg) {
   std::vector<std::pair<std::string, std::string>> inputs;  // (flag, path)
   if (!cfg.init.empty()) inputs.push_back({"--init", cfg.init});
   if (std::string f = tensors_file(cfg.data); !f.empty()) inputs.push_back({"--data", f});

@@ -106,6 +106,11 @@ struct TrainHooks {
   std::function<void(const std::string&)> log;
 };
 
+// Before any work: no output may be an input (--save over --init or tensors: data), no input or
+// --save may be a file the run in cfg.out writes, and every output name leaves room for its
+// temporary. train() calls it; the command line also calls it before it reads a saved run.
+void check_outputs(const TrainConfig& cfg);
+
 // What train() throws when the run diverges: the loss or a gradient went non-finite, or the loss
 // exploded. what() is the message for the user; compare records such a run as diverged.
 struct Diverged : Error {

@@ -141,6 +141,13 @@ TEST_CASE("compare: a finished sweep is extended with a seed, a batch size or a 
   const std::string shown = html.substr(conf, html.find("</pre>", conf) - conf);
   CHECK(shown.find("\"base_lr\": 0.1,") != std::string::npos);
   CHECK(shown.find("0000000") == std::string::npos);
+  // A compare.json written before, with the float's double expansion, still continues.
+  std::string json = slurp(t.path / "s/compare.json");
+  json.replace(json.find("\"base_lr\": 0.1,"), 15, "\"base_lr\": 0.10000000149011612,");
+  std::ofstream(t.path / "s/compare.json") << json;
+  said.clear();
+  CHECK(run_compare(a, h).runs.size() == 8);
+  CHECK(said.find("[run ") == std::string::npos);
 }
 
 TEST_CASE("compare: presets fill the sweep and bad settings are errors") {

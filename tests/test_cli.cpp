@@ -198,7 +198,7 @@ TEST_CASE("cli: eval takes the checkpoint's training image size, names the class
   // The help says where the model's settings come from instead of showing train's defaults.
   auto help = sbtest::run_cli("eval --help");
   CHECK(help.out.find("(default: from the checkpoint)") != std::string::npos);
-  CHECK(help.out.find("[16]") == std::string::npos);
+  CHECK(help.out.find("=16") == std::string::npos);  // train shows --base-width INT:POSITIVE=16
 }
 
 TEST_CASE("cli: compare run again on its --out takes the saved sweep for every flag not given") {

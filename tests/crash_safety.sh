@@ -98,7 +98,11 @@ while [ "$kills" -lt "$train_kills" ]; do
   rounds=$((rounds + 1))
   dir="$work/run$rounds"
   while :; do
-    "$sb" "${train[@]}" --out "$dir" --resume >"$work/run.log" 2>&1 &
+    # Once the folder holds a run, resume it as the README does: no flag but --out and --resume
+    # (and --workers, which is not part of the run); the saved configuration supplies the rest.
+    if [ -e "$dir/config.json" ]; then cmd=(train --out "$dir" --resume --workers 1)
+    else cmd=("${train[@]}" --out "$dir" --resume); fi
+    "$sb" "${cmd[@]}" >"$work/run.log" 2>&1 &
     pid=$!
     sleep "$(random_delay "$ref_ms")"
     sig=${signals[$((kills % ${#signals[@]}))]}

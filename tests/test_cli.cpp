@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
@@ -136,6 +137,8 @@ TEST_CASE("cli: a flag or subcommand that does not parse reads like every other 
            {"trian", "smallbatch: error: unexpected argument 'trian'; did you mean 'train'?"},
            {"bench --zzzzzz 3", "smallbatch bench: error: unknown flag '--zzzzzz'\n"},
            {"train --batch x", "smallbatch train: error: --batch: expected a number, got 'x'"},
+           // compare's warm-up counts epochs, train's steps: distinct names, and the old one is pointed on.
+           {"compare --norm-warmup 2", "smallbatch compare: error: unknown flag '--norm-warmup'; did you mean '--norm-warmup-epochs'?"},
        }) {
     sbtest::CliResult r = sbtest::run_cli(c.args);
     INFO(c.args << "\n" << r.err);
@@ -165,4 +168,60 @@ TEST_CASE("cli: train skips a batch whose every pixel is ignored, and says so in
   CHECK(r.out.find("(1 batches without a labelled pixel skipped)") != std::string::npos);
   CHECK(r.out.find("skipped 2 batches without a labelled pixel (all 255)") != std::string::npos);
   CHECK(r.all().find("diverged") == std::string::npos);
+}
+
+TEST_CASE("cli: eval takes the checkpoint's training image size, names the classes, and limits with --val-limit") {
+  sbtest::TempDir t("sb_eval_size");
+  auto tr = sbtest::run_cli("train --data shapes:train=8,val=4,size=32 --base-width 4 --groups 2 --batch 4 --steps 1 "
+                            "--threads 1 --workers 0 --out " + t / "run");
+  INFO(tr.all());
+  REQUIRE(tr.code == 0);
+  // Trained at 32 x 32 (the data spec's size): eval of --data shapes (64 by default) uses 32.
+  auto e = sbtest::run_cli("eval --weights " + t / "run/model.safetensors" + " --data shapes --val-limit 2 --threads 1");
+  INFO(e.all());
+  CHECK(e.code == 0);
+  CHECK(e.out.find("2 images of 32 x 32") != std::string::npos);
+  for (const char* row : {"0 background ", "1 circle ", "2 rectangle ", "3 triangle "}) CHECK(e.out.find(row) != std::string::npos);
+  // --image-size says otherwise; --limit is the older spelling of --val-limit.
+  auto big = sbtest::run_cli("eval --weights " + t / "run/model.safetensors" + " --data shapes --image-size 48 --limit 1 --threads 1 --json");
+  INFO(big.all());
+  CHECK(big.code == 0);
+  auto j = nlohmann::json::parse(big.out);
+  CHECK(j["images"] == 1);
+  CHECK(j["class_names"][1] == "circle");
+  // Trained with --image-size: the checkpoint records it.
+  auto tr2 = sbtest::run_cli("train --data shapes:train=8,val=4 --image-size 16 --base-width 4 --groups 2 --batch 4 --steps 1 "
+                             "--threads 1 --workers 0 --out " + t / "run16");
+  REQUIRE(tr2.code == 0);
+  auto e16 = sbtest::run_cli("eval --weights " + t / "run16/model.safetensors" + " --data shapes --val-limit 1 --threads 1");
+  CHECK(e16.out.find("1 images of 16 x 16") != std::string::npos);
+  // The help says where the model's settings come from instead of showing train's defaults.
+  auto help = sbtest::run_cli("eval --help");
+  CHECK(help.out.find("(default: from the checkpoint)") != std::string::npos);
+  CHECK(help.out.find("=16") == std::string::npos);  // train shows --base-width INT:POSITIVE=16
+}
+
+TEST_CASE("cli: compare run again on its --out takes the saved sweep for every flag not given") {
+  sbtest::TempDir t("sb_cli_extend");
+  const std::string out = t / "sweep";
+  auto first = sbtest::run_cli("compare --norms gn --groups 2 --batch-sizes 4 --seeds 1 --epochs 1 --lr 0.05 "
+                               "--data shapes:train=8,val=4,size=16 --base-width 4 --threads 1 --out " + out);
+  INFO(first.all());
+  REQUIRE(first.code == 0);
+  // Only --seeds given: the rest (epochs, lr, data, norms, batch sizes) come from compare.json, not
+  // from the preset, and one new run trains.
+  auto more = sbtest::run_cli("compare --seeds 2 --out " + out);
+  INFO(more.all());
+  CHECK(more.code == 0);
+  CHECK(more.out.find("extending the sweep in " + out + " with seeds 1 to 2") != std::string::npos);
+  CHECK(more.out.find("[run 2/2] gn batch 4 seed 1") != std::string::npos);
+  CHECK(more.out.find("[run 1/2]") == std::string::npos);
+  auto j = nlohmann::json::parse(std::ifstream(out + "/compare.json"));
+  CHECK(j["epochs"] == 1);
+  CHECK(j["seeds"] == 2);
+  CHECK(j["base_lr"].dump() == "0.05");
+  // A shared setting given with another value is refused, by flag, with both values.
+  auto other = sbtest::run_cli("compare --epochs 2 --out " + out);
+  CHECK(other.code == 1);
+  CHECK(other.err.find("--epochs: saved 1, now 2") != std::string::npos);
 }

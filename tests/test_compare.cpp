@@ -9,6 +9,8 @@
 #include <fstream>
 #include <map>
 
+#include <nlohmann/json.hpp>
+
 #include "temp_dir.h"
 #include "tools/app/compare.h"
 
@@ -86,8 +88,66 @@ TEST_CASE("compare: a tiny sweep writes every output, and an interrupted sweep c
   // A different configuration in the same directory is refused.
   CompareConfig c = tiny((base / "a").string());
   c.epochs = 3;
-  CHECK_THROWS_WITH_AS(run_compare(c), doctest::Contains("different configuration"), Error);
+  CHECK_THROWS_WITH_AS(run_compare(c), doctest::Contains("shared configuration differs"), Error);
   std::filesystem::remove_all(base);
+}
+
+TEST_CASE("compare: a finished sweep is extended with a seed, a batch size or a norm; its runs are reused") {
+  sbtest::TempDir t("sb_compare_extend");
+  CompareConfig a = tiny(t / "s");
+  a.norms = {"gn"};
+  a.batch_sizes = {4};
+  REQUIRE(run_compare(a).runs.size() == 1);
+  const std::string first_result = slurp(t.path / "s/runs/gn_g2_b4_s0/result.json");
+  // One more seed, batch size and norm: only the new runs train; the report covers all of them.
+  CompareConfig b = tiny(t / "s");
+  b.norms = {"bn"};
+  b.batch_sizes = {2};
+  b.seeds = 2;
+  std::string said;
+  CompareHooks h;
+  h.log = [&](const std::string& m) { said += m + "\n"; };
+  CompareResult rb = run_compare(b, h);
+  INFO(said);
+  REQUIRE(rb.runs.size() == 8);  // gn, bn x batch 4, 2 x seeds 0, 1
+  CHECK(said.find("extending the sweep in " + t / "s" + " with norm bn, batch 2, seeds 1 to 2") != std::string::npos);
+  size_t trained = 0;
+  for (size_t p = said.find("[run "); p != std::string::npos; p = said.find("[run ", p + 1)) ++trained;
+  CHECK(trained == 7);
+  CHECK(slurp(t.path / "s/runs/gn_g2_b4_s0/result.json") == first_result);
+  const std::string md = slurp(t.path / "s/summary.md");
+  CHECK(md.find("| bn |") != std::string::npos);
+  CHECK(md.find("| gn |") != std::string::npos);
+  auto saved = nlohmann::json::parse(slurp(t.path / "s/compare.json"));
+  CHECK(saved["norms"] == nlohmann::json({"gn", "bn"}));
+  CHECK(saved["batch_sizes"] == nlohmann::json({4, 2}));
+  CHECK(saved["seeds"] == 2);
+  // Run again as first given: nothing to train, the same eight runs.
+  said.clear();
+  CHECK(run_compare(a, h).runs.size() == 8);
+  CHECK(said.find("[run ") == std::string::npos);
+  // A change to what every run shares is refused, naming each flag with both values.
+  CompareConfig c = tiny(t / "s");
+  c.epochs = 3;
+  c.base_lr = 0.2f;
+  CHECK_THROWS_WITH_AS(run_compare(c), doctest::Contains("--epochs: saved 2, now 3"), Error);
+  CHECK_THROWS_WITH_AS(run_compare(c), doctest::Contains("--lr: saved 0.1, now 0.2"), Error);
+  // No float noise in the configuration: 0.1f is written as 0.1.
+  CHECK(slurp(t.path / "s/compare.json").find("\"base_lr\": 0.1,") != std::string::npos);
+  CHECK(slurp(t.path / "s/compare.json").find("0000000") == std::string::npos);
+  const std::string html = slurp(t.path / "s/report.html");
+  const size_t conf = html.find("<h2>Configuration</h2>");
+  REQUIRE(conf != std::string::npos);
+  const std::string shown = html.substr(conf, html.find("</pre>", conf) - conf);
+  CHECK(shown.find("\"base_lr\": 0.1,") != std::string::npos);
+  CHECK(shown.find("0000000") == std::string::npos);
+  // A compare.json written before, with the float's double expansion, still continues.
+  std::string json = slurp(t.path / "s/compare.json");
+  json.replace(json.find("\"base_lr\": 0.1,"), 15, "\"base_lr\": 0.10000000149011612,");
+  std::ofstream(t.path / "s/compare.json") << json;
+  said.clear();
+  CHECK(run_compare(a, h).runs.size() == 8);
+  CHECK(said.find("[run ") == std::string::npos);
 }
 
 TEST_CASE("compare: presets fill the sweep and bad settings are errors") {

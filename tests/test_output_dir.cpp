@@ -141,12 +141,13 @@ TEST_CASE("output folder: --resume checks the state's own configuration when con
   REQUIRE(sbtest::run_cli(kTrain + " --epochs 1 --lr 0.05 --out " + out).code == 0);
   std::string config = slurp(fs::path(out) / "config.json");
   fs::remove(fs::path(out) / "config.json");
-  auto lost = sbtest::run_cli(kTrain + " --epochs 2 --lr 0.5 --resume --out " + out);
+  auto lost = sbtest::run_cli(kTrain + " --epochs 2 --lr 0.5 --seed 3 --resume --out " + out);
   INFO(lost.all());
   CHECK(lost.code == 1);
-  CHECK(lost.err.find("was made with a different configuration:") != std::string::npos);
-  CHECK(lost.err.find("lr: saved 0.05") != std::string::npos);
-  CHECK(lost.err.find("epochs: saved 1, now 2") != std::string::npos);
+  CHECK(lost.err.find("holds a run made with other settings than these flags ask for:") != std::string::npos);
+  CHECK(lost.err.find("--lr: saved 0.05, now 0.5") != std::string::npos);
+  CHECK(lost.err.find("--seed: saved 0, now 3") != std::string::npos);
+  CHECK(lost.err.find("--epochs: ") == std::string::npos);  // more epochs may be asked for
   // config.json rewritten to the new flags: the state still decides.
   std::string rewritten = config;
   rewritten.replace(rewritten.find("\"lr\": 0.05"), 10, "\"lr\": 0.5");
@@ -212,4 +213,71 @@ TEST_CASE("outputs: a --save name too long for its temporary is refused before t
   auto logits = sbtest::run_cli("eval --weights " + t / longest + " --data " + kData + " --save-logits " + t / too_long);
   CHECK(logits.code == 1);
   CHECK(logits.err.find("--save-logits: the file name") != std::string::npos);
+}
+
+TEST_CASE("output folder: --resume takes the saved configuration; more --epochs and another --threads are said") {
+  sbtest::TempDir t("sb_resume_saved");
+  std::string out = t / "run";
+  REQUIRE(sbtest::run_cli(kTrain + " --norm bn --epochs 1 --lr 0.05 --out " + out).code == 0);
+  const std::string config = slurp(fs::path(out) / "config.json");
+  // The README's line: no flag but --out and --resume. A finished run stays as it was.
+  auto plain = sbtest::run_cli("train --out " + out + " --resume");
+  INFO(plain.all());
+  CHECK(plain.code == 0);
+  CHECK(plain.out.find("resuming " + out + " at step 2 of 2") != std::string::npos);
+  CHECK(slurp(fs::path(out) / "config.json") == config);
+  // A flag that changes the run is refused by name, before any work.
+  for (std::string flag : {"--lr 0.5", "--norm gn", "--seed 3", "--data shapes:train=8,val=4,size=8", "--steps 5"}) {
+    CAPTURE(flag);
+    auto r = sbtest::run_cli("train --out " + out + " --resume " + flag);
+    CHECK(r.code == 1);
+    CHECK(r.err.find("smallbatch train: error: --resume: ") != std::string::npos);
+    CHECK(r.err.find("\n  " + flag.substr(0, flag.find(' ')) + ": ") != std::string::npos);
+  }
+  // The same value given again is no change.
+  CHECK(sbtest::run_cli("train --out " + out + " --resume --lr 0.05 --norm bn --epochs 1").code == 0);
+  // More epochs continue the run; another thread count goes through; both are said.
+  auto more = sbtest::run_cli("train --out " + out + " --resume --epochs 2 --threads 2");
+  INFO(more.all());
+  CHECK(more.code == 0);
+  CHECK(more.out.find("resuming with --epochs 2 (was 1)") != std::string::npos);
+  CHECK(more.out.find("resuming with --threads 2 (was 1)") != std::string::npos);
+  CHECK(slurp(fs::path(out) / "metrics.csv").find("\n2,4,") != std::string::npos);
+  CHECK(slurp(fs::path(out) / "config.json").find("\"epochs\": 2") != std::string::npos);
+  // Fewer epochs than the run was made for: refused.
+  auto fewer = sbtest::run_cli("train --out " + out + " --resume --epochs 1");
+  CHECK(fewer.code == 1);
+  CHECK(fewer.err.find("--epochs: saved 2, now 1") != std::string::npos);
+}
+
+TEST_CASE("output folder: train without --out saves into runs/train, runs/train-2, ..., never the same one twice") {
+  sbtest::TempDir t("sb_fresh_out");
+  const std::string env = "SMALLBATCH_RUNS_DIR=" + t / "runs";
+  const std::string quick = "train --data " + kData + " --base-width 4 --groups 2 --batch 4 --steps 1 --threads 1 --workers 0";
+  auto first = sbtest::run_cli(quick, env);
+  INFO(first.all());
+  REQUIRE(first.code == 0);
+  CHECK(first.out.find("saving in " + t / "runs/train (no --out given)") != std::string::npos);
+  CHECK(first.out.find("saved in " + t / "runs/train ") != std::string::npos);
+  CHECK(fs::exists(t.path / "runs/train/model.safetensors"));
+  CHECK(fs::exists(t.path / "runs/train/config.json"));
+  // A command that fails leaves no empty folder behind.
+  auto bad = sbtest::run_cli(quick + " --norm xn", env);
+  CHECK(bad.code == 1);
+  CHECK_FALSE(fs::exists(t.path / "runs/train-2"));
+  // Four at once: each takes its own folder (mkdir is the claim).
+  std::string cmd;
+  for (int i = 0; i < 4; ++i) cmd += "env " + env + " \"" + SB_CLI_PATH + "\" " + quick + " >/dev/null 2>&1 & ";
+  cmd += "wait";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  for (const char* d : {"train-2", "train-3", "train-4", "train-5"}) {
+    CAPTURE(d);
+    CHECK(fs::exists(t.path / "runs" / d / "model.safetensors"));
+    CHECK(fs::exists(t.path / "runs" / d / "metrics.csv"));
+  }
+  CHECK_FALSE(fs::exists(t.path / "runs/train-6"));
+  // --resume still needs the run named.
+  auto resume = sbtest::run_cli(quick + " --resume", env);
+  CHECK(resume.code == 1);
+  CHECK(resume.err.find("--resume needs --out DIR") != std::string::npos);
 }

@@ -103,7 +103,8 @@ struct ModelFlags {
   ModelOptions values = auto_defaults();
   CLI::Option* model_opt = nullptr;
   std::vector<std::pair<const ModelOptionField*, CLI::Option*>> given_opts;
-  void add(CLI::App& cmd);
+  // from_checkpoint (eval): the help says the defaults come from the checkpoint.
+  void add(CLI::App& cmd, bool from_checkpoint = false);
   bool any_given() const;
   ModelSpec spec(int64_t classes_default) const;
   // base with the flags given on the command line applied over it; the others keep base's values.

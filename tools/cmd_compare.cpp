@@ -8,6 +8,10 @@
 #include <sstream>
 
 #include "core/threads.h"
+#include "core/io/fileio.h"
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <type_traits>
 #include "tools/app/compare.h"
 #include "layers/norm/norm.h"
 #include "tools/cli.h"
@@ -44,6 +48,52 @@ static std::vector<std::string> parse_words(const std::string& s) {
   return out;
 }
 
+// A sweep continued in the same --out takes its saved settings (compare.json) for every flag not
+// given, so `compare --out D --seeds 5` adds seeds and nothing else, rather than the preset's
+// defaults for the rest. Flags given are checked against the saved sweep by run_compare().
+static void take_saved_sweep(const CLI::App& cmd, CompareConfig& cfg) {
+  const std::string path = cfg.out + "/compare.json";
+  if (!std::filesystem::is_regular_file(path)) return;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(path));
+  } catch (const std::exception& e) {
+    fail(path, ": not valid JSON (", e.what(), ")");
+  }
+  if (!j.is_object()) return;
+  auto take = [&](const char* flag, const char* key, auto& field) {
+    if ((*flag && cmd.count(flag) > 0) || !j.contains(key)) return;
+    try {
+      field = j.at(key).get<std::remove_reference_t<decltype(field)>>();
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, ": \"", key, "\" is malformed (", e.what(), ")");
+    }
+  };
+  take("--preset", "preset", cfg.preset);
+  take("--seeds", "seeds", cfg.seeds);
+  take("--epochs", "epochs", cfg.epochs);
+  take("--data", "data", cfg.data);
+  take("--model", "model", cfg.model);
+  take("--base-width", "base_width", cfg.base_width);
+  take("--lr", "base_lr", cfg.base_lr);
+  take("--ref-batch", "ref_batch", cfg.ref_batch);
+  take("--lr-scaling", "lr_scaling", cfg.lr_scaling);
+  take("--norm-warmup-epochs", "norm_warmup_epochs", cfg.norm_warmup_epochs);
+  take("--limit", "limit", cfg.limit);
+  take("--val-limit", "val_limit", cfg.val_limit);
+  take("--image-size", "image_size", cfg.image_size);
+  take("--precise-bn", "precise_bn", cfg.precise_bn);
+  take("", "warmup_epochs", cfg.warmup_epochs);
+  take("", "optim", cfg.optim);
+  take("", "momentum", cfg.momentum);
+  take("", "weight_decay", cfg.weight_decay);
+  if (cmd.count("--threads") == 0 && j.contains("threads") && j.at("threads").is_number_integer())
+    cfg.threads = j.at("threads").get<int>();
+  take("--norms", "norms", cfg.norms);
+  take("--groups", "groups", cfg.groups);
+  take("--batch-sizes", "batch_sizes", cfg.batch_sizes);
+}
+
 void add_compare_command(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("compare", "the main job: GroupNorm vs BatchNorm (and friends) across batch sizes "
                                             "and seeds, with a report");
@@ -56,8 +106,11 @@ void add_compare_command(CLI::App& app, Action& action) {
       ->capture_default_str()->check(CLI::IsMember({"quick", "full"}));
   cmd->add_option("--norms", o->norms, "comma-separated normalizations: " + norm_kinds_text() +
                                           " (quick: bn,gn; full: all; `smallbatch models` says what each is)");
-  cmd->add_option("--norm-warmup", o->cfg.norm_warmup_epochs,
-                  "epochs of brn's r_max/d_max ramp and of frozenbn's BatchNorm before it freezes (default: epochs / 3)")
+  // In epochs, so every batch size gets the same share of the run; train's --norm-warmup counts
+  // steps (it trains one batch size), hence the distinct name.
+  cmd->add_option("--norm-warmup-epochs", o->cfg.norm_warmup_epochs,
+                  "epochs of brn's r_max/d_max ramp and of frozenbn's BatchNorm before it freezes (default: epochs / 3; "
+                  "train's --norm-warmup counts steps)")
       ->check(Positive);
   cmd->add_option("--groups", o->groups, "GroupNorm groups; several (1,2,4,8,16) sweep the group count");
   cmd->add_option("--batch-sizes", o->batch_sizes, "comma-separated images per batch (quick: 16,8,4,2; full: 32,...,1)");
@@ -65,7 +118,8 @@ void add_compare_command(CLI::App& app, Action& action) {
   cmd->add_option("--epochs", o->cfg.epochs, "epochs per run, every run sees the same images (quick 12, full 16)")->check(Positive);
   cmd->add_option("--data", o->cfg.data, "data source (default: shapes:train=1024,val=128,size=32,difficulty=0.5)")->capture_default_str();
   cmd->add_option("--model", o->cfg.model, "model")->capture_default_str();
-  cmd->add_option("--base-width", o->cfg.base_width, "model width (default 8)")->check(Positive);
+  cmd->add_option("--base-width", o->cfg.base_width, "channels of the model's first level (default 8, the presets' small model, so a sweep "
+                                         "of dozens of runs fits in minutes; train's default is the model's own, 16)")->check(Positive);
   cmd->add_option("--lr", o->cfg.base_lr, "learning rate at --ref-batch (default 0.1)")->check(Positive);
   cmd->add_option("--ref-batch", o->cfg.ref_batch, "batch size at which the learning rate is --lr")
       ->capture_default_str()->check(Positive);
@@ -80,14 +134,15 @@ void add_compare_command(CLI::App& app, Action& action) {
       ->check(Positive);
   cmd->add_option("--threads", o->cfg.threads, "threads (default: SMALLBATCH_NUM_THREADS or all cores)")->check(Positive);
   cmd->add_option("--out", o->cfg.out, "output directory; run again with the same one to continue a sweep")->capture_default_str();
-  cmd->callback([o, &action] {
-    action = [o]() -> int {
+  cmd->callback([o, cmd, &action] {
+    action = [o, cmd]() -> int {
       stdout_is_progress();  // the results go to --out
       install_stop_signals();
       CompareConfig cfg = o->cfg;
       if (!o->norms.empty()) cfg.norms = parse_words(o->norms);
       if (!o->groups.empty()) cfg.groups = parse_ints("--groups", o->groups);
       if (!o->batch_sizes.empty()) cfg.batch_sizes = parse_ints("--batch-sizes", o->batch_sizes);
+      take_saved_sweep(*cmd, cfg);
       check_threads("compare", cfg.threads);
       set_num_threads(cfg.threads > 0 ? cfg.threads : default_num_threads());
       cfg.threads = num_threads();

@@ -1,5 +1,10 @@
 // `smallbatch train` and `smallbatch eval`: flags, then the library's train() and evaluate().
 #include <algorithm>
+#include <sys/stat.h>
+#include <cerrno>
+#include <cstring>
+#include <cstdlib>
+#include <tuple>
 #include <unistd.h>
 
 #include <cmath>
@@ -12,6 +17,7 @@
 #include "core/io/safetensors.h"
 #include "core/platform.h"
 #include "core/threads.h"
+#include "datasets/shapes.h"
 #include "layers/norm/norm.h"
 #include "tools/app/data_spec.h"
 #include "tools/app/precise_bn.h"
@@ -20,14 +26,16 @@
 
 namespace sb::cli {
 
-void ModelFlags::add(CLI::App& cmd) {
-  model_opt = cmd.add_option("--model", model, "model name (see `smallbatch models`)")->capture_default_str();
+void ModelFlags::add(CLI::App& cmd, bool from_checkpoint) {
+  const std::string note = from_checkpoint ? " (default: from the checkpoint)" : "";
+  model_opt = cmd.add_option("--model", model, "model name (see `smallbatch models`)" + note);
+  if (!from_checkpoint) model_opt->capture_default_str();
   for (const auto& f : model_option_fields()) {
     std::string flag = "--" + f.key;
     std::replace(flag.begin(), flag.end(), '_', '-');
-    CLI::Option* opt = f.text ? cmd.add_option(flag, *f.text(values), f.help)
-                              : cmd.add_option(flag, *f.number(values), f.help)->check(f.min_value > 0 ? Positive : NonNegative);
-    if (!f.zero_means_auto) opt->capture_default_str();
+    CLI::Option* opt = f.text ? cmd.add_option(flag, *f.text(values), f.help + note)
+                              : cmd.add_option(flag, *f.number(values), f.help + note)->check(f.min_value > 0 ? Positive : NonNegative);
+    if (!f.zero_means_auto && !from_checkpoint) opt->capture_default_str();
     given_opts.emplace_back(&f, opt);
   }
 }
@@ -81,9 +89,17 @@ static std::string fmt_metric(double v) {
   return buf;
 }
 
+// eval (val_data null) evaluates the validation split: its --image-size defaults to the training
+// size the checkpoint records, and its limit is --val-limit as in train and compare (--limit, the
+// older spelling, still works).
 void add_data_flags(CLI::App& cmd, DataOptions& d, std::string* val_data, int64_t* val_limit) {
-  cmd.add_option("--image-size", d.image_size, "resize or crop images to S x S")->check(Positive);
-  cmd.add_option("--limit", d.limit, "use at most N samples")->check(Positive);
+  if (val_data)
+    cmd.add_option("--image-size", d.image_size, "resize or crop images to S x S")->check(Positive);
+  else
+    cmd.add_option("--image-size", d.image_size, "resize or crop images to S x S (default: the size the checkpoint "
+                   "was trained at, when it records one)")->check(Positive);
+  if (val_data) cmd.add_option("--limit", d.limit, "use at most N training samples")->check(Positive);
+  else cmd.add_option("--val-limit,--limit", d.limit, "use at most M validation samples (--limit: the older spelling)")->check(Positive);
   cmd.add_flag("--skip-bad", d.skip_bad, "skip unreadable samples (counted and reported) instead of failing");
   cmd.add_option("--max-pixels", d.max_pixels, "refuse images whose header claims more pixels")
       ->capture_default_str()->check(Positive);
@@ -130,6 +146,100 @@ static void warn_groups_wider_than_model(const ModelSpec& spec) {
                       " channels: every layer gets one group per channel (InstanceNorm, as --norm in)"));
 }
 
+// Where `train` without --out saves: runs/train, then runs/train-2, runs/train-3, ... (as
+// ultralytics does), under $SMALLBATCH_RUNS_DIR when set. The folder is taken with mkdir, which
+// fails with EEXIST when it exists, so two commands started at once never take the same one; the
+// run then holds it with --out's lock like any other.
+static std::string fresh_run_dir() {
+  const char* env = std::getenv("SMALLBATCH_RUNS_DIR");
+  const std::string root = env && *env ? env : "runs";
+  std::error_code ec;
+  std::filesystem::create_directories(root, ec);
+  SB_CHECK(!ec && std::filesystem::is_directory(root), "cannot create '", root, "' to save the run in",
+           ec ? " (" + ec.message() + ")" : "", "; give --out DIR");
+  for (int i = 1; i <= 100000; ++i) {
+    std::string dir = root + "/train" + (i == 1 ? std::string() : "-" + std::to_string(i));
+    if (::mkdir(dir.c_str(), 0777) == 0) return dir;
+    SB_CHECK(errno == EEXIST, "cannot create '", dir, "' to save the run in (", std::strerror(errno), "); give --out DIR");
+  }
+  fail("every name from '", root, "/train' to '", root, "/train-100000' is taken; give --out DIR");
+}
+
+// A folder fresh_run_dir() made, removed again when the run failed before saving anything in it
+// (only its configuration and lock are there), so a mistyped command leaves no empty run behind.
+static void remove_if_unused(const std::string& dir) {
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    std::string n = e.path().filename().string();
+    if (n != "config.json" && n != DirLock::kFileName) return;
+  }
+  std::filesystem::remove_all(dir, ec);
+}
+
+// --resume on a saved run: its configuration (state.safetensors, else config.json), with the
+// flags given on the command line applied over it, so `train --out D --resume` needs no other
+// flag. A given flag that changes what a resume may not change is refused, by its name; more
+// --epochs or --steps and another --threads go through (train() says so). Settings that are not
+// part of the run (--save, --workers, --skip-bad, ...) are this command's.
+static TrainConfig resumed_config(const CLI::App& cmd, const ModelFlags& flags, const TrainConfig& given,
+                                  const nlohmann::json& saved) {
+  TrainConfig c = TrainConfig::from_json(saved, given.out + " (the saved run's configuration)");
+  c.out = given.out;
+  c.resume = true;
+  c.overwrite = given.overwrite;  // with --resume an error, which train() gives
+  c.save = given.save;
+  c.loader_workers = given.loader_workers;
+  c.val_batch = given.val_batch;
+  c.data_opt.skip_bad = given.data_opt.skip_bad;
+  c.data_opt.max_pixels = given.data_opt.max_pixels;
+  c.data_opt.pets_border = given.data_opt.pets_border;
+  using F = std::function<void(TrainConfig&, const TrainConfig&)>;
+  const std::vector<std::tuple<const char*, const char*, F>> fields = {  // flag, config key, copy
+      {"--data", "data", [](TrainConfig& d, const TrainConfig& s) { d.data = s.data; }},
+      {"--val-data", "val_data", [](TrainConfig& d, const TrainConfig& s) { d.val_data = s.val_data; }},
+      {"--image-size", "image_size", [](TrainConfig& d, const TrainConfig& s) { d.data_opt.image_size = s.data_opt.image_size; }},
+      {"--augment", "augment", [](TrainConfig& d, const TrainConfig& s) { d.data_opt.augment = s.data_opt.augment; }},
+      {"--limit", "limit", [](TrainConfig& d, const TrainConfig& s) { d.data_opt.limit = s.data_opt.limit; }},
+      {"--val-limit", "val_limit", [](TrainConfig& d, const TrainConfig& s) { d.val_limit = s.val_limit; }},
+      {"--batch", "batch", [](TrainConfig& d, const TrainConfig& s) { d.batch = s.batch; }},
+      {"--steps", "steps", [](TrainConfig& d, const TrainConfig& s) { d.steps = s.steps, d.epochs = 0; }},
+      {"--epochs", "epochs", [](TrainConfig& d, const TrainConfig& s) { d.epochs = s.epochs, d.steps = 0; }},
+      {"--no-shuffle", "shuffle", [](TrainConfig& d, const TrainConfig& s) { d.shuffle = s.shuffle; }},
+      {"--optim", "optim", [](TrainConfig& d, const TrainConfig& s) { d.optim = s.optim; }},
+      {"--lr", "lr", [](TrainConfig& d, const TrainConfig& s) { d.lr = s.lr; }},
+      {"--momentum", "momentum", [](TrainConfig& d, const TrainConfig& s) { d.momentum = s.momentum; }},
+      {"--wd", "weight_decay", [](TrainConfig& d, const TrainConfig& s) { d.weight_decay = s.weight_decay; }},
+      {"--no-wd-norm-bias", "decay_norm_and_bias",
+       [](TrainConfig& d, const TrainConfig& s) { d.decay_norm_and_bias = s.decay_norm_and_bias; }},
+      {"--schedule", "schedule", [](TrainConfig& d, const TrainConfig& s) { d.schedule = s.schedule; }},
+      {"--warmup", "warmup_steps", [](TrainConfig& d, const TrainConfig& s) { d.warmup_steps = s.warmup_steps; }},
+      {"--clip-grad", "clip_grad", [](TrainConfig& d, const TrainConfig& s) { d.clip_grad = s.clip_grad; }},
+      {"--seed", "seed", [](TrainConfig& d, const TrainConfig& s) { d.seed = s.seed; }},
+      {"--threads", "threads", [](TrainConfig& d, const TrainConfig& s) { d.threads = s.threads; }},
+      {"--init", "init", [](TrainConfig& d, const TrainConfig& s) { d.init = s.init; }},
+      {"--precise-bn", "precise_bn", [](TrainConfig& d, const TrainConfig& s) { d.precise_bn = s.precise_bn; }},
+  };
+  for (const auto& [flag, key, copy] : fields)
+    if (cmd.count(flag) > 0) copy(c, given);
+  c.spec = flags.override_given(c.spec);
+  // The flags that change what may not change, each by name.
+  ResumeDifferences d = resume_differences(saved, c.to_json());
+  std::string refused;
+  for (size_t i = 0; i < d.refused.size(); ++i) {
+    std::string flag = "--" + d.refused[i];
+    if (d.refused[i].rfind("model.", 0) == 0) flag = "--" + d.refused[i].substr(6);
+    for (const auto& [f, key, copy] : fields)
+      if (d.refused[i] == key) flag = f;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    refused += str("\n  ", flag, d.refused_text[i].substr(d.refused[i].size()));  // "--lr: saved 0.05, now 0.5"
+  }
+  SB_CHECK(refused.empty(), "--resume: ", given.out, " holds a run made with other settings than these flags ask for:",
+           refused, "\nA resume takes the run's own configuration, so these flags can be left out; only more --epochs "
+           "(or --steps) and another --threads may change. Use another --out for a different run, or --overwrite to "
+           "replace this one.");
+  return c;
+}
+
 void add_train_command(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("train", "train a model (defaults: unet-s with GroupNorm on the built-in shapes data)");
   auto flags = std::make_shared<ModelFlags>();
@@ -171,13 +281,21 @@ void add_train_command(CLI::App& app, Action& action) {
       install_stop_signals();  // first: a signal that comes while the data opens is not lost
       TrainConfig c = *cfg;
       c.shuffle = !*no_shuffle;
+      nlohmann::json saved;  // --resume: the run's own configuration, when it saved one
+      if (c.resume && !c.out.empty() && std::filesystem::is_directory(c.out)) saved = saved_run_config(c.out);
+      if (!saved.is_null()) {
+        check_outputs(c);  // an input that is one of the run's files says so, before any other refusal
+        c = resumed_config(*cmd, *flags, c, saved);
+      }
       if (c.steps == 0 && c.epochs == 0) c.epochs = 8;
-      check_train_flags(*cmd, c, flags->values);
+      check_train_flags(*cmd, c, saved.is_null() ? flags->values : c.spec.options);
       apply_threads(c.threads);
       c.threads = num_threads();
-      int64_t classes = flags->values.classes;
-      if (classes == 0) classes = open_dataset(c.data, Split::Train, 0, c.data_opt)->num_classes();
-      c.spec = flags->spec(classes);
+      if (saved.is_null()) {
+        int64_t classes = flags->values.classes;
+        if (classes == 0) classes = open_dataset(c.data, Split::Train, 0, c.data_opt)->num_classes();
+        c.spec = flags->spec(classes);
+      }
       warn_groups_wider_than_model(c.spec);
       if (!c.save.empty()) {  // checked now rather than after the whole training
         std::filesystem::path dir = std::filesystem::path(c.save).parent_path();
@@ -185,6 +303,12 @@ void add_train_command(CLI::App& app, Action& action) {
                  dir.string(), "' is not a directory");
         SB_CHECK(!std::filesystem::is_directory(c.save), "--save: '", c.save, "' is a directory; give a file name");
       }
+      // Without --out the run is saved in a fresh folder, chosen last so that a command refused
+      // above leaves nothing behind.
+      const bool fresh_out = c.out.empty();
+      SB_CHECK(!fresh_out || !c.resume, "--resume needs --out DIR (the run to continue)");
+      SB_CHECK(!fresh_out || !c.overwrite, "--overwrite needs --out DIR (the run to replace)");
+      if (fresh_out) c.out = fresh_run_dir();
       if (!c.out.empty() && c.save.empty()) c.save = c.out + "/model.safetensors";
       bool tty = isatty(STDOUT_FILENO);
       TrainHooks hooks;
@@ -214,12 +338,19 @@ void add_train_command(CLI::App& app, Action& action) {
                   c.steps ? str(c.steps, " steps").c_str() : str(c.epochs, " epochs").c_str(),
                   (unsigned long long)c.seed, c.threads);
       progress("on %s\n", platform_summary().c_str());
-      TrainResult r = train(c, nullptr, hooks);
+      if (fresh_out) progress("saving in %s (no --out given)\n", c.out.c_str());
+      TrainResult r;
+      try {
+        r = train(c, nullptr, hooks);
+      } catch (...) {
+        if (fresh_out) remove_if_unused(c.out);
+        throw;
+      }
       if (!r.skipped.empty()) std::fprintf(stderr, "%s\n", r.skipped.c_str());
       if (r.interrupted) {
         if (tty) progress("\r\033[K");
-        if (c.out.empty()) progress("interrupted at step %zu; nothing saved (no --out)\n", r.losses.size());
-        else progress("interrupted at step %zu; state saved in %s; continue with --resume\n", r.losses.size(), c.out.c_str());
+        progress("interrupted at step %zu; state saved in %s; continue with: smallbatch train --out %s --resume\n",
+                 r.losses.size(), c.out.c_str(), c.out.c_str());
         return 128 + stop_signal();
       }
       float final_loss = NAN;  // the last step's that had a labelled pixel
@@ -227,7 +358,8 @@ void add_train_command(CLI::App& app, Action& action) {
       progress("trained %zu steps in %s; final loss %s; best val mIoU %s%s\n", r.losses.size(),
                   fmt_duration(r.seconds).c_str(), fmt_metric(final_loss).c_str(), fmt_metric(r.best_miou).c_str(),
                   r.empty_batches ? str("; skipped ", r.empty_batches, " batches without a labelled pixel (all 255)").c_str() : "");
-      if (!c.save.empty()) progress("saved %s\n", c.save.c_str());
+      if (fresh_out) progress("saved in %s (metrics.csv, config.json, model.safetensors, best.safetensors)\n", c.out.c_str());
+      if (!c.save.empty() && (!fresh_out || c.save != c.out + "/model.safetensors")) progress("saved %s\n", c.save.c_str());
       return 0;
     };
   });
@@ -244,7 +376,7 @@ void add_eval_command(CLI::App& app, Action& action) {
     DataOptions dopt;
   };
   auto o = std::make_shared<Opts>();
-  flags->add(*cmd);
+  flags->add(*cmd, true);
   cmd->add_option("--weights", o->weights, "checkpoint (.safetensors; a train --out state.safetensors works too)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--data", o->data, "evaluation data (its validation split): shapes, tensors:FILE, folder:DIR, voc:DIR, pets:DIR")->capture_default_str();
   add_data_flags(*cmd, o->dopt, nullptr, nullptr);
@@ -285,6 +417,19 @@ void add_eval_command(CLI::App& app, Action& action) {
         if (classes == 0) classes = open_dataset(o->data, Split::Val, 0, o->dopt)->num_classes();
         spec = flags->spec(classes);
       }
+      // The size the model was trained at, unless --image-size says otherwise: a model trained on
+      // 32 x 32 crops scores something else at 64 x 64. tensors: data is used as it is.
+      if (cmd->count("--image-size") == 0 && o->data.rfind("tensors:", 0) != 0) {
+        int64_t trained = spec.image_size;
+        if (trained <= 0 && spec.data.rfind("shapes", 0) == 0) {
+          const size_t colon = spec.data.find(':');
+          try {
+            trained = parse_shapes_params(colon == std::string::npos ? "" : spec.data.substr(colon + 1)).size;
+          } catch (const std::exception&) {
+          }
+        }
+        if (trained > 0) o->dopt.image_size = trained;
+      }
       ModulePtr model = spec.build();
       model->load_state_dict(weights, true);
       if (o->bn_mode == "batch" && !norm_info(spec.options.norm.kind).traits.batch_statistics)
@@ -317,6 +462,7 @@ void add_eval_command(CLI::App& app, Action& action) {
       j["class_iou"] = nlohmann::json::array();
       for (double v : r.class_iou) j["class_iou"].push_back(num(v));
       j["confusion"] = r.confusion;
+      j["class_names"] = class_names(o->data, static_cast<int64_t>(r.class_iou.size()));
       if (o->json) {
         std::cout << j.dump() << "\n";
       } else {
@@ -333,9 +479,12 @@ void add_eval_command(CLI::App& app, Action& action) {
                     (long long)r.images, size.c_str(), o->bn_mode.c_str());
         std::printf("loss %.4f  pixel accuracy %.4f  mean IoU %.4f\n", r.loss, r.pixel_acc, r.miou);
         const size_t K = r.class_iou.size();
-        std::printf("\n%-10s %8s   confusion (rows: true class, columns: predicted; pixels)\n", "class", "IoU");
+        const std::vector<std::string> names = class_names(o->data, static_cast<int64_t>(K));
+        int w = 10;
+        for (const std::string& n : names) w = std::max(w, static_cast<int>(n.size()) + 4);
+        std::printf("\n%-*s %8s   confusion (rows: true class, columns: predicted; pixels)\n", w, "class", "IoU");
         for (size_t t = 0; t < K; ++t) {
-          std::printf("%-10s %8s  ", str("class ", t).c_str(),
+          std::printf("%-*s %8s  ", w, str(t, " ", names[t]).c_str(),
                       std::isnan(r.class_iou[t]) ? "-" : str(std::round(r.class_iou[t] * 1e4) / 1e4).c_str());
           for (size_t p = 0; p < K; ++p) std::printf(" %10lld", (long long)r.confusion[t * K + p]);
           std::printf("\n");

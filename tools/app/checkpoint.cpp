@@ -17,6 +17,7 @@ nlohmann::json ModelSpec::to_json() const {
     else if (f.written_when_zero || *f.number(o) != 0) j[f.key] = *f.number(o);
   }
   if (!data.empty()) j["data"] = data;
+  if (image_size > 0) j["image_size"] = image_size;  // absent when not given: older files match
   return j;
 }
 
@@ -36,6 +37,7 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
       else *f.number(s.options) = j.at(f.key).get<int64_t>();
     }
     s.data = j.value("data", std::string());
+    if (j.contains("image_size") && j.at("image_size").is_number_integer()) s.image_size = j.at("image_size").get<int64_t>();
   } catch (const nlohmann::json::exception& e) {
     fail(where, ": the model configuration is incomplete or malformed (", e.what(), ")");
   }

@@ -16,6 +16,7 @@ struct ModelSpec {
   std::string model = "unet-s";
   ModelOptions options;
   std::string data;  // the --data the model was trained on (optional): predict normalizes alike
+  int64_t image_size = 0;  // the --image-size it was trained at (0: not given): eval's default
 
   nlohmann::json to_json() const;
   // Throws naming `where` when a field is missing or has the wrong type.

@@ -7,8 +7,10 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "core/io/fileio.h"
+#include "tools/app/json_number.h"
 #include "core/io/safetensors.h"
 #include "core/platform.h"
 #include "core/threads.h"
@@ -50,7 +52,7 @@ void CompareConfig::apply_preset() {
     SB_CHECK(std::count(norms.begin(), norms.end(), n) == 1, "--norms: '", n, "' is listed twice");
   }
   if (norm_warmup_epochs == 0) norm_warmup_epochs = std::max<double>(1, std::round(epochs / 3.0));
-  SB_CHECK(norm_warmup_epochs > 0 && norm_warmup_epochs <= epochs, "--norm-warmup: expected epochs in (0, ",
+  SB_CHECK(norm_warmup_epochs > 0 && norm_warmup_epochs <= epochs, "--norm-warmup-epochs: expected epochs in (0, ",
            epochs, "], got ", norm_warmup_epochs);
   for (auto b : batch_sizes) SB_CHECK(b > 0, "--batch-sizes: batch sizes must be positive, got ", b);
   for (auto g : groups) SB_CHECK(g > 0, "--groups: must be positive, got ", g);
@@ -66,8 +68,8 @@ void CompareConfig::apply_preset() {
 nlohmann::json CompareConfig::to_json() const {
   nlohmann::json j = {{"preset", preset}, {"norms", norms}, {"groups", groups}, {"batch_sizes", batch_sizes},
           {"seeds", seeds}, {"epochs", epochs}, {"data", data}, {"model", model}, {"base_width", base_width},
-          {"lr_scaling", lr_scaling}, {"base_lr", base_lr}, {"ref_batch", ref_batch}, {"optim", optim},
-          {"momentum", momentum}, {"weight_decay", weight_decay}, {"warmup_epochs", warmup_epochs},
+          {"lr_scaling", lr_scaling}, {"base_lr", json_float(base_lr)}, {"ref_batch", ref_batch}, {"optim", optim},
+          {"momentum", json_float(momentum)}, {"weight_decay", json_float(weight_decay)}, {"warmup_epochs", warmup_epochs},
           {"norm_warmup_epochs", norm_warmup_epochs},
           {"limit", limit}, {"val_limit", val_limit}, {"image_size", image_size}, {"threads", threads},
           {"version", SMALLBATCH_VERSION}};
@@ -156,7 +158,7 @@ nlohmann::json RunOutcome::to_json() const {
                   {"images_per_s", e.images_per_s}});
   nlohmann::json g = nlohmann::json::array();
   for (auto& l : gaps) g.push_back({{"layer", l.layer}, {"mean_shift", l.mean_shift}, {"log_var_ratio", l.log_var_ratio}});
-  return {{"norm", spec.norm.kind}, {"groups", spec.norm.groups}, {"group_sweep", spec.group_sweep}, {"batch", spec.batch}, {"seed", spec.seed}, {"lr", spec.lr},
+  return {{"norm", spec.norm.kind}, {"groups", spec.norm.groups}, {"group_sweep", spec.group_sweep}, {"batch", spec.batch}, {"seed", spec.seed}, {"lr", json_float(spec.lr)},
           {"diverged", diverged}, {"note", note}, {"epochs", ep}, {"final_miou", num(final_miou)},
           {"best_miou", num(best_miou)}, {"batchstat_miou", num(batchstat_miou)},
           {"precise_miou", num(precise_miou)}, {"first_loss", num(first_loss)},
@@ -308,6 +310,65 @@ static void remove_stale_sweep_temporaries(const CompareConfig& cfg, const std::
   for (const RunSpec& r : plan) remove_stale_temporaries(cfg.out + "/runs/" + r.dir_name(), run_files);
 }
 
+// The flag that sets each key of compare.json, for messages.
+static std::string compare_flag(const std::string& key) {
+  static const std::map<std::string, std::string> flags = {
+      {"preset", "--preset"}, {"epochs", "--epochs"}, {"data", "--data"}, {"model", "--model"},
+      {"base_width", "--base-width"}, {"lr_scaling", "--lr-scaling"}, {"base_lr", "--lr"},
+      {"ref_batch", "--ref-batch"}, {"norm_warmup_epochs", "--norm-warmup-epochs"}, {"limit", "--limit"},
+      {"val_limit", "--val-limit"}, {"image_size", "--image-size"}, {"precise_bn", "--precise-bn"}};
+  auto it = flags.find(key);
+  return it != flags.end() ? it->second : key;
+}
+
+// A sweep continued in the same --out: its axes (norms, groups, batch sizes, seeds) are the
+// union of the saved ones and these, so a norm, batch size, group count or seed can be added and
+// the report covers every run; what every run shares (data, epochs, learning rate, width, ...)
+// must be the same, or the finished runs would not compare with the new ones. A difference there
+// is refused, naming each flag with its saved and new value.
+static void extend_sweep(CompareConfig& cfg, const nlohmann::json& saved, const std::function<void(const std::string&)>& log) {
+  static const std::set<std::string> axes = {"norms", "groups", "batch_sizes", "seeds", "threads", "version"};
+  nlohmann::json now = cfg.to_json();
+  std::string refused;
+  for (auto& [k, v] : now.items()) {
+    if (axes.count(k)) continue;
+    if (!saved.contains(k)) refused += str("\n  ", compare_flag(k), ": not in the saved sweep, now ", setting_text(v));
+    else if (!same_setting(saved[k], v))
+      refused += str("\n  ", compare_flag(k), ": saved ", setting_text(saved[k]), ", now ", setting_text(v));
+  }
+  for (auto& [k, v] : saved.items())
+    if (!axes.count(k) && !now.contains(k)) refused += str("\n  ", compare_flag(k), ": saved ", setting_text(v), ", now not set");
+  SB_CHECK(refused.empty(), "compare: ", cfg.out, " holds a sweep whose shared configuration differs from this one:",
+           refused, "\nA sweep can be extended with more --norms, --batch-sizes, --groups or --seeds, and its finished "
+           "runs are reused; a change to what every run shares needs another --out.");
+  std::vector<std::string> added;
+  try {
+    std::vector<std::string> norms = saved.at("norms");
+    for (const std::string& n : cfg.norms)
+      if (std::find(norms.begin(), norms.end(), n) == norms.end()) norms.push_back(n), added.push_back("norm " + n);
+    std::vector<int64_t> groups = saved.at("groups");
+    for (int64_t g : cfg.groups)
+      if (std::find(groups.begin(), groups.end(), g) == groups.end()) groups.push_back(g), added.push_back(str("groups ", g));
+    std::vector<int64_t> batches = saved.at("batch_sizes");
+    for (int64_t b : cfg.batch_sizes)
+      if (std::find(batches.begin(), batches.end(), b) == batches.end()) batches.push_back(b), added.push_back(str("batch ", b));
+    std::sort(batches.begin(), batches.end(), std::greater<>());
+    const int64_t seeds = saved.at("seeds");
+    if (cfg.seeds > seeds) added.push_back(str("seeds ", seeds, " to ", cfg.seeds));
+    cfg.norms = norms, cfg.groups = groups, cfg.batch_sizes = batches, cfg.seeds = std::max(seeds, cfg.seeds);
+    if (saved.contains("threads") && saved.at("threads") != now.at("threads"))
+      log(str("threads: ", cfg.threads, " (the sweep's earlier sessions used ", saved.at("threads").dump(),
+              "; the results do not depend on it)"));
+  } catch (const nlohmann::json::exception& e) {
+    fail(cfg.out, "/compare.json: the saved sweep's norms, groups, batch sizes or seeds are malformed (", e.what(), ")");
+  }
+  if (!added.empty()) {
+    std::string list;
+    for (const std::string& a : added) list += (list.empty() ? "" : ", ") + a;
+    log(str("extending the sweep in ", cfg.out, " with ", list, "; its finished runs are reused"));
+  }
+}
+
 double background_only_miou(const Dataset& val, const SampleTransform& tf) {
   std::vector<int64_t> counts(static_cast<size_t>(std::max<int64_t>(1, val.num_classes())), 0);
   int64_t labelled = 0;
@@ -353,11 +414,7 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
       if (cfg.precise_bn == 0) log("this sweep was started without PreciseBN; continuing it without");
       cfg.precise_bn = -1;
     }
-    nlohmann::json now = cfg.to_json();
-    saved.erase("version");
-    now.erase("version");
-    SB_CHECK(saved == now, "compare: ", cfg.out, " holds a sweep with a different configuration; use another --out."
-             "\n  saved: ", saved.dump(), "\n  now:   ", now.dump());
+    extend_sweep(cfg, saved, log);
     log(str("continuing the sweep in ", cfg.out));
   }
   auto plan = plan_runs(cfg);
@@ -398,26 +455,6 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     const RunSpec& spec = plan[i];
     std::string dir = cfg.out + "/runs/" + spec.dir_name();
     std::string result_path = dir + "/result.json";
-    if (fs::exists(result_path)) {
-      try {
-        result.runs.push_back(RunOutcome::from_json(nlohmann::json::parse(read_file(result_path))));
-        continue;
-      } catch (const std::exception& e) {
-        log(str(result_path, " is unreadable (", e.what(), "); running it again"));
-      }
-    }
-    double eta = NAN;
-    if (trained_runs) {
-      eta = 0;
-      for (size_t k = i; k < plan.size(); ++k) {
-        if (k > i && fs::exists(cfg.out + "/runs/" + plan[k].dir_name() + "/result.json")) continue;  // done
-        auto it = timed.find(plan[k].batch);
-        eta += it != timed.end() ? it->second.first / it->second.second : trained_seconds / trained_runs;
-      }
-    }
-    log(str("[run ", i + 1, "/", plan.size(), "] ", spec.label(), " batch ", spec.batch, " seed ", spec.seed,
-            " lr ", spec.lr, std::isnan(eta) ? std::string() : str("  (ETA ", static_cast<int>(eta / 60), "m",
-            static_cast<int>(std::fmod(eta, 60.0)), "s)")));
     TrainConfig tc;
     tc.spec.model = cfg.model;
     tc.spec.options.norm = spec.norm;
@@ -444,6 +481,46 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     tc.init = init_for_seed(cfg, classes, spec.seed);
     tc.init_strict = false;
     tc.out = dir;
+    if (fs::exists(result_path)) {
+      // A finished run is reused when its own configuration is this run's (the shared settings
+      // were checked above; this catches a folder from elsewhere). Its starting weights' path and
+      // thread count may differ: neither changes the result.
+      if (fs::exists(dir + "/config.json")) {
+        nlohmann::json mine = tc.to_json(), theirs;
+        try {
+          theirs = nlohmann::json::parse(read_file(dir + "/config.json"));
+        } catch (const std::exception& e) {
+          fail(dir, "/config.json: not valid JSON (", e.what(), "); move the run away to train it again");
+        }
+        mine.erase("init"), mine.erase("threads"), theirs.erase("init"), theirs.erase("threads");
+        ResumeDifferences d = resume_differences(theirs, mine);
+        std::string diff;
+        for (const std::string& t : d.refused_text) diff += "\n  " + t;
+        for (const std::string& t : d.allowed_text) diff += "\n  " + t;
+        SB_CHECK(diff.empty(), "compare: the finished run ", dir, " was trained with other settings than this "
+                 "sweep gives it:", diff, "\nMove that folder away to train it again, or use another --out.");
+      }
+      try {
+        RunOutcome done = RunOutcome::from_json(nlohmann::json::parse(read_file(result_path)));
+        done.spec.group_sweep = spec.group_sweep;  // a sweep extended with more --groups labels its G
+        result.runs.push_back(done);
+        continue;
+      } catch (const std::exception& e) {
+        log(str(result_path, " is unreadable (", e.what(), "); running it again"));
+      }
+    }
+    double eta = NAN;
+    if (trained_runs) {
+      eta = 0;
+      for (size_t k = i; k < plan.size(); ++k) {
+        if (k > i && fs::exists(cfg.out + "/runs/" + plan[k].dir_name() + "/result.json")) continue;  // done
+        auto it = timed.find(plan[k].batch);
+        eta += it != timed.end() ? it->second.first / it->second.second : trained_seconds / trained_runs;
+      }
+    }
+    log(str("[run ", i + 1, "/", plan.size(), "] ", spec.label(), " batch ", spec.batch, " seed ", spec.seed,
+            " lr ", spec.lr, std::isnan(eta) ? std::string() : str("  (ETA ", static_cast<int>(eta / 60), "m",
+            static_cast<int>(std::fmod(eta, 60.0)), "s)")));
     tc.resume = true;  // a run interrupted mid-way continues from its last saved state
     TrainHooks th;
     th.should_stop = hooks.should_stop;

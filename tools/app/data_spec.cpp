@@ -137,3 +137,26 @@ std::string sample_name(const Dataset& data, int64_t i) {
 }
 
 }  // namespace sb
+
+namespace sb {
+
+std::vector<std::string> class_names(const std::string& spec, int64_t classes) {
+  std::vector<std::string> names;
+  static const std::vector<std::string> voc = {
+      "background", "aeroplane", "bicycle", "bird",  "boat",        "bottle", "bus",   "car",  "cat",   "chair", "cow",
+      "diningtable", "dog",     "horse",   "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"};
+  try {
+    ParsedSpec p = parse_spec(spec);
+    if (p.kind == "shapes") names.assign(kShapesClasses.begin(), kShapesClasses.end());
+    else if (p.kind == "voc") names = voc;
+    else if (p.kind == "pets") names = {"background", "pet", "border"};
+    else if (p.kind == "folder") names = read_folder_info(p.arg).class_names;
+  } catch (const std::exception&) {  // names are a courtesy: a source that cannot say has none
+  }
+  names.resize(static_cast<size_t>(std::max<int64_t>(0, classes)));
+  for (size_t k = 0; k < names.size(); ++k)
+    if (names[k].empty()) names[k] = "class " + std::to_string(k);
+  return names;
+}
+
+}  // namespace sb

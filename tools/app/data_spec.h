@@ -55,6 +55,10 @@ TransformOptions transform_options(const std::string& spec, Split split, const D
 std::vector<SkippedSample> skipped_samples(const Dataset& data);
 std::string skip_report(const Dataset& data, size_t max_listed = 10);
 
+// The names of the `classes` classes of a --data SPEC, for tables: the shapes set's, Pascal VOC's,
+// Oxford-IIIT Pet's, a folder's dataset.json "class_names"; "class K" where the source has none.
+std::vector<std::string> class_names(const std::string& spec, int64_t classes);
+
 // "sample 12 (path/to/image.jpg)" for file sources, "sample 12" otherwise: for messages.
 std::string sample_name(const Dataset& data, int64_t i);
 

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/io/fileio.h"
+#include "tools/app/json_number.h"
 #include "core/ops.h"
 #include "core/io/safetensors.h"
 #include "datasets/loader.h"
@@ -39,13 +40,13 @@ nlohmann::json TrainConfig::to_json() const {
           {"epochs", epochs},
           {"shuffle", shuffle},
           {"optim", optim},
-          {"lr", lr},
-          {"momentum", momentum},
-          {"weight_decay", weight_decay},
+          {"lr", json_float(lr)},
+          {"momentum", json_float(momentum)},
+          {"weight_decay", json_float(weight_decay)},
           {"decay_norm_and_bias", decay_norm_and_bias},
           {"schedule", schedule},
           {"warmup_steps", warmup_steps},
-          {"clip_grad", clip_grad},
+          {"clip_grad", json_float(clip_grad)},
           {"seed", seed},
           {"threads", threads},
           {"init", init},
@@ -53,6 +54,68 @@ nlohmann::json TrainConfig::to_json() const {
           {"version", SMALLBATCH_VERSION}};
   if (precise_bn > 0) j["precise_bn"] = precise_bn;  // absent without it: the files of older runs match
   return j;
+}
+
+TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  TrainConfig c;
+  try {
+    c.spec = ModelSpec::from_json(j.at("model"), where);
+    c.data = j.at("data").get<std::string>();
+    c.val_data = j.at("val_data").get<std::string>();
+    c.data_opt.image_size = j.at("image_size").get<int64_t>();
+    c.data_opt.augment = j.at("augment").get<bool>();
+    c.data_opt.limit = j.at("limit").get<int64_t>();
+    c.val_limit = j.at("val_limit").get<int64_t>();
+    c.batch = j.at("batch").get<int64_t>();
+    c.steps = j.at("steps").get<int64_t>();
+    c.epochs = j.at("epochs").get<int64_t>();
+    c.shuffle = j.at("shuffle").get<bool>();
+    c.optim = j.at("optim").get<std::string>();
+    c.lr = j.at("lr").get<float>();
+    c.momentum = j.at("momentum").get<float>();
+    c.weight_decay = j.at("weight_decay").get<float>();
+    c.decay_norm_and_bias = j.at("decay_norm_and_bias").get<bool>();
+    c.schedule = j.at("schedule").get<std::string>();
+    c.warmup_steps = j.at("warmup_steps").get<int64_t>();
+    c.clip_grad = j.at("clip_grad").get<float>();
+    c.seed = j.at("seed").get<uint64_t>();
+    c.threads = j.at("threads").get<int>();
+    c.init = j.at("init").get<std::string>();
+    c.init_strict = j.at("init_strict").get<bool>();
+    c.precise_bn = j.value("precise_bn", int64_t{0});
+  } catch (const nlohmann::json::exception& e) {
+    fail(where, ": the run's configuration is incomplete or malformed (", e.what(), ")");
+  }
+  return c;
+}
+
+static void differences(const nlohmann::json& saved, const nlohmann::json& now, const std::string& prefix,
+                        ResumeDifferences& d) {
+  for (auto& [k, v] : now.items()) {
+    const std::string key = prefix + k;
+    if (key == "version") continue;
+    if (saved.contains(k) && saved[k].is_object() && v.is_object()) {
+      differences(saved[k], v, key + ".", d);
+      continue;
+    }
+    if (saved.contains(k) && same_setting(saved[k], v)) continue;
+    const bool more = (key == "epochs" || key == "steps") && saved.contains(k) && saved[k].is_number_integer() &&
+                      saved[k].get<int64_t>() > 0 && v.get<int64_t>() > saved[k].get<int64_t>();
+    if (more || (key == "threads" && saved.contains(k))) {
+      d.allowed_text.push_back(str(key == "threads" ? "--threads " : "--" + key + " ", v.dump(), " (was ",
+                                   saved[k].dump(), ")"));
+      continue;
+    }
+    d.refused.push_back(key);
+    d.refused_text.push_back(saved.contains(k) ? str(key, ": saved ", setting_text(saved[k]), ", now ", setting_text(v))
+                                               : str(key, ": not in the saved configuration"));
+  }
+}
+
+ResumeDifferences resume_differences(const nlohmann::json& saved, const nlohmann::json& now) {
+  ResumeDifferences d;
+  differences(saved, now, "", d);
+  return d;
 }
 
 std::string metrics_csv_header() { return "epoch,step,lr,train_loss,val_loss,val_pixel_acc,val_miou\n"; }
@@ -237,15 +300,26 @@ const std::vector<std::string>& train_output_files() {
   return files;
 }
 
-// Lists the settings that differ between a saved config.json and this run's.
-static std::string config_differences(const nlohmann::json& saved, const nlohmann::json& now) {
+static void log_message(const TrainHooks& hooks, const std::string& m);
+
+// The saved configuration against this run's: a key that may not change is refused, naming each
+// (and `where` it was saved); what may change (more epochs, the thread count) is said.
+static void check_resume_config(const TrainConfig& cfg, const nlohmann::json& saved, const nlohmann::json& now,
+                                const std::string& where, const TrainHooks& hooks) {
+  ResumeDifferences d = resume_differences(saved, now);
   std::string diff;
-  for (auto& [k, v] : now.items()) {
-    if (k == "version") continue;
-    if (!saved.contains(k)) diff += str("\n  ", k, ": not in the saved configuration");
-    else if (saved[k] != v) diff += str("\n  ", k, ": saved ", saved[k].dump(), ", now ", v.dump());
-  }
-  return diff;
+  for (const std::string& t : d.refused_text) diff += "\n  " + t;
+  SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff, "\n(as its ",
+           where, " records; leave those flags out to continue it as it was, use another --out, or --overwrite to "
+           "replace the run)");
+  for (const std::string& t : d.allowed_text) log_message(hooks, "resuming with " + t);
+  if (!saved.is_object() || !now.contains("schedule")) return;
+  const bool longer = (now.value("epochs", int64_t{0}) > saved.value("epochs", int64_t{0})) ||
+                      (now.value("steps", int64_t{0}) > saved.value("steps", int64_t{0}));
+  if (longer && (now.value("schedule", std::string("const")) != "const"))
+    log_message(hooks, str("note: the ", now.value("schedule", std::string()), " learning-rate schedule now spans the "
+                           "longer run, so the steps still to come follow it; the run will differ from one started "
+                           "with that length"));
 }
 
 // The file a "tensors:FILE" data spec reads, or "" for any other source.
@@ -256,7 +330,7 @@ static std::string tensors_file(const std::string& spec) {
 // Before any work: no output may be an input (--save over --init or the data), and no input or
 // --save may be a file the run in --out writes (its state, best, metrics, ...), compared as
 // files, not as strings; and every output name must leave room for its temporary's suffix.
-static void check_outputs(const TrainConfig& cfg) {
+void check_outputs(const TrainConfig& cfg) {
   std::vector<std::pair<std::string, std::string>> inputs;  // (flag, path)
   if (!cfg.init.empty()) inputs.push_back({"--init", cfg.init});
   if (std::string f = tensors_file(cfg.data); !f.empty()) inputs.push_back({"--data", f});
@@ -341,9 +415,7 @@ static void open_saved_state(const TrainConfig& cfg, OutDir& out, const nlohmann
   SB_CHECK(c != out.saved_state.metadata.end(), out.state_path,
            ": the training state has no configuration in its metadata");
   nlohmann::json saved = parse_json(c->second, out.state_path + " (its configuration)");
-  std::string diff = config_differences(saved, now);
-  SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff,
-           "\n(as its state.safetensors records; use another --out, or --overwrite to replace the run)");
+  check_resume_config(cfg, saved, now, "state.safetensors", hooks);
   bool config_ok = false;
   if (fs::exists(out.config_path)) {
     try {
@@ -351,20 +423,32 @@ static void open_saved_state(const TrainConfig& cfg, OutDir& out, const nlohmann
     } catch (const std::exception&) {
     }
   }
-  if (!config_ok) {  // lost or rewritten: restore the run's own
+  if (!config_ok)  // lost or rewritten: restore the run's own
     log_message(hooks, str(out.config_path, " is missing or differs from the state's configuration; restoring it"));
-    write_file_atomic(out.config_path, saved.dump(2) + "\n");
-  }
+  // This session's configuration (with more epochs, or another thread count, when it says so).
+  if (!config_ok || saved != now)
+    write_file_atomic(out.config_path, now.dump(2) + "\n");
   out.resuming = true;
+}
+
+nlohmann::json saved_run_config(const std::string& out) {
+  const std::string state = out + "/state.safetensors", config = out + "/config.json";
+  if (fs::exists(state)) {
+    TensorFile f = load_safetensors(state);
+    auto c = f.metadata.find("config");
+    SB_CHECK(c != f.metadata.end(), state, ": the training state has no configuration in its metadata");
+    return parse_json(c->second, state + " (its configuration)");
+  }
+  if (fs::exists(config)) return parse_json(read_file(config), config);
+  return nullptr;
 }
 
 // A fresh start: never over a different run's configuration (--resume), nor over anything
 // without --overwrite. Writing the configuration first also proves the folder writable.
-static void start_fresh(const TrainConfig& cfg, const OutDir& out, const nlohmann::json& now) {
-  if (cfg.resume && fs::exists(out.config_path)) {
-    std::string diff = config_differences(parse_json(read_file(out.config_path), out.config_path), now);
-    SB_CHECK(diff.empty(), "--resume: ", cfg.out, " was made with a different configuration:", diff);
-  }
+static void start_fresh(const TrainConfig& cfg, const OutDir& out, const nlohmann::json& now,
+                        const TrainHooks& hooks) {
+  if (cfg.resume && fs::exists(out.config_path))
+    check_resume_config(cfg, parse_json(read_file(out.config_path), out.config_path), now, "config.json", hooks);
   if (!cfg.resume && !cfg.overwrite) {
     std::vector<std::string> held;
     for (auto& e : fs::directory_iterator(cfg.out))
@@ -397,7 +481,7 @@ static OutDir open_out_dir(const TrainConfig& cfg, const TrainHooks& hooks) {
   remove_stale_temporaries(cfg.out, train_output_files());
   nlohmann::json now = cfg.to_json();
   if (cfg.resume && fs::exists(out.state_path)) open_saved_state(cfg, out, now, hooks);
-  else start_fresh(cfg, out, now);
+  else start_fresh(cfg, out, now, hooks);
   return out;
 }
 
@@ -473,6 +557,7 @@ static void build_model(Session& s) {
   s.named = s.model->named_parameters();
   s.saved_spec = spec;
   s.saved_spec.data = cfg.data;
+  s.saved_spec.image_size = cfg.data_opt.image_size;
 }
 
 // Sizes that parse but are unlikely to be meant, checked once the data is open (issue 19): a batch

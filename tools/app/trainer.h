@@ -52,7 +52,24 @@ struct TrainConfig {
 
   // Every setting that changes the result, for config.json and for checking --resume.
   nlohmann::json to_json() const;
+  // The settings of to_json() read back (the others keep their defaults); throws naming `where`.
+  static TrainConfig from_json(const nlohmann::json& j, const std::string& where);
 };
+
+// The configuration of the run saved in `out`: its state's (the authority), else its config.json;
+// null when there is neither (nothing to resume). Throws when the one it reads is damaged.
+nlohmann::json saved_run_config(const std::string& out);
+
+// What a resume may change in a saved configuration without changing the run: more epochs or
+// steps (the run goes on further), and the thread count (the built-in models' results do not
+// depend on it). Every other key of `now` that differs from `saved` is returned, in order, as
+// "key: saved X, now Y" (nested keys as "model.norm"); "version" never counts.
+struct ResumeDifferences {
+  std::vector<std::string> refused;       // keys that may not change
+  std::vector<std::string> refused_text;  // "key: saved X, now Y", per refused key
+  std::vector<std::string> allowed_text;  // what changes, for the user: "--epochs 12 (was 8)"
+};
+ResumeDifferences resume_differences(const nlohmann::json& saved, const nlohmann::json& now);
 
 struct StepReport {
   int64_t step, total_steps, epoch, epochs;  // step is 1-based after the update
@@ -88,6 +105,11 @@ struct TrainHooks {
   // Messages for the user (resumed, started fresh, ...).
   std::function<void(const std::string&)> log;
 };
+
+// Before any work: no output may be an input (--save over --init or tensors: data), no input or
+// --save may be a file the run in cfg.out writes, and every output name leaves room for its
+// temporary. train() calls it; the command line also calls it before it reads a saved run.
+void check_outputs(const TrainConfig& cfg);
 
 // What train() throws when the run diverges: the loss or a gradient went non-finite, or the loss
 // exploded. what() is the message for the user; compare records such a run as diverged.

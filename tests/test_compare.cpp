@@ -92,7 +92,7 @@ TEST_CASE("compare: a tiny sweep writes every output, and an interrupted sweep c
   std::filesystem::remove_all(base);
 }
 
-TEST_CASE("compare: a finished sweep is extended with a seed, a batch size or a norm; its runs are reused") {
+TEST_CASE("compare: a finished sweep is extended with a seed, a batch size or a norm, and its runs are reused") {
   sbtest::TempDir t("sb_compare_extend");
   CompareConfig a = tiny(t / "s");
   a.norms = {"gn"};

@@ -215,7 +215,7 @@ TEST_CASE("outputs: a --save name too long for its temporary is refused before t
   CHECK(logits.err.find("--save-logits: the file name") != std::string::npos);
 }
 
-TEST_CASE("output folder: --resume takes the saved configuration; more --epochs and another --threads are said") {
+TEST_CASE("output folder: --resume takes the saved configuration, and more --epochs or another --threads are said") {
   sbtest::TempDir t("sb_resume_saved");
   std::string out = t / "run";
   REQUIRE(sbtest::run_cli(kTrain + " --norm bn --epochs 1 --lr 0.05 --out " + out).code == 0);

@@ -61,13 +61,14 @@ struct Launch {
   double seconds = 0;
 };
 
-// `timeout` bounds a hang: a test that waits for ever is a failure, not a stuck CI job.
+// `timeout` bounds a hang: a test that waits for ever is a failure, not a stuck CI job. No
+// single-copy shared memory (CMA): containers often forbid the ptrace access it needs.
 Launch run_mpi(int ranks, const std::string& command, int timeout_s = 240) {
   static int counter = 0;
   const std::string log = (fs::temp_directory_path() / ("sb_mpi_" + std::to_string(::getpid()) + "_" +
                                                         std::to_string(counter++) + ".log")).string();
   const std::string cmd = "timeout " + std::to_string(timeout_s) + " " + find_mpirun() +
-                          " --allow-run-as-root --oversubscribe --bind-to none -np " + std::to_string(ranks) + " " +
+                          " --allow-run-as-root --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none -np " + std::to_string(ranks) + " " +
                           command + " >" + log + " 2>&1";
   const auto t0 = std::chrono::steady_clock::now();
   const int rc = std::system(cmd.c_str());

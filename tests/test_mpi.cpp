@@ -329,4 +329,18 @@ TEST_CASE("mpi: ranks started with different flags are refused naming the flag, 
   CHECK(failing.code != 0);
   CHECK_MESSAGE(failing.out.find("rank 1 of 2: SMALLBATCH_BUCKET_KB") != std::string::npos, failing.out);
   CHECK(failing.seconds < 30);
+  // A bad checkpoint on --resume: rank 0 fails reading it while rank 1 waits in the start-up
+  // checks; both end, with rank 0's message naming the file.
+  sbtest::TempDir dir("sb_mpi_bad_state");
+  const Launch first = run_mpi(2, base + " --batch 2 --out " + (dir / "run"), 60);
+  REQUIRE_MESSAGE(first.code == 0, first.out);
+  {
+    std::ofstream damaged(dir / "run/state.safetensors", std::ios::binary | std::ios::trunc);
+    damaged << "not a safetensors file";
+  }
+  const Launch resumed = run_mpi(2, base + " --batch 2 --resume --out " + (dir / "run"), 60);
+  CHECK(resumed.code != 0);
+  CHECK_MESSAGE(resumed.out.find("rank 0 of 2: ") != std::string::npos, resumed.out);
+  CHECK_MESSAGE(resumed.out.find("state.safetensors") != std::string::npos, resumed.out);
+  CHECK(resumed.seconds < 30);
 }

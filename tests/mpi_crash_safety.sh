@@ -28,7 +28,12 @@ now_ms() { date +%s%3N; }
 random_delay() { local ms=$(( (RANDOM * 32768 + RANDOM) % ($1 + 1) )); printf '%d.%03d' $((ms / 1000)) $((ms % 1000)); }
 
 # No single-copy shared memory (CMA): containers often forbid the ptrace access it needs.
-mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none -np 2)
+mpi=(mpirun --allow-run-as-root --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none)
+# The sanitizer build: see run_mpi in tests/test_mpi.cpp.
+if [ -n "${ASAN_OPTIONS:-}" ]; then
+  mpi+=(--mca mca_base_component_disable_dlclose 1 -x "ASAN_OPTIONS=$ASAN_OPTIONS:fast_unwind_on_malloc=0")
+fi
+mpi+=(-np 2)
 train=(train --data "shapes:train=24,val=6,size=16" --base-width 4 --norm syncbn --batch 2 --epochs 4 --lr 0.05
        --seed 5 --threads 1 --workers 1)
 files=(model.safetensors best.safetensors state.safetensors metrics.csv config.json)

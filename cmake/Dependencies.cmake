@@ -38,3 +38,12 @@ find_path(STB_INCLUDE_DIR stb_image.h PATHS /usr/include/stb)
 if(NOT STB_INCLUDE_DIR)
   message(FATAL_ERROR "stb not found: apt-get install libstb-dev")
 endif()
+
+# MPI (Debian: openmpi-bin, libopenmpi-dev), optional: with it, `mpirun -np R smallbatch train`
+# trains one model on R processes. Only the C bindings: tools/app/mpi_launch.cpp is the one file
+# that includes <mpi.h>. Without it the build is complete and a launch under mpirun is refused.
+# Only for the command line and its app library (the fuzz build has neither).
+if((NOT DEFINED SMALLBATCH_MPI OR SMALLBATCH_MPI) AND (NOT DEFINED SMALLBATCH_BUILD_TOOLS OR SMALLBATCH_BUILD_TOOLS))
+  enable_language(C)  # FindMPI checks the C bindings with the C compiler
+  find_package(MPI COMPONENTS C)
+endif()

@@ -125,7 +125,10 @@ void Var::backward(const Tensor& grad_output) const {
   // Reverse post-order is a topological order from the root towards the leaves.
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     NodePtr n = std::move(*it);
-    if (n->is_leaf) continue;
+    if (n->is_leaf) {
+      if (n->on_grad_ready) n->on_grad_ready(*n);
+      continue;
+    }
     if (n->grad.defined() && n->backward) n->backward(*n);
     // Free the graph as we go: saved tensors live in the closure, inputs keep nodes alive.
     n->backward = nullptr;

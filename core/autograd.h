@@ -26,6 +26,10 @@ struct Node {
   const char* op = "leaf";
   std::vector<NodePtr> inputs;             // owned: the graph is a DAG freed with its root
   std::function<void(Node& self)> backward;  // reads self.grad, accumulates into inputs
+  // Leaves: called by backward() once this leaf's gradient is final, i.e. every op that feeds it
+  // has run, while the rest of the graph is still being swept. Data-parallel training starts a
+  // bucket's all-reduce from here, overlapping communication with the rest of backward.
+  std::function<void(Node& self)> on_grad_ready;
 
   Node() = default;
   Node(const Node&) = delete;

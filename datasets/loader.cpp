@@ -53,6 +53,8 @@ DataLoader::DataLoader(DatasetPtr data, LoaderOptions opt) : data_(std::move(dat
   SB_CHECK(!opt_.drop_last || data_->size() >= opt_.batch_size, "DataLoader: drop_last with batch size ",
            opt_.batch_size, " leaves no batch from ", data_->size(), " samples");
   if (opt_.prefetch < 1) opt_.prefetch = 1;
+  SB_CHECK(opt_.shards >= 1 && opt_.shard >= 0 && opt_.shard < opt_.shards, "DataLoader: shard ", opt_.shard, " of ",
+           opt_.shards, " does not exist");
 }
 
 DataLoader::~DataLoader() { stop_workers(); }
@@ -106,6 +108,14 @@ Batch DataLoader::load(const Job& job) const {
 
 void DataLoader::start(std::vector<Job> jobs) {
   stop_workers();
+  if (opt_.shards > 1)
+    for (Job& j : jobs) {
+      const int64_t n = static_cast<int64_t>(j.indices.size());
+      const int64_t lo = opt_.shard * n / opt_.shards, hi = (opt_.shard + 1) * n / opt_.shards;
+      SB_CHECK(hi > lo, "DataLoader: a batch of ", n, " samples leaves shard ", opt_.shard, " of ", opt_.shards, " empty");
+      j.indices = std::vector<int64_t>(j.indices.begin() + lo, j.indices.begin() + hi);
+      j.epochs = std::vector<int64_t>(j.epochs.begin() + lo, j.epochs.begin() + hi);
+    }
   jobs_ = std::move(jobs);
   ready_.assign(jobs_.size(), Batch{});
   done_.assign(jobs_.size(), 0);

@@ -30,6 +30,10 @@ struct LoaderOptions {
   int workers = 2;      // background threads; 0 loads on the calling thread
   int prefetch = 4;     // batches decoded ahead
   SampleTransform transform;  // optional
+  // One rank's part of every batch in data-parallel training: of a batch of n samples, the
+  // positions [shard * n / shards, (shard + 1) * n / shards), so the shards of the ranks together
+  // are the batch one process would load. 0 of 1: the whole batch.
+  int shard = 0, shards = 1;
 };
 
 // The order of sample indices for `epoch`: a seeded permutation, or 0..n-1 without shuffle.

@@ -20,6 +20,9 @@ const std::vector<ModelOptionField>& model_option_fields() {
       {"norm_warmup", "training steps of brn's r_max/d_max ramp and of frozenbn's warm-up before freezing "
                       "(train: 0 means one epoch)",
        nullptr, [](O& o) { return &o.norm.warmup; }, 0, true, false, false},
+      {"syncbn_group", "ranks whose batches syncbn normalizes together, in groups of this many consecutive ranks "
+                       "(0: all ranks of the run)",
+       nullptr, [](O& o) { return &o.norm.sync_group; }, 0, true, false, false},
   };
   return fields;
 }

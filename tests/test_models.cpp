@@ -231,7 +231,7 @@ TEST_CASE("models: bad unet and fcn configurations are clear errors") {
     o.depth = -1;
     CHECK_THROWS_WITH_AS(make_model(name, o), doctest::Contains("got -1"), Error);
     o = small_options("xn", 2);
-    CHECK_THROWS_WITH_AS(make_model(name, o), has(n + ": unknown norm 'xn' (known: bn, gn, ln, in, none, gn+ws, brn, frozenbn, frn, evonorm-s0, evonorm-b0)"),
+    CHECK_THROWS_WITH_AS(make_model(name, o), has(n + ": unknown norm 'xn' (known: bn, syncbn, gn, ln, in, none, gn+ws, brn, frozenbn, frn, evonorm-s0, evonorm-b0)"),
                          Error);
     o = small_options("gn", 2, 12, 8);  // 12 channels in 8 groups
     CHECK_THROWS_WITH_AS(make_model(name, o), has(n + ": norm 'gn' with groups=8 cannot split"), Error);

@@ -95,7 +95,7 @@ TEST_CASE("unet-s: matches PyTorch without normalization (none)") { check_unet_p
 TEST_CASE("unet-s: bad settings are clear errors") {
   ModelOptions opt;
   opt.norm.kind = "xn";
-  CHECK_THROWS_WITH_AS(make_model("unet-s", opt), doctest::Contains("unknown norm 'xn' (known: bn, gn, ln, in, none, gn+ws, brn, frozenbn, frn, evonorm-s0, evonorm-b0)"), Error);
+  CHECK_THROWS_WITH_AS(make_model("unet-s", opt), doctest::Contains("unknown norm 'xn' (known: bn, syncbn, gn, ln, in, none, gn+ws, brn, frozenbn, frn, evonorm-s0, evonorm-b0)"), Error);
   CHECK_THROWS_WITH_AS(make_model("unet-xl"), doctest::Contains("unknown model 'unet-xl' (known: unet-s"), Error);
   opt.norm.kind = "gn";
   opt.norm.groups = 3;  // 16 channels in 3 groups

@@ -21,6 +21,7 @@
 #include "layers/norm/norm.h"
 #include "tools/app/data_spec.h"
 #include "tools/app/precise_bn.h"
+#include "tools/app/mpi_launch.h"
 #include "tools/app/trainer.h"
 #include "tools/cli.h"
 
@@ -277,6 +278,7 @@ void add_train_command(CLI::App& app, Action& action) {
       ->check(Positive);
   cmd->callback([=, &action] {
     action = [=]() -> int {
+      join_mpi_launch("train");  // under mpirun or srun: one rank of a data-parallel run
       stdout_is_progress();    // the results go to --out and --save
       install_stop_signals();  // first: a signal that comes while the data opens is not lost
       TrainConfig c = *cfg;

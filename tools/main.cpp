@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/distributed.h"
 #include "core/errors.h"
 #include "core/platform.h"
 #include "core/threads.h"
@@ -79,6 +80,19 @@ int parse_error(CLI::App& app, const CLI::ParseError& e) {
   return e.get_exit_code();
 }
 
+// "rank 1 of 4: " in a data-parallel run, else "".
+std::string rank_prefix() {
+  const sb::Communicator& w = sb::world();
+  return w.size() > 1 ? "rank " + std::to_string(w.rank()) + " of " + std::to_string(w.size()) + ": " : "";
+}
+
+// A failed rank ends the whole job at once (its message already printed): the other ranks would
+// otherwise wait for it in their next collective for ever.
+int end_job(int status) {
+  if (sb::world().size() > 1) sb::world().abort(status);
+  return status;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -121,11 +135,9 @@ int main(int argc, char** argv) {
     sb::check_environment();
     int status = action();
     return sb::cli::finish_stdout(status, app.get_subcommands()[0]->get_name());
-  } catch (const sb::Error& e) {
-    std::cerr << "smallbatch " << app.get_subcommands()[0]->get_name() << ": error: " << e.what() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "smallbatch " << app.get_subcommands()[0]->get_name() << ": error: " << e.what() << "\n";
-    return 1;
+  } catch (const std::exception& e) {  // sb::Error and the rest
+    std::cerr << "smallbatch " << app.get_subcommands()[0]->get_name() << ": error: " << rank_prefix() << e.what()
+              << "\n";
+    return end_job(1);
   }
 }

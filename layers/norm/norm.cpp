@@ -8,6 +8,7 @@
 #include "layers/norm/batch_renorm.h"
 #include "layers/norm/evo_norm.h"
 #include "layers/norm/group_norm.h"
+#include "layers/norm/sync_batch_norm.h"
 #include "layers/simple.h"
 
 namespace sb {
@@ -26,11 +27,17 @@ ModulePtr make_gn(const NormSpec& s, int64_t c, Activation act) {
 }
 
 // Traits, in NormTraits' order: batch_statistics, running_statistics, conv_bias,
-// weight_standardization, uses_groups, uses_warmup, includes_activation.
+// weight_standardization, uses_groups, uses_warmup, includes_activation, uses_sync_group.
 const std::vector<NormInfo> kRegistry = {
     {"bn", "BatchNorm2d(C)", {true, true, false, false, false, false},
      [](const NormSpec&, int64_t c, Activation act) -> ModulePtr {
        return std::make_shared<BatchNorm2d>(c, bn_config(act));
+     }},
+    {"syncbn", "SyncBatchNorm(C): BatchNorm whose statistics span the ranks of a data-parallel run "
+               "(groups of --syncbn-group consecutive ranks); bn in a single process",
+     {true, true, false, false, false, false, false, true},
+     [](const NormSpec& s, int64_t c, Activation act) -> ModulePtr {
+       return std::make_shared<SyncBatchNorm>(c, static_cast<int>(s.sync_group), bn_config(act));
      }},
     {"gn", "GroupNorm(min(groups, C), C)", {false, false, false, false, true, false}, make_gn},
     {"ln", "GroupNorm(1, C), LayerNorm over (C, H, W)", {},
@@ -126,6 +133,7 @@ NormSpec NormSpec::parse(const std::string& text) {
     const std::string key = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
     if (key == "groups" && t.uses_groups) s.groups = parse_setting(text, key, value);
     else if (key == "warmup" && t.uses_warmup) s.warmup = parse_setting(text, key, value);
+    else if (key == "group" && t.uses_sync_group) s.sync_group = parse_setting(text, key, value);
     else fail("norm '", text, "': '", s.kind, "' has no setting '", key, "'");
   }
   return s;
@@ -135,6 +143,7 @@ std::string NormSpec::format() const {
   const NormTraits& t = norm_info(kind).traits;
   if (t.uses_groups) return str(kind, "(groups=", groups, ")");
   if (t.uses_warmup) return str(kind, "(warmup=", warmup, ")");
+  if (t.uses_sync_group) return sync_group > 0 ? str(kind, "(group=", sync_group, ")") : kind;
   return kind;
 }
 

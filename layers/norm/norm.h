@@ -18,7 +18,9 @@ struct NormSpec {
   std::string kind = "gn";  // a registry name: bn, gn, ln, in, none, gn+ws, brn, frozenbn, frn, ...
   int64_t groups = 8;       // read by norms with traits.uses_groups; narrower layers get min(groups, C)
   int64_t warmup = 0;       // training steps, read by norms with traits.uses_warmup
-  // "gn", or with the settings the kind reads: "gn(groups=4)", "brn(warmup=30)". Throws naming
+  int64_t sync_group = 0;   // ranks whose batches are normalized together, in groups of this many
+                            // consecutive ranks (0: all), read by norms with traits.uses_sync_group
+  // "gn", or with the settings the kind reads: "gn(groups=4)", "brn(warmup=30)", "syncbn(group=2)". Throws naming
   // the known kinds for an unknown one, and the setting for a malformed one.
   static NormSpec parse(const std::string& text);
   // The inverse of parse: the kind, then the settings its traits say it reads.
@@ -36,6 +38,7 @@ struct NormTraits {
   bool includes_activation = false;     // is a normalization-activation layer (FRN + TLU, EvoNorm):
                                         // its factory ignores the requested activation, which the
                                         // layer replaces, so nothing else is applied after it
+  bool uses_sync_group = false;         // reads NormSpec::sync_group (syncbn)
 };
 
 // One registry entry. `make` builds the layer for `channels` channels with the activation that

@@ -28,7 +28,10 @@ namespace fs = std::filesystem;
 void CompareConfig::apply_preset() {
   SB_CHECK(preset == "quick" || preset == "full", "--preset: expected quick or full, got '", preset, "'");
   bool quick = preset == "quick";
-  if (norms.empty()) norms = quick ? std::vector<std::string>{"bn", "gn"} : norm_kinds();
+  if (norms.empty()) {
+    norms = quick ? std::vector<std::string>{"bn", "gn"} : norm_kinds();
+    std::erase(norms, std::string("syncbn"));  // compare runs one process, where syncbn is bn
+  }
   if (groups.empty()) groups = {8};
   if (batch_sizes.empty()) batch_sizes = quick ? std::vector<int64_t>{16, 8, 4, 2} : std::vector<int64_t>{32, 16, 8, 4, 2, 1};
   if (seeds == 0) seeds = 3;

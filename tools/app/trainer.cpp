@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "core/distributed.h"
 #include "core/io/fileio.h"
 #include "tools/app/json_number.h"
 #include "core/ops.h"
@@ -19,6 +20,7 @@
 #include "layers/norm/batch_norm.h"
 #include "layers/norm/evo_norm.h"
 #include "optim/optimizer.h"
+#include "tools/app/data_parallel.h"
 #include "tools/app/precise_bn.h"
 #include "optim/schedule.h"
 
@@ -53,6 +55,7 @@ nlohmann::json TrainConfig::to_json() const {
           {"init_strict", init_strict},
           {"version", SMALLBATCH_VERSION}};
   if (precise_bn > 0) j["precise_bn"] = precise_bn;  // absent without it: the files of older runs match
+  if (world().size() > 1) j["ranks"] = world().size();  // data-parallel: --batch is per rank
   return j;
 }
 
@@ -506,6 +509,7 @@ struct Session {
   float first_loss = NAN;  // the first step's loss that was not an all-ignored batch's
   Clock::time_point session_start, epoch_start;
   int64_t session_first_step = 0, epoch_images = 0;
+  std::unique_ptr<GradientBuckets> buckets;  // data-parallel (world() has several ranks); else null
 };
 
 // The training data, and the validation data with its transform.
@@ -537,7 +541,7 @@ static void build_model(Session& s) {
   // brn and frozenbn count their warm-up in steps; 0 asks for one epoch of them.
   ModelSpec spec = cfg.spec;
   if (norm_info(spec.options.norm.kind).traits.uses_warmup && spec.options.norm.warmup == 0)
-    spec.options.norm.warmup = std::max<int64_t>(1, s.train_data->size() / cfg.batch);
+    spec.options.norm.warmup = std::max<int64_t>(1, s.train_data->size() / (cfg.batch * world().size()));
   manual_seed(cfg.seed);
   s.model = spec.build();
   s.model->assign_paths();
@@ -585,14 +589,21 @@ static void check_run_sizes(const TrainConfig& cfg, int64_t n, int64_t steps_per
 static void make_loader(Session& s) {
   const TrainConfig& cfg = s.cfg;
   LoaderOptions lo;
-  lo.batch_size = cfg.batch;
+  // Data-parallel: the loader plans the global batches of R x B and this rank loads its shard.
+  const int64_t global_batch = cfg.batch * world().size();
+  lo.batch_size = global_batch;
+  lo.shard = world().rank(), lo.shards = world().size();
   lo.shuffle = cfg.shuffle;
   lo.seed = cfg.seed;
   lo.workers = cfg.loader_workers;
   lo.transform = make_transform(cfg.data, Split::Train, cfg.data_opt);
   s.loader = std::make_unique<DataLoader>(s.train_data, lo);
   int64_t n = s.train_data->size();
-  s.steps_per_epoch = cfg.epochs > 0 ? s.loader->batches_per_epoch() : (n + cfg.batch - 1) / cfg.batch;
+  s.steps_per_epoch = cfg.epochs > 0 ? s.loader->batches_per_epoch() : (n + global_batch - 1) / global_batch;
+  SB_CHECK(cfg.steps > 0 || n % global_batch == 0 || n % global_batch >= world().size(), "--batch ", cfg.batch,
+           " on ", world().size(), " ranks: the last batch of each epoch holds ", n % global_batch, " of the ", n,
+           " samples, fewer than the ranks, which would leave a rank without an image; change --batch or --limit, "
+           "or use --steps");
   check_run_sizes(cfg, n, s.steps_per_epoch);
   s.total = cfg.steps > 0 ? cfg.steps : cfg.epochs * s.steps_per_epoch;
   s.n_epochs = (s.total + s.steps_per_epoch - 1) / s.steps_per_epoch;
@@ -632,7 +643,7 @@ static bool resume(Session& s, const OutDir& out) {
 // kill landed.
 static void save_run(const Session& s, bool epoch_end, bool improved) {
   const TrainConfig& cfg = s.cfg;
-  if (cfg.out.empty()) return;
+  if (cfg.out.empty() || world().rank() != 0) return;  // rank 0 writes for the job
   if (epoch_end) {
     std::string csv = metrics_csv_header(), timing = timing_csv_header();
     for (auto& r : s.st.records) csv += metrics_csv_row(r), timing += timing_csv_row(r);
@@ -699,8 +710,49 @@ struct StepResult {
   float loss = NAN, grad_norm = NAN;  // the norm before clipping
 };
 
+// One optimizer step of a data-parallel run, on this rank's shard b of the global batch. Each
+// rank's loss is weighted by its share of the global batch's labelled pixels before backward, so
+// the gradients summed over ranks (in buckets, during backward) are those of the global batch's
+// mean loss, as one process at R x B would compute them; the loss reported is the global one. A
+// rank without a labelled pixel still runs forward and backward (with a zero gradient), since
+// SyncBatchNorm's statistics and the sums need every rank.
+static StepResult train_step_ranks(Session& s, const Batch& b, int64_t epoch) {
+  Communicator& comm = world();
+  s.opt->set_lr_factor(s.schedule->factor(s.st.step));
+  static const int64_t kIgnoreIndex = CrossEntropyOptions{}.ignore_index;
+  double labelled = 0;
+  for (int64_t v : b.masks) labelled += v != kIgnoreIndex;
+  double total = labelled;
+  comm.sum(&total, 1);
+  StepResult r;
+  if (total == 0) return r;  // the whole global batch is ignored: skipped on every rank alike
+  broadcast_buffers(comm, *s.model);
+  s.opt->zero_grad();
+  s.buckets->begin();
+  Var logits = forward_batch(s, b);
+  const double share = labelled / total;
+  double weighted = 0;
+  if (labelled > 0) {
+    Var loss = cross_entropy(logits, b.masks);
+    weighted = share * static_cast<double>(loss.item());
+    loss.backward(Tensor::full({}, static_cast<float>(share)));
+  } else {
+    logits.backward(Tensor::zeros(logits.shape()));
+  }
+  s.buckets->finish();
+  comm.sum(&weighted, 1);
+  r.loss = static_cast<float>(weighted);
+  check_loss(s, b, r.loss, epoch);
+  check_gradients(s, r.loss, epoch);
+  r.grad_norm = grad_norm(s.params);
+  if (s.cfg.clip_grad > 0) clip_grad_norm(s.params, s.cfg.clip_grad);
+  s.opt->step();
+  return r;
+}
+
 // One optimizer step on batch b (step s.st.step + 1 of the run).
 static StepResult train_step(Session& s, const Batch& b, int64_t epoch) {
+  if (s.buckets) return train_step_ranks(s, b, epoch);
   s.opt->set_lr_factor(s.schedule->factor(s.st.step));
   // A batch whose every pixel is ignored (255) has no loss to learn from: the mean over zero
   // pixels is 0/0. It takes no forward pass, no gradient and no optimizer step (momentum and
@@ -774,11 +826,20 @@ static void end_epoch(Session& s, int64_t epoch) {
     improved = true;  // without validation, the latest model is the best we know
   }
   st.records.push_back(r);
+  if (s.buckets) check_same_replicas(world(), *s.model, str("after step ", st.step));
   if (s.hooks.on_epoch) s.hooks.on_epoch(r, *s.model);
   s.model->train();
   save_run(s, true, improved);
   s.epoch_start = Clock::now();
   s.epoch_images = 0;
+}
+
+// Whether should_stop asks to stop; with several ranks, whether it does on any rank, so that they
+// all stop after the same step (a signal reaches them at different moments).
+static bool stop_requested(const Session& s) {
+  double stop = s.hooks.should_stop && s.hooks.should_stop() ? 1 : 0;
+  if (s.buckets) world().sum(&stop, 1);
+  return stop > 0;
 }
 
 // Steps from where the state is to the last step, ending each epoch as it completes. Returns
@@ -812,7 +873,7 @@ static bool run_steps(Session& s) {
     s.epoch_images += b.images.size(0);
     report_step(s, epoch, r);
     if (st.step % s.steps_per_epoch == 0 || st.step == s.total) end_epoch(s, epoch);
-    if (st.step < s.total && s.hooks.should_stop && s.hooks.should_stop()) {
+    if (st.step < s.total && stop_requested(s)) {
       st.seconds += std::chrono::duration<double>(Clock::now() - s.epoch_start).count();
       save_run(s, false, false);
       return true;
@@ -821,15 +882,87 @@ static bool run_steps(Session& s) {
   return false;
 }
 
+// ---- several ranks ----
+
+// Before --out is touched: the ranks run the same configuration, and syncbn's groups fit them.
+static void check_ranks(const TrainConfig& cfg) {
+  Communicator& comm = world();
+  nlohmann::json j = cfg.to_json();
+  j.erase("threads");  // per rank, and free to differ between hosts
+  check_same_on_all_ranks(comm, j, "configuration");
+  const NormSpec& norm = cfg.spec.options.norm;
+  if (norm_info(norm.kind).traits.uses_sync_group && norm.sync_group > 0)
+    SB_CHECK(norm.sync_group <= comm.size() && comm.size() % norm.sync_group == 0, "--syncbn-group ", norm.sync_group,
+             ": groups of consecutive ranks must divide the ", comm.size(), " ranks");
+}
+
+// After setup and resume: the same data on every rank, rank 0's state everywhere when it resumed
+// (the others may not see --out), the same replica, and the gradient buckets.
+static void start_ranks(Session& s, bool resumed) {
+  Communicator& comm = world();
+  nlohmann::json data = {{"train_samples", s.train_data->size()}};
+  if (s.train_data->size() > 0) {  // the first and last samples' bytes, as a cheap fingerprint
+    const Sample a = s.train_data->get(0), z = s.train_data->get(s.train_data->size() - 1);
+    data["first_last_samples"] = str(tensor_hash(a.image), "-", tensor_hash(a.mask), "-", tensor_hash(z.image), "-",
+                                      tensor_hash(z.mask));
+  }
+  check_same_on_all_ranks(comm, data, "data");
+  double from_state = resumed ? 1 : 0;
+  comm.broadcast(&from_state, sizeof from_state, 0);
+  if (from_state > 0) {
+    s.model->load_state_dict(broadcast_state_dict(comm, s.model->state_dict()), true);
+    StateDict opt = broadcast_state_dict(comm, s.opt->state());
+    if (comm.rank() != 0) s.opt->load_state(opt);
+    int64_t step = s.st.step;
+    comm.broadcast(&step, sizeof step, 0);
+    s.st.step = step;
+    broadcast_floats(comm, s.st.losses);
+    broadcast_floats(comm, s.st.grad_norms);
+    Generator::State g = default_generator().state();
+    comm.broadcast(&g, sizeof g, 0);
+    default_generator().set_state(g);
+  }
+  check_same_replicas(comm, *s.model, from_state > 0 ? "after resuming" : "at initialization");
+  if (comm.rank() != 0) s.val_data.reset();  // rank 0 validates and reports for the job
+  s.buckets = std::make_unique<GradientBuckets>(comm, s.params, gradient_bucket_bytes());
+  const int R = comm.size();
+  log_message(s.hooks, str("data-parallel: ", R, " ranks x --batch ", s.cfg.batch, " = global batch ", R * s.cfg.batch,
+                           "; gradients are averaged over the global batch and --lr ", s.cfg.lr,
+                           " applies to it as given (no scaling with the ranks); --threads ", s.cfg.threads,
+                           " per rank; gradients ", s.buckets->stats().bytes, " bytes in ", s.buckets->stats().buckets,
+                           " buckets"));
+}
+
+// The all-reduce's cost, measured; then the replicas must still agree.
+static void finish_ranks(Session& s) {
+  auto str_fixed = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f", v);
+    return std::string(buf);
+  };
+  const GradientBuckets::Stats& c = s.buckets->stats();
+  if (c.steps > 0)
+    log_message(s.hooks, str("all-reduce: ", c.bytes, " bytes per step in ", c.buckets, " buckets; ",
+                             str_fixed(1e3 * c.comm_seconds / c.steps), " ms per step from the first bucket's start "
+                             "to the last one's end, ", str_fixed(1e3 * c.wait_seconds / c.steps),
+                             " ms of it after backward (", str_fixed(100.0 * (1.0 - c.wait_seconds / std::max(1e-12, c.comm_seconds))),
+                             "% overlapped)"));
+  check_same_replicas(world(), *s.model, "at the end");
+}
+
 TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks& hooks) {
   check_config(cfg);
-  OutDir out = open_out_dir(cfg, hooks);
+  const bool parallel = world().size() > 1;
+  if (parallel) check_ranks(cfg);
+  OutDir out = world().rank() == 0 ? open_out_dir(cfg, hooks) : OutDir{};  // rank 0 alone touches --out
   Session s(cfg, hooks);
   s.state_path = out.state_path;
   setup(s);
   TrainResult res;
   res.resumed = resume(s, out);
+  if (parallel) start_ranks(s, res.resumed);
   res.interrupted = run_steps(s);
+  if (parallel) finish_ranks(s);
   const RunState& st = s.st;
   res.losses = st.losses;
   res.grad_norms = st.grad_norms;
@@ -837,7 +970,7 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   res.best_miou = st.best_miou;
   res.seconds = st.seconds;
   for (float l : st.losses) res.empty_batches += std::isnan(l);
-  if (!res.interrupted && !cfg.save.empty()) save_model(cfg.save, *s.model, s.saved_spec);
+  if (!res.interrupted && !cfg.save.empty() && world().rank() == 0) save_model(cfg.save, *s.model, s.saved_spec);
   res.skipped = skip_report(*s.train_data);
   if (s.val_data) res.skipped += skip_report(*s.val_data);
   if (model_out) *model_out = s.model;

@@ -1,0 +1,352 @@
+// Data-parallel training over MPI, proven against one process: each test launches
+// `mpirun --allow-run-as-root --oversubscribe -np R` (2 and 3 ranks on the 2-core CI machine) and
+// compares with a single process at R x B. Skipped, saying so, where mpirun is not installed.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "cli_util.h"
+#include "core/distributed.h"
+#include "core/io/safetensors.h"
+#include "core/ops.h"
+#include "fixtures.h"
+#include "layers/norm/sync_batch_norm.h"
+#include "temp_dir.h"
+#include "tools/app/data_parallel.h"
+#include "tools/app/mpi_launch.h"
+
+using namespace sb;
+namespace fs = std::filesystem;
+
+namespace {
+
+// mpirun on PATH, or "" (the test then says it is skipped).
+std::string find_mpirun() {
+  const char* path = std::getenv("PATH");
+  std::string rest = path ? path : "";
+  while (!rest.empty()) {
+    const size_t colon = rest.find(':');
+    const std::string dir = rest.substr(0, colon);
+    rest = colon == std::string::npos ? "" : rest.substr(colon + 1);
+    const fs::path p = fs::path(dir) / "mpirun";
+    if (!dir.empty() && ::access(p.c_str(), X_OK) == 0) return p.string();
+  }
+  return "";
+}
+
+bool mpi_ready(const char* test) {
+  if (!built_with_mpi()) {
+    MESSAGE(test, ": skipped: this build has no MPI (install openmpi-bin and libopenmpi-dev, then reconfigure)");
+    return false;
+  }
+  if (find_mpirun().empty()) {
+    MESSAGE(test, ": skipped: mpirun is not on PATH (apt-get install openmpi-bin)");
+    return false;
+  }
+  return true;
+}
+
+struct Launch {
+  int code = -1;
+  std::string out;
+  double seconds = 0;
+};
+
+// `timeout` bounds a hang: a test that waits for ever is a failure, not a stuck CI job. No
+// single-copy shared memory (CMA): containers often forbid the ptrace access it needs.
+Launch run_mpi(int ranks, const std::string& command, int timeout_s = 240) {
+  static int counter = 0;
+  const std::string log = (fs::temp_directory_path() / ("sb_mpi_" + std::to_string(::getpid()) + "_" +
+                                                        std::to_string(counter++) + ".log")).string();
+  std::string cmd = "timeout " + std::to_string(timeout_s) + " " + find_mpirun() +
+                    " --allow-run-as-root --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none";
+  // The sanitizer build: Open MPI's own allocations are suppressed by library name
+  // (tests/lsan_openmpi.supp), which needs its components kept loaded and full stacks (its
+  // libraries have no frame pointers), for the ranks only: slower, but a few seconds here.
+  if (const char* asan = std::getenv("ASAN_OPTIONS"))
+    cmd += std::string(" --mca mca_base_component_disable_dlclose 1 -x ASAN_OPTIONS=") + asan +
+           ":fast_unwind_on_malloc=0";
+  cmd += " -np " + std::to_string(ranks) + " " + command + " >" + log + " 2>&1";
+  const auto t0 = std::chrono::steady_clock::now();
+  const int rc = std::system(cmd.c_str());
+  Launch r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.code = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+  std::ifstream f(log);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  r.out = ss.str();
+  fs::remove(log);
+  return r;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string cli() { return std::string("\"") + SB_CLI_PATH + "\""; }
+
+// The largest |a - b| / (1 + |b|) over the float tensors both files hold (every one of them).
+double max_rel_diff(const std::string& a_path, const std::string& b_path, std::string& worst) {
+  const TensorFile a = load_safetensors(a_path), b = load_safetensors(b_path);
+  REQUIRE(a.floats.size() == b.floats.size());
+  double m = 0;
+  for (const auto& [k, t] : b.floats) {
+    const Tensor& u = a.get_float(k);
+    REQUIRE(u.shape() == t.shape());
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const double d = std::fabs(double(u.data()[i]) - t.data()[i]) / (1.0 + std::fabs(double(t.data()[i])));
+      if (d > m) m = d, worst = k;
+    }
+  }
+  return m;
+}
+
+// Rows [lo, hi) of a tensor's first dimension, as a tensor of its own.
+Tensor rows(const Tensor& t, int64_t lo, int64_t hi) {
+  Shape s = t.shape();
+  const int64_t per = t.numel() / s[0];
+  s[0] = hi - lo;
+  Tensor r = Tensor::empty(s);
+  std::memcpy(r.data(), t.data() + lo * per, static_cast<size_t>((hi - lo) * per) * sizeof(float));
+  return r;
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::fabs(double(a.data()[i]) - b.data()[i]));
+  return m;
+}
+
+const std::string kData = "--data shapes:train=24,size=16 --val-data none --base-width 8 --workers 1 --threads 1 "
+                          "--seed 5 --lr 0.05";
+
+}  // namespace
+
+// ---- in-process checks, run on every rank by the test below ----
+
+// Run only under mpirun by "mpi: the ops ...", which passes --no-skip; CHECK, never REQUIRE, so
+// that a failing rank still takes part in every collective that follows.
+TEST_CASE("mpi rank: sync_batch_norm against PyTorch and bn, bn with gradient buckets" * doctest::skip()) {
+  join_mpi_launch("smallbatch_tests");
+  Communicator& comm = world();
+  const int R = comm.size(), r = comm.rank();
+
+  // syncbn on R ranks = PyTorch's BatchNorm2d on the whole batch of 6, two steps: forward,
+  // dx, the weight and bias gradients summed over ranks, the running statistics.
+  {
+    const TensorFile f = sbtest::load_fixture("sync_batch_norm");
+    const int64_t lo = r * 6 / R, hi = (r + 1) * 6 / R;
+    RunningStats rs{f.get_float("running_mean_init").clone(), f.get_float("running_var_init").clone(), IndexTensor::zeros({}),
+                    0.2f, false};
+    Var w(f.get_float("weight").clone(), true), b(f.get_float("bias").clone(), true);
+    for (int step = 0; step < 2; ++step) {
+      const std::string k = std::to_string(step);
+      Var x(rows(f.get_float("x" + k), lo, hi), true);
+      w.zero_grad(), b.zero_grad();
+      Var y = sync_batch_norm(x, comm, 0, &rs, w, b, 1e-5f);
+      y.backward(rows(f.get_float("dy" + k), lo, hi));
+      CHECK(max_abs_diff(y.value(), rows(f.get_float("y" + k), lo, hi)) < 2e-6);
+      CHECK(max_abs_diff(x.grad(), rows(f.get_float("dx" + k), lo, hi)) < 2e-6);
+      std::vector<double> g(6);
+      for (int c = 0; c < 3; ++c) g[c] = w.grad().data()[c], g[3 + c] = b.grad().data()[c];
+      comm.sum(g.data(), 6);
+      for (int c = 0; c < 3; ++c) {
+        CHECK(g[c] == doctest::Approx(f.get_float("dweight" + k).data()[c]).epsilon(1e-5));
+        CHECK(g[3 + c] == doctest::Approx(f.get_float("dbias" + k).data()[c]).epsilon(1e-5));
+      }
+      CHECK(max_abs_diff(rs.mean, f.get_float("running_mean" + k)) < 1e-6);
+      CHECK(max_abs_diff(rs.var, f.get_float("running_var" + k)) < 1e-6);
+    }
+  }
+
+  // Groups: syncbn in groups of K consecutive ranks = bn over the K ranks' images (K = 1: this
+  // rank's own, as unsynchronized bn).
+  for (int K : {1, 2}) {
+    if (R % K != 0 || K == R) continue;
+    Generator gen(11);
+    const Tensor all = Tensor::randn({2 * R, 4, 3, 3}, gen);
+    const Tensor dy = Tensor::randn({2 * R, 4, 3, 3}, gen);
+    const int first = r / K * K;
+    Var x(rows(all, 2 * r, 2 * r + 2), true);
+    Var y = sync_batch_norm(x, comm, K, nullptr, Var(), Var());
+    y.backward(rows(dy, 2 * r, 2 * r + 2));
+    Var xg(rows(all, 2 * first, 2 * (first + K)), true);
+    Var yg = batch_norm(xg, nullptr, Var(), Var(), true);
+    yg.backward(rows(dy, 2 * first, 2 * (first + K)));
+    const int64_t at = 2 * (r - first);
+    CHECK_MESSAGE(max_abs_diff(y.value(), rows(yg.value(), at, at + 2)) < 1e-5, "K = ", K);
+    CHECK_MESSAGE(max_abs_diff(x.grad(), rows(xg.grad(), at, at + 2)) < 1e-5, "K = ", K);
+  }
+
+  // bn, not synchronized, with gradient buckets: each rank normalizes its own 2 images; the
+  // summed gradients equal the sum, over the ranks' shards, of each shard's gradient with its
+  // loss weighted 1 / R, computed here in one process. Buckets of 64 bytes: several, started
+  // during backward.
+  {
+    Generator gen(7);
+    const Tensor images = Tensor::randn({2 * R, 3, 6, 6}, gen);
+    IndexTensor labels = IndexTensor::zeros({2 * R, 6, 6});
+    for (int64_t i = 0; i < labels.numel(); ++i) labels.data()[i] = static_cast<int64_t>(gen.below(3));
+    auto make_params = [] {
+      Generator g(3);
+      return std::vector<Var>{Var(Tensor::randn({4, 3, 3, 3}, g, 0.f, 0.3f), true), Var(Tensor::ones({4}), true),
+                              Var(Tensor::zeros({4}), true), Var(Tensor::randn({3, 4, 1, 1}, g, 0.f, 0.3f), true)};
+    };
+    auto loss_of = [](const std::vector<Var>& p, const Tensor& x, const IndexTensor& t) {
+      Conv2dOptions pad;
+      pad.padding = {1, 1};
+      Var h = batch_norm(conv2d(Var(x), p[0], Var(), pad), nullptr, p[1], p[2], true, 1e-5f, Activation::ReLU);
+      return cross_entropy(conv2d(h, p[3]), t);
+    };
+    auto label_rows = [&](int64_t lo, int64_t hi) {
+      IndexTensor t = IndexTensor::empty({hi - lo, 6, 6});
+      std::memcpy(t.data(), labels.data() + lo * 36, static_cast<size_t>((hi - lo) * 36) * sizeof(int64_t));
+      return t;
+    };
+    std::vector<Var> mine = make_params(), reference = make_params();
+    GradientBuckets buckets(comm, mine, 64);
+    CHECK(buckets.stats().buckets > 1);
+    buckets.begin();
+    loss_of(mine, rows(images, 2 * r, 2 * r + 2), label_rows(2 * r, 2 * r + 2))
+        .backward(Tensor::full({}, 1.f / static_cast<float>(R)));
+    buckets.finish();
+    for (int q = 0; q < R; ++q)
+      loss_of(reference, rows(images, 2 * q, 2 * q + 2), label_rows(2 * q, 2 * q + 2))
+          .backward(Tensor::full({}, 1.f / static_cast<float>(R)));
+    for (size_t i = 0; i < mine.size(); ++i) {
+      double scale = 0;
+      for (float v : reference[i].grad()) scale = std::max(scale, double(std::fabs(v)));
+      CHECK_MESSAGE(max_abs_diff(mine[i].grad(), reference[i].grad()) <= 1e-5 * scale, "parameter ", i);
+    }
+  }
+}
+
+TEST_CASE("mpi: the ops and the gradient buckets on 2, 3 and 4 ranks agree with one process and PyTorch") {
+  if (!mpi_ready("mpi ops")) return;
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  REQUIRE(n > 0);
+  self[n] = '\0';
+  for (int ranks : {2, 3, 4}) {
+    const Launch l = run_mpi(ranks, std::string(self) + " --no-skip --test-case=\"mpi rank:*\"", 120);
+    INFO("mpirun -np ", ranks, ":\n", l.out);
+    CHECK(l.code == 0);
+    CHECK(l.out.find("1 passed") != std::string::npos);
+  }
+}
+
+// ---- the command line ----
+
+TEST_CASE("mpi: gn on 2 and 3 ranks at batch B trains the weights one process trains at R x B") {
+  if (!mpi_ready("mpi gn")) return;
+  sbtest::TempDir dir("sb_mpi_gn");
+  const std::string common = kData + " --norm gn --groups 4 --steps 3";
+  const auto one = sbtest::run_cli("train " + common + " --batch 6 --save " + (dir / "one.safetensors"));
+  REQUIRE_MESSAGE(one.code == 0, one.all());
+  for (int ranks : {2, 3}) {
+    const std::string out = (dir / "r" + std::to_string(ranks) + ".safetensors");
+    const Launch l = run_mpi(ranks, cli() + " train " + common + " --batch " + std::to_string(6 / ranks) + " --save " + out);
+    INFO(l.out);
+    REQUIRE(l.code == 0);
+    CHECK(l.out.find("global batch 6") != std::string::npos);
+    std::string worst;
+    // Float tolerance of reordered sums: the ranks sum their own pixels' gradients, then the
+    // ranks' sums are added (one process adds them in one pass), so values agree to a few ulps
+    // per step, which SGD with momentum carries through 3 steps: measured 3e-8 relative, limit 1e-6.
+    const double d = max_rel_diff(out, (dir / "one.safetensors"), worst);
+    MESSAGE("gn, ", ranks, " ranks: largest relative difference from one process ", d, " (", worst, ")");
+    CHECK_MESSAGE(d < 1e-6, ranks, " ranks: ", worst, " differs by ", d);
+  }
+}
+
+TEST_CASE("mpi: syncbn on 2 and 3 ranks equals bn in one process at R x B, running statistics included") {
+  if (!mpi_ready("mpi syncbn")) return;
+  sbtest::TempDir dir("sb_mpi_syncbn");
+  const std::string common = kData + " --steps 3";
+  const auto one = sbtest::run_cli("train " + common + " --norm bn --batch 6 --save " + (dir / "bn.safetensors"));
+  REQUIRE_MESSAGE(one.code == 0, one.all());
+  // One process: syncbn is bn, bit for bit.
+  const auto single = sbtest::run_cli("train " + common + " --norm syncbn --batch 6 --save " + (dir / "s1.safetensors"));
+  REQUIRE_MESSAGE(single.code == 0, single.all());
+  std::string worst;
+  CHECK(max_rel_diff((dir / "s1.safetensors"), (dir / "bn.safetensors"), worst) == 0);
+  for (int ranks : {2, 3}) {
+    const std::string out = (dir / "r" + std::to_string(ranks) + ".safetensors");
+    const Launch l = run_mpi(ranks, cli() + " train " + common + " --norm syncbn --batch " + std::to_string(6 / ranks) +
+                                        " --save " + out);
+    INFO(l.out);
+    REQUIRE(l.code == 0);
+    // The same keys as bn's (weights, running_mean, running_var; max_rel_diff requires every one).
+    const double d = max_rel_diff(out, (dir / "bn.safetensors"), worst);
+    MESSAGE("syncbn, ", ranks, " ranks: largest relative difference from bn in one process ", d, " (", worst, ")");
+    CHECK_MESSAGE(d < 1e-6, ranks, " ranks: ", worst, " differs by ", d);
+  }
+  // Unsynchronized bn on 2 ranks normalizes 3 images at a time: a different model, visibly.
+  const Launch l = run_mpi(2, cli() + " train " + common + " --norm bn --batch 3 --save " + (dir / "bn2.safetensors"));
+  REQUIRE_MESSAGE(l.code == 0, l.out);
+  CHECK(max_rel_diff((dir / "bn2.safetensors"), (dir / "bn.safetensors"), worst) > 1e-3);
+}
+
+TEST_CASE("mpi: two identical mpirun runs write identical bytes, and rank 0 alone writes") {
+  if (!mpi_ready("mpi determinism")) return;
+  sbtest::TempDir dir("sb_mpi_det");
+  const std::string run = cli() + " train " + kData + " --norm syncbn --batch 2 --epochs 2";
+  for (const char* name : {"a", "b"}) {
+    const Launch l = run_mpi(2, run + " --out " + (dir / name));
+    REQUIRE_MESSAGE(l.code == 0, l.out);
+  }
+  for (const char* f : {"metrics.csv", "config.json", "model.safetensors", "state.safetensors"}) {
+    INFO(f);
+    CHECK(read_text((dir / std::string("a/") + f)) == read_text((dir / std::string("b/") + f)));
+  }
+  // Rank 0 alone wrote: nothing but the run's own files.
+  for (auto& e : fs::directory_iterator((dir / "a"))) {
+    const std::string name = e.path().filename().string();
+    CHECK_MESSAGE((name == "metrics.csv" || name == "timing.csv" || name == "config.json" || name == "model.safetensors" ||
+                   name == "best.safetensors" || name == "state.safetensors" || name == ".lock"),
+                  name);
+  }
+}
+
+TEST_CASE("mpi: ranks started with different flags are refused naming the flag, and a failing rank ends the job") {
+  if (!mpi_ready("mpi faults")) return;
+  const std::string base = cli() + " train " + kData + " --norm gn --steps 2";
+  // MPMD: rank 0 at batch 2, rank 1 at batch 3.
+  const Launch mixed = run_mpi(1, base + " --batch 2 : -np 1 " + base + " --batch 3", 60);
+  CHECK(mixed.code != 0);
+  CHECK_MESSAGE(mixed.out.find("batch: 2 on rank 0, 3 on rank 1") != std::string::npos, mixed.out);
+  // Rank 1 fails after the start-up checks (a bad setting in its environment alone); rank 0,
+  // waiting for it in the first step's sums, must be ended too, within seconds.
+  const Launch failing = run_mpi(1, base + " --batch 2 : -np 1 -x SMALLBATCH_BUCKET_KB=lots " + base + " --batch 2", 60);
+  CHECK(failing.code != 0);
+  CHECK_MESSAGE(failing.out.find("rank 1 of 2: SMALLBATCH_BUCKET_KB") != std::string::npos, failing.out);
+  CHECK(failing.seconds < 30);
+  // A bad checkpoint on --resume: rank 0 fails reading it while rank 1 waits in the start-up
+  // checks; both end, with rank 0's message naming the file.
+  sbtest::TempDir dir("sb_mpi_bad_state");
+  const Launch first = run_mpi(2, base + " --batch 2 --out " + (dir / "run"), 60);
+  REQUIRE_MESSAGE(first.code == 0, first.out);
+  {
+    std::ofstream damaged(dir / "run/state.safetensors", std::ios::binary | std::ios::trunc);
+    damaged << "not a safetensors file";
+  }
+  const Launch resumed = run_mpi(2, base + " --batch 2 --resume --out " + (dir / "run"), 60);
+  CHECK(resumed.code != 0);
+  CHECK_MESSAGE(resumed.out.find("rank 0 of 2: ") != std::string::npos, resumed.out);
+  CHECK_MESSAGE(resumed.out.find("state.safetensors") != std::string::npos, resumed.out);
+  CHECK(resumed.seconds < 30);
+}

@@ -19,6 +19,8 @@
 #include "core/io/safetensors.h"
 #include "core/ops.h"
 #include "fixtures.h"
+#include "layers/conv/ops.h"
+#include "layers/loss/ops.h"
 #include "layers/norm/sync_batch_norm.h"
 #include "temp_dir.h"
 #include "tools/app/data_parallel.h"

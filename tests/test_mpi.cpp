@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "cli_util.h"
 #include "core/distributed.h"
@@ -322,6 +324,27 @@ TEST_CASE("mpi: two identical mpirun runs write identical bytes, and rank 0 alon
                    name == "best.safetensors" || name == "state.safetensors" || name == ".lock"),
                   name);
   }
+}
+
+// train without --out takes a fresh folder under $SMALLBATCH_RUNS_DIR: rank 0 takes it for the
+// job (each rank taking its own left runs/train-2 empty beside the run), and the output, which
+// Open MPI passes through a pseudo-terminal, carries no \r-rewritten progress bar.
+TEST_CASE("mpi: train without --out saves the job into one fresh folder, without a progress bar") {
+  if (!mpi_ready("mpi fresh folder")) return;
+  sbtest::TempDir dir("sb_mpi_fresh");
+  const std::string runs = (dir / "runs");
+  for (int ranks : {2, 3}) {
+    CAPTURE(ranks);
+    const Launch l = run_mpi(ranks, "env SMALLBATCH_RUNS_DIR=" + runs + " " + cli() + " train " + kData + " --norm gn --steps 2");
+    REQUIRE_MESSAGE(l.code == 0, l.out);
+    CHECK(l.out.find('\r') == std::string::npos);
+  }
+  std::vector<std::string> made;
+  for (auto& e : fs::directory_iterator(runs)) made.push_back(e.path().filename().string());
+  std::sort(made.begin(), made.end());
+  CHECK(made == std::vector<std::string>{"train", "train-2"});
+  CHECK(fs::exists(runs + "/train/model.safetensors"));
+  CHECK(fs::exists(runs + "/train-2/model.safetensors"));
 }
 
 TEST_CASE("mpi: ranks started with different flags are refused naming the flag, and a failing rank ends the job") {

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "core/distributed.h"
 #include "core/io/fileio.h"
 #include "core/io/safetensors.h"
 #include "core/platform.h"
@@ -166,6 +167,20 @@ static std::string fresh_run_dir() {
   fail("every name from '", root, "/train' to '", root, "/train-100000' is taken; give --out DIR");
 }
 
+// fresh_run_dir() for the whole job: under mpirun rank 0 alone takes a folder (the ranks run the
+// same command, and each taking its own would leave runs/train-2, -3, ... empty) and every rank
+// saves into that one.
+static std::string fresh_run_dir_of_job() {
+  Communicator& comm = world();
+  std::string dir = comm.rank() == 0 ? fresh_run_dir() : std::string();
+  if (comm.size() == 1) return dir;
+  int64_t length = static_cast<int64_t>(dir.size());
+  comm.broadcast(&length, sizeof length);
+  dir.resize(length);
+  comm.broadcast(dir.data(), length);
+  return dir;
+}
+
 // A folder fresh_run_dir() made, removed again when the run failed before saving anything in it
 // (only its configuration and lock are there), so a mistyped command leaves no empty run behind.
 static void remove_if_unused(const std::string& dir) {
@@ -310,9 +325,11 @@ void add_train_command(CLI::App& app, Action& action) {
       const bool fresh_out = c.out.empty();
       SB_CHECK(!fresh_out || !c.resume, "--resume needs --out DIR (the run to continue)");
       SB_CHECK(!fresh_out || !c.overwrite, "--overwrite needs --out DIR (the run to replace)");
-      if (fresh_out) c.out = fresh_run_dir();
+      if (fresh_out) c.out = fresh_run_dir_of_job();
       if (!c.out.empty() && c.save.empty()) c.save = c.out + "/model.safetensors";
-      bool tty = isatty(STDOUT_FILENO);
+      // Under mpirun a rank's stdout is Open MPI's pseudo-terminal even when the job's output
+      // goes to a file, which would then fill with \r-rewritten progress lines: no progress bar.
+      bool tty = isatty(STDOUT_FILENO) && !launched_by_mpi();
       TrainHooks hooks;
       hooks.log = [](const std::string& m) { progress("%s\n", m.c_str()); };
       hooks.on_step = [tty](const StepReport& s) {
@@ -345,7 +362,7 @@ void add_train_command(CLI::App& app, Action& action) {
       try {
         r = train(c, nullptr, hooks);
       } catch (...) {
-        if (fresh_out) remove_if_unused(c.out);
+        if (fresh_out && world().rank() == 0) remove_if_unused(c.out);
         throw;
       }
       if (!r.skipped.empty()) std::fprintf(stderr, "%s\n", r.skipped.c_str());

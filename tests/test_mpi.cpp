@@ -347,6 +347,25 @@ TEST_CASE("mpi: train without --out saves the job into one fresh folder, without
   CHECK(fs::exists(runs + "/train-2/model.safetensors"));
 }
 
+// The rank count sets the global batch: a resume under another count is another run. "ranks" is
+// written only under mpirun, so a one-process resume of a 2-rank run once went on at half the
+// global batch without a word.
+TEST_CASE("mpi: a 2-rank run resumed by one process or by 3 ranks is refused naming the ranks") {
+  if (!mpi_ready("mpi resume ranks")) return;
+  sbtest::TempDir dir("sb_mpi_resume_ranks");
+  const std::string out = (dir / "r");
+  const Launch first = run_mpi(2, cli() + " train " + kData + " --norm gn --epochs 1 --out " + out);
+  REQUIRE_MESSAGE(first.code == 0, first.out);
+  sbtest::CliResult alone = sbtest::run_cli("train --out " + out + " --resume --epochs 2");
+  CHECK(alone.code == 1);
+  CHECK(alone.err.find("ranks (mpirun -np): saved 2, now 1") != std::string::npos);
+  const Launch three = run_mpi(3, cli() + " train --out " + out + " --resume --epochs 2");
+  CHECK(three.code != 0);
+  CHECK(three.out.find("saved 2, now 3") != std::string::npos);
+  const Launch two = run_mpi(2, cli() + " train --out " + out + " --resume --epochs 2");
+  CHECK_MESSAGE(two.code == 0, two.out);
+}
+
 TEST_CASE("mpi: ranks started with different flags are refused naming the flag, and a failing rank ends the job") {
   if (!mpi_ready("mpi faults")) return;
   const std::string base = cli() + " train " + kData + " --norm gn --steps 2";

@@ -244,6 +244,7 @@ static TrainConfig resumed_config(const CLI::App& cmd, const ModelFlags& flags, 
   for (size_t i = 0; i < d.refused.size(); ++i) {
     std::string flag = "--" + d.refused[i];
     if (d.refused[i].rfind("model.", 0) == 0) flag = "--" + d.refused[i].substr(6);
+    if (d.refused[i] == "ranks") flag = "ranks (mpirun -np)";
     for (const auto& [f, key, copy] : fields)
       if (d.refused[i] == key) flag = f;
     std::replace(flag.begin(), flag.end(), '_', '-');

@@ -116,8 +116,17 @@ static void differences(const nlohmann::json& saved, const nlohmann::json& now, 
 }
 
 ResumeDifferences resume_differences(const nlohmann::json& saved, const nlohmann::json& now) {
+  // Keys written only when they differ from their default ("ranks" under mpirun, "precise_bn"
+  // when asked for) compare with the default where absent: a 2-rank run resumed by one process
+  // would otherwise go on at half the global batch without a word.
+  nlohmann::json a = saved, b = now;
+  for (auto [key, fallback] : {std::pair<const char*, int64_t>{"ranks", 1}, {"precise_bn", 0}})
+    if (a.is_object() && b.is_object() && (a.contains(key) || b.contains(key))) {
+      if (!a.contains(key)) a[key] = fallback;
+      if (!b.contains(key)) b[key] = fallback;
+    }
   ResumeDifferences d;
-  differences(saved, now, "", d);
+  differences(a, b, "", d);
   return d;
 }
 

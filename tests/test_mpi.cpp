@@ -366,6 +366,16 @@ TEST_CASE("mpi: a 2-rank run resumed by one process or by 3 ranks is refused nam
   CHECK_MESSAGE(two.code == 0, two.out);
 }
 
+TEST_CASE("mpi: commands other than train and compare are refused under mpirun, not run once per rank") {
+  if (!mpi_ready("mpi other commands")) return;
+  for (const std::string cmd : {"models", "data stats --data shapes:train=4,val=4,size=16", "doctor"}) {
+    CAPTURE(cmd);
+    const Launch l = run_mpi(2, cli() + " " + cmd);
+    CHECK(l.code != 0);
+    CHECK(l.out.find("runs in one process: start it without mpirun") != std::string::npos);
+  }
+}
+
 TEST_CASE("mpi: ranks started with different flags are refused naming the flag, and a failing rank ends the job") {
   if (!mpi_ready("mpi faults")) return;
   const std::string base = cli() + " train " + kData + " --norm gn --steps 2";

@@ -11,6 +11,7 @@
 #include "core/errors.h"
 #include "core/platform.h"
 #include "core/threads.h"
+#include "tools/app/mpi_launch.h"
 #include "tools/app/provenance.h"
 #include "tools/cli.h"
 
@@ -133,6 +134,12 @@ int main(int argc, char** argv) {
   }
   try {
     sb::check_environment();
+    // Only train and compare share work over MPI ranks; any other command under mpirun would run
+    // once per rank, each printing (and writing) the same, so it is refused by name.
+    const std::string command = app.get_subcommands()[0]->get_name();
+    SB_CHECK(!sb::launched_by_mpi() || command == "train" || command == "compare", command,
+             " runs in one process: start it without mpirun or srun (train and compare are the commands "
+             "that use several ranks)");
     int status = action();
     return sb::cli::finish_stdout(status, app.get_subcommands()[0]->get_name());
   } catch (const std::exception& e) {  // sb::Error and the rest

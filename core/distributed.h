@@ -65,4 +65,18 @@ class SingleProcess : public Communicator {
 Communicator& world();
 void set_world(std::shared_ptr<Communicator> comm);
 
+// Makes `comm` the job's communicator while it lives, then puts back the one before (also when
+// an exception unwinds through it, so the error path still sees the whole job and can end it).
+// compare spreads its runs over the ranks and trains each one in a single process this way.
+class WorldScope {
+ public:
+  explicit WorldScope(std::shared_ptr<Communicator> comm);
+  ~WorldScope();
+  WorldScope(const WorldScope&) = delete;
+  WorldScope& operator=(const WorldScope&) = delete;
+
+ private:
+  std::shared_ptr<Communicator> previous_;
+};
+
 }  // namespace sb

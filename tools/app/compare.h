@@ -106,7 +106,19 @@ std::vector<RunSpec> plan_runs(const CompareConfig& cfg);
 // whose mean exceeds 1.5x the median of the 10 stretches before it.
 int64_t count_loss_spikes(const std::vector<float>& losses, int64_t batch);
 
+// Runs the sweep. Under an MPI launch (world() with several ranks) the unfinished runs are dealt
+// to the ranks (assign_runs), each rank trains its own in a single process, and rank 0 then reads
+// every run's result.json and writes the report; the other ranks return no runs.
 CompareResult run_compare(const CompareConfig& cfg, const CompareHooks& hooks = {});
+
+// The time of one run at `batch` images per step, relative to a run at an unbounded batch:
+// every run sees the same images, and a step costs its images plus a fixed overhead (see
+// compare.cpp for the measurement). Only ratios between batch sizes matter.
+double relative_run_cost(int64_t batch);
+// Deals runs with the given costs to `ranks` ranks, longest first, each to the rank with the
+// least cost so far (ties: the lower run index first, the lower rank): the same answer on every
+// rank. Returns the rank of each run.
+std::vector<int> assign_runs(const std::vector<double>& costs, int ranks);
 
 // Writes runs.csv, summary.csv, summary.md, the plots and report.html from finished runs.
 // background_miou: what predicting background (class 0) everywhere scores on the validation set,

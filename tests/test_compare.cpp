@@ -314,10 +314,15 @@ TEST_CASE("compare: the report reads its table: reference line, a warning when n
 }
 
 TEST_CASE("compare: runs are dealt to ranks once each, the same way every time, and balanced by their cost") {
-  // Small batches cost more per run: the same images in more steps.
+  // The measured table: batch 1 dearest (the same images in the most steps), batch 8 cheapest,
+  // interpolated between its entries and flat beyond them.
   CHECK(relative_run_cost(1) > relative_run_cost(2));
-  CHECK(relative_run_cost(2) > relative_run_cost(32));
-  CHECK(relative_run_cost(32) > 1.0);
+  CHECK(relative_run_cost(2) > relative_run_cost(8));
+  CHECK(relative_run_cost(32) > relative_run_cost(8));
+  CHECK(relative_run_cost(8) == 1.0);
+  CHECK(relative_run_cost(3) > relative_run_cost(4));
+  CHECK(relative_run_cost(3) < relative_run_cost(2));
+  CHECK(relative_run_cost(64) == relative_run_cost(32));
   // A hand-checked case: 3, 3, 2, 2 over 3 ranks, longest first to the least loaded rank.
   CHECK(assign_runs({2, 3, 2, 3}, 3) == std::vector<int>{2, 0, 2, 1});
   CHECK(assign_runs({2, 3, 2, 3}, 1) == std::vector<int>{0, 0, 0, 0});

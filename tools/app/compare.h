@@ -111,9 +111,8 @@ int64_t count_loss_spikes(const std::vector<float>& losses, int64_t batch);
 // every run's result.json and writes the report; the other ranks return no runs.
 CompareResult run_compare(const CompareConfig& cfg, const CompareHooks& hooks = {});
 
-// The time of one run at `batch` images per step, relative to a run at an unbounded batch:
-// every run sees the same images, and a step costs its images plus a fixed overhead (see
-// compare.cpp for the measurement). Only ratios between batch sizes matter.
+// The time of one run at `batch` images per step, relative to one at batch 8: a table measured
+// per batch size (see compare.cpp). Only ratios between batch sizes matter.
 double relative_run_cost(int64_t batch);
 // Deals runs with the given costs to `ranks` ranks, longest first, each to the rank with the
 // least cost so far (ties: the lower run index first, the lower rank): the same answer on every

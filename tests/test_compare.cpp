@@ -314,11 +314,13 @@ TEST_CASE("compare: the report reads its table: reference line, a warning when n
 }
 
 TEST_CASE("compare: runs are dealt to ranks once each, the same way every time, and balanced by their cost") {
-  // The measured table: batch 1 dearest (the same images in the most steps), batch 8 cheapest,
-  // interpolated between its entries and flat beyond them.
+  // The measured table (two ranks at once): batch 32 dearest, then 16; batch 4 cheapest, batch 1
+  // above 2; interpolated between its entries and flat beyond them.
+  CHECK(relative_run_cost(32) > relative_run_cost(16));
+  CHECK(relative_run_cost(16) > relative_run_cost(8));
+  CHECK(relative_run_cost(8) > relative_run_cost(4));
   CHECK(relative_run_cost(1) > relative_run_cost(2));
-  CHECK(relative_run_cost(2) > relative_run_cost(8));
-  CHECK(relative_run_cost(32) > relative_run_cost(8));
+  CHECK(relative_run_cost(2) > relative_run_cost(4));
   CHECK(relative_run_cost(8) == 1.0);
   CHECK(relative_run_cost(3) > relative_run_cost(4));
   CHECK(relative_run_cost(3) < relative_run_cost(2));

@@ -430,7 +430,7 @@ TEST_CASE("mpi: compare spread over 2 and 3 ranks writes the single-process swee
   sbtest::TempDir dir("sb_mpi_compare");
   const auto one = sbtest::run_cli(kSweep + " --out " + (dir / "one"));
   REQUIRE_MESSAGE(one.code == 0, one.all());
-  // 2 runs at batch 2 (cost 1.13 each) and 2 at batch 4 (1.04): longest first, each to the least
+  // 2 runs at batch 2 (cost 0.84 each) and 2 at batch 4 (0.81): longest first, each to the least
   // loaded rank, so on 3 ranks both batch-4 runs go to rank 2.
   for (const auto& [ranks, dealt] : {std::pair{2, "runs per rank: 2, 2"}, std::pair{3, "runs per rank: 1, 1, 2"}}) {
     std::string name = "r";  // appended, not a chain of +: GCC 12 warns falsely (-Wrestrict) on that
@@ -443,6 +443,13 @@ TEST_CASE("mpi: compare spread over 2 and 3 ranks writes the single-process swee
     CHECK(l.out.find("report: ") != std::string::npos);  // rank 0 reports, once
     check_same_sweep(out, dir / "one");
   }
+  // Rank 0's refusal (the folder holds a sweep with other shared settings) ends every rank, at once.
+  std::string longer = kSweep;
+  longer.replace(longer.find("--epochs 1"), 10, "--epochs 2");
+  const Launch refused = run_mpi(2, cli() + " " + longer + " --out " + (dir / "one"), 60);
+  CHECK(refused.code == 1);
+  CHECK_MESSAGE(refused.out.find("--epochs: saved 1, now 2") != std::string::npos, refused.out);
+  CHECK(refused.seconds < 30);
 }
 
 TEST_CASE("mpi: a 2-rank sweep with one rank killed ends, and one process resumes it to the same table") {

@@ -38,6 +38,9 @@ class Communicator {
   // Ends every rank of the job with `code`, now: after a rank fails, the others would wait for it
   // in their next collective for ever.
   [[noreturn]] virtual void abort(int code) = 0;
+  // The `group` consecutive ranks holding this one (as allgather's group) as a communicator of
+  // their own, with ranks 0 .. group - 1. Every rank must call it, with the same group.
+  virtual std::shared_ptr<Communicator> split(int group) = 0;
 
   // The number of ranks `group` names (see allgather).
   int group_size(int group) const { return group <= 0 || group > size() ? size() : group; }
@@ -59,6 +62,7 @@ class SingleProcess : public Communicator {
   void broadcast(void*, int64_t, int) override {}
   void barrier() override {}
   [[noreturn]] void abort(int code) override;
+  std::shared_ptr<Communicator> split(int) override { return std::make_shared<SingleProcess>(); }
 };
 
 // The job's communicator: SingleProcess unless the command line joined an MPI launch.

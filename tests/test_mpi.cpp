@@ -496,3 +496,38 @@ TEST_CASE("mpi: a 2-rank sweep with one rank killed ends, and one process resume
   CHECK(resumed.out.find("continuing the sweep") != std::string::npos);
   check_same_sweep(out, dir / "one");
 }
+
+TEST_CASE("mpi: compare --ranks-per-run 2 trains each run over 2 ranks, syncbn as bn on the whole batch") {
+  if (!mpi_ready("mpi compare ranks-per-run")) return;
+  sbtest::TempDir dir("sb_mpi_compare_k");
+  const std::string sweep = "compare --data shapes:train=8,val=4,size=16 --base-width 4 --epochs 1 --groups 2 "
+                            "--seeds 1 --threads 1";
+  // bn in one process at batch 4: the reference for syncbn over 2 ranks at 2 images each.
+  const auto one = sbtest::run_cli(sweep + " --norms bn --batch-sizes 4 --out " + (dir / "one"));
+  REQUIRE_MESSAGE(one.code == 0, one.all());
+  const std::string out = dir / "k2";
+  const Launch l = run_mpi(2, cli() + " " + sweep + " --norms bn,syncbn,gn --batch-sizes 2 --ranks-per-run 2 --out " + out, 120);
+  INFO(l.out);
+  REQUIRE(l.code == 0);
+  CHECK(l.out.find("runs per group of 2 ranks: 3") != std::string::npos);
+  const std::string summary = read_text(out + "/summary.csv");
+  for (const char* norm : {"\nbn,2,", "\nsyncbn,2,", "\ngn,2,"}) CHECK_MESSAGE(summary.find(norm) != std::string::npos, summary);
+  // Each run trained on 2 ranks (its config says so), at the learning rate of the batch of 4.
+  const nlohmann::json config = nlohmann::json::parse(read_text(out + "/runs/syncbn_b2_s0/config.json"));
+  CHECK(config.at("ranks") == 2);
+  CHECK(read_text(out + "/compare.json").find("\"ranks_per_run\": 2") != std::string::npos);
+  // syncbn over 2 x 2 images is bn over 4: the same weights to float rounding (issue 17's bound).
+  std::string worst;
+  const double d = max_rel_diff(out + "/runs/syncbn_b2_s0/model.safetensors", dir / "one/runs/bn_b4_s0/model.safetensors", worst);
+  MESSAGE("syncbn on 2 ranks at 2 against bn in one process at 4: largest relative difference ", d, " (", worst, ")");
+  CHECK(d < 1e-6);
+  // unsynchronized bn normalizes 2 images at a time: another model
+  CHECK(max_rel_diff(out + "/runs/bn_b2_s0/model.safetensors", dir / "one/runs/bn_b4_s0/model.safetensors", worst) > 1e-4);
+  // A rank count K does not divide, and K without mpirun, are refused naming the flag.
+  const Launch three = run_mpi(3, cli() + " " + sweep + " --norms gn --batch-sizes 2 --ranks-per-run 2 --out " + (dir / "k3"), 60);
+  CHECK(three.code == 1);
+  CHECK_MESSAGE(three.out.find("--ranks-per-run 2 does not divide the 3 ranks") != std::string::npos, three.out);
+  const auto alone = sbtest::run_cli(sweep + " --norms gn --batch-sizes 2 --ranks-per-run 2 --out " + (dir / "k1"));
+  CHECK(alone.code == 1);
+  CHECK_MESSAGE(alone.err.find("--ranks-per-run 2 does not divide the 1 rank") != std::string::npos, alone.err);
+}

@@ -84,6 +84,7 @@ static void take_saved_sweep(const CLI::App& cmd, CompareConfig& cfg) {
   take("--val-limit", "val_limit", cfg.val_limit);
   take("--image-size", "image_size", cfg.image_size);
   take("--precise-bn", "precise_bn", cfg.precise_bn);
+  take("--ranks-per-run", "ranks_per_run", cfg.ranks_per_run);
   take("", "warmup_epochs", cfg.warmup_epochs);
   take("", "optim", cfg.optim);
   take("", "momentum", cfg.momentum);
@@ -134,6 +135,10 @@ void add_compare_command(CLI::App& app, Action& action) {
                   "training images (default 1024, at most the training set)")
       ->check(Positive);
   cmd->add_option("--threads", o->cfg.threads, "threads (default: SMALLBATCH_NUM_THREADS or all cores)")->check(Positive);
+  cmd->add_option("--ranks-per-run", o->cfg.ranks_per_run,
+                  "under mpirun: train each run data-parallel over K consecutive ranks (K must divide the ranks; "
+                  "--batch-sizes are then per rank, and syncbn joins the full preset)")
+      ->check(Positive);
   cmd->add_option("--out", o->cfg.out, "output directory; run again with the same one to continue a sweep")->capture_default_str();
   cmd->callback([o, cmd, &action] {
     action = [o, cmd]() -> int {

@@ -34,7 +34,8 @@ void CompareConfig::apply_preset() {
   bool quick = preset == "quick";
   if (norms.empty()) {
     norms = quick ? std::vector<std::string>{"bn", "gn"} : norm_kinds();
-    std::erase(norms, std::string("syncbn"));  // compare runs one process, where syncbn is bn
+    // A run in one process: syncbn is bn there. Over several ranks per run it is an arm of its own.
+    if (ranks_per_run <= 1) std::erase(norms, std::string("syncbn"));
   }
   if (groups.empty()) groups = {8};
   if (batch_sizes.empty()) batch_sizes = quick ? std::vector<int64_t>{16, 8, 4, 2} : std::vector<int64_t>{32, 16, 8, 4, 2, 1};
@@ -64,6 +65,7 @@ void CompareConfig::apply_preset() {
   for (auto b : batch_sizes) SB_CHECK(b > 0, "--batch-sizes: batch sizes must be positive, got ", b);
   for (auto g : groups) SB_CHECK(g > 0, "--groups: must be positive, got ", g);
   SB_CHECK(seeds > 0, "--seeds: must be positive, got ", seeds);
+  SB_CHECK(ranks_per_run > 0, "--ranks-per-run: must be positive, got ", ranks_per_run);
   SB_CHECK(precise_bn >= -1, "--precise-bn: the number of images must be positive, got ", precise_bn);
   SB_CHECK(epochs > 0, "--epochs: must be positive, got ", epochs);
   SB_CHECK(lr_scaling == "linear" || lr_scaling == "sqrt" || lr_scaling == "none",
@@ -80,6 +82,8 @@ nlohmann::json CompareConfig::to_json() const {
           {"norm_warmup_epochs", norm_warmup_epochs},
           {"limit", limit}, {"val_limit", val_limit}, {"image_size", image_size}, {"threads", threads},
           {"version", SMALLBATCH_VERSION}};
+  // Absent at 1: a sweep of single-process runs keeps its compare.json as before.
+  if (ranks_per_run > 1) j["ranks_per_run"] = ranks_per_run;
   // Absent when off: a sweep from before PreciseBN keeps its compare.json as it was.
   if (precise_bn_images() > 0) j["precise_bn"] = precise_bn_images();
   return j;
@@ -117,7 +121,7 @@ std::vector<RunSpec> plan_runs(const CompareConfig& cfg) {
           r.group_sweep = sweep && gn;
           r.batch = b;
           r.seed = seed;
-          r.lr = scaled_lr(cfg, b);
+          r.lr = scaled_lr(cfg, b * cfg.ranks_per_run);  // the optimization batch
           out.push_back(r);
         }
       }
@@ -295,7 +299,7 @@ static void measure_after(RunOutcome& o, Module& model, const Dataset& val, cons
     }
   TensorFile f;
   f.ints["pred"] = pred;
-  save_safetensors(dir + "/pred.safetensors", f);
+  if (world().rank() == 0) save_safetensors(dir + "/pred.safetensors", f);  // a run's rank 0 writes for it
   // Every layer with running statistics (running_stats_layers), not only BatchNorm2d's family.
   if (precise_images > 0 && precise_bn(model, train, precise_images, o.spec.batch, train_tf).layers > 0)
     o.precise_miou = evaluate(model, val, o.spec.batch, BNEval::Running, nullptr, tf).miou;
@@ -323,7 +327,8 @@ static std::string compare_flag(const std::string& key) {
       {"preset", "--preset"}, {"epochs", "--epochs"}, {"data", "--data"}, {"model", "--model"},
       {"base_width", "--base-width"}, {"lr_scaling", "--lr-scaling"}, {"base_lr", "--lr"},
       {"ref_batch", "--ref-batch"}, {"norm_warmup_epochs", "--norm-warmup-epochs"}, {"limit", "--limit"},
-      {"val_limit", "--val-limit"}, {"image_size", "--image-size"}, {"precise_bn", "--precise-bn"}};
+      {"val_limit", "--val-limit"}, {"image_size", "--image-size"}, {"precise_bn", "--precise-bn"},
+      {"ranks_per_run", "--ranks-per-run"}};
   auto it = flags.find(key);
   return it != flags.end() ? it->second : key;
 }
@@ -517,7 +522,8 @@ static TrainConfig run_train_config(const CompareConfig& cfg, const SweepData& d
   tc.momentum = cfg.momentum;
   tc.weight_decay = cfg.weight_decay;
   tc.schedule = "cosine";
-  int64_t steps_per_epoch = (d.train->size() + spec.batch - 1) / spec.batch;
+  const int64_t global_batch = spec.batch * cfg.ranks_per_run;
+  int64_t steps_per_epoch = (d.train->size() + global_batch - 1) / global_batch;
   tc.warmup_steps = static_cast<int64_t>(std::llround(cfg.warmup_epochs * steps_per_epoch));
   if (norm_info(spec.norm.kind).traits.uses_warmup)
     tc.spec.options.norm.warmup = std::max<int64_t>(1, std::llround(cfg.norm_warmup_epochs * steps_per_epoch));
@@ -532,7 +538,7 @@ static TrainConfig run_train_config(const CompareConfig& cfg, const SweepData& d
 // A finished run's outcome, or nothing when it has no result.json or an unreadable one (then it
 // is trained again). A finished run is reused when its own configuration is this run's (the
 // shared settings were checked before; this catches a folder from elsewhere): else refused.
-static std::optional<RunOutcome> finished_run(const RunSpec& spec, const TrainConfig& tc,
+static std::optional<RunOutcome> finished_run(const RunSpec& spec, const TrainConfig& tc, int64_t ranks_per_run,
                                               const std::function<void(const std::string&)>& log) {
   const std::string& dir = tc.out;
   const std::string result_path = dir + "/result.json";
@@ -540,6 +546,9 @@ static std::optional<RunOutcome> finished_run(const RunSpec& spec, const TrainCo
   // Its starting weights' path and thread count may differ: neither changes the result.
   if (fs::exists(dir + "/config.json")) {
     nlohmann::json mine = tc.to_json(), theirs;
+    // The ranks the run trains on, as its config.json records them, whichever ranks read it now.
+    mine.erase("ranks");
+    if (ranks_per_run > 1) mine["ranks"] = ranks_per_run;
     try {
       theirs = nlohmann::json::parse(read_file(dir + "/config.json"));
     } catch (const std::exception& e) {
@@ -616,8 +625,10 @@ static TrainedRun train_run(TrainConfig tc, const RunSpec& spec, const SweepData
     o.grad_norm_max = percentile(grad_norms, 1.0);
     measure_after(o, *model, *d.val, d.val_tf, dir, *d.train, d.train_eval_tf, d.precise_images);
   }
-  fs::create_directories(dir);
-  write_file_atomic(dir + "/result.json", o.to_json().dump(1) + "\n");
+  if (world().rank() == 0) {  // a run over several ranks: its rank 0 writes for it, as train does
+    fs::create_directories(dir);
+    write_file_atomic(dir + "/result.json", o.to_json().dump(1) + "\n");
+  }
   return run;
 }
 
@@ -648,36 +659,46 @@ static bool train_my_share(Communicator& comm, const CompareConfig& cfg, const S
   std::vector<char> unfinished(plan.size(), 0);
   if (comm.rank() == 0)
     for (size_t i = 0; i < plan.size(); ++i)
-      unfinished[i] = !finished_run(plan[i], run_train_config(cfg, d, plan[i]), log).has_value();
+      unfinished[i] = !finished_run(plan[i], run_train_config(cfg, d, plan[i]), cfg.ranks_per_run, log).has_value();
   if (!plan.empty()) comm.broadcast(unfinished.data(), static_cast<int64_t>(unfinished.size()), 0);
   std::vector<size_t> todo;
   std::vector<double> costs;
   for (size_t i = 0; i < plan.size(); ++i)
     if (unfinished[i]) todo.push_back(i), costs.push_back(relative_run_cost(plan[i].batch));
-  const std::vector<int> rank_of = assign_runs(costs, comm.size());
-  std::vector<double> load(static_cast<size_t>(comm.size()), 0.0);
-  std::vector<int> count(static_cast<size_t>(comm.size()), 0);
+  // Runs go to groups of K consecutive ranks (K = --ranks-per-run; 1: each rank is a group), and a
+  // group trains each of its runs data-parallel over its own communicator.
+  const int per_run = static_cast<int>(cfg.ranks_per_run);
+  const int groups = comm.size() / per_run, my_group = comm.rank() / per_run;
+  std::shared_ptr<Communicator> run_comm =
+      per_run > 1 ? comm.split(per_run) : std::static_pointer_cast<Communicator>(std::make_shared<SingleProcess>());
+  const std::vector<int> rank_of = assign_runs(costs, groups);
+  std::vector<double> load(static_cast<size_t>(groups), 0.0);
+  std::vector<int> count(static_cast<size_t>(groups), 0);
   for (size_t k = 0; k < todo.size(); ++k) load[static_cast<size_t>(rank_of[k])] += costs[k], ++count[static_cast<size_t>(rank_of[k])];
-  std::string per_rank;
-  for (int r = 0; r < comm.size(); ++r) per_rank += str(r ? ", " : "", count[static_cast<size_t>(r)]);
+  std::string per_group;
+  for (int g = 0; g < groups; ++g) per_group += str(g ? ", " : "", count[static_cast<size_t>(g)]);
   const double total = std::accumulate(load.begin(), load.end(), 0.0);
   const double longest = *std::max_element(load.begin(), load.end());
-  log(str(todo.size(), " of ", plan.size(), " runs to train, spread over ", comm.size(), " ranks (runs per rank: ",
-          per_rank, "; the busiest rank's estimated load is ",
-          std::round(1000 * (total > 0 ? longest / (total / comm.size()) : 1.0)) / 1000, "x the mean)"));
+  const std::string unit = per_run > 1 ? str("group of ", per_run, " ranks") : std::string("rank");
+  log(str(todo.size(), " of ", plan.size(), " runs to train, spread over ", comm.size(), " ranks (runs per ", unit, ": ",
+          per_group, "; the busiest ", per_run > 1 ? std::string("group") : unit, "'s estimated load is ",
+          std::round(1000 * (total > 0 ? longest / (total / groups) : 1.0)) / 1000, "x the mean)"));
   // Longest first on each rank too, in the order they were dealt: the last runs to finish are short.
   std::vector<size_t> mine;
   std::vector<size_t> by_cost(todo.size());
   for (size_t k = 0; k < todo.size(); ++k) by_cost[k] = k;
   std::stable_sort(by_cost.begin(), by_cost.end(), [&](size_t a, size_t b) { return costs[a] > costs[b]; });
   for (size_t k : by_cost)
-    if (rank_of[k] == comm.rank()) mine.push_back(todo[k]);
+    if (rank_of[k] == my_group) mine.push_back(todo[k]);
   double interrupted = 0;
   for (size_t n = 0; n < mine.size(); ++n) {
     const RunSpec& spec = plan[mine[n]];
     log(str("[rank ", comm.rank(), ": run ", n + 1, "/", mine.size(), "] ", spec.label(), " batch ", spec.batch,
             " seed ", spec.seed, " lr ", spec.lr));
-    const TrainedRun run = train_run(run_train_config(cfg, d, spec), spec, d, hooks);
+    const TrainedRun run = [&] {
+      WorldScope in_group(run_comm);  // the run's ranks; for K = 1 this process alone
+      return train_run(run_train_config(cfg, d, spec), spec, d, hooks);
+    }();
     if (run.interrupted) {
       interrupted = 1;
       break;
@@ -696,6 +717,10 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
   };
   Communicator& comm = world();
   const bool spread = comm.size() > 1;
+  SB_CHECK(comm.size() % cfg.ranks_per_run == 0, "--ranks-per-run ", cfg.ranks_per_run, " does not divide the ",
+           comm.size(), comm.size() == 1 ? " rank of this job (start it with mpirun -np R, R a multiple of "
+                                         : " ranks of this job (give mpirun -np a multiple of ",
+           cfg.ranks_per_run, ")");
   // Every rank has read the saved sweep for its defaults (cmd_compare) before rank 0 rewrites it.
   if (spread) comm.barrier();
   // One sweep per folder at a time: a second would remove the first's live temporaries and
@@ -761,7 +786,7 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
   for (size_t i = 0; i < plan.size(); ++i) {
     const RunSpec& spec = plan[i];
     const TrainConfig tc = run_train_config(cfg, data, spec);
-    if (std::optional<RunOutcome> done = finished_run(spec, tc, log)) {
+    if (std::optional<RunOutcome> done = finished_run(spec, tc, cfg.ranks_per_run, log)) {
       result.runs.push_back(*done);
       continue;
     }
@@ -778,7 +803,9 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
             " lr ", spec.lr, std::isnan(eta) ? std::string() : str("  (ETA ", static_cast<int>(eta / 60), "m",
             static_cast<int>(std::fmod(eta, 60.0)), "s)")));
     // In a job of several ranks, a run rank 0 finds unfinished here (its result.json vanished or
-    // is unreadable) is trained again by rank 0 alone.
+    // is unreadable) is trained again by rank 0 alone; a run of several ranks cannot be.
+    SB_CHECK(cfg.ranks_per_run == 1, "compare: ", run_dir(cfg, spec), " did not finish (no readable result.json); run "
+             "the sweep again to train it");
     const TrainedRun run = train_run(tc, spec, data, hooks);
     if (run.interrupted) {
       result.interrupted = true;

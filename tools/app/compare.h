@@ -36,6 +36,9 @@ struct CompareConfig {
   double norm_warmup_epochs = 0;        // brn's r_max/d_max ramp, frozenbn's warm-up (0: epochs / 3)
   int64_t limit = 0, val_limit = 0, image_size = 0;
   int threads = 0;
+  // Under mpirun: each run trained data-parallel over this many consecutive ranks, at batch_sizes
+  // images per rank (the optimization batch is ranks_per_run x batch); 1: each run in one process.
+  int64_t ranks_per_run = 1;
   std::string out = "runs/compare";
   // PreciseBN images for the BN family's third evaluation: 0 for the default (kPreciseBNDefault,
   // clamped to the training set), -1 for none (a sweep started before PreciseBN existed).

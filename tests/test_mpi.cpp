@@ -512,6 +512,11 @@ TEST_CASE("mpi: compare --ranks-per-run 2 trains each run over 2 ranks, syncbn a
   CHECK(l.out.find("runs per group of 2 ranks: 3") != std::string::npos);
   const std::string summary = read_text(out + "/summary.csv");
   for (const char* norm : {"\nbn,2,", "\nsyncbn,2,", "\ngn,2,"}) CHECK_MESSAGE(summary.find(norm) != std::string::npos, summary);
+  // The table by normalization batch: bn over a rank's 2 images, syncbn over 4, gn over one.
+  const std::string md = read_text(out + "/summary.md");
+  CHECK_MESSAGE(md.find("| bn | 2 | 4 | 2 |") != std::string::npos, md);
+  CHECK_MESSAGE(md.find("| syncbn | 2 | 4 | 4 |") != std::string::npos, md);
+  CHECK_MESSAGE(md.find("| gn | 2 | 4 | 1 image |") != std::string::npos, md);
   // Each run trained on 2 ranks (its config says so), at the learning rate of the batch of 4.
   const nlohmann::json config = nlohmann::json::parse(read_text(out + "/runs/syncbn_b2_s0/config.json"));
   CHECK(config.at("ranks") == 2);

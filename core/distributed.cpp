@@ -51,4 +51,8 @@ void set_world(std::shared_ptr<Communicator> comm) {
   world_slot() = std::move(comm);
 }
 
+WorldScope::WorldScope(std::shared_ptr<Communicator> comm) : previous_(world_slot()) { set_world(std::move(comm)); }
+
+WorldScope::~WorldScope() { world_slot() = std::move(previous_); }
+
 }  // namespace sb

@@ -38,6 +38,9 @@ class Communicator {
   // Ends every rank of the job with `code`, now: after a rank fails, the others would wait for it
   // in their next collective for ever.
   [[noreturn]] virtual void abort(int code) = 0;
+  // The `group` consecutive ranks holding this one (as allgather's group) as a communicator of
+  // their own, with ranks 0 .. group - 1. Every rank must call it, with the same group.
+  virtual std::shared_ptr<Communicator> split(int group) = 0;
 
   // The number of ranks `group` names (see allgather).
   int group_size(int group) const { return group <= 0 || group > size() ? size() : group; }
@@ -59,10 +62,25 @@ class SingleProcess : public Communicator {
   void broadcast(void*, int64_t, int) override {}
   void barrier() override {}
   [[noreturn]] void abort(int code) override;
+  std::shared_ptr<Communicator> split(int) override { return std::make_shared<SingleProcess>(); }
 };
 
 // The job's communicator: SingleProcess unless the command line joined an MPI launch.
 Communicator& world();
 void set_world(std::shared_ptr<Communicator> comm);
+
+// Makes `comm` the job's communicator while it lives, then puts back the one before (also when
+// an exception unwinds through it, so the error path still sees the whole job and can end it).
+// compare spreads its runs over the ranks and trains each one in a single process this way.
+class WorldScope {
+ public:
+  explicit WorldScope(std::shared_ptr<Communicator> comm);
+  ~WorldScope();
+  WorldScope(const WorldScope&) = delete;
+  WorldScope& operator=(const WorldScope&) = delete;
+
+ private:
+  std::shared_ptr<Communicator> previous_;
+};
 
 }  // namespace sb

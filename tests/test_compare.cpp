@@ -5,9 +5,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -309,4 +311,54 @@ TEST_CASE("compare: the report reads its table: reference line, a warning when n
   CHECK(md.find("± 0.0") == std::string::npos);
   CHECK(md.find("| 40.0 |") != std::string::npos);
   CHECK(md.find("one seed: no spread to compare with") != std::string::npos);
+}
+
+TEST_CASE("compare: runs are dealt to ranks once each, the same way every time, and balanced by their cost") {
+  // The measured table (two ranks at once): batch 32 dearest, then 16; batch 4 cheapest, batch 1
+  // above 2; interpolated between its entries and flat beyond them.
+  CHECK(relative_run_cost(32) > relative_run_cost(16));
+  CHECK(relative_run_cost(16) > relative_run_cost(8));
+  CHECK(relative_run_cost(8) > relative_run_cost(4));
+  CHECK(relative_run_cost(1) > relative_run_cost(2));
+  CHECK(relative_run_cost(2) > relative_run_cost(4));
+  CHECK(relative_run_cost(8) == 1.0);
+  CHECK(relative_run_cost(3) > relative_run_cost(4));
+  CHECK(relative_run_cost(3) < relative_run_cost(2));
+  CHECK(relative_run_cost(64) == relative_run_cost(32));
+  // A hand-checked case: 3, 3, 2, 2 over 3 ranks, longest first to the least loaded rank.
+  CHECK(assign_runs({2, 3, 2, 3}, 3) == std::vector<int>{2, 0, 2, 1});
+  CHECK(assign_runs({2, 3, 2, 3}, 1) == std::vector<int>{0, 0, 0, 0});
+  CHECK(assign_runs({}, 4).empty());
+  // The full preset over 16, 64 and 256 ranks.
+  CompareConfig full;
+  full.preset = "full";
+  full.apply_preset();
+  const std::vector<RunSpec> plan = plan_runs(full);
+  std::vector<double> costs;
+  double longest = 0, total = 0;
+  for (const RunSpec& r : plan) {
+    costs.push_back(relative_run_cost(r.batch));
+    longest = std::max(longest, costs.back());
+    total += costs.back();
+  }
+  for (int ranks : {2, 3, 16, 64, 256}) {
+    INFO(ranks, " ranks");
+    const std::vector<int> rank_of = assign_runs(costs, ranks);
+    CHECK(assign_runs(costs, ranks) == rank_of);  // deterministic
+    REQUIRE(rank_of.size() == costs.size());      // every run once
+    std::vector<double> load(static_cast<size_t>(ranks), 0.0);
+    for (size_t i = 0; i < costs.size(); ++i) {
+      REQUIRE(rank_of[i] >= 0);
+      REQUIRE(rank_of[i] < ranks);
+      load[static_cast<size_t>(rank_of[i])] += costs[i];
+    }
+    // Greedy longest-first: the busiest rank ends at most one run after the least busy one
+    // (Graham's bound), so its load is at most the mean plus the longest run, and never below
+    // the longest run.
+    const double busiest = *std::max_element(load.begin(), load.end());
+    const double idlest = *std::min_element(load.begin(), load.end());
+    CHECK(busiest - idlest <= longest + 1e-9);
+    CHECK(busiest <= total / ranks + longest + 1e-9);
+    if (ranks <= 16) CHECK(busiest <= 1.05 * total / ranks);  // many runs per rank: nearly even
+  }
 }

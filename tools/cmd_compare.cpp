@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <type_traits>
 #include "tools/app/compare.h"
+#include "tools/app/mpi_launch.h"
 #include "layers/norm/norm.h"
 #include "tools/cli.h"
 
@@ -83,6 +84,7 @@ static void take_saved_sweep(const CLI::App& cmd, CompareConfig& cfg) {
   take("--val-limit", "val_limit", cfg.val_limit);
   take("--image-size", "image_size", cfg.image_size);
   take("--precise-bn", "precise_bn", cfg.precise_bn);
+  take("--ranks-per-run", "ranks_per_run", cfg.ranks_per_run);
   take("", "warmup_epochs", cfg.warmup_epochs);
   take("", "optim", cfg.optim);
   take("", "momentum", cfg.momentum);
@@ -133,9 +135,15 @@ void add_compare_command(CLI::App& app, Action& action) {
                   "training images (default 1024, at most the training set)")
       ->check(Positive);
   cmd->add_option("--threads", o->cfg.threads, "threads (default: SMALLBATCH_NUM_THREADS or all cores)")->check(Positive);
+  cmd->add_option("--ranks-per-run", o->cfg.ranks_per_run,
+                  "under mpirun: train each run data-parallel over K consecutive ranks (K must divide the ranks; "
+                  "--batch-sizes are then per rank, and syncbn joins the full preset)")
+      ->check(Positive);
   cmd->add_option("--out", o->cfg.out, "output directory; run again with the same one to continue a sweep")->capture_default_str();
   cmd->callback([o, cmd, &action] {
     action = [o, cmd]() -> int {
+      // Under mpirun or srun: one rank of the job, which spreads the runs over the ranks.
+      const int ranks = join_mpi_launch("compare");
       stdout_is_progress();  // the results go to --out
       install_stop_signals();
       CompareConfig cfg = o->cfg;
@@ -156,6 +164,9 @@ void add_compare_command(CLI::App& app, Action& action) {
                   "%d threads, output in %s\n",
                   cfg.preset.c_str(), plan.size(), cfg.norms.size(), cfg.batch_sizes.size(), (long long)cfg.seeds,
                   (long long)cfg.epochs, cfg.threads, cfg.out.c_str());
+      if (ranks > 1)
+        progress("spread over %d ranks (%d threads each); rank 0 reports for the job and writes the report\n", ranks,
+                 cfg.threads);
       CompareHooks hooks;
       const bool tty = isatty(STDOUT_FILENO);
       hooks.log = [tty](const std::string& m) { progress("%s%s\n", tty ? "\r\033[K" : "", m.c_str()); };

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <numeric>
+#include <optional>
 #include <set>
 
 #include "core/io/fileio.h"
@@ -14,6 +16,8 @@
 #include "core/io/safetensors.h"
 #include "core/platform.h"
 #include "core/threads.h"
+#include "core/distributed.h"
+#include "tools/app/data_parallel.h"
 #include "tools/app/precise_bn.h"
 #include "tools/app/provenance.h"
 #include "layers/norm/batch_norm.h"
@@ -30,7 +34,8 @@ void CompareConfig::apply_preset() {
   bool quick = preset == "quick";
   if (norms.empty()) {
     norms = quick ? std::vector<std::string>{"bn", "gn"} : norm_kinds();
-    std::erase(norms, std::string("syncbn"));  // compare runs one process, where syncbn is bn
+    // A run in one process: syncbn is bn there. Over several ranks per run it is an arm of its own.
+    if (ranks_per_run <= 1) std::erase(norms, std::string("syncbn"));
   }
   if (groups.empty()) groups = {8};
   if (batch_sizes.empty()) batch_sizes = quick ? std::vector<int64_t>{16, 8, 4, 2} : std::vector<int64_t>{32, 16, 8, 4, 2, 1};
@@ -60,6 +65,7 @@ void CompareConfig::apply_preset() {
   for (auto b : batch_sizes) SB_CHECK(b > 0, "--batch-sizes: batch sizes must be positive, got ", b);
   for (auto g : groups) SB_CHECK(g > 0, "--groups: must be positive, got ", g);
   SB_CHECK(seeds > 0, "--seeds: must be positive, got ", seeds);
+  SB_CHECK(ranks_per_run > 0, "--ranks-per-run: must be positive, got ", ranks_per_run);
   SB_CHECK(precise_bn >= -1, "--precise-bn: the number of images must be positive, got ", precise_bn);
   SB_CHECK(epochs > 0, "--epochs: must be positive, got ", epochs);
   SB_CHECK(lr_scaling == "linear" || lr_scaling == "sqrt" || lr_scaling == "none",
@@ -76,6 +82,8 @@ nlohmann::json CompareConfig::to_json() const {
           {"norm_warmup_epochs", norm_warmup_epochs},
           {"limit", limit}, {"val_limit", val_limit}, {"image_size", image_size}, {"threads", threads},
           {"version", SMALLBATCH_VERSION}};
+  // Absent at 1: a sweep of single-process runs keeps its compare.json as before.
+  if (ranks_per_run > 1) j["ranks_per_run"] = ranks_per_run;
   // Absent when off: a sweep from before PreciseBN keeps its compare.json as it was.
   if (precise_bn_images() > 0) j["precise_bn"] = precise_bn_images();
   return j;
@@ -113,7 +121,7 @@ std::vector<RunSpec> plan_runs(const CompareConfig& cfg) {
           r.group_sweep = sweep && gn;
           r.batch = b;
           r.seed = seed;
-          r.lr = scaled_lr(cfg, b);
+          r.lr = scaled_lr(cfg, b * cfg.ranks_per_run);  // the optimization batch
           out.push_back(r);
         }
       }
@@ -291,7 +299,7 @@ static void measure_after(RunOutcome& o, Module& model, const Dataset& val, cons
     }
   TensorFile f;
   f.ints["pred"] = pred;
-  save_safetensors(dir + "/pred.safetensors", f);
+  if (world().rank() == 0) save_safetensors(dir + "/pred.safetensors", f);  // a run's rank 0 writes for it
   // Every layer with running statistics (running_stats_layers), not only BatchNorm2d's family.
   if (precise_images > 0 && precise_bn(model, train, precise_images, o.spec.batch, train_tf).layers > 0)
     o.precise_miou = evaluate(model, val, o.spec.batch, BNEval::Running, nullptr, tf).miou;
@@ -319,7 +327,8 @@ static std::string compare_flag(const std::string& key) {
       {"preset", "--preset"}, {"epochs", "--epochs"}, {"data", "--data"}, {"model", "--model"},
       {"base_width", "--base-width"}, {"lr_scaling", "--lr-scaling"}, {"base_lr", "--lr"},
       {"ref_batch", "--ref-batch"}, {"norm_warmup_epochs", "--norm-warmup-epochs"}, {"limit", "--limit"},
-      {"val_limit", "--val-limit"}, {"image_size", "--image-size"}, {"precise_bn", "--precise-bn"}};
+      {"val_limit", "--val-limit"}, {"image_size", "--image-size"}, {"precise_bn", "--precise-bn"},
+      {"ranks_per_run", "--ranks-per-run"}};
   auto it = flags.find(key);
   return it != flags.end() ? it->second : key;
 }
@@ -388,67 +397,387 @@ double background_only_miou(const Dataset& val, const SampleTransform& tf) {
   return static_cast<double>(counts[0]) / static_cast<double>(labelled) / static_cast<double>(present);
 }
 
+// Runs spread over ranks: their relative cost and their assignment.
+
+// The time of a run per batch size, relative to batch 8, measured where the table serves: two
+// ranks training at once on this project's 2-core VM, the full preset's runs (16 epochs, bn and
+// gn, 1 thread each; docs/PERFORMANCE.md, "compare over MPI"). Every run sees the same images, so
+// only the cost per image changes: batch 32 and 16 leave the caches the two ranks share, batch 1
+// pays a step's fixed overhead on every image. A fixed table, not a calibration at start: every
+// rank and every session deals the runs the same way, and nothing is measured on a loaded machine
+// at the worst moment. Batch sizes between the entries are interpolated in log2(batch); beyond
+// the ends, the end's value.
+static constexpr std::pair<int64_t, double> kRelativeRunCost[] = {
+    {1, 0.99}, {2, 0.84}, {4, 0.81}, {8, 1.00}, {16, 1.22}, {32, 1.53}};
+
+double relative_run_cost(int64_t batch) {
+  const auto* first = std::begin(kRelativeRunCost);
+  const auto* last = std::end(kRelativeRunCost) - 1;
+  if (batch <= first->first) return first->second;
+  if (batch >= last->first) return last->second;
+  const auto* hi = first;
+  while (hi->first < batch) ++hi;
+  const auto* lo = hi - 1;
+  const double t = std::log2(static_cast<double>(batch) / static_cast<double>(lo->first)) /
+                   std::log2(static_cast<double>(hi->first) / static_cast<double>(lo->first));
+  return lo->second + t * (hi->second - lo->second);
+}
+
+std::vector<int> assign_runs(const std::vector<double>& costs, int ranks) {
+  SB_CHECK(ranks > 0, "assign_runs: ", ranks, " ranks");
+  std::vector<size_t> order(costs.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return costs[a] > costs[b]; });
+  std::vector<double> load(static_cast<size_t>(ranks), 0.0);
+  std::vector<int> rank_of(costs.size(), 0);
+  for (size_t i : order) {
+    const size_t least = static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+    rank_of[i] = static_cast<int>(least);
+    load[least] += costs[i];
+  }
+  return rank_of;
+}
+
+namespace {
+
+// What every run of the sweep shares: the data, its transforms, the class count.
+struct SweepData {
+  DatasetPtr train, val;
+  SampleTransform val_tf, train_eval_tf;
+  int64_t classes = 0;
+  int64_t precise_images = 0;
+  DataOptions dopt;
+};
+
+struct TrainedRun {
+  RunOutcome outcome;
+  bool interrupted = false;
+  double seconds = 0;  // wall time, for the ETA
+};
+
+}  // namespace
+
+// The saved sweep in --out, when there is one: its settings checked against these, its axes
+// joined to these (extend_sweep), PreciseBN kept off for a sweep started without it.
+static void adopt_saved_sweep(CompareConfig& cfg, const std::function<void(const std::string&)>& log) {
+  const std::string cfg_path = cfg.out + "/compare.json";
+  if (!fs::exists(cfg_path)) return;
+  nlohmann::json saved;
+  try {
+    saved = nlohmann::json::parse(read_file(cfg_path));
+  } catch (const nlohmann::json::exception& e) {
+    fail(cfg_path, ": not valid JSON (", e.what(), ")");
+  }
+  if (saved.is_object() && !saved.contains("precise_bn")) {
+    // Started before PreciseBN existed (or without it): continue it as it was, or refuse an
+    // explicit --precise-bn, which its finished runs could not show.
+    SB_CHECK(cfg.precise_bn <= 0, "compare: ", cfg.out, " holds a sweep started without PreciseBN; continue it "
+             "without --precise-bn, or give another --out");
+    if (cfg.precise_bn == 0) log("this sweep was started without PreciseBN; continuing it without");
+    cfg.precise_bn = -1;
+  }
+  extend_sweep(cfg, saved, log);
+  log(str("continuing the sweep in ", cfg.out));
+}
+
+static SweepData open_sweep_data(const CompareConfig& cfg, const std::function<void(const std::string&)>& log) {
+  SweepData d;
+  d.dopt.limit = cfg.limit;
+  d.dopt.image_size = cfg.image_size;
+  d.train = open_dataset(cfg.data, Split::Train, 0, d.dopt);
+  d.classes = d.train->num_classes();
+  DataOptions vopt = d.dopt;
+  vopt.limit = cfg.val_limit;
+  d.val = open_dataset(cfg.data, Split::Val, d.classes, vopt);
+  d.val_tf = make_transform(cfg.data, Split::Val, vopt);
+  // PreciseBN's images: training images with the evaluation transform (no augmentation).
+  d.train_eval_tf = make_transform(cfg.data, Split::Val, d.dopt);
+  d.precise_images = cfg.precise_bn_images();
+  if (d.precise_images > d.train->size()) {
+    if (cfg.precise_bn > 0)
+      log(str("PreciseBN: ", d.precise_images, " images asked but the training set has ", d.train->size(),
+              "; using all ", d.train->size()));
+    d.precise_images = d.train->size();
+  }
+  return d;
+}
+
+static std::string run_dir(const CompareConfig& cfg, const RunSpec& spec) { return cfg.out + "/runs/" + spec.dir_name(); }
+
+static TrainConfig run_train_config(const CompareConfig& cfg, const SweepData& d, const RunSpec& spec) {
+  TrainConfig tc;
+  tc.spec.model = cfg.model;
+  tc.spec.options.norm = spec.norm;
+  if (tc.spec.options.norm.groups == 0) tc.spec.options.norm.groups = 8;  // unused, as the flag's default
+  tc.spec.options.classes = d.classes;
+  tc.spec.options.base_width = cfg.base_width;
+  tc.data = cfg.data;
+  tc.data_opt = d.dopt;
+  tc.val_limit = cfg.val_limit;
+  tc.batch = spec.batch;
+  tc.val_batch = 16;
+  tc.epochs = cfg.epochs;
+  tc.optim = cfg.optim;
+  tc.lr = spec.lr;
+  tc.momentum = cfg.momentum;
+  tc.weight_decay = cfg.weight_decay;
+  tc.schedule = "cosine";
+  const int64_t global_batch = spec.batch * cfg.ranks_per_run;
+  int64_t steps_per_epoch = (d.train->size() + global_batch - 1) / global_batch;
+  tc.warmup_steps = static_cast<int64_t>(std::llround(cfg.warmup_epochs * steps_per_epoch));
+  if (norm_info(spec.norm.kind).traits.uses_warmup)
+    tc.spec.options.norm.warmup = std::max<int64_t>(1, std::llround(cfg.norm_warmup_epochs * steps_per_epoch));
+  tc.seed = static_cast<uint64_t>(spec.seed);
+  tc.threads = num_threads();
+  tc.init = init_for_seed(cfg, d.classes, spec.seed);
+  tc.init_strict = false;
+  tc.out = run_dir(cfg, spec);
+  return tc;
+}
+
+// A finished run's outcome, or nothing when it has no result.json or an unreadable one (then it
+// is trained again). A finished run is reused when its own configuration is this run's (the
+// shared settings were checked before; this catches a folder from elsewhere): else refused.
+static std::optional<RunOutcome> finished_run(const RunSpec& spec, const TrainConfig& tc, int64_t ranks_per_run,
+                                              const std::function<void(const std::string&)>& log) {
+  const std::string& dir = tc.out;
+  const std::string result_path = dir + "/result.json";
+  if (!fs::exists(result_path)) return std::nullopt;
+  // Its starting weights' path and thread count may differ: neither changes the result.
+  if (fs::exists(dir + "/config.json")) {
+    nlohmann::json mine = tc.to_json(), theirs;
+    // The ranks the run trains on, as its config.json records them, whichever ranks read it now.
+    mine.erase("ranks");
+    if (ranks_per_run > 1) mine["ranks"] = ranks_per_run;
+    try {
+      theirs = nlohmann::json::parse(read_file(dir + "/config.json"));
+    } catch (const std::exception& e) {
+      fail(dir, "/config.json: not valid JSON (", e.what(), "); move the run away to train it again");
+    }
+    mine.erase("init"), mine.erase("threads"), theirs.erase("init"), theirs.erase("threads");
+    ResumeDifferences d = resume_differences(theirs, mine);
+    std::string diff;
+    for (const std::string& t : d.refused_text) diff += "\n  " + t;
+    for (const std::string& t : d.allowed_text) diff += "\n  " + t;
+    SB_CHECK(diff.empty(), "compare: the finished run ", dir, " was trained with other settings than this "
+             "sweep gives it:", diff, "\nMove that folder away to train it again, or use another --out.");
+  }
+  try {
+    RunOutcome done = RunOutcome::from_json(nlohmann::json::parse(read_file(result_path)));
+    done.spec.group_sweep = spec.group_sweep;  // a sweep extended with more --groups labels its G
+    return done;
+  } catch (const std::exception& e) {
+    log(str(result_path, " is unreadable (", e.what(), "); running it again"));
+    return std::nullopt;
+  }
+}
+
+// Trains one run (continuing it when an earlier session was interrupted in it), measures it and
+// saves its result.json, unless interrupted.
+static TrainedRun train_run(TrainConfig tc, const RunSpec& spec, const SweepData& d, const CompareHooks& hooks) {
+  const std::string dir = tc.out;
+  tc.resume = true;  // a run interrupted mid-way continues from its last saved state
+  TrainHooks th;
+  th.should_stop = hooks.should_stop;
+  th.on_step = hooks.on_step;
+  TrainedRun run;
+  RunOutcome& o = run.outcome;
+  o.spec = spec;
+  auto r0 = std::chrono::steady_clock::now();
+  ModulePtr model;
+  TrainResult tr;
+  try {
+    tr = train(tc, &model, th);
+  } catch (const Diverged& e) {
+    o.diverged = true;
+    o.note = e.what();
+  }
+  if (tr.interrupted) {
+    run.interrupted = true;
+    return run;
+  }
+  run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
+  o.seconds = tr.seconds;
+  o.epochs = tr.epochs;
+  if (!o.diverged) {
+    o.final_miou = tr.epochs.empty() ? NAN : tr.epochs.back().val_miou;
+    o.best_miou = tr.best_miou;
+    o.empty_batches = tr.empty_batches;
+    // The steps that learned: a batch without a labelled pixel was skipped (its loss is NaN).
+    std::vector<float> losses, grad_norms;
+    for (size_t s = 0; s < tr.losses.size(); ++s)
+      if (!std::isnan(tr.losses[s])) losses.push_back(tr.losses[s]), grad_norms.push_back(tr.grad_norms[s]);
+    size_t n = losses.size(), k = std::max<size_t>(1, n / 20);
+    double a = 0, b = 0;
+    for (size_t s = 0; s < k && s < n; ++s) a += losses[s], b += losses[n - 1 - s];
+    o.first_loss = n ? a / k : NAN;
+    o.last_loss = n ? b / k : NAN;
+    if (n == 0) {
+      o.diverged = true;
+      o.note = "no training batch had a labelled pixel (every mask is 255, ignore)";
+    } else if (!(o.last_loss < o.first_loss)) {
+      o.diverged = true;
+      o.note = str("the loss ended higher than it began (", o.last_loss, " vs ", o.first_loss, ")");
+    }
+    o.loss_spikes = count_loss_spikes(losses, spec.batch);
+    o.grad_norm_median = percentile(grad_norms, 0.5);
+    o.grad_norm_p90 = percentile(grad_norms, 0.9);
+    o.grad_norm_max = percentile(grad_norms, 1.0);
+    measure_after(o, *model, *d.val, d.val_tf, dir, *d.train, d.train_eval_tf, d.precise_images);
+  }
+  if (world().rank() == 0) {  // a run over several ranks: its rank 0 writes for it, as train does
+    fs::create_directories(dir);
+    write_file_atomic(dir + "/result.json", o.to_json().dump(1) + "\n");
+  }
+  return run;
+}
+
+static std::string outcome_text(const TrainedRun& run) {
+  const RunOutcome& o = run.outcome;
+  return str("        final val mIoU ", std::isnan(o.final_miou) ? std::string("-") : str(o.final_miou),
+             o.diverged ? "  DIVERGED: " + o.note : std::string(), "  (", static_cast<int>(run.seconds), " s)");
+}
+
+// Rank 0's text onto every rank (an empty one too).
+static std::string broadcast_text(Communicator& comm, std::string text) {
+  int64_t len = static_cast<int64_t>(text.size());
+  comm.broadcast(&len, sizeof len, 0);
+  text.resize(static_cast<size_t>(len));
+  if (len > 0) comm.broadcast(text.data(), len, 0);
+  return text;
+}
+
+// This rank's share of a sweep spread over the ranks of `comm`: rank 0 says which runs are
+// finished, every rank deals the unfinished ones the same way (assign_runs) and trains its own,
+// each in a single process (the caller made world() this process alone). Returns whether any rank
+// was interrupted; every rank has finished its runs by then.
+static bool train_my_share(Communicator& comm, const CompareConfig& cfg, const SweepData& d,
+                           const std::vector<RunSpec>& plan, const CompareHooks& hooks,
+                           const std::function<void(const std::string&)>& log) {
+  // Rank 0 alone reads the finished runs (refusing a folder from another configuration) before
+  // any rank trains, so every rank deals the same unfinished runs.
+  std::vector<char> unfinished(plan.size(), 0);
+  if (comm.rank() == 0)
+    for (size_t i = 0; i < plan.size(); ++i)
+      unfinished[i] = !finished_run(plan[i], run_train_config(cfg, d, plan[i]), cfg.ranks_per_run, log).has_value();
+  if (!plan.empty()) comm.broadcast(unfinished.data(), static_cast<int64_t>(unfinished.size()), 0);
+  std::vector<size_t> todo;
+  std::vector<double> costs;
+  for (size_t i = 0; i < plan.size(); ++i)
+    if (unfinished[i]) todo.push_back(i), costs.push_back(relative_run_cost(plan[i].batch));
+  // Runs go to groups of K consecutive ranks (K = --ranks-per-run; 1: each rank is a group), and a
+  // group trains each of its runs data-parallel over its own communicator.
+  const int per_run = static_cast<int>(cfg.ranks_per_run);
+  const int groups = comm.size() / per_run, my_group = comm.rank() / per_run;
+  std::shared_ptr<Communicator> run_comm =
+      per_run > 1 ? comm.split(per_run) : std::static_pointer_cast<Communicator>(std::make_shared<SingleProcess>());
+  const std::vector<int> rank_of = assign_runs(costs, groups);
+  std::vector<double> load(static_cast<size_t>(groups), 0.0);
+  std::vector<int> count(static_cast<size_t>(groups), 0);
+  for (size_t k = 0; k < todo.size(); ++k) load[static_cast<size_t>(rank_of[k])] += costs[k], ++count[static_cast<size_t>(rank_of[k])];
+  std::string per_group;
+  for (int g = 0; g < groups; ++g) per_group += str(g ? ", " : "", count[static_cast<size_t>(g)]);
+  const double total = std::accumulate(load.begin(), load.end(), 0.0);
+  const double longest = *std::max_element(load.begin(), load.end());
+  const std::string unit = per_run > 1 ? str("group of ", per_run, " ranks") : std::string("rank");
+  log(str(todo.size(), " of ", plan.size(), " runs to train, spread over ", comm.size(), " ranks (runs per ", unit, ": ",
+          per_group, "; the busiest ", per_run > 1 ? std::string("group") : unit, "'s estimated load is ",
+          std::round(1000 * (total > 0 ? longest / (total / groups) : 1.0)) / 1000, "x the mean)"));
+  // Longest first on each rank too, in the order they were dealt: the last runs to finish are short.
+  std::vector<size_t> mine;
+  std::vector<size_t> by_cost(todo.size());
+  for (size_t k = 0; k < todo.size(); ++k) by_cost[k] = k;
+  std::stable_sort(by_cost.begin(), by_cost.end(), [&](size_t a, size_t b) { return costs[a] > costs[b]; });
+  for (size_t k : by_cost)
+    if (rank_of[k] == my_group) mine.push_back(todo[k]);
+  double interrupted = 0;
+  for (size_t n = 0; n < mine.size(); ++n) {
+    const RunSpec& spec = plan[mine[n]];
+    log(str("[rank ", comm.rank(), ": run ", n + 1, "/", mine.size(), "] ", spec.label(), " batch ", spec.batch,
+            " seed ", spec.seed, " lr ", spec.lr));
+    const TrainedRun run = [&] {
+      WorldScope in_group(run_comm);  // the run's ranks; for K = 1 this process alone
+      return train_run(run_train_config(cfg, d, spec), spec, d, hooks);
+    }();
+    if (run.interrupted) {
+      interrupted = 1;
+      break;
+    }
+    log(outcome_text(run));
+  }
+  comm.sum(&interrupted, 1);  // also the barrier after which every run folder is complete
+  return interrupted > 0;
+}
+
 CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks) {
   CompareConfig cfg = cfg_in;
   cfg.apply_preset();
   auto log = [&](const std::string& m) {
     if (hooks.log) hooks.log(m);
   };
-  std::error_code ec;
-  SB_CHECK(!fs::exists(cfg.out) || fs::is_directory(cfg.out), "--out: '", cfg.out, "' exists and is not a directory");
-  fs::create_directories(cfg.out + "/runs", ec);
-  SB_CHECK(!ec, "--out: cannot create '", cfg.out, "/runs' (", ec.message(), ")");
+  Communicator& comm = world();
+  const bool spread = comm.size() > 1;
+  SB_CHECK(comm.size() % cfg.ranks_per_run == 0, "--ranks-per-run ", cfg.ranks_per_run, " does not divide the ",
+           comm.size(), comm.size() == 1 ? " rank of this job (start it with mpirun -np R, R a multiple of "
+                                         : " ranks of this job (give mpirun -np a multiple of ",
+           cfg.ranks_per_run, ")");
+  // Every rank has read the saved sweep for its defaults (cmd_compare) before rank 0 rewrites it.
+  if (spread) comm.barrier();
   // One sweep per folder at a time: a second would remove the first's live temporaries and
-  // train the same runs into the same files. Held until the sweep returns.
-  DirLock lock(cfg.out, "--out");
+  // train the same runs into the same files. Held until the sweep returns; in a job of several
+  // ranks, by rank 0 for the job (the others hold each run's own lock while they train it).
+  DirLock lock;
   std::string cfg_path = cfg.out + "/compare.json";
-  if (fs::exists(cfg_path)) {
-    nlohmann::json saved;
-    try {
-      saved = nlohmann::json::parse(read_file(cfg_path));
-    } catch (const nlohmann::json::exception& e) {
-      fail(cfg_path, ": not valid JSON (", e.what(), ")");
-    }
-    if (saved.is_object() && !saved.contains("precise_bn")) {
-      // Started before PreciseBN existed (or without it): continue it as it was, or refuse an
-      // explicit --precise-bn, which its finished runs could not show.
-      SB_CHECK(cfg.precise_bn <= 0, "compare: ", cfg.out, " holds a sweep started without PreciseBN; continue it "
-               "without --precise-bn, or give another --out");
-      if (cfg.precise_bn == 0) log("this sweep was started without PreciseBN; continuing it without");
-      cfg.precise_bn = -1;
-    }
-    extend_sweep(cfg, saved, log);
-    log(str("continuing the sweep in ", cfg.out));
+  auto take_folder = [&] {
+    std::error_code ec;
+    SB_CHECK(!fs::exists(cfg.out) || fs::is_directory(cfg.out), "--out: '", cfg.out, "' exists and is not a directory");
+    fs::create_directories(cfg.out + "/runs", ec);
+    SB_CHECK(!ec, "--out: cannot create '", cfg.out, "/runs' (", ec.message(), ")");
+    lock = DirLock(cfg.out, "--out");
+    adopt_saved_sweep(cfg, log);
+    remove_stale_sweep_temporaries(cfg, plan_runs(cfg));
+    write_file_atomic(cfg_path, cfg.to_json().dump(2) + "\n");
+    // The machine this session runs on, for the report: timings compare only between like machines.
+    // Apart from compare.json, which must match across sessions that may run on different machines.
+    write_file_atomic(cfg.out + "/platform.json", platform_json().dump(2) + "\n");
+    log(str("on ", platform_summary()));
+  };
+  if (!spread) {
+    take_folder();
+  } else {
+    // Rank 0 takes the folder for the job; its refusal (locked, another configuration) ends every rank.
+    std::string refused;
+    if (comm.rank() == 0) try {
+        take_folder();
+      } catch (const std::exception& e) {
+        refused = e.what();
+      }
+    refused = broadcast_text(comm, refused);
+    if (!refused.empty()) fail(refused);
+    if (comm.rank() != 0) adopt_saved_sweep(cfg, [](const std::string&) {});  // the sweep rank 0 just saved
+    check_same_on_all_ranks(comm, cfg.to_json(), "sweep configuration");
   }
   auto plan = plan_runs(cfg);
-  remove_stale_sweep_temporaries(cfg, plan);
-  write_file_atomic(cfg_path, cfg.to_json().dump(2) + "\n");
-  // The machine this session runs on, for the report: timings compare only between like machines.
-  // Apart from compare.json, which must match across sessions that may run on different machines.
-  write_file_atomic(cfg.out + "/platform.json", platform_json().dump(2) + "\n");
-  log(str("on ", platform_summary()));
 
-  DataOptions dopt;
-  dopt.limit = cfg.limit;
-  dopt.image_size = cfg.image_size;
-  DatasetPtr train_data = open_dataset(cfg.data, Split::Train, 0, dopt);
-  int64_t classes = train_data->num_classes();
-  DataOptions vopt = dopt;
-  vopt.limit = cfg.val_limit;
-  DatasetPtr val_data = open_dataset(cfg.data, Split::Val, classes, vopt);
-  SampleTransform val_tf = make_transform(cfg.data, Split::Val, vopt);
-  // PreciseBN's images: training images with the evaluation transform (no augmentation).
-  const SampleTransform train_eval_tf = make_transform(cfg.data, Split::Val, dopt);
-  int64_t precise_images = cfg.precise_bn_images();
-  if (precise_images > train_data->size()) {
-    if (cfg.precise_bn > 0)
-      log(str("PreciseBN: ", precise_images, " images asked but the training set has ", train_data->size(),
-              "; using all ", train_data->size()));
-    precise_images = train_data->size();
-  }
-
+  const SweepData data = open_sweep_data(cfg, log);
+  std::optional<WorldScope> alone;
   CompareResult result;
   auto t0 = std::chrono::steady_clock::now();
+  if (spread) {
+    // Every seed's starting weights exist before any rank reads them.
+    if (comm.rank() == 0)
+      for (int64_t seed = 0; seed < cfg.seeds; ++seed) init_for_seed(cfg, data.classes, seed);
+    comm.barrier();
+    // From here every run is trained, and its configuration compared with a finished one's, as in
+    // a one-process sweep: world() is this process alone, and the job's collectives go through comm.
+    alone.emplace(std::make_shared<SingleProcess>());
+    result.interrupted = train_my_share(comm, cfg, data, plan, hooks, log);
+    // Rank 0 now reads every run as a resumed single-process sweep does, below, and reports.
+    if (result.interrupted || comm.rank() != 0) {
+      result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return result;
+    }
+  }
   // Seconds of the runs trained in this session, per batch size: small batches take longer per
   // image, so the ETA prices each remaining run by its own batch size where one was timed.
   std::map<int64_t, std::pair<double, int>> timed;  // batch -> (seconds, runs)
@@ -456,67 +785,16 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
   int trained_runs = 0;
   for (size_t i = 0; i < plan.size(); ++i) {
     const RunSpec& spec = plan[i];
-    std::string dir = cfg.out + "/runs/" + spec.dir_name();
-    std::string result_path = dir + "/result.json";
-    TrainConfig tc;
-    tc.spec.model = cfg.model;
-    tc.spec.options.norm = spec.norm;
-    if (tc.spec.options.norm.groups == 0) tc.spec.options.norm.groups = 8;  // unused, as the flag's default
-    tc.spec.options.classes = classes;
-    tc.spec.options.base_width = cfg.base_width;
-    tc.data = cfg.data;
-    tc.data_opt = dopt;
-    tc.val_limit = cfg.val_limit;
-    tc.batch = spec.batch;
-    tc.val_batch = 16;
-    tc.epochs = cfg.epochs;
-    tc.optim = cfg.optim;
-    tc.lr = spec.lr;
-    tc.momentum = cfg.momentum;
-    tc.weight_decay = cfg.weight_decay;
-    tc.schedule = "cosine";
-    int64_t steps_per_epoch = (train_data->size() + spec.batch - 1) / spec.batch;
-    tc.warmup_steps = static_cast<int64_t>(std::llround(cfg.warmup_epochs * steps_per_epoch));
-    if (norm_info(spec.norm.kind).traits.uses_warmup)
-      tc.spec.options.norm.warmup = std::max<int64_t>(1, std::llround(cfg.norm_warmup_epochs * steps_per_epoch));
-    tc.seed = static_cast<uint64_t>(spec.seed);
-    tc.threads = num_threads();
-    tc.init = init_for_seed(cfg, classes, spec.seed);
-    tc.init_strict = false;
-    tc.out = dir;
-    if (fs::exists(result_path)) {
-      // A finished run is reused when its own configuration is this run's (the shared settings
-      // were checked above; this catches a folder from elsewhere). Its starting weights' path and
-      // thread count may differ: neither changes the result.
-      if (fs::exists(dir + "/config.json")) {
-        nlohmann::json mine = tc.to_json(), theirs;
-        try {
-          theirs = nlohmann::json::parse(read_file(dir + "/config.json"));
-        } catch (const std::exception& e) {
-          fail(dir, "/config.json: not valid JSON (", e.what(), "); move the run away to train it again");
-        }
-        mine.erase("init"), mine.erase("threads"), theirs.erase("init"), theirs.erase("threads");
-        ResumeDifferences d = resume_differences(theirs, mine);
-        std::string diff;
-        for (const std::string& t : d.refused_text) diff += "\n  " + t;
-        for (const std::string& t : d.allowed_text) diff += "\n  " + t;
-        SB_CHECK(diff.empty(), "compare: the finished run ", dir, " was trained with other settings than this "
-                 "sweep gives it:", diff, "\nMove that folder away to train it again, or use another --out.");
-      }
-      try {
-        RunOutcome done = RunOutcome::from_json(nlohmann::json::parse(read_file(result_path)));
-        done.spec.group_sweep = spec.group_sweep;  // a sweep extended with more --groups labels its G
-        result.runs.push_back(done);
-        continue;
-      } catch (const std::exception& e) {
-        log(str(result_path, " is unreadable (", e.what(), "); running it again"));
-      }
+    const TrainConfig tc = run_train_config(cfg, data, spec);
+    if (std::optional<RunOutcome> done = finished_run(spec, tc, cfg.ranks_per_run, log)) {
+      result.runs.push_back(*done);
+      continue;
     }
     double eta = NAN;
     if (trained_runs) {
       eta = 0;
       for (size_t k = i; k < plan.size(); ++k) {
-        if (k > i && fs::exists(cfg.out + "/runs/" + plan[k].dir_name() + "/result.json")) continue;  // done
+        if (k > i && fs::exists(run_dir(cfg, plan[k]) + "/result.json")) continue;  // done
         auto it = timed.find(plan[k].batch);
         eta += it != timed.end() ? it->second.first / it->second.second : trained_seconds / trained_runs;
       }
@@ -524,67 +802,25 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     log(str("[run ", i + 1, "/", plan.size(), "] ", spec.label(), " batch ", spec.batch, " seed ", spec.seed,
             " lr ", spec.lr, std::isnan(eta) ? std::string() : str("  (ETA ", static_cast<int>(eta / 60), "m",
             static_cast<int>(std::fmod(eta, 60.0)), "s)")));
-    tc.resume = true;  // a run interrupted mid-way continues from its last saved state
-    TrainHooks th;
-    th.should_stop = hooks.should_stop;
-    th.on_step = hooks.on_step;
-    RunOutcome o;
-    o.spec = spec;
-    auto r0 = std::chrono::steady_clock::now();
-    ModulePtr model;
-    TrainResult tr;
-    try {
-      tr = train(tc, &model, th);
-    } catch (const Diverged& e) {
-      o.diverged = true;
-      o.note = e.what();
-    }
-    if (tr.interrupted) {
+    // In a job of several ranks, a run rank 0 finds unfinished here (its result.json vanished or
+    // is unreadable) is trained again by rank 0 alone; a run of several ranks cannot be.
+    SB_CHECK(cfg.ranks_per_run == 1, "compare: ", run_dir(cfg, spec), " did not finish (no readable result.json); run "
+             "the sweep again to train it");
+    const TrainedRun run = train_run(tc, spec, data, hooks);
+    if (run.interrupted) {
       result.interrupted = true;
       break;
     }
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
-    trained_seconds += secs;
+    trained_seconds += run.seconds;
     ++trained_runs;
-    timed[spec.batch].first += secs;
+    timed[spec.batch].first += run.seconds;
     ++timed[spec.batch].second;
-    o.seconds = tr.seconds;
-    o.epochs = tr.epochs;
-    if (!o.diverged) {
-      o.final_miou = tr.epochs.empty() ? NAN : tr.epochs.back().val_miou;
-      o.best_miou = tr.best_miou;
-      o.empty_batches = tr.empty_batches;
-      // The steps that learned: a batch without a labelled pixel was skipped (its loss is NaN).
-      std::vector<float> losses, grad_norms;
-      for (size_t s = 0; s < tr.losses.size(); ++s)
-        if (!std::isnan(tr.losses[s])) losses.push_back(tr.losses[s]), grad_norms.push_back(tr.grad_norms[s]);
-      size_t n = losses.size(), k = std::max<size_t>(1, n / 20);
-      double a = 0, b = 0;
-      for (size_t s = 0; s < k && s < n; ++s) a += losses[s], b += losses[n - 1 - s];
-      o.first_loss = n ? a / k : NAN;
-      o.last_loss = n ? b / k : NAN;
-      if (n == 0) {
-        o.diverged = true;
-        o.note = "no training batch had a labelled pixel (every mask is 255, ignore)";
-      } else if (!(o.last_loss < o.first_loss)) {
-        o.diverged = true;
-        o.note = str("the loss ended higher than it began (", o.last_loss, " vs ", o.first_loss, ")");
-      }
-      o.loss_spikes = count_loss_spikes(losses, spec.batch);
-      o.grad_norm_median = percentile(grad_norms, 0.5);
-      o.grad_norm_p90 = percentile(grad_norms, 0.9);
-      o.grad_norm_max = percentile(grad_norms, 1.0);
-      measure_after(o, *model, *val_data, val_tf, dir, *train_data, train_eval_tf, precise_images);
-    }
-    fs::create_directories(dir);
-    write_file_atomic(result_path, o.to_json().dump(1) + "\n");
-    log(str("        final val mIoU ", std::isnan(o.final_miou) ? std::string("-") : str(o.final_miou),
-            o.diverged ? "  DIVERGED: " + o.note : std::string(), "  (", static_cast<int>(secs), " s)"));
-    result.runs.push_back(o);
+    log(outcome_text(run));
+    result.runs.push_back(run.outcome);
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!result.interrupted)
-    result.summary_md = write_report(cfg, result.runs, result.seconds, background_only_miou(*val_data, val_tf));
+    result.summary_md = write_report(cfg, result.runs, result.seconds, background_only_miou(*data.val, data.val_tf));
   return result;
 }
 

@@ -36,6 +36,9 @@ struct CompareConfig {
   double norm_warmup_epochs = 0;        // brn's r_max/d_max ramp, frozenbn's warm-up (0: epochs / 3)
   int64_t limit = 0, val_limit = 0, image_size = 0;
   int threads = 0;
+  // Under mpirun: each run trained data-parallel over this many consecutive ranks, at batch_sizes
+  // images per rank (the optimization batch is ranks_per_run x batch); 1: each run in one process.
+  int64_t ranks_per_run = 1;
   std::string out = "runs/compare";
   // PreciseBN images for the BN family's third evaluation: 0 for the default (kPreciseBNDefault,
   // clamped to the training set), -1 for none (a sweep started before PreciseBN existed).
@@ -106,7 +109,18 @@ std::vector<RunSpec> plan_runs(const CompareConfig& cfg);
 // whose mean exceeds 1.5x the median of the 10 stretches before it.
 int64_t count_loss_spikes(const std::vector<float>& losses, int64_t batch);
 
+// Runs the sweep. Under an MPI launch (world() with several ranks) the unfinished runs are dealt
+// to the ranks (assign_runs), each rank trains its own in a single process, and rank 0 then reads
+// every run's result.json and writes the report; the other ranks return no runs.
 CompareResult run_compare(const CompareConfig& cfg, const CompareHooks& hooks = {});
+
+// The time of one run at `batch` images per step, relative to one at batch 8: a table measured
+// per batch size (see compare.cpp). Only ratios between batch sizes matter.
+double relative_run_cost(int64_t batch);
+// Deals runs with the given costs to `ranks` ranks, longest first, each to the rank with the
+// least cost so far (ties: the lower run index first, the lower rank): the same answer on every
+// rank. Returns the rank of each run.
+std::vector<int> assign_runs(const std::vector<double>& costs, int ranks);
 
 // Writes runs.csv, summary.csv, summary.md, the plots and report.html from finished runs.
 // background_miou: what predicting background (class 0) everywhere scores on the validation set,

@@ -63,9 +63,11 @@ class MpiSum : public PendingSum {
 
 class MpiCommunicator : public Communicator {
  public:
-  MpiCommunicator() {
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  // `comm`: MPI_COMM_WORLD, or a group of it made by split() (never freed: a few per job, and
+  // freeing after MPI_Finalize would be an error).
+  explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD) : comm_(comm) {
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -80,18 +82,25 @@ class MpiCommunicator : public Communicator {
   // with the root's bits. The trainer checks that the replicas agree (a hash per epoch).
   std::unique_ptr<PendingSum> start_sum(float* data, int64_t count) override {
     MPI_Request r;
-    MPI_Iallreduce(MPI_IN_PLACE, data, mpi_count(count, "sum"), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r);
+    MPI_Iallreduce(MPI_IN_PLACE, data, mpi_count(count, "sum"), MPI_FLOAT, MPI_SUM, comm_, &r);
     return std::make_unique<MpiSum>(r);
   }
   void broadcast(void* data, int64_t bytes, int root) override {
-    MPI_Bcast(data, mpi_count(bytes, "broadcast"), MPI_BYTE, root, MPI_COMM_WORLD);
+    MPI_Bcast(data, mpi_count(bytes, "broadcast"), MPI_BYTE, root, comm_);
   }
-  void barrier() override { MPI_Barrier(MPI_COMM_WORLD); }
+  void barrier() override { MPI_Barrier(comm_); }
   [[noreturn]] void abort(int code) override {
     std::fflush(stdout);
     std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, code);
+    MPI_Abort(MPI_COMM_WORLD, code);  // the whole job, also from a group: its other ranks would wait too
     std::_Exit(code);  // MPI_Abort does not return; if it did, still end this rank
+  }
+  std::shared_ptr<Communicator> split(int group) override {
+    const int k = group_size(group);
+    if (k == size_) return std::make_shared<MpiCommunicator>(comm_);
+    MPI_Comm c;
+    MPI_Comm_split(comm_, rank_ / k, rank_, &c);
+    return std::make_shared<MpiCommunicator>(c);
   }
 
  private:
@@ -100,15 +109,16 @@ class MpiCommunicator : public Communicator {
   // point of the same forward pass (SyncBatchNorm's first layer), so they all call it together.
   MPI_Comm comm_for(int group) {
     const int k = group_size(group);
-    if (k == size_) return MPI_COMM_WORLD;
+    if (k == size_) return comm_;
     auto it = groups_.find(k);
     if (it != groups_.end()) return it->second;
     MPI_Comm c;
-    MPI_Comm_split(MPI_COMM_WORLD, rank_ / k, rank_, &c);
+    MPI_Comm_split(comm_, rank_ / k, rank_, &c);
     groups_[k] = c;
     return c;
   }
 
+  MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
   std::map<int, MPI_Comm> groups_;
 };

@@ -49,6 +49,26 @@ std::string cell_text(const Cell& c, bool error) {
   return t;
 }
 
+// Runs over K ranks each (--ranks-per-run K): the images a norm normalizes over apart from the
+// images a step optimizes over. bn takes each rank's B images, syncbn all K x B, the per-sample
+// norms (gn and the rest) one image; every run optimizes over K x B at the same learning rate.
+void normalization_batch_table(std::ostringstream& md, const CompareConfig& cfg, const Aggregate& a) {
+  const int64_t k = cfg.ranks_per_run;
+  md << "\nEach run trained over " << k << " ranks: val mIoU (%) by the batch each norm normalizes over "
+     << "(bn: a rank's images; syncbn: all " << k << " ranks' images; per-sample norms: one image), at the "
+     << "same optimization batch and learning rate.\n\n"
+     << "| norm | images per rank | optimization batch | normalization batch | val mIoU (%) |\n|---|---|---|---|---|\n";
+  for (auto& l : a.labels)
+    for (int64_t b : a.batches) {
+      auto it = a.cells.find({l, b});
+      if (it == a.cells.end()) continue;
+      const bool batch_stats = std::find(a.bn_labels.begin(), a.bn_labels.end(), l) != a.bn_labels.end();
+      const std::string normalized = l == "syncbn" ? str(k * b) : batch_stats ? str(b) : std::string("1 image");
+      md << "| " << l << " | " << b << " | " << k * b << " | " << normalized << " | " << cell_text(it->second, false)
+         << " |\n";
+    }
+}
+
 // Rows = norms, columns = batch sizes: the paper's Table 2 layout.
 void miou_table(std::ostringstream& md, const Aggregate& a, bool error) {
   table_header(md, "norm \\ batch", a.batches);
@@ -267,10 +287,12 @@ std::string summary_markdown(const CompareConfig& cfg, const std::vector<RunOutc
                              double seconds) {
   std::ostringstream md;
   md << "Validation mIoU (%) after " << cfg.epochs << " epochs, mean ± std over " << cfg.seeds
-     << (cfg.seeds == 1 ? " seed" : " seeds") << "; columns are images per batch.\n\n";
+     << (cfg.seeds == 1 ? " seed" : " seeds") << "; columns are images per batch"
+     << (cfg.ranks_per_run > 1 ? str(" per rank, each run over ", cfg.ranks_per_run, " ranks") : std::string()) << ".\n\n";
   miou_table(md, a, false);
   md << "\nValidation error (100 - mIoU, %), as the paper's Table 2 reports error.\n\n";
   miou_table(md, a, true);
+  if (cfg.ranks_per_run > 1) normalization_batch_table(md, cfg, a);
   stability_table(md, a);
   if (!a.bn_labels.empty()) {
     bn_gap_table(md, a);

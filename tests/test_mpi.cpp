@@ -17,6 +17,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -374,6 +375,20 @@ TEST_CASE("mpi: a 2-rank run resumed by one process or by 3 ranks is refused nam
   CHECK(three.out.find("saved 2, now 3") != std::string::npos);
   const Launch two = run_mpi(2, cli() + " train --out " + out + " --resume --epochs 2");
   CHECK_MESSAGE(two.code == 0, two.out);
+}
+
+// Without --threads each rank once took every core, so R ranks oversubscribed a machine R times.
+TEST_CASE("mpi: without --threads a rank takes the machine's cores divided by its ranks") {
+  if (!mpi_ready("mpi default threads")) return;
+  sbtest::TempDir dir("sb_mpi_threads");
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  // kData gives --threads 1: this run leaves it out.
+  const Launch l = run_mpi(2, "env -u SMALLBATCH_NUM_THREADS " + cli() +
+                                  " train --data shapes:train=8,size=16 --val-data none --base-width 4 --workers 1 "
+                                  "--norm gn --steps 1 --out " + (dir / "r"));
+  REQUIRE_MESSAGE(l.code == 0, l.out);
+  const int want = std::max(1, cores / 2);
+  CHECK_MESSAGE(l.out.find(str("--threads ", want, " per rank")) != std::string::npos, l.out);
 }
 
 TEST_CASE("mpi: commands other than train and compare are refused under mpirun, not run once per rank") {

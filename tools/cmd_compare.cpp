@@ -134,7 +134,7 @@ void add_compare_command(CLI::App& app, Action& action) {
                   "PreciseBN images: the BN family is also evaluated with running statistics recomputed over N "
                   "training images (default 1024, at most the training set)")
       ->check(Positive);
-  cmd->add_option("--threads", o->cfg.threads, "threads (default: SMALLBATCH_NUM_THREADS or all cores)")->check(Positive);
+  cmd->add_option("--threads", o->cfg.threads, "threads (default: SMALLBATCH_NUM_THREADS or all cores; under mpirun, per rank: the cores shared among the machine's ranks)")->check(Positive);
   cmd->add_option("--ranks-per-run", o->cfg.ranks_per_run,
                   "under mpirun: train each run data-parallel over K consecutive ranks (K must divide the ranks; "
                   "--batch-sizes are then per rank, and syncbn joins the full preset)")
@@ -152,7 +152,7 @@ void add_compare_command(CLI::App& app, Action& action) {
       if (!o->batch_sizes.empty()) cfg.batch_sizes = parse_ints("--batch-sizes", o->batch_sizes);
       take_saved_sweep(*cmd, cfg);
       check_threads("compare", cfg.threads);
-      set_num_threads(cfg.threads > 0 ? cfg.threads : default_num_threads());
+      set_num_threads(cfg.threads > 0 ? cfg.threads : default_rank_threads());
       cfg.threads = num_threads();
       cfg.apply_preset();
       if (cfg.limit > 0)

@@ -69,11 +69,11 @@ ModelSpec ModelFlags::override_given(ModelSpec base) const {
 }
 
 static void add_threads(CLI::App& cmd, int& threads) {
-  cmd.add_option("--threads", threads, "threads for OpenMP and OpenBLAS (default: SMALLBATCH_NUM_THREADS or all cores)")
+  cmd.add_option("--threads", threads, "threads for OpenMP and OpenBLAS (default: SMALLBATCH_NUM_THREADS or all cores; under mpirun, per rank: the cores shared among the machine's ranks)")
       ->check(Positive);
 }
 
-static void apply_threads(int threads) { set_num_threads(threads > 0 ? threads : default_num_threads()); }
+static void apply_threads(int threads) { set_num_threads(threads > 0 ? threads : default_rank_threads()); }
 
 static std::string fmt_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";

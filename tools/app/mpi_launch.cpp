@@ -3,6 +3,7 @@
 // still answers, so a launch under mpirun is refused instead of training R unrelated copies.
 #include "tools/app/mpi_launch.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -11,6 +12,7 @@
 
 #include "core/distributed.h"
 #include "core/errors.h"
+#include "core/threads.h"
 
 #ifdef SMALLBATCH_HAVE_MPI
 #define OMPI_SKIP_MPICXX 1  // the C API only: the deprecated C++ bindings do not compile warning-free
@@ -27,6 +29,17 @@ static bool env_set(const char* name) {
 
 bool launched_by_mpi() {
   return env_set("OMPI_COMM_WORLD_SIZE") || env_set("PMI_SIZE") || env_set("PMIX_RANK");
+}
+
+int default_rank_threads() {
+  if (!launched_by_mpi() || env_set("SMALLBATCH_NUM_THREADS")) return default_num_threads();
+  int local = 0;
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+    if (const char* v = std::getenv(name); v && *v) {
+      local = std::atoi(v);
+      break;
+    }
+  return std::max(1, default_num_threads() / std::max(1, local));
 }
 
 #ifdef SMALLBATCH_HAVE_MPI

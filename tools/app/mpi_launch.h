@@ -9,6 +9,11 @@ namespace sb {
 // True when the environment says mpirun (Open MPI: OMPI_COMM_WORLD_SIZE), Slurm or another PMI
 // launcher (PMI_SIZE, PMIX_RANK) started this process.
 bool launched_by_mpi();
+// The threads a command takes when --threads is not given: SMALLBATCH_NUM_THREADS when set,
+// else all cores, shared out among the ranks on this machine under mpirun (Open MPI's
+// OMPI_COMM_WORLD_LOCAL_SIZE, MPICH's MPI_LOCALNRANKS), at least 1: all cores for each of R
+// ranks would oversubscribe the machine R times.
+int default_rank_threads();
 // Whether this build has MPI (CMake found it: SMALLBATCH_HAVE_MPI).
 bool built_with_mpi();
 

@@ -458,7 +458,7 @@ std::string without_column(const std::string& csv, const std::string& name) {
 // A run's result.json without what the clock measured.
 nlohmann::json result_without_timings(const std::string& path) {
   nlohmann::json j = nlohmann::json::parse(read_text(path));
-  j.erase("seconds");
+  j.erase("seconds"), j.erase("host"), j.erase("rank");
   for (auto& e : j.at("epochs")) e.erase("seconds"), e.erase("images_per_s");
   return j;
 }
@@ -471,7 +471,11 @@ void check_same_sweep(const fs::path& got, const fs::path& want) {
     REQUIRE(fs::exists(got / f));
     CHECK(read_text(got / f) == read_text(want / f));
   }
-  CHECK(without_column(read_text(got / "runs.csv"), "seconds") == without_column(read_text(want / "runs.csv"), "seconds"));
+  // Without what the clock measured and where each run was trained (its rank differs).
+  auto comparable = [](const std::string& csv) {
+    return without_column(without_column(without_column(csv, "seconds"), "rank"), "host");
+  };
+  CHECK(comparable(read_text(got / "runs.csv")) == comparable(read_text(want / "runs.csv")));
   // The tables, up to the closing line with the session's duration.
   auto tables = [](const std::string& md) { return md.substr(0, md.rfind("runs in")); };
   CHECK(tables(read_text(got / "summary.md")) == tables(read_text(want / "summary.md")));
@@ -507,7 +511,20 @@ TEST_CASE("mpi: compare spread over 2 and 3 ranks writes the single-process swee
     CHECK(l.out.find(dealt) != std::string::npos);
     CHECK(l.out.find("report: ") != std::string::npos);  // rank 0 reports, once
     check_same_sweep(out, dir / "one");
+    // runs.csv says where each run was trained: every rank of the job appears in its rank column.
+    const std::string csv = read_text(out + "/runs.csv");
+    REQUIRE(csv.find(",diverged,host,rank\n") != std::string::npos);
+    for (int r = 0; r < ranks; ++r) {
+      CAPTURE(r);
+      std::string row_end = ",";  // appended, not a chain of +: GCC 12 warns falsely (-Wrestrict) on that
+      row_end += std::to_string(r);
+      row_end += "\n";
+      CHECK(csv.find(row_end) != std::string::npos);
+    }
   }
+  // One process: every run on rank 0.
+  const std::string one_csv = read_text((dir.path / "one" / "runs.csv").string());
+  CHECK(one_csv.find(",1\n") == std::string::npos);
   // Rank 0's refusal (the folder holds a sweep with other shared settings) ends every rank, at once.
   std::string longer = kSweep;
   longer.replace(longer.find("--epochs 1"), 10, "--epochs 2");

@@ -2,6 +2,8 @@
 // keeps every finished run's outcome in its own result.json.
 #include "tools/app/compare.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -175,7 +177,7 @@ nlohmann::json RunOutcome::to_json() const {
           {"precise_miou", num(precise_miou)}, {"first_loss", num(first_loss)},
           {"last_loss", num(last_loss)}, {"loss_spikes", loss_spikes}, {"empty_batches", empty_batches}, {"grad_norm_median", num(grad_norm_median)},
           {"grad_norm_p90", num(grad_norm_p90)}, {"grad_norm_max", num(grad_norm_max)}, {"bn_gaps", g},
-          {"seconds", seconds}};
+          {"seconds", seconds}, {"host", host}, {"rank", rank}};
 }
 
 RunOutcome RunOutcome::from_json(const nlohmann::json& j) {
@@ -207,6 +209,8 @@ RunOutcome RunOutcome::from_json(const nlohmann::json& j) {
   o.grad_norm_max = num_of(j, "grad_norm_max");
   for (auto& g : j.at("bn_gaps")) o.gaps.push_back({g.at("layer"), g.at("mean_shift"), g.at("log_var_ratio")});
   o.seconds = j.at("seconds");
+  o.host = j.value("host", std::string());  // absent in runs from before it was recorded
+  o.rank = j.value("rank", int64_t{0});
   return o;
 }
 
@@ -574,7 +578,15 @@ static std::optional<RunOutcome> finished_run(const RunSpec& spec, const TrainCo
 
 // Trains one run (continuing it when an earlier session was interrupted in it), measures it and
 // saves its result.json, unless interrupted.
-static TrainedRun train_run(TrainConfig tc, const RunSpec& spec, const SweepData& d, const CompareHooks& hooks) {
+// This machine's name, for runs.csv's host column ("unknown" if the system will not say).
+static std::string host_name() {
+  char name[256] = {};
+  return ::gethostname(name, sizeof name - 1) == 0 && name[0] ? std::string(name) : std::string("unknown");
+}
+
+// `job_rank`: the rank of the whole job that writes the run (provenance only).
+static TrainedRun train_run(TrainConfig tc, const RunSpec& spec, const SweepData& d, const CompareHooks& hooks,
+                            int64_t job_rank) {
   const std::string dir = tc.out;
   tc.resume = true;  // a run interrupted mid-way continues from its last saved state
   TrainHooks th;
@@ -583,6 +595,8 @@ static TrainedRun train_run(TrainConfig tc, const RunSpec& spec, const SweepData
   TrainedRun run;
   RunOutcome& o = run.outcome;
   o.spec = spec;
+  o.host = host_name();
+  o.rank = job_rank;
   auto r0 = std::chrono::steady_clock::now();
   ModulePtr model;
   TrainResult tr;
@@ -697,7 +711,7 @@ static bool train_my_share(Communicator& comm, const CompareConfig& cfg, const S
             " seed ", spec.seed, " lr ", spec.lr));
     const TrainedRun run = [&] {
       WorldScope in_group(run_comm);  // the run's ranks; for K = 1 this process alone
-      return train_run(run_train_config(cfg, d, spec), spec, d, hooks);
+      return train_run(run_train_config(cfg, d, spec), spec, d, hooks, comm.rank());
     }();
     if (run.interrupted) {
       interrupted = 1;
@@ -806,7 +820,7 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     // is unreadable) is trained again by rank 0 alone; a run of several ranks cannot be.
     SB_CHECK(cfg.ranks_per_run == 1, "compare: ", run_dir(cfg, spec), " did not finish (no readable result.json); run "
              "the sweep again to train it");
-    const TrainedRun run = train_run(tc, spec, data, hooks);
+    const TrainedRun run = train_run(tc, spec, data, hooks, comm.rank());
     if (run.interrupted) {
       result.interrupted = true;
       break;

@@ -84,6 +84,10 @@ struct RunOutcome {
   double grad_norm_median = NAN, grad_norm_p90 = NAN, grad_norm_max = NAN;
   std::vector<LayerGap> gaps;   // BN only
   double seconds = 0;
+  // Where it was trained (provenance, like the timings): the host's name and the job's rank that
+  // wrote it (0 in a one-process sweep), so a slow or faulty machine can be found in runs.csv.
+  std::string host;
+  int64_t rank = 0;
 
   nlohmann::json to_json() const;
   static RunOutcome from_json(const nlohmann::json& j);

@@ -259,13 +259,14 @@ std::string machine_line(const std::string& out) {
 }  // namespace
 
 std::string runs_csv(const std::vector<RunOutcome>& runs) {
-  std::string csv = "norm,groups,batch,seed,lr,epoch,step,train_loss,val_loss,val_pixel_acc,val_miou,seconds,diverged\n";
+  std::string csv =
+      "norm,groups,batch,seed,lr,epoch,step,train_loss,val_loss,val_pixel_acc,val_miou,seconds,diverged,host,rank\n";
   for (auto& r : runs)
     for (auto& e : r.epochs)
       csv += str(r.spec.label(), ",", r.spec.norm.groups, ",", r.spec.batch, ",", r.spec.seed, ",", csv_num(r.spec.lr), ",",
                  e.epoch, ",", e.step, ",", csv_num(e.train_loss), ",", csv_num(e.val_loss), ",",
                  csv_num(e.val_pixel_acc), ",", csv_num(e.val_miou), ",", csv_num(e.seconds), ",",
-                 r.diverged ? 1 : 0, "\n");
+                 r.diverged ? 1 : 0, ",", r.host, ",", r.rank, "\n");
   return csv;
 }
 

@@ -8,6 +8,14 @@
 
 namespace sb {
 
+std::string Communicator::broadcast_text(std::string text, int root) {
+  int64_t length = static_cast<int64_t>(text.size());
+  broadcast(&length, sizeof length, root);
+  text.resize(static_cast<size_t>(length));
+  if (length > 0) broadcast(text.data(), length, root);
+  return text;
+}
+
 std::vector<double> Communicator::gather_all(const double* data, int64_t count, int group) {
   std::vector<double> all(static_cast<size_t>(group_size(group) * count));
   allgather(data, count * static_cast<int64_t>(sizeof(double)), all.data(), group);

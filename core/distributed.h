@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace sb {
@@ -50,6 +51,8 @@ class Communicator {
   void sum(double* data, int64_t count, int group = 0);
   // Every rank's vector of `count` doubles, rank by rank (group_size(group) * count values).
   std::vector<double> gather_all(const double* data, int64_t count, int group = 0);
+  // Rank `root`'s text (an empty one too) onto every rank; the others' `text` is ignored.
+  std::string broadcast_text(std::string text, int root = 0);
 };
 
 // One process on its own: rank 0 of 1, every collective a copy.

@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -20,23 +21,9 @@ using Action = std::function<int()>;
 
 // Number checks for flags. CLI11's PositiveNumber says "Value -3 not in range 0.000000 to
 // 17976931348623157...(300 digits)"; these say what is wanted: "--batch: must be positive, got -3".
-// A whole number past the int64 range would be saturated by the flag's integer conversion
-// (strtoll), silently turning 99999999999999999999 into 9223372036854775807.
-inline bool whole_number_overflows(const std::string& s, bool is_unsigned) {
-  size_t digits = s.find_first_not_of("+-") == std::string::npos ? 0 : s.find_first_not_of("+-");
-  if (s.empty() || s.find_first_not_of("0123456789", digits) != std::string::npos || digits == s.size())
-    return false;
-  errno = 0;
-  if (is_unsigned)
-    (void)std::strtoull(s.c_str(), nullptr, 10);
-  else
-    (void)std::strtoll(s.c_str(), nullptr, 10);
-  return errno == ERANGE;
-}
 inline std::string number_check(const std::string& s, bool zero_ok) {
   double v = 0;
   if (!CLI::detail::lexical_cast(s, v)) return "expected a number, got '" + s + "'";
-  if (whole_number_overflows(s, false)) return "expected at most 9223372036854775807, got " + s;
   if (!std::isfinite(v)) return "expected a finite number, got " + s;
   if (v > 0 || (zero_ok && v == 0)) return {};
   return std::string(zero_ok ? "must be zero or positive" : "must be positive") + ", got " + s;
@@ -48,7 +35,6 @@ inline const CLI::Validator Seed(
     [](std::string& s) {
       if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
         return "expected a whole number from 0 to 18446744073709551615, got '" + s + "'";
-      if (whole_number_overflows(s, true)) return "expected at most 18446744073709551615, got " + s;
       return std::string();
     },
     "SEED", "Seed");
@@ -69,6 +55,18 @@ inline const CLI::Validator Workers(
 inline const CLI::Validator NonNegative([](std::string& s) { return number_check(s, true); }, "NONNEGATIVE",
                                         "NonNegative");
 
+// Whether s is a whole number past the int64 (or uint64) range, which the flag's integer
+// conversion (strtoll) would saturate, silently turning 99999999999999999999 into 9223372036854775807.
+inline bool whole_number_overflows(const std::string& s, bool is_unsigned) {
+  const size_t digits = std::min(s.find_first_not_of("+-"), s.size());
+  if (digits == s.size() || s.find_first_not_of("0123456789", digits) != std::string::npos) return false;
+  errno = 0;
+  if (is_unsigned)
+    (void)std::strtoull(s.c_str(), nullptr, 10);
+  else
+    (void)std::strtoll(s.c_str(), nullptr, 10);
+  return errno == ERANGE;
+}
 // Every integer flag of `app` and its subcommands (CLI11 names their type INT or UINT, lists
 // included) refuses values past the int64 / uint64 range instead of saturating them.
 inline void refuse_integer_overflow(CLI::App& app) {

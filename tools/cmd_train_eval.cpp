@@ -172,13 +172,7 @@ static std::string fresh_run_dir() {
 // saves into that one.
 static std::string fresh_run_dir_of_job() {
   Communicator& comm = world();
-  std::string dir = comm.rank() == 0 ? fresh_run_dir() : std::string();
-  if (comm.size() == 1) return dir;
-  int64_t length = static_cast<int64_t>(dir.size());
-  comm.broadcast(&length, sizeof length);
-  dir.resize(length);
-  comm.broadcast(dir.data(), length);
-  return dir;
+  return comm.broadcast_text(comm.rank() == 0 ? fresh_run_dir() : std::string());
 }
 
 // A folder fresh_run_dir() made, removed again when the run failed before saving anything in it

@@ -652,15 +652,6 @@ static std::string outcome_text(const TrainedRun& run) {
              o.diverged ? "  DIVERGED: " + o.note : std::string(), "  (", static_cast<int>(run.seconds), " s)");
 }
 
-// Rank 0's text onto every rank (an empty one too).
-static std::string broadcast_text(Communicator& comm, std::string text) {
-  int64_t len = static_cast<int64_t>(text.size());
-  comm.broadcast(&len, sizeof len, 0);
-  text.resize(static_cast<size_t>(len));
-  if (len > 0) comm.broadcast(text.data(), len, 0);
-  return text;
-}
-
 // This rank's share of a sweep spread over the ranks of `comm`: rank 0 says which runs are
 // finished, every rank deals the unfinished ones the same way (assign_runs) and trains its own,
 // each in a single process (the caller made world() this process alone). Returns whether any rank
@@ -766,7 +757,7 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
       } catch (const std::exception& e) {
         refused = e.what();
       }
-    refused = broadcast_text(comm, refused);
+    refused = comm.broadcast_text(refused);
     if (!refused.empty()) fail(refused);
     if (comm.rank() != 0) adopt_saved_sweep(cfg, [](const std::string&) {});  // the sweep rank 0 just saved
     check_same_on_all_ranks(comm, cfg.to_json(), "sweep configuration");

@@ -458,7 +458,7 @@ std::string without_column(const std::string& csv, const std::string& name) {
 // A run's result.json without what the clock measured.
 nlohmann::json result_without_timings(const std::string& path) {
   nlohmann::json j = nlohmann::json::parse(read_text(path));
-  j.erase("seconds"), j.erase("host"), j.erase("rank");
+  j.erase("seconds"), j.erase("host"), j.erase("rank"), j.erase("step_ms"), j.erase("syncbn_comm_ms"), j.erase("allreduce_wait_ms");
   for (auto& e : j.at("epochs")) e.erase("seconds"), e.erase("images_per_s");
   return j;
 }
@@ -596,9 +596,15 @@ TEST_CASE("mpi: compare --ranks-per-run 2 trains each run over 2 ranks, syncbn a
   for (const char* norm : {"\nbn,2,", "\nsyncbn,2,", "\ngn,2,"}) CHECK_MESSAGE(summary.find(norm) != std::string::npos, summary);
   // The table by normalization batch: bn over a rank's 2 images, syncbn over 4, gn over one.
   const std::string md = read_text(out + "/summary.md");
-  CHECK_MESSAGE(md.find("| bn | 2 | 4 | 2 |") != std::string::npos, md);
-  CHECK_MESSAGE(md.find("| syncbn | 2 | 4 | 4 |") != std::string::npos, md);
-  CHECK_MESSAGE(md.find("| gn | 2 | 4 | 1 image |") != std::string::npos, md);
+  CHECK_MESSAGE(md.find("| bn | 2 | 2 | 4 | 2 |") != std::string::npos, md);
+  CHECK_MESSAGE(md.find("| syncbn | 2 | 2 | 4 | 4 |") != std::string::npos, md);
+  CHECK_MESSAGE(md.find("| gn | 2 | 2 | 4 | 1 image |") != std::string::npos, md);
+  CHECK(fs::exists(out + "/fig5_miou_vs_norm_batch.png"));
+  // The cost beside it: syncbn's step and its collectives, measured (not zero) and within the step.
+  const nlohmann::json sync_result = nlohmann::json::parse(read_text(out + "/runs/syncbn_b2_s0/result.json"));
+  CHECK(sync_result.at("syncbn_comm_ms").get<double>() > 0);
+  CHECK(sync_result.at("syncbn_comm_ms").get<double>() < sync_result.at("step_ms").get<double>());
+  CHECK(nlohmann::json::parse(read_text(out + "/runs/bn_b2_s0/result.json")).at("syncbn_comm_ms").get<double>() == 0);
   // Each run trained on 2 ranks (its config says so), at the learning rate of the batch of 4.
   const nlohmann::json config = nlohmann::json::parse(read_text(out + "/runs/syncbn_b2_s0/config.json"));
   CHECK(config.at("ranks") == 2);
@@ -617,4 +623,56 @@ TEST_CASE("mpi: compare --ranks-per-run 2 trains each run over 2 ranks, syncbn a
   const auto alone = sbtest::run_cli(sweep + " --norms gn --batch-sizes 2 --ranks-per-run 2 --out " + (dir / "k1"));
   CHECK(alone.code == 1);
   CHECK_MESSAGE(alone.err.find("--ranks-per-run 2 does not divide the 1 rank") != std::string::npos, alone.err);
+}
+
+TEST_CASE("mpi: compare --preset sync sweeps K = 4 and 2 ranks per run in one job, and resumes on 4 ranks") {
+  if (!mpi_ready("mpi compare sync preset")) return;
+  sbtest::TempDir dir("sb_mpi_compare_sync");
+  const std::string sweep = "compare --preset sync --data shapes:train=16,val=4,size=16 --base-width 4 --epochs 1 "
+                            "--seeds 1 --threads 1 --out " + (dir / "sync");
+  // Without mpirun, and on 2 ranks, K = 4 cannot be placed: refused before anything is written.
+  const auto alone = sbtest::run_cli(sweep);
+  CHECK(alone.code == 1);
+  CHECK_MESSAGE(alone.err.find("--ranks-per-run 4 does not divide the 1 rank of this job (start it with mpirun -np R, "
+                               "R a multiple of 4)") != std::string::npos, alone.err);
+  const Launch two = run_mpi(2, cli() + " " + sweep, 60);
+  CHECK(two.code == 1);
+  CHECK_MESSAGE(two.out.find("--ranks-per-run 4 does not divide the 2 ranks") != std::string::npos, two.out);
+  CHECK_FALSE(fs::exists(dir / "sync/compare.json"));
+  const Launch l = run_mpi(4, cli() + " " + sweep, 180);
+  INFO(l.out);
+  REQUIRE(l.code == 0);
+  // One K after another, largest first: 6 runs on one group of 4, then 6 on two groups of 2.
+  const size_t k4 = l.out.find("6 of 12 runs to train over 4 ranks each"), k2 = l.out.find("6 of 12 runs to train over 2 ranks each");
+  CHECK(k4 != std::string::npos);
+  CHECK(k2 != std::string::npos);
+  CHECK(k4 < k2);
+  CHECK(l.out.find("runs per group of 2 ranks: 3, 3") != std::string::npos);
+  const nlohmann::json saved = nlohmann::json::parse(read_text(dir / "sync/compare.json"));
+  CHECK(saved.at("ranks_per_run") == nlohmann::json::array({4, 2}));
+  for (const char* run : {"bn_k4_b2_s0", "syncbn_k4_b1_s0", "gn_g8_k2_b2_s0", "syncbn_k2_b1_s0"}) {
+    CAPTURE(run);
+    CHECK(fs::exists(fs::path(dir / "sync/runs") / run / "result.json"));
+  }
+  // Each run at its own K: syncbn over 4 ranks x 1 image trains at the learning rate of 4 images.
+  const nlohmann::json c41 = nlohmann::json::parse(read_text(dir / "sync/runs/syncbn_k4_b1_s0/config.json"));
+  CHECK(c41.at("ranks") == 4);
+  CHECK(c41.at("lr").get<double>() == doctest::Approx(0.1 * 4 / 16));
+  const std::string md = read_text(dir / "sync/summary.md");
+  CHECK_MESSAGE(md.find("| syncbn(K=4) |") != std::string::npos, md);
+  CHECK_MESSAGE(md.find("| syncbn | 4 | 1 | 4 | 4 |") != std::string::npos, md);
+  CHECK_MESSAGE(md.find("| bn | 2 | 2 | 4 | 2 |") != std::string::npos, md);
+  CHECK(fs::exists(dir / "sync/fig5_miou_vs_norm_batch.png"));
+  const std::string html = read_text(dir / "sync/report.html");
+  CHECK(html.find("Figure 5.") != std::string::npos);
+  // A second session finds every run finished: nothing is trained again, the same table.
+  const std::string before = read_text(dir / "sync/summary.csv");
+  const Launch again = run_mpi(4, cli() + " " + sweep, 120);
+  REQUIRE_MESSAGE(again.code == 0, again.out);
+  CHECK(again.out.find("0 of 12 runs to train over 4 ranks each") != std::string::npos);
+  CHECK(read_text(dir / "sync/summary.csv") == before);
+  // Another K list is another sweep: refused by name.
+  const Launch other = run_mpi(4, cli() + " " + sweep + " --ranks-per-run 2", 60);
+  CHECK(other.code == 1);
+  CHECK_MESSAGE(other.out.find("--ranks-per-run: saved [4,2], now 2") != std::string::npos, other.out);
 }

@@ -84,7 +84,12 @@ static void take_saved_sweep(const CLI::App& cmd, CompareConfig& cfg) {
   take("--val-limit", "val_limit", cfg.val_limit);
   take("--image-size", "image_size", cfg.image_size);
   take("--precise-bn", "precise_bn", cfg.precise_bn);
-  take("--ranks-per-run", "ranks_per_run", cfg.ranks_per_run);
+  // One K is saved as a number, several as a list.
+  if (cmd.count("--ranks-per-run") == 0 && j.contains("ranks_per_run")) {
+    const nlohmann::json& k = j.at("ranks_per_run");
+    if (k.is_number_integer()) cfg.ranks_per_run = {k.get<int64_t>()};
+    else take("", "ranks_per_run", cfg.ranks_per_run);
+  }
   take("", "warmup_epochs", cfg.warmup_epochs);
   take("", "optim", cfg.optim);
   take("", "momentum", cfg.momentum);
@@ -100,12 +105,13 @@ void add_compare_command(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("compare", "the main job: GroupNorm vs BatchNorm (and friends) across batch sizes "
                                             "and seeds, with a report");
   struct Opts {
-    std::string norms, groups, batch_sizes;
+    std::string norms, groups, batch_sizes, ranks_per_run;
     CompareConfig cfg;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("--preset", o->cfg.preset, "quick (bn, gn; at most 10 minutes on 2 cores) or full (every norm, batch 32 to 1, 3 seeds)")
-      ->capture_default_str()->check(CLI::IsMember({"quick", "full"}));
+  cmd->add_option("--preset", o->cfg.preset, "quick (bn, gn; at most 10 minutes on 2 cores), full (every norm, batch 32 to 1, "
+                                             "3 seeds) or sync (bn, syncbn, gn over 2 and 4 ranks per run; mpirun -np 4)")
+      ->capture_default_str()->check(CLI::IsMember({"quick", "full", "sync"}));
   cmd->add_option("--norms", o->norms, "comma-separated normalizations: " + norm_kinds_text() +
                                           " (quick: bn,gn; full: all; `smallbatch models` says what each is)");
   // In epochs, so every batch size gets the same share of the run; train's --norm-warmup counts
@@ -135,10 +141,10 @@ void add_compare_command(CLI::App& app, Action& action) {
                   "training images (default 1024, at most the training set)")
       ->check(Positive);
   cmd->add_option("--threads", o->cfg.threads, "threads (default: SMALLBATCH_NUM_THREADS or all cores; under mpirun, per rank: the cores shared among the machine's ranks)")->check(Positive);
-  cmd->add_option("--ranks-per-run", o->cfg.ranks_per_run,
+  cmd->add_option("--ranks-per-run", o->ranks_per_run,
                   "under mpirun: train each run data-parallel over K consecutive ranks (K must divide the ranks; "
-                  "--batch-sizes are then per rank, and syncbn joins the full preset)")
-      ->check(Positive);
+                  "--batch-sizes are then per rank, and syncbn joins the full preset); several, comma-separated "
+                  "(sync: 4,2), sweep K");
   cmd->add_option("--out", o->cfg.out, "output directory; run again with the same one to continue a sweep")->capture_default_str();
   cmd->callback([o, cmd, &action] {
     action = [o, cmd]() -> int {
@@ -150,6 +156,7 @@ void add_compare_command(CLI::App& app, Action& action) {
       if (!o->norms.empty()) cfg.norms = parse_words(o->norms);
       if (!o->groups.empty()) cfg.groups = parse_ints("--groups", o->groups);
       if (!o->batch_sizes.empty()) cfg.batch_sizes = parse_ints("--batch-sizes", o->batch_sizes);
+      if (!o->ranks_per_run.empty()) cfg.ranks_per_run = parse_ints("--ranks-per-run", o->ranks_per_run);
       take_saved_sweep(*cmd, cfg);
       check_threads("compare", cfg.threads);
       set_num_threads(cfg.threads > 0 ? cfg.threads : default_rank_threads());
@@ -160,9 +167,10 @@ void add_compare_command(CLI::App& app, Action& action) {
           SB_CHECK(b <= cfg.limit, "--limit ", cfg.limit, " is smaller than batch size ", b,
                    " (--batch-sizes): a batch would hold the same samples more than once. Raise --limit or drop that batch size");
       auto plan = plan_runs(cfg);
-      progress("smallbatch compare (%s preset): %zu runs = %zu norms x %zu batch sizes x %lld seeds, %lld epochs each, "
+      const std::string ks = cfg.ranks_per_run.size() > 1 ? str(" x ", cfg.ranks_per_run.size(), " ranks per run") : "";
+      progress("smallbatch compare (%s preset): %zu runs = %zu norms x %zu batch sizes%s x %lld seeds, %lld epochs each, "
                   "%d threads, output in %s\n",
-                  cfg.preset.c_str(), plan.size(), cfg.norms.size(), cfg.batch_sizes.size(), (long long)cfg.seeds,
+                  cfg.preset.c_str(), plan.size(), cfg.norms.size(), cfg.batch_sizes.size(), ks.c_str(), (long long)cfg.seeds,
                   (long long)cfg.epochs, cfg.threads, cfg.out.c_str());
       if (ranks > 1)
         progress("spread over %d ranks (%d threads each); rank 0 reports for the job and writes the report\n", ranks,

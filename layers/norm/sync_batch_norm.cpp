@@ -4,11 +4,30 @@
 #include "layers/norm/sync_batch_norm.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 
 namespace sb {
 
 static constexpr int64_t kParallelMin = 1 << 15;  // values: below this, one thread
+
+static std::atomic<int64_t> comm_nanoseconds{0};
+
+double sync_batch_norm_comm_seconds() { return 1e-9 * static_cast<double>(comm_nanoseconds.load()); }
+
+// Runs one collective and adds its wall time to comm_nanoseconds.
+template <typename F>
+static auto timed_collective(F&& collective) {
+  const auto t0 = std::chrono::steady_clock::now();
+  struct AddOnExit {
+    std::chrono::steady_clock::time_point t0;
+    ~AddOnExit() {
+      comm_nanoseconds += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+    }
+  } add{t0};
+  return collective();
+}
 
 Var sync_batch_norm(const Var& x, Communicator& comm, int group, const RunningStats* running, const Var& weight,
                     const Var& bias, float eps, Activation act) {
@@ -37,7 +56,7 @@ Var sync_batch_norm(const Var& x, Communicator& comm, int group, const RunningSt
   // widths agree; a rank that disagreed would make MPI fail the gather, ending the job.
   const int ranks = comm.group_size(group);
   const int64_t width = 1 + 2 * C;
-  const std::vector<double> all = comm.gather_all(mine.data(), width, group);
+  const std::vector<double> all = timed_collective([&] { return comm.gather_all(mine.data(), width, group); });
 
   // Rank by rank (Chan, Golub & LeVeque): n = na + nb, mean = ma + d nb / n, M2 = M2a + M2b + d^2 na nb / n.
   std::vector<double> mean(C, 0.0), m2(C, 0.0), rstd(C);  // (C,) each
@@ -128,7 +147,7 @@ Var sync_batch_norm(const Var& x, Communicator& comm, int group, const RunningSt
       if (need_b) node.inputs[2]->accumulate(db);
     }
     if (!need_x) return;  // the same on every rank: the graphs are the same
-    comm.sum(sums.data(), 2 * C, group);
+    timed_collective([&] { comm.sum(sums.data(), 2 * C, group); });
     Tensor dx = Tensor::empty(node.inputs[0]->value.shape());
     float* pdx = dx.data();
 #pragma omp parallel for schedule(static) if (N * C * S > kParallelMin)

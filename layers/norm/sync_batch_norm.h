@@ -23,6 +23,10 @@ namespace sb {
 Var sync_batch_norm(const Var& x, Communicator& comm, int group, const RunningStats* running, const Var& weight,
                     const Var& bias, float eps = 1e-5f, Activation act = Activation::None);
 
+// Seconds this process has spent in sync_batch_norm's collectives, forward and backward, waiting
+// for the other ranks included: what synchronizing costs a step, for the trainer to report.
+double sync_batch_norm_comm_seconds();
+
 class SyncBatchNorm : public BatchNorm2d {
  public:
   // group: synchronize within groups of this many consecutive ranks of world() (0: all ranks).

@@ -32,17 +32,28 @@ namespace sb {
 namespace fs = std::filesystem;
 
 void CompareConfig::apply_preset() {
-  SB_CHECK(preset == "quick" || preset == "full", "--preset: expected quick or full, got '", preset, "'");
-  bool quick = preset == "quick";
+  SB_CHECK(preset == "quick" || preset == "full" || preset == "sync", "--preset: expected quick, full or sync, got '",
+           preset, "'");
+  // sync: bn against syncbn and gn with runs over 2 and 4 ranks at 2 and 1 images per rank, on the
+  // quick preset's data and epochs; it needs mpirun -np 4 (oversubscribed on 2 cores).
+  const bool quick = preset == "quick", sync = preset == "sync";
+  if (ranks_per_run.empty()) ranks_per_run = sync ? std::vector<int64_t>{4, 2} : std::vector<int64_t>{1};
+  for (auto k : ranks_per_run) SB_CHECK(k > 0, "--ranks-per-run: must be positive, got ", k);
+  std::sort(ranks_per_run.begin(), ranks_per_run.end(), std::greater<>());
+  if (auto twice = std::adjacent_find(ranks_per_run.begin(), ranks_per_run.end()); twice != ranks_per_run.end())
+    fail("--ranks-per-run: ", *twice, " is listed twice");
   if (norms.empty()) {
-    norms = quick ? std::vector<std::string>{"bn", "gn"} : norm_kinds();
+    norms = quick ? std::vector<std::string>{"bn", "gn"}
+                  : sync ? std::vector<std::string>{"bn", "syncbn", "gn"} : norm_kinds();
     // A run in one process: syncbn is bn there. Over several ranks per run it is an arm of its own.
-    if (ranks_per_run <= 1) std::erase(norms, std::string("syncbn"));
+    if (max_ranks_per_run() <= 1) std::erase(norms, std::string("syncbn"));
   }
   if (groups.empty()) groups = {8};
-  if (batch_sizes.empty()) batch_sizes = quick ? std::vector<int64_t>{16, 8, 4, 2} : std::vector<int64_t>{32, 16, 8, 4, 2, 1};
+  if (batch_sizes.empty())
+    batch_sizes = quick ? std::vector<int64_t>{16, 8, 4, 2}
+                        : sync ? std::vector<int64_t>{2, 1} : std::vector<int64_t>{32, 16, 8, 4, 2, 1};
   if (seeds == 0) seeds = 3;
-  if (epochs == 0) epochs = quick ? 12 : 16;
+  if (epochs == 0) epochs = preset == "full" ? 16 : 12;
   if (base_width == 0) base_width = 8;
   if (base_lr == 0.f) base_lr = 0.1f;
   // Tuned on the development machine (README, "Presets and measured results"): at difficulty 1
@@ -67,7 +78,6 @@ void CompareConfig::apply_preset() {
   for (auto b : batch_sizes) SB_CHECK(b > 0, "--batch-sizes: batch sizes must be positive, got ", b);
   for (auto g : groups) SB_CHECK(g > 0, "--groups: must be positive, got ", g);
   SB_CHECK(seeds > 0, "--seeds: must be positive, got ", seeds);
-  SB_CHECK(ranks_per_run > 0, "--ranks-per-run: must be positive, got ", ranks_per_run);
   SB_CHECK(precise_bn >= -1, "--precise-bn: the number of images must be positive, got ", precise_bn);
   SB_CHECK(epochs > 0, "--epochs: must be positive, got ", epochs);
   SB_CHECK(lr_scaling == "linear" || lr_scaling == "sqrt" || lr_scaling == "none",
@@ -84,22 +94,23 @@ nlohmann::json CompareConfig::to_json() const {
           {"norm_warmup_epochs", norm_warmup_epochs},
           {"limit", limit}, {"val_limit", val_limit}, {"image_size", image_size}, {"threads", threads},
           {"version", SMALLBATCH_VERSION}};
-  // Absent at 1: a sweep of single-process runs keeps its compare.json as before.
-  if (ranks_per_run > 1) j["ranks_per_run"] = ranks_per_run;
+  // Absent at 1: a sweep of single-process runs keeps its compare.json as before; one K as a number.
+  if (ranks_per_run.size() > 1) j["ranks_per_run"] = ranks_per_run;
+  else if (max_ranks_per_run() > 1) j["ranks_per_run"] = ranks_per_run.front();
   // Absent when off: a sweep from before PreciseBN keeps its compare.json as it was.
   if (precise_bn_images() > 0) j["precise_bn"] = precise_bn_images();
   return j;
 }
 
 std::string RunSpec::label() const {
-  return group_sweep ? str(norm.kind, "(G=", norm.groups, ")") : norm.kind;
+  return str(norm.kind, group_sweep ? str("(G=", norm.groups, ")") : "", rank_sweep ? str("(K=", ranks, ")") : "");
 }
 
 std::string RunSpec::dir_name() const {
   std::string n = norm.kind;
   for (char& c : n)
     if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  return str(n, norm.groups > 0 ? str("_g", norm.groups) : "", "_b", batch, "_s", seed);
+  return str(n, norm.groups > 0 ? str("_g", norm.groups) : "", rank_sweep ? str("_k", ranks) : "", "_b", batch, "_s", seed);
 }
 
 static float scaled_lr(const CompareConfig& cfg, int64_t batch) {
@@ -112,7 +123,9 @@ static float scaled_lr(const CompareConfig& cfg, int64_t batch) {
 std::vector<RunSpec> plan_runs(const CompareConfig& cfg) {
   std::vector<RunSpec> out;
   bool sweep = cfg.groups.size() > 1;
+  const std::vector<int64_t> ks = cfg.ranks_per_run.empty() ? std::vector<int64_t>{1} : cfg.ranks_per_run;
   for (int64_t seed = 0; seed < cfg.seeds; ++seed)
+    for (int64_t k : ks)
     for (int64_t b : cfg.batch_sizes)
       for (const auto& norm : cfg.norms) {
         const bool gn = norm_info(norm).traits.uses_groups;
@@ -121,9 +134,11 @@ std::vector<RunSpec> plan_runs(const CompareConfig& cfg) {
           RunSpec r;
           r.norm = NormSpec{norm, g, 0};
           r.group_sweep = sweep && gn;
+          r.ranks = k;
+          r.rank_sweep = ks.size() > 1;
           r.batch = b;
           r.seed = seed;
-          r.lr = scaled_lr(cfg, b * cfg.ranks_per_run);  // the optimization batch
+          r.lr = scaled_lr(cfg, b * k);  // the optimization batch
           out.push_back(r);
         }
       }
@@ -171,13 +186,19 @@ nlohmann::json RunOutcome::to_json() const {
                   {"images_per_s", e.images_per_s}});
   nlohmann::json g = nlohmann::json::array();
   for (auto& l : gaps) g.push_back({{"layer", l.layer}, {"mean_shift", l.mean_shift}, {"log_var_ratio", l.log_var_ratio}});
-  return {{"norm", spec.norm.kind}, {"groups", spec.norm.groups}, {"group_sweep", spec.group_sweep}, {"batch", spec.batch}, {"seed", spec.seed}, {"lr", json_float(spec.lr)},
+  nlohmann::json j = {{"norm", spec.norm.kind}, {"groups", spec.norm.groups}, {"group_sweep", spec.group_sweep}, {"batch", spec.batch}, {"seed", spec.seed}, {"lr", json_float(spec.lr)},
           {"diverged", diverged}, {"note", note}, {"epochs", ep}, {"final_miou", num(final_miou)},
           {"best_miou", num(best_miou)}, {"batchstat_miou", num(batchstat_miou)},
           {"precise_miou", num(precise_miou)}, {"first_loss", num(first_loss)},
           {"last_loss", num(last_loss)}, {"loss_spikes", loss_spikes}, {"empty_batches", empty_batches}, {"grad_norm_median", num(grad_norm_median)},
           {"grad_norm_p90", num(grad_norm_p90)}, {"grad_norm_max", num(grad_norm_max)}, {"bn_gaps", g},
           {"seconds", seconds}, {"host", host}, {"rank", rank}};
+  // Only for runs over several ranks: a one-process sweep's result.json stays as it was.
+  if (spec.ranks > 1) {
+    j["ranks"] = spec.ranks, j["rank_sweep"] = spec.rank_sweep;
+    j["step_ms"] = num(step_ms), j["syncbn_comm_ms"] = num(syncbn_comm_ms), j["allreduce_wait_ms"] = num(allreduce_wait_ms);
+  }
+  return j;
 }
 
 RunOutcome RunOutcome::from_json(const nlohmann::json& j) {
@@ -188,6 +209,10 @@ RunOutcome RunOutcome::from_json(const nlohmann::json& j) {
   o.spec.seed = j.at("seed");
   o.spec.lr = j.at("lr");
   o.spec.group_sweep = j.value("group_sweep", false);
+  o.spec.ranks = j.value("ranks", int64_t{1});
+  o.spec.rank_sweep = j.value("rank_sweep", false);
+  o.step_ms = num_of(j, "step_ms"), o.syncbn_comm_ms = num_of(j, "syncbn_comm_ms");
+  o.allreduce_wait_ms = num_of(j, "allreduce_wait_ms");
   o.diverged = j.at("diverged");
   o.note = j.at("note");
   for (auto& e : j.at("epochs")) {
@@ -315,7 +340,7 @@ static void measure_after(RunOutcome& o, Module& model, const Dataset& val, cons
 static void remove_stale_sweep_temporaries(const CompareConfig& cfg, const std::vector<RunSpec>& plan) {
   remove_stale_temporaries(cfg.out, {DirLock::kFileName, "compare.json", "platform.json", "runs.csv", "summary.csv", "summary.md", "report.html",
                                      "fig1_miou_vs_batch.png", "fig2_val_curves.png", "fig3_bn_gap.png",
-                                     "fig4_predictions.png"});
+                                     "fig4_predictions.png", "fig5_miou_vs_norm_batch.png"});
   std::vector<std::string> inits;
   for (int64_t seed = 0; seed < cfg.seeds; ++seed) inits.push_back(str("seed", seed, ".safetensors"));
   remove_stale_temporaries(cfg.out + "/init", inits);
@@ -526,7 +551,7 @@ static TrainConfig run_train_config(const CompareConfig& cfg, const SweepData& d
   tc.momentum = cfg.momentum;
   tc.weight_decay = cfg.weight_decay;
   tc.schedule = "cosine";
-  const int64_t global_batch = spec.batch * cfg.ranks_per_run;
+  const int64_t global_batch = spec.batch * spec.ranks;
   int64_t steps_per_epoch = (d.train->size() + global_batch - 1) / global_batch;
   tc.warmup_steps = static_cast<int64_t>(std::llround(cfg.warmup_epochs * steps_per_epoch));
   if (norm_info(spec.norm.kind).traits.uses_warmup)
@@ -542,7 +567,7 @@ static TrainConfig run_train_config(const CompareConfig& cfg, const SweepData& d
 // A finished run's outcome, or nothing when it has no result.json or an unreadable one (then it
 // is trained again). A finished run is reused when its own configuration is this run's (the
 // shared settings were checked before; this catches a folder from elsewhere): else refused.
-static std::optional<RunOutcome> finished_run(const RunSpec& spec, const TrainConfig& tc, int64_t ranks_per_run,
+static std::optional<RunOutcome> finished_run(const RunSpec& spec, const TrainConfig& tc,
                                               const std::function<void(const std::string&)>& log) {
   const std::string& dir = tc.out;
   const std::string result_path = dir + "/result.json";
@@ -552,7 +577,7 @@ static std::optional<RunOutcome> finished_run(const RunSpec& spec, const TrainCo
     nlohmann::json mine = tc.to_json(), theirs;
     // The ranks the run trains on, as its config.json records them, whichever ranks read it now.
     mine.erase("ranks");
-    if (ranks_per_run > 1) mine["ranks"] = ranks_per_run;
+    if (spec.ranks > 1) mine["ranks"] = spec.ranks;
     try {
       theirs = nlohmann::json::parse(read_file(dir + "/config.json"));
     } catch (const std::exception& e) {
@@ -569,6 +594,7 @@ static std::optional<RunOutcome> finished_run(const RunSpec& spec, const TrainCo
   try {
     RunOutcome done = RunOutcome::from_json(nlohmann::json::parse(read_file(result_path)));
     done.spec.group_sweep = spec.group_sweep;  // a sweep extended with more --groups labels its G
+    done.spec.ranks = spec.ranks, done.spec.rank_sweep = spec.rank_sweep;
     return done;
   } catch (const std::exception& e) {
     log(str(result_path, " is unreadable (", e.what(), "); running it again"));
@@ -612,6 +638,12 @@ static TrainedRun train_run(TrainConfig tc, const RunSpec& spec, const SweepData
   }
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
   o.seconds = tr.seconds;
+  if (spec.ranks > 1 && tr.session_steps > 0) {
+    const double per_step_ms = 1e3 / static_cast<double>(tr.session_steps);
+    o.step_ms = tr.step_seconds * per_step_ms;
+    o.syncbn_comm_ms = tr.syncbn_comm_seconds * per_step_ms;
+    o.allreduce_wait_ms = tr.allreduce_wait_seconds * per_step_ms;
+  }
   o.epochs = tr.epochs;
   if (!o.diverged) {
     o.final_miou = tr.epochs.empty() ? NAN : tr.epochs.back().val_miou;
@@ -653,9 +685,11 @@ static std::string outcome_text(const TrainedRun& run) {
 }
 
 // This rank's share of a sweep spread over the ranks of `comm`: rank 0 says which runs are
-// finished, every rank deals the unfinished ones the same way (assign_runs) and trains its own,
-// each in a single process (the caller made world() this process alone). Returns whether any rank
-// was interrupted; every rank has finished its runs by then.
+// finished, every rank deals the unfinished ones the same way (assign_runs) and trains its own.
+// Runs over K ranks each (--ranks-per-run) go to groups of K consecutive ranks, one K after
+// another (largest first), each run data-parallel over its group's communicator; runs of one rank
+// are trained in a single process (the caller made world() this process alone). Returns whether
+// any rank was interrupted; every rank has finished its runs by then.
 static bool train_my_share(Communicator& comm, const CompareConfig& cfg, const SweepData& d,
                            const std::vector<RunSpec>& plan, const CompareHooks& hooks,
                            const std::function<void(const std::string&)>& log) {
@@ -664,54 +698,57 @@ static bool train_my_share(Communicator& comm, const CompareConfig& cfg, const S
   std::vector<char> unfinished(plan.size(), 0);
   if (comm.rank() == 0)
     for (size_t i = 0; i < plan.size(); ++i)
-      unfinished[i] = !finished_run(plan[i], run_train_config(cfg, d, plan[i]), cfg.ranks_per_run, log).has_value();
+      unfinished[i] = !finished_run(plan[i], run_train_config(cfg, d, plan[i]), log).has_value();
   if (!plan.empty()) comm.broadcast(unfinished.data(), static_cast<int64_t>(unfinished.size()), 0);
-  std::vector<size_t> todo;
-  std::vector<double> costs;
-  for (size_t i = 0; i < plan.size(); ++i)
-    if (unfinished[i]) todo.push_back(i), costs.push_back(relative_run_cost(plan[i].batch));
-  // Runs go to groups of K consecutive ranks (K = --ranks-per-run; 1: each rank is a group), and a
-  // group trains each of its runs data-parallel over its own communicator.
-  const int per_run = static_cast<int>(cfg.ranks_per_run);
-  const int groups = comm.size() / per_run, my_group = comm.rank() / per_run;
-  std::shared_ptr<Communicator> run_comm =
-      per_run > 1 ? comm.split(per_run) : std::static_pointer_cast<Communicator>(std::make_shared<SingleProcess>());
-  const std::vector<int> rank_of = assign_runs(costs, groups);
-  std::vector<double> load(static_cast<size_t>(groups), 0.0);
-  std::vector<int> count(static_cast<size_t>(groups), 0);
-  for (size_t k = 0; k < todo.size(); ++k) load[static_cast<size_t>(rank_of[k])] += costs[k], ++count[static_cast<size_t>(rank_of[k])];
-  std::string per_group;
-  for (int g = 0; g < groups; ++g) per_group += str(g ? ", " : "", count[static_cast<size_t>(g)]);
-  const double total = std::accumulate(load.begin(), load.end(), 0.0);
-  const double longest = *std::max_element(load.begin(), load.end());
-  const std::string unit = per_run > 1 ? str("group of ", per_run, " ranks") : std::string("rank");
-  log(str(todo.size(), " of ", plan.size(), " runs to train, spread over ", comm.size(), " ranks (runs per ", unit, ": ",
-          per_group, "; the busiest ", per_run > 1 ? std::string("group") : unit, "'s estimated load is ",
-          std::round(1000 * (total > 0 ? longest / (total / groups) : 1.0)) / 1000, "x the mean)"));
-  // Longest first on each rank too, in the order they were dealt: the last runs to finish are short.
-  std::vector<size_t> mine;
-  std::vector<size_t> by_cost(todo.size());
-  for (size_t k = 0; k < todo.size(); ++k) by_cost[k] = k;
-  std::stable_sort(by_cost.begin(), by_cost.end(), [&](size_t a, size_t b) { return costs[a] > costs[b]; });
-  for (size_t k : by_cost)
-    if (rank_of[k] == my_group) mine.push_back(todo[k]);
-  double interrupted = 0;
-  for (size_t n = 0; n < mine.size(); ++n) {
-    const RunSpec& spec = plan[mine[n]];
-    log(str("[rank ", comm.rank(), ": run ", n + 1, "/", mine.size(), "] ", spec.label(), " batch ", spec.batch,
-            " seed ", spec.seed, " lr ", spec.lr));
-    const TrainedRun run = [&] {
-      WorldScope in_group(run_comm);  // the run's ranks; for K = 1 this process alone
-      return train_run(run_train_config(cfg, d, spec), spec, d, hooks, comm.rank());
-    }();
-    if (run.interrupted) {
-      interrupted = 1;
-      break;
+  for (const int64_t k : cfg.ranks_per_run) {
+    std::vector<size_t> todo;
+    std::vector<double> costs;
+    for (size_t i = 0; i < plan.size(); ++i)
+      if (unfinished[i] && plan[i].ranks == k) todo.push_back(i), costs.push_back(relative_run_cost(plan[i].batch));
+    const int per_run = static_cast<int>(k);
+    const int groups = comm.size() / per_run, my_group = comm.rank() / per_run;
+    std::shared_ptr<Communicator> run_comm =
+        per_run > 1 ? comm.split(per_run) : std::static_pointer_cast<Communicator>(std::make_shared<SingleProcess>());
+    const std::vector<int> rank_of = assign_runs(costs, groups);
+    std::vector<double> load(static_cast<size_t>(groups), 0.0);
+    std::vector<int> count(static_cast<size_t>(groups), 0);
+    for (size_t n = 0; n < todo.size(); ++n)
+      load[static_cast<size_t>(rank_of[n])] += costs[n], ++count[static_cast<size_t>(rank_of[n])];
+    std::string per_group;
+    for (int g = 0; g < groups; ++g) per_group += str(g ? ", " : "", count[static_cast<size_t>(g)]);
+    const double total = std::accumulate(load.begin(), load.end(), 0.0);
+    const double longest = *std::max_element(load.begin(), load.end());
+    const std::string unit = per_run > 1 ? str("group of ", per_run, " ranks") : std::string("rank");
+    log(str(todo.size(), " of ", plan.size(), " runs to train", cfg.ranks_per_run.size() > 1 ? str(" over ", k, " ranks each") : "",
+            ", spread over ", comm.size(), " ranks (runs per ", unit, ": ", per_group, "; the busiest ",
+            per_run > 1 ? std::string("group") : unit, "'s estimated load is ",
+            std::round(1000 * (total > 0 ? longest / (total / groups) : 1.0)) / 1000, "x the mean)"));
+    // Longest first on each group too, in the order they were dealt: the last runs to finish are short.
+    std::vector<size_t> mine;
+    std::vector<size_t> by_cost(todo.size());
+    for (size_t n = 0; n < todo.size(); ++n) by_cost[n] = n;
+    std::stable_sort(by_cost.begin(), by_cost.end(), [&](size_t a, size_t b) { return costs[a] > costs[b]; });
+    for (size_t n : by_cost)
+      if (rank_of[n] == my_group) mine.push_back(todo[n]);
+    double interrupted = 0;
+    for (size_t n = 0; n < mine.size(); ++n) {
+      const RunSpec& spec = plan[mine[n]];
+      log(str("[rank ", comm.rank(), ": run ", n + 1, "/", mine.size(), "] ", spec.label(), " batch ", spec.batch,
+              " seed ", spec.seed, " lr ", spec.lr));
+      const TrainedRun run = [&] {
+        WorldScope in_group(run_comm);  // the run's ranks; for K = 1 this process alone
+        return train_run(run_train_config(cfg, d, spec), spec, d, hooks, comm.rank());
+      }();
+      if (run.interrupted) {
+        interrupted = 1;
+        break;
+      }
+      log(outcome_text(run));
     }
-    log(outcome_text(run));
+    comm.sum(&interrupted, 1);  // also the barrier after which every run folder of this K is complete
+    if (interrupted > 0) return true;
   }
-  comm.sum(&interrupted, 1);  // also the barrier after which every run folder is complete
-  return interrupted > 0;
+  return false;
 }
 
 CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks) {
@@ -722,10 +759,13 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
   };
   Communicator& comm = world();
   const bool spread = comm.size() > 1;
-  SB_CHECK(comm.size() % cfg.ranks_per_run == 0, "--ranks-per-run ", cfg.ranks_per_run, " does not divide the ",
-           comm.size(), comm.size() == 1 ? " rank of this job (start it with mpirun -np R, R a multiple of "
-                                         : " ranks of this job (give mpirun -np a multiple of ",
-           cfg.ranks_per_run, ")");
+  int64_t every_k = 1;  // the least rank count every K divides
+  for (const int64_t k : cfg.ranks_per_run) every_k = std::lcm(every_k, k);
+  for (const int64_t k : cfg.ranks_per_run)
+    SB_CHECK(comm.size() % k == 0, "--ranks-per-run ", k, " does not divide the ", comm.size(),
+             comm.size() == 1 ? " rank of this job (start it with mpirun -np R, R a multiple of "
+                              : " ranks of this job (give mpirun -np a multiple of ",
+             every_k, ")");
   // Every rank has read the saved sweep for its defaults (cmd_compare) before rank 0 rewrites it.
   if (spread) comm.barrier();
   // One sweep per folder at a time: a second would remove the first's live temporaries and
@@ -791,7 +831,7 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
   for (size_t i = 0; i < plan.size(); ++i) {
     const RunSpec& spec = plan[i];
     const TrainConfig tc = run_train_config(cfg, data, spec);
-    if (std::optional<RunOutcome> done = finished_run(spec, tc, cfg.ranks_per_run, log)) {
+    if (std::optional<RunOutcome> done = finished_run(spec, tc, log)) {
       result.runs.push_back(*done);
       continue;
     }
@@ -809,7 +849,7 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
             static_cast<int>(std::fmod(eta, 60.0)), "s)")));
     // In a job of several ranks, a run rank 0 finds unfinished here (its result.json vanished or
     // is unreadable) is trained again by rank 0 alone; a run of several ranks cannot be.
-    SB_CHECK(cfg.ranks_per_run == 1, "compare: ", run_dir(cfg, spec), " did not finish (no readable result.json); run "
+    SB_CHECK(spec.ranks == 1, "compare: ", run_dir(cfg, spec), " did not finish (no readable result.json); run "
              "the sweep again to train it");
     const TrainedRun run = train_run(tc, spec, data, hooks, comm.rank());
     if (run.interrupted) {

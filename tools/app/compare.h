@@ -36,9 +36,13 @@ struct CompareConfig {
   double norm_warmup_epochs = 0;        // brn's r_max/d_max ramp, frozenbn's warm-up (0: epochs / 3)
   int64_t limit = 0, val_limit = 0, image_size = 0;
   int threads = 0;
-  // Under mpirun: each run trained data-parallel over this many consecutive ranks, at batch_sizes
-  // images per rank (the optimization batch is ranks_per_run x batch); 1: each run in one process.
-  int64_t ranks_per_run = 1;
+  // Under mpirun: each run trained data-parallel over K consecutive ranks, at batch_sizes images
+  // per rank (the optimization batch is K x batch), for each K listed; {1}: each run in one process.
+  // Several values (the sync preset's 2, 4) make K an axis of the sweep, run one K after another.
+  std::vector<int64_t> ranks_per_run;
+  int64_t max_ranks_per_run() const {
+    return ranks_per_run.empty() ? 1 : *std::max_element(ranks_per_run.begin(), ranks_per_run.end());
+  }
   std::string out = "runs/compare";
   // PreciseBN images for the BN family's third evaluation: 0 for the default (kPreciseBNDefault,
   // clamped to the training set), -1 for none (a sweep started before PreciseBN existed).
@@ -57,10 +61,13 @@ struct RunSpec {
   // result.json and runs.csv), warmup set when the run starts.
   NormSpec norm{"gn", 0, 0};
   bool group_sweep = false;  // part of a group-count sweep: labelled with its G
-  int64_t batch = 0;
+  int64_t ranks = 1;         // the ranks the run trains over (--ranks-per-run)
+  bool rank_sweep = false;   // part of a sweep over several K: labelled and named with its K
+  int64_t batch = 0;         // images per rank
   int64_t seed = 0;
   float lr = 0;
-  std::string label() const;  // the norm ("bn", "gn+ws", ...), or "gn(G=4)" in a group sweep
+  // The norm ("bn", "gn+ws", ...), "gn(G=4)" in a group sweep, "bn(K=2)" in a sweep over K.
+  std::string label() const;
   std::string dir_name() const;
 };
 
@@ -88,6 +95,10 @@ struct RunOutcome {
   // wrote it (0 in a one-process sweep), so a slow or faulty machine can be found in runs.csv.
   std::string host;
   int64_t rank = 0;
+  // A run over several ranks (spec.ranks > 1), timings of its training steps in the session that
+  // finished it, in ms per step: the whole step, SyncBatchNorm's collectives in it (waiting for
+  // the other ranks included; 0 for other norms), the gradient all-reduce left after backward.
+  double step_ms = NAN, syncbn_comm_ms = NAN, allreduce_wait_ms = NAN;
 
   nlohmann::json to_json() const;
   static RunOutcome from_json(const nlohmann::json& j);

@@ -19,6 +19,7 @@
 #include "layers/loss/ops.h"
 #include "layers/norm/batch_norm.h"
 #include "layers/norm/evo_norm.h"
+#include "layers/norm/sync_batch_norm.h"
 #include "optim/optimizer.h"
 #include "tools/app/data_parallel.h"
 #include "tools/app/precise_bn.h"
@@ -518,6 +519,7 @@ struct Session {
   float first_loss = NAN;  // the first step's loss that was not an all-ignored batch's
   Clock::time_point session_start, epoch_start;
   int64_t session_first_step = 0, epoch_images = 0;
+  double step_seconds = 0, syncbn_seconds = 0;  // this session's training steps: wall time, syncbn's collectives
   std::unique_ptr<GradientBuckets> buckets;  // data-parallel (world() has several ranks); else null
 };
 
@@ -874,7 +876,11 @@ static bool run_steps(Session& s) {
       loaded_epoch = epoch;
     }
     SB_CHECK(s.loader->next(b), "internal: the data loader ran out at step ", st.step);
+    const auto step_start = Clock::now();
+    const double syncbn_before = sync_batch_norm_comm_seconds();
     StepResult r = train_step(s, b, epoch);
+    s.step_seconds += std::chrono::duration<double>(Clock::now() - step_start).count();
+    s.syncbn_seconds += sync_batch_norm_comm_seconds() - syncbn_before;
     ++st.step;
     if (std::isnan(s.first_loss)) s.first_loss = r.loss;
     st.losses.push_back(r.loss);
@@ -978,6 +984,10 @@ TrainResult train(const TrainConfig& cfg, ModulePtr* model_out, const TrainHooks
   res.epochs = st.records;
   res.best_miou = st.best_miou;
   res.seconds = st.seconds;
+  res.session_steps = st.step - s.session_first_step;
+  res.step_seconds = s.step_seconds;
+  res.syncbn_comm_seconds = s.syncbn_seconds;
+  if (s.buckets) res.allreduce_wait_seconds = s.buckets->stats().wait_seconds;
   for (float l : st.losses) res.empty_batches += std::isnan(l);
   if (!res.interrupted && !cfg.save.empty() && world().rank() == 0) save_model(cfg.save, *s.model, s.saved_spec);
   res.skipped = skip_report(*s.train_data);

@@ -94,6 +94,10 @@ struct TrainResult {
   bool interrupted = false;        // stopped early by should_stop (state saved)
   bool resumed = false;
   std::string skipped;             // --skip-bad's report for the train and val data ("" if none)
+  // This session's training steps (not those of an earlier session it resumed): their count and
+  // wall time, SyncBatchNorm's collectives in them, and the gradient all-reduce left after backward.
+  int64_t session_steps = 0;
+  double step_seconds = 0, syncbn_comm_seconds = 0, allreduce_wait_seconds = 0;
 };
 
 struct TrainHooks {

@@ -1,6 +1,7 @@
 // The report's figures, each written as a PNG: val mIoU against batch size (fig1), validation
 // curves per batch size (fig2), BatchNorm's train/test gap (fig3) and predictions of BN and GN
-// at the smallest batch size on the same validation images (fig4).
+// at the smallest batch size on the same validation images (fig4); for runs over several ranks,
+// val mIoU against the normalization batch with the time per step (fig5).
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -195,6 +196,68 @@ std::optional<plot::Canvas> predictions(const CompareConfig& cfg, const std::vec
   return c;
 }
 
+// Runs over K ranks each (--ranks-per-run): per K, val mIoU against the batch each norm
+// normalizes over (bn over a rank's B images and syncbn over K x B, joined, since they share the
+// optimization batch K x B; gn, which normalizes one image, as a flat dashed reference at that
+// batch), and beside it the time per step with syncbn's collectives in it. Nothing without such runs.
+std::optional<plot::Canvas> miou_vs_norm_batch(const CompareConfig& cfg, const std::vector<RunOutcome>& runs) {
+  std::vector<int64_t> ks;
+  for (const RunOutcome& r : runs)
+    if (r.spec.ranks > 1 && std::find(ks.begin(), ks.end(), r.spec.ranks) == ks.end()) ks.push_back(r.spec.ranks);
+  if (ks.empty()) return std::nullopt;
+  std::sort(ks.begin(), ks.end(), std::greater<>());
+  // Means over seeds of the runs of (kind, K, B) that did not diverge, of what `of` reads.
+  // (A diverged run's mIoU is left out, as in the tables; its time per step is not.)
+  auto mean_of = [&](const std::string& kind, int64_t k, int64_t b, double (*of)(const RunOutcome&)) {
+    std::vector<double> v;
+    for (const RunOutcome& r : runs)
+      if (r.spec.norm.kind == kind && r.spec.ranks == k && r.spec.batch == b && !std::isnan(of(r)))
+        v.push_back(of(r));
+    return std::pair{Cell::mean_of(v), Cell::std_of(v)};
+  };
+  auto miou = [](const RunOutcome& r) { return r.diverged ? NAN : 100 * r.final_miou; };
+  plot::SmallMultiples fig;
+  fig.title = "BatchNorm over a rank's images, SyncBatchNorm over all K ranks' images, GroupNorm for reference";
+  fig.columns = 2;
+  fig.share_y = false;
+  for (int64_t k : ks) {
+    plot::LineChart m;
+    m.title = str("K = ", k, " ranks per run, optimization batch ", k, " x images per rank: val mIoU (%)");
+    m.x.label = "images normalized over (log2 scale)";
+    m.x.log2 = true;
+    plot::LineChart t;
+    t.title = str("K = ", k, ": time per training step (ms, mean over seeds)");
+    t.x.label = "images per rank (log2 scale)";
+    t.x.log2 = true;
+    plot::Series bn_step{.name = "bn step"}, sync_step{.name = "syncbn step"}, gn_step{.name = "gn step"},
+        sync_comm{.name = "syncbn collectives", .dashed = true};
+    int color = 0;
+    for (int64_t b : cfg.batch_sizes) {
+      const plot::Color c = plot::series_color(color++);
+      const auto [bn, bn_sd] = mean_of("bn", k, b, miou);
+      const auto [sync, sync_sd] = mean_of("syncbn", k, b, miou);
+      const auto [gn, gn_sd] = mean_of("gn", k, b, miou);
+      const double lo = static_cast<double>(b), hi = static_cast<double>(k * b);
+      m.series.push_back(plot::Series{.name = str("bn to syncbn, ", b, b == 1 ? " image" : " images", " per rank"),
+                                      .x = {lo, hi}, .y = {bn, sync}, .err = {bn_sd, sync_sd}, .color = c});
+      m.series.push_back(plot::Series{.name = str("gn, ", b, b == 1 ? " image" : " images", " per rank"), .x = {lo, hi}, .y = {gn, gn},
+                                      .color = c, .marker = plot::Marker::None, .dashed = true});
+      for (auto [series, kind] : {std::pair{&bn_step, "bn"}, std::pair{&sync_step, "syncbn"}, std::pair{&gn_step, "gn"}}) {
+        series->x.push_back(lo);
+        series->y.push_back(mean_of(kind, k, b, [](const RunOutcome& r) { return r.step_ms; }).first);
+      }
+      sync_comm.x.push_back(lo);
+      sync_comm.y.push_back(mean_of("syncbn", k, b, [](const RunOutcome& r) { return r.syncbn_comm_ms; }).first);
+    }
+    t.series = {bn_step, sync_step, gn_step, sync_comm};
+    fig.panels.push_back(m);
+    fig.panels.push_back(t);
+  }
+  plot::Canvas c = plot::render(fig);
+  plot::write_png(c, cfg.out + "/fig5_miou_vs_norm_batch.png");
+  return c;
+}
+
 }  // namespace
 
 plot::Color class_color(int64_t k) {
@@ -209,7 +272,7 @@ Figures draw_figures(const CompareConfig& cfg, const std::vector<RunOutcome>& ru
   int64_t classes_seen = 0;
   // Braced initialization runs left to right: the PNGs are written in the figures' order.
   Figures f{miou_vs_batch(cfg, a), val_curves(cfg, runs, a), bn_gap(cfg, runs, a),
-            predictions(cfg, runs, a.batches.back(), classes_seen), 0};
+            predictions(cfg, runs, a.batches.back(), classes_seen), 0, miou_vs_norm_batch(cfg, runs)};
   f.classes_seen = classes_seen;
   return f;
 }

@@ -97,6 +97,13 @@ void figures(std::ostringstream& html, const CompareConfig& cfg, const Aggregate
   if (figs.predictions)
     figure(html, 4, "predictions", plot::png_data_uri(*figs.predictions),
            predictions_caption(a.batches.back(), figs.classes_seen));
+  if (figs.miou_vs_norm_batch)
+    figure(html, 5, "val mIoU vs normalization batch", plot::png_data_uri(*figs.miou_vs_norm_batch),
+           "Runs trained over K ranks each, one row per K. Left: validation mIoU against the number of images a "
+           "norm normalizes over. Each solid line joins bn (a rank's images) to syncbn (all K ranks' images) at the "
+           "same optimization batch and learning rate; the dashed line of the same color is gn at that batch, which "
+           "normalizes one image and needs no communication. Right: the time per training step on this machine, and "
+           "the part of syncbn's step spent in its collectives (waiting for the other ranks included).");
 }
 
 }  // namespace

@@ -58,13 +58,14 @@ std::string summary_csv(const Aggregate& a);
 std::string summary_markdown(const CompareConfig& cfg, const std::vector<RunOutcome>& runs, const Aggregate& a,
                              double seconds);
 
-// figures.cpp: the four figures, each also written as a PNG into cfg.out.
+// figures.cpp: the figures (four, and fig5 for runs over several ranks), each also written as a PNG into cfg.out.
 struct Figures {
   plot::Canvas miou_vs_batch;                // fig1
   plot::Canvas val_curves;                   // fig2
   plot::Canvas bn_gap;                       // fig3
   std::optional<plot::Canvas> predictions;   // fig4, when a BN or GN run saved its predictions
   int64_t classes_seen = 0;                  // the class indices fig4 shows, for its legend
+  std::optional<plot::Canvas> miou_vs_norm_batch;  // fig5, when runs trained over several ranks
 };
 Figures draw_figures(const CompareConfig& cfg, const std::vector<RunOutcome>& runs, const Aggregate& a);
 // The color of class index k in the mask pictures (0 = background stays dark, 255 = ignored).

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include "core/io/fileio.h"
@@ -49,24 +50,51 @@ std::string cell_text(const Cell& c, bool error) {
   return t;
 }
 
-// Runs over K ranks each (--ranks-per-run K): the images a norm normalizes over apart from the
+// Runs over K ranks each (--ranks-per-run): the images a norm normalizes over apart from the
 // images a step optimizes over. bn takes each rank's B images, syncbn all K x B, the per-sample
-// norms (gn and the rest) one image; every run optimizes over K x B at the same learning rate.
-void normalization_batch_table(std::ostringstream& md, const CompareConfig& cfg, const Aggregate& a) {
-  const int64_t k = cfg.ranks_per_run;
-  md << "\nEach run trained over " << k << " ranks: val mIoU (%) by the batch each norm normalizes over "
-     << "(bn: a rank's images; syncbn: all " << k << " ranks' images; per-sample norms: one image), at the "
-     << "same optimization batch and learning rate.\n\n"
-     << "| norm | images per rank | optimization batch | normalization batch | val mIoU (%) |\n|---|---|---|---|---|\n";
-  for (auto& l : a.labels)
-    for (int64_t b : a.batches) {
-      auto it = a.cells.find({l, b});
-      if (it == a.cells.end()) continue;
-      const bool batch_stats = std::find(a.bn_labels.begin(), a.bn_labels.end(), l) != a.bn_labels.end();
-      const std::string normalized = l == "syncbn" ? str(k * b) : batch_stats ? str(b) : std::string("1 image");
-      md << "| " << l << " | " << b << " | " << k * b << " | " << normalized << " | " << cell_text(it->second, false)
-         << " |\n";
-    }
+// norms (gn and the rest) one image; the runs of one K and B optimize over K x B at the same
+// learning rate. Beside it, what a step cost: its wall time and syncbn's collectives in it.
+void normalization_batch_table(std::ostringstream& md, const std::vector<RunOutcome>& runs, const Aggregate& a) {
+  struct Row {
+    std::string kind;
+    int64_t ranks = 1;
+    std::vector<double> step_ms, syncbn_ms;
+  };
+  std::map<std::pair<std::string, int64_t>, Row> rows;  // (label, batch)
+  std::vector<int64_t> ks;
+  for (const RunOutcome& r : runs) {
+    if (r.spec.ranks <= 1) continue;
+    Row& row = rows[{r.spec.label(), r.spec.batch}];
+    row.kind = r.spec.norm.kind, row.ranks = r.spec.ranks;
+    if (!std::isnan(r.step_ms)) row.step_ms.push_back(r.step_ms), row.syncbn_ms.push_back(r.syncbn_comm_ms);
+    if (std::find(ks.begin(), ks.end(), r.spec.ranks) == ks.end()) ks.push_back(r.spec.ranks);
+  }
+  if (rows.empty()) return;
+  std::sort(ks.begin(), ks.end(), std::greater<>());
+  md << "\nRuns trained over K ranks each: val mIoU (%) by the batch each norm normalizes over (bn: a rank's "
+     << "images; syncbn: all K ranks' images; per-sample norms: one image), at the optimization batch and "
+     << "learning rate of K x images per rank. Time per training step (ms, median over seeds, this machine) "
+     << "and of it syncbn's collectives (waiting for the other ranks included).\n\n"
+     << "| norm | K | images per rank | optimization batch | normalization batch | val mIoU (%) | ms per step | "
+        "syncbn collectives (ms per step) |\n|---|---|---|---|---|---|---|---|\n";
+  auto median = [](std::vector<double> v) -> double {
+    if (v.empty()) return NAN;
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  };
+  for (int64_t k : ks)
+    for (int64_t b : a.batches)
+      for (auto& l : a.labels) {
+        auto row = rows.find({l, b});
+        auto cell = a.cells.find({l, b});
+        if (row == rows.end() || row->second.ranks != k || cell == a.cells.end()) continue;
+        const Row& r = row->second;
+        const bool batch_stats = std::find(a.bn_labels.begin(), a.bn_labels.end(), l) != a.bn_labels.end();
+        const std::string normalized = r.kind == "syncbn" ? str(k * b) : batch_stats ? str(b) : std::string("1 image");
+        md << "| " << r.kind << " | " << k << " | " << b << " | " << k * b << " | " << normalized << " | "
+           << cell_text(cell->second, false) << " | " << fmt(median(r.step_ms)) << " | "
+           << (r.kind == "syncbn" ? fmt(median(r.syncbn_ms)) : std::string("-")) << " |\n";
+      }
 }
 
 // Rows = norms, columns = batch sizes: the paper's Table 2 layout.
@@ -289,11 +317,14 @@ std::string summary_markdown(const CompareConfig& cfg, const std::vector<RunOutc
   std::ostringstream md;
   md << "Validation mIoU (%) after " << cfg.epochs << " epochs, mean ± std over " << cfg.seeds
      << (cfg.seeds == 1 ? " seed" : " seeds") << "; columns are images per batch"
-     << (cfg.ranks_per_run > 1 ? str(" per rank, each run over ", cfg.ranks_per_run, " ranks") : std::string()) << ".\n\n";
+     << (cfg.ranks_per_run.size() > 1   ? std::string(" per rank; a row's K is the ranks each of its runs trained over")
+         : cfg.max_ranks_per_run() > 1 ? str(" per rank, each run over ", cfg.max_ranks_per_run(), " ranks")
+                                       : std::string())
+     << ".\n\n";
   miou_table(md, a, false);
   md << "\nValidation error (100 - mIoU, %), as the paper's Table 2 reports error.\n\n";
   miou_table(md, a, true);
-  if (cfg.ranks_per_run > 1) normalization_batch_table(md, cfg, a);
+  normalization_batch_table(md, runs, a);
   stability_table(md, a);
   if (!a.bn_labels.empty()) {
     bn_gap_table(md, a);

@@ -648,6 +648,8 @@ TEST_CASE("mpi: compare --preset sync sweeps K = 4 and 2 ranks per run in one jo
   CHECK(k2 != std::string::npos);
   CHECK(k4 < k2);
   CHECK(l.out.find("runs per group of 2 ranks: 3, 3") != std::string::npos);
+  // No progress line: mpirun gives each rank a terminal even when the job's output goes to a pipe.
+  CHECK(l.out.find("\033[K") == std::string::npos);
   const nlohmann::json saved = nlohmann::json::parse(read_text(dir / "sync/compare.json"));
   CHECK(saved.at("ranks_per_run") == nlohmann::json::array({4, 2}));
   for (const char* run : {"bn_k4_b2_s0", "syncbn_k4_b1_s0", "gn_g8_k2_b2_s0", "syncbn_k2_b1_s0"}) {

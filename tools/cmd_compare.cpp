@@ -176,7 +176,8 @@ void add_compare_command(CLI::App& app, Action& action) {
         progress("spread over %d ranks (%d threads each); rank 0 reports for the job and writes the report\n", ranks,
                  cfg.threads);
       CompareHooks hooks;
-      const bool tty = isatty(STDOUT_FILENO);
+      // Not under mpirun: it gives each rank a terminal of its own even when the job's output goes to a file.
+      const bool tty = isatty(STDOUT_FILENO) && !launched_by_mpi();
       hooks.log = [tty](const std::string& m) { progress("%s%s\n", tty ? "\r\033[K" : "", m.c_str()); };
       // On a terminal, the run in training shows its progress on one line, rewritten in place.
       if (tty)

@@ -579,6 +579,53 @@ TEST_CASE("mpi: a 2-rank sweep with one rank killed ends, and one process resume
   check_same_sweep(out, dir / "one");
 }
 
+TEST_CASE("mpi: SIGTERM to mpirun stops a 2-rank sweep with its runs saved, and one process resumes it to the same table") {
+  if (!mpi_ready("mpi compare sigterm")) return;
+  sbtest::TempDir dir("sb_mpi_compare_term");
+  // Longer runs than kSweep's (about 1.5 s each here), so the signal lands while the sweep trains:
+  // mpirun passes it on to the ranks about a second after it gets it (Open MPI 4.1, measured).
+  std::string sweep = kSweep;
+  sweep.replace(sweep.find("train=8,val=4,size=16"), 21, "train=64,val=4,size=32");
+  sweep.replace(sweep.find("--epochs 1"), 10, "--epochs 40");
+  const auto one = sbtest::run_cli(sweep + " --out " + (dir / "one"));
+  REQUIRE_MESSAGE(one.code == 0, one.all());
+  const std::string out = dir / "term", log = dir / "term.log";
+  // timeout passes the SIGTERM it receives on to mpirun, which passes it to the ranks.
+  const std::string job_cmd = "exec timeout 120 " + mpirun_command(2, cli() + " " + sweep + " --out " + out) + " >" + log + " 2>&1";
+  const pid_t job = ::fork();
+  if (job == 0) {
+    ::execl("/bin/sh", "sh", "-c", job_cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  REQUIRE(job > 0);
+  bool training = false;  // a run folder's .lock: a rank trains it
+  for (int i = 0; i < 6000 && !training; ++i) {
+    std::error_code ec;
+    for (auto it = fs::directory_iterator(out + "/runs", ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+      training = training || fs::exists(it->path() / ".lock");
+    if (!training) ::usleep(5000);
+  }
+  REQUIRE(training);
+  CHECK(::kill(job, SIGTERM) == 0);
+  int status = 0;
+  ::waitpid(job, &status, 0);
+  const std::string said = read_text(log);
+  INFO(said);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) != 0);
+  CHECK(WEXITSTATUS(status) < 128 + 16);
+  CHECK(said.find("interrupted; finished runs are kept") != std::string::npos);
+  CHECK_FALSE(fs::exists(fs::path(out) / "summary.csv"));  // no report until a session finishes the sweep
+  int finished = 0, saved = 0;
+  for (auto& e : fs::directory_iterator(out + "/runs"))
+    finished += fs::exists(e.path() / "result.json"), saved += fs::exists(e.path() / "state.safetensors");
+  MESSAGE("at SIGTERM: ", finished, " of 4 runs finished, ", saved, " with a saved state");
+  CHECK(finished < 4);
+  const auto resumed = sbtest::run_cli(sweep + " --out " + out);
+  REQUIRE_MESSAGE(resumed.code == 0, resumed.all());
+  check_same_sweep(out, dir / "one");
+}
+
 TEST_CASE("mpi: compare --ranks-per-run 2 trains each run over 2 ranks, syncbn as bn on the whole batch") {
   if (!mpi_ready("mpi compare ranks-per-run")) return;
   sbtest::TempDir dir("sb_mpi_compare_k");

@@ -661,6 +661,12 @@ TEST_CASE("mpi: compare --ranks-per-run 2 trains each run over 2 ranks, syncbn a
   const double d = max_rel_diff(out + "/runs/syncbn_b2_s0/model.safetensors", dir / "one/runs/bn_b4_s0/model.safetensors", worst);
   MESSAGE("syncbn on 2 ranks at 2 against bn in one process at 4: largest relative difference ", d, " (", worst, ")");
   CHECK(d < 1e-6);
+  // Evaluated with batch statistics and with PreciseBN, syncbn too normalizes over 4 images: as bn at 4.
+  const nlohmann::json bn4 = nlohmann::json::parse(read_text(dir / "one/runs/bn_b4_s0/result.json"));
+  MESSAGE("batch-statistics mIoU: syncbn over 2 x 2 ", sync_result.at("batchstat_miou"), ", bn at 4 ",
+          bn4.at("batchstat_miou"), "; PreciseBN: ", sync_result.at("precise_miou"), ", ", bn4.at("precise_miou"));
+  CHECK(sync_result.at("batchstat_miou").get<double>() == doctest::Approx(bn4.at("batchstat_miou").get<double>()).epsilon(1e-6));
+  CHECK(sync_result.at("precise_miou").get<double>() == doctest::Approx(bn4.at("precise_miou").get<double>()).epsilon(1e-6));
   // unsynchronized bn normalizes 2 images at a time: another model
   CHECK(max_rel_diff(out + "/runs/bn_b2_s0/model.safetensors", dir / "one/runs/bn_b4_s0/model.safetensors", worst) > 1e-4);
   // A rank count K does not divide, and K without mpirun, are refused naming the flag.

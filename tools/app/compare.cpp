@@ -291,14 +291,17 @@ static void measure_after(RunOutcome& o, Module& model, const Dataset& val, cons
   model.apply([&](Module& m) {
     has_bn = has_bn || dynamic_cast<BatchNorm2d*>(&m) != nullptr || dynamic_cast<EvoNorm2dB0*>(&m) != nullptr;
   });
+  // The images one normalization saw in training: a rank's batch, or for syncbn all its ranks'
+  // (evaluated in one process, batches that size normalize as the group did).
+  const int64_t norm_batch = o.spec.batch * (norm_info(o.spec.norm.kind).traits.uses_sync_group ? o.spec.ranks : 1);
   if (has_bn) {
-    o.batchstat_miou = evaluate(model, val, o.spec.batch, BNEval::Batch, nullptr, tf).miou;
+    o.batchstat_miou = evaluate(model, val, norm_batch, BNEval::Batch, nullptr, tf).miou;
     std::vector<std::pair<BatchNorm2d*, GapObserver>> stats;
     model.apply([&](Module& m) {
       if (auto* bn = dynamic_cast<BatchNorm2d*>(&m)) stats.push_back({bn, {}});
     });
     for (auto& [bn, st] : stats) bn->observer = &st;
-    evaluate(model, val, o.spec.batch, BNEval::Running, nullptr, tf);
+    evaluate(model, val, norm_batch, BNEval::Running, nullptr, tf);
     for (auto& [bn, st] : stats) {
       bn->observer = nullptr;
       if (st.batches) o.gaps.push_back({bn->path(), st.mean_shift_sum / st.batches, st.log_var_sum / st.batches});
@@ -330,8 +333,8 @@ static void measure_after(RunOutcome& o, Module& model, const Dataset& val, cons
   f.ints["pred"] = pred;
   if (world().rank() == 0) save_safetensors(dir + "/pred.safetensors", f);  // a run's rank 0 writes for it
   // Every layer with running statistics (running_stats_layers), not only BatchNorm2d's family.
-  if (precise_images > 0 && precise_bn(model, train, precise_images, o.spec.batch, train_tf).layers > 0)
-    o.precise_miou = evaluate(model, val, o.spec.batch, BNEval::Running, nullptr, tf).miou;
+  if (precise_images > 0 && precise_bn(model, train, precise_images, norm_batch, train_tf).layers > 0)
+    o.precise_miou = evaluate(model, val, norm_batch, BNEval::Running, nullptr, tf).miou;
 }
 
 // A sweep killed while writing leaves temporary files beside their targets: compare.json and the

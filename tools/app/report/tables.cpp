@@ -140,7 +140,7 @@ void bn_gap_table(std::ostringstream& md, const Aggregate& a) {
     for (int64_t b : a.batches)
       if (auto it = a.cells.find({l, b}); it != a.cells.end() && !it->second.precise.empty()) precise = true;
   md << "\nBatchNorm's train/test gap: val mIoU (%) with running statistics (eval mode) vs with the "
-        "statistics of each evaluation batch of the training batch size.";
+        "statistics of each evaluation batch of the training batch size (syncbn: of all its ranks' images together).";
   if (precise)
     md << " PreciseBN: with running statistics recomputed after training over training images (a true "
           "average with the final weights). The gap splits into \"stale\" (precise - running: what the "

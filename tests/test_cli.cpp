@@ -225,3 +225,18 @@ TEST_CASE("cli: compare run again on its --out takes the saved sweep for every f
   CHECK(other.code == 1);
   CHECK(other.err.find("--epochs: saved 1, now 2") != std::string::npos);
 }
+
+TEST_CASE("cli: a sync-preset sweep of one-process runs (--ranks-per-run 1) continues from its --out alone") {
+  sbtest::TempDir t("sb_cli_sync_k1");
+  const std::string out = t / "sweep";
+  auto first = sbtest::run_cli("compare --preset sync --ranks-per-run 1 --seeds 1 --epochs 1 "
+                               "--data shapes:train=8,val=4,size=16 --base-width 4 --threads 1 --out " + out);
+  INFO(first.all());
+  REQUIRE(first.code == 0);
+  // compare.json leaves ranks_per_run out at 1: read back as 1, not as the sync preset's 4,2.
+  auto again = sbtest::run_cli("compare --out " + out);
+  INFO(again.all());
+  CHECK(again.code == 0);
+  CHECK(again.out.find("continuing the sweep") != std::string::npos);
+  CHECK(again.out.find("[run ") == std::string::npos);  // every run was finished
+}

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <vector>
 
@@ -51,6 +52,9 @@ TEST_CASE("compare: a tiny sweep writes every output, and an interrupted sweep c
   CHECK(md.find("| bn |") != std::string::npos);
   CHECK(md.find("| gn |") != std::string::npos);
   CHECK(slurp(base / "a" / "report.html").find("data:image/png;base64,") != std::string::npos);
+  // A one-process sweep's summary says nothing of ranks or syncbn.
+  CHECK(md.find("syncbn") == std::string::npos);
+  CHECK(md.find("ranks") == std::string::npos);
   // What the timings were measured on: the CPU, the BLAS core, smallbatch's kernels, the threads.
   CHECK(md.find("Measured on: ") != std::string::npos);
   CHECK(md.find("BLAS ") != std::string::npos);
@@ -166,6 +170,35 @@ TEST_CASE("compare: presets fill the sweep and bad settings are errors") {
   auto plan = plan_runs(g);
   CHECK(plan.size() == 3 * g.batch_sizes.size() * g.seeds);
   CHECK(plan[1].label() == "gn(G=2)");
+  // The sync preset: bn, syncbn, gn over K = 4 then 2 ranks per run, 2 and 1 images per rank.
+  CompareConfig sync;
+  sync.preset = "sync";
+  sync.apply_preset();
+  CHECK(sync.norms == std::vector<std::string>{"bn", "syncbn", "gn"});
+  CHECK(sync.ranks_per_run == std::vector<int64_t>{4, 2});
+  CHECK(sync.batch_sizes == std::vector<int64_t>{2, 1});
+  const auto sync_plan = plan_runs(sync);
+  CHECK(sync_plan.size() == 3 * 2 * 2 * sync.seeds);
+  CHECK(sync_plan[0].label() == "bn(K=4)");
+  CHECK(sync_plan[0].dir_name() == "bn_k4_b2_s0");
+  CHECK(sync_plan[0].lr == doctest::Approx(0.1f * 8 / 16));  // the optimization batch 4 x 2
+  // syncbn over one rank is bn: a K list with 1 does not train it twice.
+  CompareConfig with_one;
+  with_one.norms = {"bn", "syncbn"};
+  with_one.ranks_per_run = {2, 1};
+  with_one.apply_preset();
+  for (const RunSpec& r : plan_runs(with_one)) CHECK_FALSE((r.norm.kind == "syncbn" && r.ranks == 1));
+  CHECK(plan_runs(with_one).size() == 3 * with_one.batch_sizes.size() * with_one.seeds);
+  // K past any job's size is refused (K x batch would overflow), and so is a K listed twice.
+  CompareConfig huge_k;
+  huge_k.ranks_per_run = {int64_t{1} << 40};
+  CHECK_THROWS_WITH_AS(huge_k.apply_preset(), doctest::Contains("--ranks-per-run: expected 1 to 1048576 ranks"), Error);
+  CompareConfig twice;
+  twice.ranks_per_run = {2, 2};
+  CHECK_THROWS_WITH_AS(twice.apply_preset(), doctest::Contains("--ranks-per-run: 2 is listed twice"), Error);
+  CompareConfig huge_b;
+  huge_b.batch_sizes = {std::numeric_limits<int64_t>::max()};
+  CHECK_THROWS_WITH_AS(huge_b.apply_preset(), doctest::Contains("--batch-sizes: expected 1 to"), Error);
   CompareConfig bad;
   bad.preset = "huge";
   CHECK_THROWS_WITH_AS(bad.apply_preset(), doctest::Contains("--preset"), Error);

@@ -89,6 +89,8 @@ static void take_saved_sweep(const CLI::App& cmd, CompareConfig& cfg) {
     const nlohmann::json& k = j.at("ranks_per_run");
     if (k.is_number_integer()) cfg.ranks_per_run = {k.get<int64_t>()};
     else take("", "ranks_per_run", cfg.ranks_per_run);
+  } else if (cmd.count("--ranks-per-run") == 0) {
+    cfg.ranks_per_run = {1};  // absent: runs of one process each, whatever the preset's default
   }
   take("", "warmup_epochs", cfg.warmup_epochs);
   take("", "optim", cfg.optim);
@@ -113,7 +115,7 @@ void add_compare_command(CLI::App& app, Action& action) {
                                              "3 seeds) or sync (bn, syncbn, gn over 2 and 4 ranks per run; mpirun -np 4)")
       ->capture_default_str()->check(CLI::IsMember({"quick", "full", "sync"}));
   cmd->add_option("--norms", o->norms, "comma-separated normalizations: " + norm_kinds_text() +
-                                          " (quick: bn,gn; full: all; `smallbatch models` says what each is)");
+                                          " (quick: bn,gn; full: all; sync: bn,syncbn,gn; `smallbatch models` says what each is)");
   // In epochs, so every batch size gets the same share of the run; train's --norm-warmup counts
   // steps (it trains one batch size), hence the distinct name.
   cmd->add_option("--norm-warmup-epochs", o->cfg.norm_warmup_epochs,
@@ -121,7 +123,7 @@ void add_compare_command(CLI::App& app, Action& action) {
                   "train's --norm-warmup counts steps)")
       ->check(Positive);
   cmd->add_option("--groups", o->groups, "GroupNorm groups; several (1,2,4,8,16) sweep the group count");
-  cmd->add_option("--batch-sizes", o->batch_sizes, "comma-separated images per batch (quick: 16,8,4,2; full: 32,...,1)");
+  cmd->add_option("--batch-sizes", o->batch_sizes, "comma-separated images per batch (quick: 16,8,4,2; full: 32,...,1; sync: 2,1 per rank)");
   cmd->add_option("--seeds", o->cfg.seeds, "seeds per configuration (default 3)")->check(Positive);
   cmd->add_option("--epochs", o->cfg.epochs, "epochs per run, every run sees the same images (quick 12, full 16)")->check(Positive);
   cmd->add_option("--data", o->cfg.data, "data source (default: shapes:train=1024,val=128,size=32,difficulty=0.5)")->capture_default_str();
@@ -167,7 +169,9 @@ void add_compare_command(CLI::App& app, Action& action) {
           SB_CHECK(b <= cfg.limit, "--limit ", cfg.limit, " is smaller than batch size ", b,
                    " (--batch-sizes): a batch would hold the same samples more than once. Raise --limit or drop that batch size");
       auto plan = plan_runs(cfg);
-      const std::string ks = cfg.ranks_per_run.size() > 1 ? str(" x ", cfg.ranks_per_run.size(), " ranks per run") : "";
+      std::string ks;
+      for (int64_t k : cfg.ranks_per_run) ks += str(ks.empty() ? " x " : " and ", k);
+      ks = cfg.ranks_per_run.size() > 1 ? ks + " ranks per run" : "";
       progress("smallbatch compare (%s preset): %zu runs = %zu norms x %zu batch sizes%s x %lld seeds, %lld epochs each, "
                   "%d threads, output in %s\n",
                   cfg.preset.c_str(), plan.size(), cfg.norms.size(), cfg.batch_sizes.size(), ks.c_str(), (long long)cfg.seeds,

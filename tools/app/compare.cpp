@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <optional>
@@ -38,7 +39,10 @@ void CompareConfig::apply_preset() {
   // quick preset's data and epochs; it needs mpirun -np 4 (oversubscribed on 2 cores).
   const bool quick = preset == "quick", sync = preset == "sync";
   if (ranks_per_run.empty()) ranks_per_run = sync ? std::vector<int64_t>{4, 2} : std::vector<int64_t>{1};
-  for (auto k : ranks_per_run) SB_CHECK(k > 0, "--ranks-per-run: must be positive, got ", k);
+  // A bound far above any job's rank count keeps K x batch and the least common multiple of the
+  // K list in range.
+  for (auto k : ranks_per_run)
+    SB_CHECK(k > 0 && k <= kMaxRanksPerRun, "--ranks-per-run: expected 1 to ", kMaxRanksPerRun, " ranks, got ", k);
   std::sort(ranks_per_run.begin(), ranks_per_run.end(), std::greater<>());
   if (auto twice = std::adjacent_find(ranks_per_run.begin(), ranks_per_run.end()); twice != ranks_per_run.end())
     fail("--ranks-per-run: ", *twice, " is listed twice");
@@ -75,7 +79,9 @@ void CompareConfig::apply_preset() {
   if (norm_warmup_epochs == 0) norm_warmup_epochs = std::max<double>(1, std::round(epochs / 3.0));
   SB_CHECK(norm_warmup_epochs > 0 && norm_warmup_epochs <= epochs, "--norm-warmup-epochs: expected epochs in (0, ",
            epochs, "], got ", norm_warmup_epochs);
-  for (auto b : batch_sizes) SB_CHECK(b > 0, "--batch-sizes: batch sizes must be positive, got ", b);
+  for (auto b : batch_sizes)
+    SB_CHECK(b > 0 && b <= std::numeric_limits<int64_t>::max() / kMaxRanksPerRun, "--batch-sizes: expected 1 to ",
+             std::numeric_limits<int64_t>::max() / kMaxRanksPerRun, " images, got ", b);
   for (auto g : groups) SB_CHECK(g > 0, "--groups: must be positive, got ", g);
   SB_CHECK(seeds > 0, "--seeds: must be positive, got ", seeds);
   SB_CHECK(precise_bn >= -1, "--precise-bn: the number of images must be positive, got ", precise_bn);
@@ -130,6 +136,8 @@ std::vector<RunSpec> plan_runs(const CompareConfig& cfg) {
       for (const auto& norm : cfg.norms) {
         const bool gn = norm_info(norm).traits.uses_groups;
         std::vector<int64_t> gs = gn ? cfg.groups : std::vector<int64_t>{0};
+        // syncbn over one rank is bn: in a sweep over several K, not trained twice.
+        if (k == 1 && ks.size() > 1 && norm_info(norm).traits.uses_sync_group) continue;
         for (int64_t g : gs) {
           RunSpec r;
           r.norm = NormSpec{norm, g, 0};

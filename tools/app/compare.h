@@ -40,6 +40,7 @@ struct CompareConfig {
   // per rank (the optimization batch is K x batch), for each K listed; {1}: each run in one process.
   // Several values (the sync preset's 2, 4) make K an axis of the sweep, run one K after another.
   std::vector<int64_t> ranks_per_run;
+  static constexpr int64_t kMaxRanksPerRun = 1 << 20;
   int64_t max_ranks_per_run() const {
     return ranks_per_run.empty() ? 1 : *std::max_element(ranks_per_run.begin(), ranks_per_run.end());
   }

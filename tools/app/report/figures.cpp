@@ -206,14 +206,27 @@ std::optional<plot::Canvas> miou_vs_norm_batch(const CompareConfig& cfg, const s
     if (r.spec.ranks > 1 && std::find(ks.begin(), ks.end(), r.spec.ranks) == ks.end()) ks.push_back(r.spec.ranks);
   if (ks.empty()) return std::nullopt;
   std::sort(ks.begin(), ks.end(), std::greater<>());
-  // Means over seeds of the runs of (kind, K, B) that did not diverge, of what `of` reads.
-  // (A diverged run's mIoU is left out, as in the tables; its time per step is not.)
-  auto mean_of = [&](const std::string& kind, int64_t k, int64_t b, double (*of)(const RunOutcome&)) {
+  // Over seeds, the runs of (kind, K, B), of what `of` reads: mean and std (mIoU), median (time).
+  // gn is the first --groups value's. A diverged run's mIoU is left out, as in the tables; its
+  // time per step is not.
+  const int64_t gn_groups = cfg.groups.empty() ? 8 : cfg.groups.front();
+  auto runs_of = [&](const std::string& kind, int64_t k, int64_t b, double (*of)(const RunOutcome&)) {
     std::vector<double> v;
     for (const RunOutcome& r : runs)
-      if (r.spec.norm.kind == kind && r.spec.ranks == k && r.spec.batch == b && !std::isnan(of(r)))
+      if (r.spec.norm.kind == kind && r.spec.ranks == k && r.spec.batch == b && !std::isnan(of(r)) &&
+          (kind != "gn" || r.spec.norm.groups == gn_groups))
         v.push_back(of(r));
+    return v;
+  };
+  auto mean_of = [&](const std::string& kind, int64_t k, int64_t b, double (*of)(const RunOutcome&)) {
+    const std::vector<double> v = runs_of(kind, k, b, of);
     return std::pair{Cell::mean_of(v), Cell::std_of(v)};
+  };
+  auto median_of = [&](const std::string& kind, int64_t k, int64_t b, double (*of)(const RunOutcome&)) {
+    std::vector<double> v = runs_of(kind, k, b, of);
+    if (v.empty()) return static_cast<double>(NAN);
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
   };
   auto miou = [](const RunOutcome& r) { return r.diverged ? NAN : 100 * r.final_miou; };
   plot::SmallMultiples fig;
@@ -226,7 +239,7 @@ std::optional<plot::Canvas> miou_vs_norm_batch(const CompareConfig& cfg, const s
     m.x.label = "images normalized over (log2 scale)";
     m.x.log2 = true;
     plot::LineChart t;
-    t.title = str("K = ", k, ": time per training step (ms, mean over seeds)");
+    t.title = str("K = ", k, ": time per training step (ms, median over seeds)");
     t.x.label = "images per rank (log2 scale)";
     t.x.log2 = true;
     plot::Series bn_step{.name = "bn step"}, sync_step{.name = "syncbn step"}, gn_step{.name = "gn step"},
@@ -244,10 +257,10 @@ std::optional<plot::Canvas> miou_vs_norm_batch(const CompareConfig& cfg, const s
                                       .color = c, .marker = plot::Marker::None, .dashed = true});
       for (auto [series, kind] : {std::pair{&bn_step, "bn"}, std::pair{&sync_step, "syncbn"}, std::pair{&gn_step, "gn"}}) {
         series->x.push_back(lo);
-        series->y.push_back(mean_of(kind, k, b, [](const RunOutcome& r) { return r.step_ms; }).first);
+        series->y.push_back(median_of(kind, k, b, [](const RunOutcome& r) { return r.step_ms; }));
       }
       sync_comm.x.push_back(lo);
-      sync_comm.y.push_back(mean_of("syncbn", k, b, [](const RunOutcome& r) { return r.syncbn_comm_ms; }).first);
+      sync_comm.y.push_back(median_of("syncbn", k, b, [](const RunOutcome& r) { return r.syncbn_comm_ms; }));
     }
     t.series = {bn_step, sync_step, gn_step, sync_comm};
     fig.panels.push_back(m);

@@ -56,7 +56,7 @@ std::string cell_text(const Cell& c, bool error) {
 // learning rate. Beside it, what a step cost: its wall time and syncbn's collectives in it.
 void normalization_batch_table(std::ostringstream& md, const std::vector<RunOutcome>& runs, const Aggregate& a) {
   struct Row {
-    std::string kind;
+    std::string kind;  // the label without its K: "bn", "gn(G=4)"
     int64_t ranks = 1;
     std::vector<double> step_ms, syncbn_ms;
   };
@@ -65,7 +65,9 @@ void normalization_batch_table(std::ostringstream& md, const std::vector<RunOutc
   for (const RunOutcome& r : runs) {
     if (r.spec.ranks <= 1) continue;
     Row& row = rows[{r.spec.label(), r.spec.batch}];
-    row.kind = r.spec.norm.kind, row.ranks = r.spec.ranks;
+    RunSpec without_k = r.spec;  // K has its own column
+    without_k.rank_sweep = false;
+    row.kind = without_k.label(), row.ranks = r.spec.ranks;
     if (!std::isnan(r.step_ms)) row.step_ms.push_back(r.step_ms), row.syncbn_ms.push_back(r.syncbn_comm_ms);
     if (std::find(ks.begin(), ks.end(), r.spec.ranks) == ks.end()) ks.push_back(r.spec.ranks);
   }
@@ -90,10 +92,11 @@ void normalization_batch_table(std::ostringstream& md, const std::vector<RunOutc
         if (row == rows.end() || row->second.ranks != k || cell == a.cells.end()) continue;
         const Row& r = row->second;
         const bool batch_stats = std::find(a.bn_labels.begin(), a.bn_labels.end(), l) != a.bn_labels.end();
-        const std::string normalized = r.kind == "syncbn" ? str(k * b) : batch_stats ? str(b) : std::string("1 image");
+        const bool synced = r.kind.rfind("syncbn", 0) == 0;
+        const std::string normalized = synced ? str(k * b) : batch_stats ? str(b) : std::string("1 image");
         md << "| " << r.kind << " | " << k << " | " << b << " | " << k * b << " | " << normalized << " | "
            << cell_text(cell->second, false) << " | " << fmt(median(r.step_ms)) << " | "
-           << (r.kind == "syncbn" ? fmt(median(r.syncbn_ms)) : std::string("-")) << " |\n";
+           << (synced ? fmt(median(r.syncbn_ms)) : std::string("-")) << " |\n";
       }
 }
 
@@ -140,7 +143,10 @@ void bn_gap_table(std::ostringstream& md, const Aggregate& a) {
     for (int64_t b : a.batches)
       if (auto it = a.cells.find({l, b}); it != a.cells.end() && !it->second.precise.empty()) precise = true;
   md << "\nBatchNorm's train/test gap: val mIoU (%) with running statistics (eval mode) vs with the "
-        "statistics of each evaluation batch of the training batch size (syncbn: of all its ranks' images together).";
+        "statistics of each evaluation batch of the training batch size"
+     << (std::any_of(a.bn_labels.begin(), a.bn_labels.end(), [](const std::string& l) { return l.rfind("syncbn", 0) == 0; })
+             ? " (syncbn: of all its ranks' images together)" : "")
+     << ".";
   if (precise)
     md << " PreciseBN: with running statistics recomputed after training over training images (a true "
           "average with the final weights). The gap splits into \"stale\" (precise - running: what the "

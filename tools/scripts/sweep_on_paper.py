@@ -3,6 +3,7 @@
 (its runs/*/result.json), dealt to N ranks the way `mpirun -np N smallbatch compare` deals them.
 
     /usr/bin/python3 tools/scripts/sweep_on_paper.py runs/full_bn_gn --overhead 0.5 --ranks 16,64,256
+    /usr/bin/python3 tools/scripts/sweep_on_paper.py runs/full --sync runs/sync --ranks 4,16,64,256
 
 Each run's time is the mean `seconds` (training and per-epoch validation) of the measured runs at
 its batch size, plus --overhead seconds (opening the data, the evaluations after training). The
@@ -51,6 +52,8 @@ def main():
     ap.add_argument("--batch-sizes", default="32,16,8,4,2,1")
     ap.add_argument("--overhead", type=float, default=0.0, help="seconds per run outside result.json's seconds")
     ap.add_argument("--ranks", default="1,16,64,256")
+    ap.add_argument("--sync", help="also a sweep of runs over several ranks each (--preset sync's folder): its "
+                    "runs as measured, one K after another, each K's runs dealt to groups of K machines")
     a = ap.parse_args()
     per_batch = {}
     for f in glob.glob(os.path.join(a.sweep, "runs", "*", "result.json")):
@@ -81,6 +84,41 @@ def main():
         bound = max(total / n, longest)
         print(f"| {n} | {min(count)} - {max(count)} | {wall / 60:.2f} min ({wall:.0f} s) | "
               f"{wall / (total / n):.2f} | {bound:.0f} s |")
+    if a.sync:
+        sync_arms(a.sync, [int(r) for r in a.ranks.split(",")], a.overhead)
+
+
+def sync_arms(folder, ranks_list, overhead):
+    """The runs of a sweep over several K (compare --ranks-per-run 4,2): compare trains the K's one
+    after another, largest first, each over groups of K consecutive ranks, dealt as above."""
+    runs = []
+    for f in glob.glob(os.path.join(folder, "runs", "*", "result.json")):
+        j = json.load(open(f))
+        runs.append((j.get("ranks", 1), j["batch"], j["seconds"] + overhead))
+    if not runs:
+        raise SystemExit(f"no finished run in {folder}")
+    ks = sorted({k for k, _, _ in runs}, reverse=True)
+    total = sum(s * k for k, _, s in runs)  # machine-seconds: a run occupies its K machines
+    print(f"\n{len(runs)} runs over K = {', '.join(map(str, ks))} ranks each: {total / 60:.1f} machine-minutes; "
+          f"the longest run {max(s for _, _, s in runs):.1f} s")
+    print("| machines | wall time, K phases in turn | per K: groups, busiest / mean load |")
+    print("|---|---|---|")
+    for n in ranks_list:
+        if any(n % k for k in ks):
+            print(f"| {n} | (every K must divide {n}) | |")
+            continue
+        wall, parts = 0.0, []
+        for k in ks:
+            mine = [(b, s) for kk, b, s in runs if kk == k]
+            groups = n // k
+            rank_of = assign_runs([relative_run_cost(b) for b, _ in mine], groups)
+            load = [0.0] * groups
+            for i, (_, s) in enumerate(mine):
+                load[rank_of[i]] += s
+            wall += max(load)
+            mean = sum(load) / groups
+            parts.append(f"K={k}: {groups} groups, {max(load) / mean:.2f}")
+        print(f"| {n} | {wall / 60:.2f} min ({wall:.0f} s) | {'; '.join(parts)} |")
 
 
 if __name__ == "__main__":

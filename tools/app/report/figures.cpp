@@ -235,11 +235,11 @@ std::optional<plot::Canvas> miou_vs_norm_batch(const CompareConfig& cfg, const s
   fig.share_y = false;
   for (int64_t k : ks) {
     plot::LineChart m;
-    m.title = str("K = ", k, " ranks per run, optimization batch ", k, " x images per rank: val mIoU (%)");
+    m.title = str("K = ", k, " ranks per run: val mIoU (%)");
     m.x.label = "images normalized over (log2 scale)";
     m.x.log2 = true;
     plot::LineChart t;
-    t.title = str("K = ", k, ": time per training step (ms, median over seeds)");
+    t.title = str("K = ", k, ": ms per training step (median)");
     t.x.label = "images per rank (log2 scale)";
     t.x.log2 = true;
     plot::Series bn_step{.name = "bn step"}, sync_step{.name = "syncbn step"}, gn_step{.name = "gn step"},

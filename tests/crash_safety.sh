@@ -96,6 +96,10 @@ train_files=(model.safetensors best.safetensors state.safetensors metrics.csv co
 kills=0 rounds=0
 while [ "$kills" -lt "$train_kills" ]; do
   rounds=$((rounds + 1))
+  # Runs that always finish before the signal mean it is ignored (a shell that started this one
+  # with SIGINT or SIGHUP ignored passes that on): fail rather than loop for ever.
+  [ "$rounds" -le $((10 * train_kills + 20)) ] ||
+    fail "$rounds runs and only $kills stops: is SIG${signals[$((kills % ${#signals[@]}))]} ignored? ($(grep SigIgn /proc/$$/status))"
   dir="$work/run$rounds"
   while :; do
     # Once the folder holds a run, resume it as the README does: no flag but --out and --resume
@@ -130,6 +134,8 @@ echo "crash_safety: uninterrupted sweep: $cref_ms ms"
 ckills=0 crounds=0 saves=0
 while [ "$ckills" -lt "$compare_kills" ]; do
   crounds=$((crounds + 1))
+  [ "$crounds" -le $((10 * compare_kills + 20)) ] ||
+    fail "$crounds sweeps and only $ckills stops: is SIG${signals[$((ckills % ${#signals[@]}))]} ignored? ($(grep SigIgn /proc/$$/status))"
   dir="$work/cmp$crounds"
   while :; do
     "$sb" "${sweep[@]}" --out "$dir" >"$work/cmp.log" 2>&1 &

@@ -19,6 +19,9 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 constexpr Marker kMarkerCycle[] = {Marker::Circle, Marker::Square, Marker::Triangle,
                                    Marker::Diamond};
+// Series i's default marker. The colors repeat every 8 series and the markers every 4, so past 8
+// the markers shift by one: series i and i + 8 share a color, never a marker.
+Marker default_marker(size_t i) { return kMarkerCycle[(i + i / 8) % 4]; }
 
 double x_of(const Series& s, const Axis& xa, size_t i) {
   if (!xa.categories.empty() || s.x.empty()) return double(i);
@@ -147,7 +150,7 @@ std::vector<Look> default_looks(const std::vector<Series>& series) {
   std::vector<Look> looks;
   for (size_t i = 0; i < series.size(); ++i)
     looks.push_back({series[i].color.value_or(series_color(int(i))),
-                     series[i].marker.value_or(kMarkerCycle[i % 4])});
+                     series[i].marker.value_or(default_marker(i))});
   return looks;
 }
 
@@ -166,12 +169,12 @@ void draw(Canvas& c, const SmallMultiples& sm, int x, int y, int w, int h) {
       if (std::find(names.begin(), names.end(), s.name) != names.end()) continue;
       int i = int(names.size());
       names.push_back(s.name);
-      Look look{s.color.value_or(series_color(i)), s.marker.value_or(kMarkerCycle[i % 4])};
+      Look look{s.color.value_or(series_color(i)), s.marker.value_or(default_marker(size_t(i)))};
       if (!s.name.empty()) legend.push_back({s.name, look, s.dashed});
     }
   auto look_of = [&](const Series& s) {
     size_t i = std::find(names.begin(), names.end(), s.name) - names.begin();
-    return Look{s.color.value_or(series_color(int(i))), s.marker.value_or(kMarkerCycle[i % 4])};
+    return Look{s.color.value_or(series_color(int(i))), s.marker.value_or(default_marker(size_t(i)))};
   };
 
   double top = y + kPad;

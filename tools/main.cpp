@@ -1,6 +1,9 @@
 // The `smallbatch` command line: parses the subcommand and turns every error into a message on
 // stderr and a non-zero exit status (1 for errors, CLI11's codes for bad flags).
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -44,6 +47,20 @@ std::string closest(const std::string& typed, const std::vector<std::string>& ca
   return best;
 }
 
+// Writes `text` to stderr in as few write() calls as the system allows, not piece by piece as
+// `std::cerr << a << b` does: under mpirun the ranks' lines share one output, and a message
+// written in pieces can have another rank's line land in the middle of it.
+void print_error(const std::string& text) {
+  const char* p = text.data();
+  size_t left = text.size();
+  while (left > 0) {
+    const ssize_t n = ::write(STDERR_FILENO, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // stderr closed: nothing more to say
+    p += n, left -= static_cast<size_t>(n);
+  }
+}
+
 // A parse error as every other error reads, "smallbatch CMD: error: ...", with a suggestion for a
 // mistyped flag or subcommand. Keeps CLI11's exit code (100 to 127).
 int parse_error(CLI::App& app, const CLI::ParseError& e) {
@@ -76,8 +93,8 @@ int parse_error(CLI::App& app, const CLI::ParseError& e) {
     }
     if (message.empty()) message = e.what();
   }
-  std::cerr << name << ": error: " << message << "\n"
-            << "Run '" << name << " --help' for " << (cmd == &app ? "the commands" : "its flags") << ".\n";
+  print_error(name + ": error: " + message + "\nRun '" + name + " --help' for " +
+              (cmd == &app ? "the commands" : "its flags") + ".\n");
   return e.get_exit_code();
 }
 
@@ -125,7 +142,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return sb::cli::finish_stdout(parse_error(app, e), "");  // --help and --version print to stdout
   } catch (const std::exception& e) {  // --version reads the environment, which may be malformed
-    std::cerr << "smallbatch: error: " << e.what() << "\n";
+    print_error(std::string("smallbatch: error: ") + e.what() + "\n");
     return 1;
   }
   if (!action) {
@@ -143,8 +160,7 @@ int main(int argc, char** argv) {
     int status = action();
     return sb::cli::finish_stdout(status, app.get_subcommands()[0]->get_name());
   } catch (const std::exception& e) {  // sb::Error and the rest
-    std::cerr << "smallbatch " << app.get_subcommands()[0]->get_name() << ": error: " << rank_prefix() << e.what()
-              << "\n";
+    print_error("smallbatch " + app.get_subcommands()[0]->get_name() + ": error: " + rank_prefix() + e.what() + "\n");
     return end_job(1);
   }
 }

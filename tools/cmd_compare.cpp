@@ -84,13 +84,12 @@ static void take_saved_sweep(const CLI::App& cmd, CompareConfig& cfg) {
   take("--val-limit", "val_limit", cfg.val_limit);
   take("--image-size", "image_size", cfg.image_size);
   take("--precise-bn", "precise_bn", cfg.precise_bn);
-  // One K is saved as a number, several as a list.
-  if (cmd.count("--ranks-per-run") == 0 && j.contains("ranks_per_run")) {
-    const nlohmann::json& k = j.at("ranks_per_run");
-    if (k.is_number_integer()) cfg.ranks_per_run = {k.get<int64_t>()};
+  // One K is saved as a number, several as a list; absent means runs of one process each,
+  // whatever the preset's default.
+  if (cmd.count("--ranks-per-run") == 0) {
+    if (!j.contains("ranks_per_run")) cfg.ranks_per_run = {1};
+    else if (j.at("ranks_per_run").is_number_integer()) cfg.ranks_per_run = {j.at("ranks_per_run").get<int64_t>()};
     else take("", "ranks_per_run", cfg.ranks_per_run);
-  } else if (cmd.count("--ranks-per-run") == 0) {
-    cfg.ranks_per_run = {1};  // absent: runs of one process each, whatever the preset's default
   }
   take("", "warmup_epochs", cfg.warmup_epochs);
   take("", "optim", cfg.optim);

@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -12,6 +11,7 @@
 
 #include "core/distributed.h"
 #include "core/errors.h"
+#include "core/io/fileio.h"
 #include "core/platform.h"
 #include "core/threads.h"
 #include "tools/app/mpi_launch.h"
@@ -50,16 +50,8 @@ std::string closest(const std::string& typed, const std::vector<std::string>& ca
 // Writes `text` to stderr in as few write() calls as the system allows, not piece by piece as
 // `std::cerr << a << b` does: under mpirun the ranks' lines share one output, and a message
 // written in pieces can have another rank's line land in the middle of it.
-void print_error(const std::string& text) {
-  const char* p = text.data();
-  size_t left = text.size();
-  while (left > 0) {
-    const ssize_t n = ::write(STDERR_FILENO, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // stderr closed: nothing more to say
-    p += n, left -= static_cast<size_t>(n);
-  }
-}
+// A closed stderr leaves nothing more to say.
+void print_error(const std::string& text) { (void)sb::write_all(STDERR_FILENO, text.data(), text.size()); }
 
 // A parse error as every other error reads, "smallbatch CMD: error: ...", with a suggestion for a
 // mistyped flag or subcommand. Keeps CLI11's exit code (100 to 127).

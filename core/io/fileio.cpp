@@ -18,26 +18,30 @@
 
 namespace sb {
 
+bool write_all(int fd, const void* data, size_t size) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::write(fd, p, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
 void write_file_atomic(const std::string& path, const void* data, size_t size) {
   static std::atomic<unsigned> counter{0};
   std::string tmp = str(path, ".tmp-", getpid(), "-", counter++);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   SB_CHECK(fd >= 0, path, ": cannot write (creating '", tmp, "' failed: ", std::strerror(errno), ")");
-  const char* p = static_cast<const char*>(data);
-  size_t left = size;
   auto bail = [&](const char* what) {
     int err = errno;
     ::close(fd);
     ::unlink(tmp.c_str());
     fail(path, ": ", what, ": ", std::strerror(err));
   };
-  while (left > 0) {
-    ssize_t n = ::write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) bail("write failed");
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
+  if (!write_all(fd, data, size)) bail("write failed");
   if (::fsync(fd) != 0) bail("fsync failed");
   if (::close(fd) != 0) {
     int err = errno;

@@ -9,6 +9,10 @@
 
 namespace sb {
 
+// All `size` bytes of `data` to file descriptor `fd`, retrying short and interrupted writes;
+// false (errno saying why) if the system refused.
+bool write_all(int fd, const void* data, size_t size);
+
 // Throws sb::Error naming `path` and the system's reason on failure; the old file, if any, is
 // left untouched and no temporary file remains.
 void write_file_atomic(const std::string& path, const void* data, size_t size);

@@ -232,10 +232,7 @@ std::optional<plot::Canvas> miou_vs_norm_batch(const CompareConfig& cfg, const s
     return std::pair{Cell::mean_of(v), Cell::std_of(v)};
   };
   auto median_of = [&](const std::string& kind, int64_t k, int64_t b, double (*of)(const RunOutcome&)) {
-    std::vector<double> v = runs_of(kind, k, b, of);
-    if (v.empty()) return static_cast<double>(NAN);
-    std::sort(v.begin(), v.end());
-    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    return Cell::median_of(runs_of(kind, k, b, of));
   };
   auto miou = [](const RunOutcome& r) { return r.diverged ? NAN : 100 * r.final_miou; };
   plot::SmallMultiples fig;

@@ -3,6 +3,7 @@
 // declared in tools/app/compare.h) runs them in that order.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -35,6 +36,13 @@ struct Cell {
     double m = mean_of(v), s = 0;
     for (double x : v) s += (x - m) * (x - m);
     return std::sqrt(s / (v.size() - 1));
+  }
+  // The middle value (the mean of the two middle ones for an even count); NaN for none.
+  static double median_of(std::vector<double> v) {
+    if (v.empty()) return NAN;
+    std::sort(v.begin(), v.end());
+    const size_t h = v.size() / 2;
+    return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
   }
 };
 

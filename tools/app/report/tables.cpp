@@ -58,6 +58,7 @@ void normalization_batch_table(std::ostringstream& md, const std::vector<RunOutc
   struct Row {
     std::string kind;  // the label without its K: "bn", "gn(G=4)"
     int64_t ranks = 1;
+    bool synced = false;  // normalizes over all the run's ranks (syncbn)
     std::vector<double> step_ms, syncbn_ms;
   };
   std::map<std::pair<std::string, int64_t>, Row> rows;  // (label, batch)
@@ -68,6 +69,7 @@ void normalization_batch_table(std::ostringstream& md, const std::vector<RunOutc
     RunSpec without_k = r.spec;  // K has its own column
     without_k.rank_sweep = false;
     row.kind = without_k.label(), row.ranks = r.spec.ranks;
+    row.synced = norm_info(r.spec.norm.kind).traits.uses_sync_group;
     if (!std::isnan(r.step_ms)) row.step_ms.push_back(r.step_ms), row.syncbn_ms.push_back(r.syncbn_comm_ms);
     if (std::find(ks.begin(), ks.end(), r.spec.ranks) == ks.end()) ks.push_back(r.spec.ranks);
   }
@@ -79,11 +81,6 @@ void normalization_batch_table(std::ostringstream& md, const std::vector<RunOutc
      << "and of it syncbn's collectives (waiting for the other ranks included).\n\n"
      << "| norm | K | images per rank | optimization batch | normalization batch | val mIoU (%) | ms per step | "
         "syncbn collectives (ms per step) |\n|---|---|---|---|---|---|---|---|\n";
-  auto median = [](std::vector<double> v) -> double {
-    if (v.empty()) return NAN;
-    std::sort(v.begin(), v.end());
-    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-  };
   for (int64_t k : ks)
     for (int64_t b : a.batches)
       for (auto& l : a.labels) {
@@ -92,11 +89,10 @@ void normalization_batch_table(std::ostringstream& md, const std::vector<RunOutc
         if (row == rows.end() || row->second.ranks != k || cell == a.cells.end()) continue;
         const Row& r = row->second;
         const bool batch_stats = std::find(a.bn_labels.begin(), a.bn_labels.end(), l) != a.bn_labels.end();
-        const bool synced = r.kind.rfind("syncbn", 0) == 0;
-        const std::string normalized = synced ? str(k * b) : batch_stats ? str(b) : std::string("1 image");
+        const std::string normalized = r.synced ? str(k * b) : batch_stats ? str(b) : std::string("1 image");
         md << "| " << r.kind << " | " << k << " | " << b << " | " << k * b << " | " << normalized << " | "
-           << cell_text(cell->second, false) << " | " << fmt(median(r.step_ms)) << " | "
-           << (synced ? fmt(median(r.syncbn_ms)) : std::string("-")) << " |\n";
+           << cell_text(cell->second, false) << " | " << fmt(Cell::median_of(r.step_ms)) << " | "
+           << (r.synced ? fmt(Cell::median_of(r.syncbn_ms)) : std::string("-")) << " |\n";
       }
 }
 
@@ -137,15 +133,14 @@ void stability_table(std::ostringstream& md, const Aggregate& a) {
 // The BatchNorm family's mIoU with running statistics, with batch statistics, and the gap; with
 // PreciseBN measured, also its mIoU and the gap taken apart: the part PreciseBN closes (stale
 // running averages: precise - running) and the part it leaves (batch - precise).
-void bn_gap_table(std::ostringstream& md, const Aggregate& a) {
+void bn_gap_table(std::ostringstream& md, const Aggregate& a, bool synced) {
   bool precise = false;
   for (auto& l : a.bn_labels)
     for (int64_t b : a.batches)
       if (auto it = a.cells.find({l, b}); it != a.cells.end() && !it->second.precise.empty()) precise = true;
   md << "\nBatchNorm's train/test gap: val mIoU (%) with running statistics (eval mode) vs with the "
         "statistics of each evaluation batch of the training batch size"
-     << (std::any_of(a.bn_labels.begin(), a.bn_labels.end(), [](const std::string& l) { return l.rfind("syncbn", 0) == 0; })
-             ? " (syncbn: of all its ranks' images together)" : "")
+     << (synced ? " (syncbn: of all its ranks' images together)" : "")
      << ".";
   if (precise)
     md << " PreciseBN: with running statistics recomputed after training over training images (a true "
@@ -333,7 +328,11 @@ std::string summary_markdown(const CompareConfig& cfg, const std::vector<RunOutc
   normalization_batch_table(md, runs, a);
   stability_table(md, a);
   if (!a.bn_labels.empty()) {
-    bn_gap_table(md, a);
+    // A norm that normalizes over all of a run's ranks (syncbn), trained over several.
+    const bool synced = std::any_of(runs.begin(), runs.end(), [](const RunOutcome& r) {
+      return r.spec.ranks > 1 && norm_info(r.spec.norm.kind).traits.uses_sync_group;
+    });
+    bn_gap_table(md, a, synced);
     layer_gap_tables(md, runs, a);
   }
   floor_note(md, a);

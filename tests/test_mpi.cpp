@@ -101,6 +101,19 @@ Launch run_mpi(int ranks, const std::string& command, int timeout_s = 240) {
   ss << f.rdbuf();
   r.out = ss.str();
   fs::remove(log);
+  // A job that died: CI shows only the start of a long failure message, so the lines that say why
+  // (a signal, an abort, an error) go first.
+  if (r.code != 0) {
+    std::string why, line;
+    std::istringstream lines(r.out);
+    for (int n = 0; std::getline(lines, line) && n < 12;)
+      for (const char* word : {"signal", "bort", "terminate", "what()", "rror", "FATAL", "exited", "killed", "timed out"})
+        if (line.find(word) != std::string::npos) {
+          why += "  " + line + "\n", ++n;
+          break;
+        }
+    r.out = "[mpirun exited " + std::to_string(r.code) + "; its lines that say why:]\n" + why + "[the whole output:]\n" + r.out;
+  }
   return r;
 }
 

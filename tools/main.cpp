@@ -110,6 +110,7 @@ int main(int argc, char** argv) {
   // A closed stdout (`smallbatch train | head -1`) makes writes fail with EPIPE instead of killing
   // the process: see finish_stdout and progress in tools/cli.h.
   std::signal(SIGPIPE, SIG_IGN);
+  sb::cli::install_crash_report();
   CLI::App app{"smallbatch: a small, fast, honest deep-learning training framework in C++.\n"
                "It trains segmentation networks and measures how GroupNorm and BatchNorm compare "
                "at small batch sizes."};

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# A crash says what it was: a smallbatch process that gets SIGSEGV or SIGABRT (as from a bug in it
+# or a library) prints the signal, its pid and its stack to stderr, and still ends by that signal
+# (exit status 128 + it), so a shell, mpirun or CI sees the same status as without the report.
+# The sanitizer build leaves crashes to the sanitizers' own reports: skipped there.
+#
+# Usage: tests/crash_report.sh path/to/smallbatch
+set -euo pipefail
+
+sb=$1
+if [[ -n "${ASAN_OPTIONS:-}" ]]; then
+  echo "crash_report: skipped in the sanitizer build (AddressSanitizer reports crashes itself)"
+  exit 0
+fi
+work=$(mktemp -d "${TMPDIR:-/tmp}/sb_crash_report.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+for sig in SEGV ABRT; do
+  out="$work/$sig"
+  "$sb" train --data "shapes:train=64,val=8,size=32" --base-width 8 --batch 2 --epochs 500 --threads 1 \
+    --out "$out" >"$work/$sig.out" 2>"$work/$sig.err" &
+  pid=$!
+  # Crash it while it trains: once its first epoch has started writing.
+  for _ in $(seq 1 600); do
+    [[ -e "$out/config.json" ]] && break
+    sleep 0.05
+  done
+  sleep 0.3
+  kill -s "$sig" "$pid"
+  status=0
+  wait "$pid" || status=$?
+  expected=$((128 + $(kill -l "$sig")))
+  err=$(cat "$work/$sig.err")
+  if [[ $status -ne $expected ]]; then
+    echo "crash_report: FAIL: after SIG$sig the exit status is $status, not $expected; stderr: $err" >&2
+    exit 1
+  fi
+  case $sig in SEGV) name="segmentation fault" ;; ABRT) name="abort" ;; esac
+  if ! grep -q "^smallbatch (pid $pid): crashed on signal $(kill -l "$sig") ($name): " <<<"$err"; then
+    echo "crash_report: FAIL: SIG$sig did not print its line naming the signal and pid $pid; stderr: $err" >&2
+    exit 1
+  fi
+  # The stack: backtrace_symbols_fd's lines, the binary and its offsets.
+  frames=$(grep -c "(+0x[0-9a-f]*)\|\[0x[0-9a-f]*\]" <<<"$err" || true)
+  if [[ $frames -lt 3 ]]; then
+    echo "crash_report: FAIL: SIG$sig printed $frames stack frames, expected the stack; stderr: $err" >&2
+    exit 1
+  fi
+  echo "crash_report: ok: SIG$sig printed its signal, pid and $frames stack frames and ended with status $status"
+done

@@ -34,21 +34,27 @@ echo "-- GroupNorm layer fwd + bwd, (8, 64, 64, 64)"
 "$sb" bench --vs-torch --op groupnorm --groups 8 --shape 8,64,64,64 --threads 2 --steps 30 --warmup 5 \
   --rounds $((2 * rounds + 1)) | grep -E "^(median|time ratio|CPU time ratio)"
 
-echo "== the step under each OpenBLAS core (medians of 3 alternations; ms)"
+# Alternated core by core within each round, so a minute of a busy host does not land on one core.
+core_rounds=5
+echo "== the step under each OpenBLAS core (median of $core_rounds rounds, the cores alternated in each; ms)"
+cores=(default Prescott Haswell SkylakeX)
 for norm in gn bn; do
   for batch in 2 8; do
     steps=20; [ "$batch" = 8 ] && steps=8
-    line="$norm b$batch:"
-    for core in default Prescott Haswell SkylakeX; do
-      ms=()
-      for i in 1 2 3; do
+    declare -A ms=()
+    for ((i = 0; i < core_rounds; i++)); do
+      for core in "${cores[@]}"; do
         env_core=(); [ "$core" != default ] && env_core=(OPENBLAS_CORETYPE=$core)
-        ms+=("$(env "${env_core[@]}" "$sb" bench --norm "$norm" --batch "$batch" --image-size 64 --classes 4 \
-          --threads 2 --steps "$steps" --warmup 3 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')")
+        ms[$core]+="$(env "${env_core[@]}" "$sb" bench --norm "$norm" --batch "$batch" --image-size 64 --classes 4 \
+          --threads 2 --steps "$steps" --warmup 3 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])') "
       done
-      line+=" $core $(printf '%s\n' "${ms[@]}" | sort -g | sed -n 2p)"
+    done
+    line="$norm b$batch:"
+    for core in "${cores[@]}"; do
+      line+=" $core $(printf '%s\n' ${ms[$core]} | sort -g | sed -n "$((core_rounds / 2 + 1))p")"
     done
     echo "$line"
+    unset ms
   done
 done
 

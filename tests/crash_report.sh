@@ -2,12 +2,14 @@
 # A crash says what it was: a smallbatch process that gets SIGSEGV or SIGABRT (as from a bug in it
 # or a library) prints the signal, its pid and its stack to stderr, and still ends by that signal
 # (exit status 128 + it), so a shell, mpirun or CI sees the same status as without the report.
-# The sanitizer build leaves crashes to the sanitizers' own reports: skipped there.
+# An exception nobody catches (here thrown by a worker thread of tests/crash/uncaught.cpp) is named
+# before the abort. The sanitizer build leaves crashes to the sanitizers' own reports: skipped there.
 #
-# Usage: tests/crash_report.sh path/to/smallbatch
+# Usage: tests/crash_report.sh path/to/smallbatch path/to/crash_uncaught
 set -euo pipefail
 
 sb=$1
+uncaught=$2
 if [[ -n "${ASAN_OPTIONS:-}" ]]; then
   echo "crash_report: skipped in the sanitizer build (AddressSanitizer reports crashes itself)"
   exit 0
@@ -48,3 +50,17 @@ for sig in SEGV ABRT; do
   fi
   echo "crash_report: ok: SIG$sig printed its signal, pid and $frames stack frames and ended with status $status"
 done
+
+status=0
+"$uncaught" 2>"$work/uncaught.err" || status=$?
+err=$(cat "$work/uncaught.err")
+if [[ $status -ne 134 ]]; then
+  echo "crash_report: FAIL: an uncaught exception ended with status $status, not 134 (SIGABRT); stderr: $err" >&2
+  exit 1
+fi
+if ! grep -q "^smallbatch (pid [0-9]*): uncaught exception: thrown by a worker thread$" <<<"$err" ||
+   ! grep -q "crashed on signal 6 (abort)" <<<"$err"; then
+  echo "crash_report: FAIL: an uncaught exception was not named before the abort; stderr: $err" >&2
+  exit 1
+fi
+echo "crash_report: ok: an uncaught exception was named, then the abort and its stack, status 134"

@@ -60,6 +60,17 @@ TEST_CASE("compare: a tiny sweep writes every output, and an interrupted sweep c
   CHECK(md.find("BLAS ") != std::string::npos);
   CHECK(slurp(base / "a" / "report.html").find("<h2>Machine</h2>") != std::string::npos);
   CHECK(slurp(base / "a" / "platform.json").find("\"blas_core\"") != std::string::npos);
+  {
+    // A session that trains nothing (every run finished) only redraws the report: the machine
+    // stays the one that trained, not the one redrawing.
+    nlohmann::json p = nlohmann::json::parse(slurp(base / "a" / "platform.json"));
+    p["cpu"] = "the machine that trained";
+    { std::ofstream(base / "a" / "platform.json") << p.dump(2) << "\n"; }
+    const std::string before = slurp(base / "a" / "platform.json");
+    CHECK(run_compare(tiny((base / "a").string())).runs.size() == 4);
+    CHECK(slurp(base / "a" / "platform.json") == before);
+    CHECK(slurp(base / "a" / "summary.md").find("Measured on: the machine that trained") != std::string::npos);
+  }
   // BN runs measured their batch-statistics evaluation and layer gaps.
   for (auto& r : ra.runs) {
     CHECK(r.epochs.size() == 2);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -700,16 +701,20 @@ static std::string outcome_text(const TrainedRun& run) {
 // Runs over K ranks each (--ranks-per-run) go to groups of K consecutive ranks, one K after
 // another (largest first), each run data-parallel over its group's communicator; runs of one rank
 // are trained in a single process (the caller made world() this process alone). Returns whether
-// any rank was interrupted; every rank has finished its runs by then.
+// any rank was interrupted; every rank has finished its runs by then. Rank 0 calls
+// `before_training` once when there is a run to train.
 static bool train_my_share(Communicator& comm, const CompareConfig& cfg, const SweepData& d,
                            const std::vector<RunSpec>& plan, const CompareHooks& hooks,
-                           const std::function<void(const std::string&)>& log) {
+                           const std::function<void(const std::string&)>& log,
+                           const std::function<void()>& before_training) {
   // Rank 0 alone reads the finished runs (refusing a folder from another configuration) before
   // any rank trains, so every rank deals the same unfinished runs.
   std::vector<char> unfinished(plan.size(), 0);
-  if (comm.rank() == 0)
+  if (comm.rank() == 0) {
     for (size_t i = 0; i < plan.size(); ++i)
       unfinished[i] = !finished_run(plan[i], run_train_config(cfg, d, plan[i]), log).has_value();
+    if (std::count(unfinished.begin(), unfinished.end(), 1) > 0) before_training();
+  }
   if (!plan.empty()) comm.broadcast(unfinished.data(), static_cast<int64_t>(unfinished.size()), 0);
   for (const int64_t k : cfg.ranks_per_run) {
     std::vector<size_t> todo;
@@ -793,9 +798,6 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     adopt_saved_sweep(cfg, log);
     remove_stale_sweep_temporaries(cfg, plan_runs(cfg));
     write_file_atomic(cfg_path, cfg.to_json().dump(2) + "\n");
-    // The machine this session runs on, for the report: timings compare only between like machines.
-    // Apart from compare.json, which must match across sessions that may run on different machines.
-    write_file_atomic(cfg.out + "/platform.json", platform_json().dump(2) + "\n");
     log(str("on ", platform_summary()));
   };
   if (!spread) {
@@ -814,6 +816,15 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     check_same_on_all_ranks(comm, cfg.to_json(), "sweep configuration");
   }
   auto plan = plan_runs(cfg);
+  // The machine the timings come from, for the report (timings compare only between like
+  // machines): written by the session that trains, before its first run, so a session that only
+  // reads finished runs and redraws the report keeps the machine that trained them. Apart from
+  // compare.json, which must match across sessions that may run on different machines.
+  bool machine_noted = false;
+  const std::function<void()> note_machine = [&] {
+    if (!machine_noted) write_file_atomic(cfg.out + "/platform.json", platform_json().dump(2) + "\n");
+    machine_noted = true;
+  };
 
   const SweepData data = open_sweep_data(cfg, log);
   std::optional<WorldScope> alone;
@@ -827,7 +838,7 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     // From here every run is trained, and its configuration compared with a finished one's, as in
     // a one-process sweep: world() is this process alone, and the job's collectives go through comm.
     alone.emplace(std::make_shared<SingleProcess>());
-    result.interrupted = train_my_share(comm, cfg, data, plan, hooks, log);
+    result.interrupted = train_my_share(comm, cfg, data, plan, hooks, log, note_machine);
     // Rank 0 now reads every run as a resumed single-process sweep does, below, and reports.
     if (result.interrupted || comm.rank() != 0) {
       result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -862,6 +873,7 @@ CompareResult run_compare(const CompareConfig& cfg_in, const CompareHooks& hooks
     // is unreadable) is trained again by rank 0 alone; a run of several ranks cannot be.
     SB_CHECK(spec.ranks == 1, "compare: ", run_dir(cfg, spec), " did not finish (no readable result.json); run "
              "the sweep again to train it");
+    note_machine();
     const TrainedRun run = train_run(tc, spec, data, hooks, comm.rank());
     if (run.interrupted) {
       result.interrupted = true;

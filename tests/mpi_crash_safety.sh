@@ -25,6 +25,28 @@ fail() {
   exit 1
 }
 now_ms() { date +%s%3N; }
+# wait_bounded PID SECONDS LOG: waits for the background job PID (its exit status in `status`).
+# A job still running after SECONDS fails the test naming every process of its group and their
+# state, then is killed: a hang is a failure with its evidence, not a test timeout without it.
+wait_bounded() {
+  local pid=$1 limit=$2 log=$3 i state
+  for ((i = 0; i < limit * 10; i++)); do
+    state=$(ps -o stat= -p "$pid" 2>/dev/null || true)
+    [[ -z $state || $state == Z* ]] && break
+    sleep 0.1
+  done
+  state=$(ps -o stat= -p "$pid" 2>/dev/null || true)
+  if [[ -n $state && $state != Z* ]]; then
+    local procs
+    procs=$(ps -o pid,ppid,pgid,stat,etime,wchan:24,args -p "$( (pgrep -g "$pid"; pgrep -P "$pid") | sort -u | paste -sd, -)" 2>/dev/null || true)
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    fail "the job did not end within $limit s; its processes:
+$procs
+its output: $(cat "$log")"
+  fi
+  status=0
+  wait "$pid" || status=$?
+}
 random_delay() { local ms=$(( (RANDOM * 32768 + RANDOM) % ($1 + 1) )); printf '%d.%03d' $((ms / 1000)) $((ms % 1000)); }
 
 # No single-copy shared memory (CMA): containers often forbid the ptrace access it needs.
@@ -54,14 +76,14 @@ while [ "$kills" -lt "$kills_wanted" ]; do
     # A rank: a child of mpirun running smallbatch (either one; the pick alternates).
     ranks=($(pgrep -P "$launcher" -f "$sb" || true))
     if [ ${#ranks[@]} -eq 0 ]; then
-      wait "$launcher" || fail "the run failed without a kill: $(cat "$work/run.log")"
+      wait_bounded "$launcher" 120 "$work/run.log"
+      [ "$status" -eq 0 ] || fail "the run failed without a kill: $(cat "$work/run.log")"
       break  # finished before the kill
     fi
     victim=${ranks[$((kills % ${#ranks[@]}))]}
     kill -KILL "$victim" 2>/dev/null || true
     t_kill=$(now_ms)
-    status=0
-    wait "$launcher" || status=$?
+    wait_bounded "$launcher" 60 "$work/run.log"
     ended_ms=$(( $(now_ms) - t_kill ))
     if [ "$status" -eq 0 ]; then break; fi  # the rank had already finished
     [ "$ended_ms" -lt 20000 ] || fail "the job took $ended_ms ms to end after a rank was killed"

@@ -121,8 +121,8 @@ struct ModelFlags {
 // polls stop_signal() after every step, saves and returns; the command exits with 128 + it.
 void install_stop_signals();
 int stop_signal();
-// A crash (segmentation fault, abort, an uncaught exception) prints what it was, the process and
-// MPI rank, and the stack to stderr in one write, then ends with the same signal as before.
+// A crash (segmentation fault, abort, an uncaught exception) prints a line saying what it was,
+// with the process and MPI rank, then the stack, to stderr, and ends with the same signal as before.
 void install_crash_report();
 
 // Standard output. main() ignores SIGPIPE, so a closed stdout (`smallbatch train | head -1`)

@@ -43,7 +43,7 @@ void install_stop_signals() {
 
 int stop_signal() { return g_stop_signal; }
 
-// ---- a crash says what it was and where, in one write, then ends as it would have ----
+// ---- a crash says what it was and where, then ends as it would have ----
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SB_SANITIZED 1
@@ -97,18 +97,17 @@ void install_crash_report() {
   // An exception nobody catches (one thrown out of a destructor, a thread or an OpenMP region):
   // name it before the abort.
   std::set_terminate([] {
-    std::string what = "an unknown exception";
+    std::string what = "std::terminate called without an exception";
     if (std::exception_ptr e = std::current_exception()) {
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& x) {
-        what = std::string("exception: ") + x.what();
+        what = std::string("uncaught exception: ") + x.what();
       } catch (...) {
+        what = "uncaught exception of a type that is not std::exception";
       }
-    } else {
-      what = "std::terminate without an exception";
     }
-    const std::string line = std::string(g_crash_who) + "uncaught " + what + "\n";
+    const std::string line = std::string(g_crash_who) + what + "\n";
     (void)!::write(STDERR_FILENO, line.data(), line.size());
     std::abort();
   });

@@ -51,6 +51,24 @@ for sig in SEGV ABRT; do
   echo "crash_report: ok: SIG$sig printed its signal, pid and $frames stack frames and ended with status $status"
 done
 
+# With stderr closed the report cannot be written; the process must still end by the signal, not hang.
+"$sb" train --data "shapes:train=64,val=8,size=32" --base-width 8 --batch 2 --epochs 500 --threads 1 \
+  --out "$work/closed" >/dev/null 2>&- &
+pid=$!
+for _ in $(seq 1 600); do
+  [[ -e "$work/closed/config.json" ]] && break
+  sleep 0.05
+done
+sleep 0.3
+kill -s SEGV "$pid"
+status=0
+wait "$pid" || status=$?
+if [[ $status -ne 139 ]]; then
+  echo "crash_report: FAIL: with stderr closed, SIGSEGV ended the process with status $status, not 139" >&2
+  exit 1
+fi
+echo "crash_report: ok: with stderr closed, SIGSEGV still ended the process with status 139"
+
 status=0
 "$uncaught" 2>"$work/uncaught.err" || status=$?
 err=$(cat "$work/uncaught.err")

@@ -206,12 +206,14 @@ PlatformInfo platform_info() {
   p.cpu_simd = c.simd;
   p.blas = ensure_blas_kernels();
   p.kernels = kernels::simd_name(kernels::simd_level());
+  p.conv3x3 = kernels::winograd_enabled() ? "winograd" : "direct";
   p.threads = num_threads();
   return p;
 }
 
 void check_environment() {
   kernels::simd_level();
+  kernels::winograd_enabled();
   default_num_threads();
   kernels::streaming_min_bytes();
 }
@@ -219,7 +221,7 @@ void check_environment() {
 std::string platform_summary() {
   const PlatformInfo p = platform_info();
   return str("CPU ", p.cpu, ", ", p.cpu_simd, "; BLAS ", p.blas.core, " kernels (", p.blas.origin,
-             "); smallbatch kernels ", p.kernels, "; ", p.threads, p.threads == 1 ? " thread" : " threads");
+             "); smallbatch kernels ", p.kernels, ", 3x3 ", p.conv3x3, "; ", p.threads, p.threads == 1 ? " thread" : " threads");
 }
 
 }  // namespace sb

@@ -21,6 +21,7 @@ struct PlatformInfo {
   std::string cpu_simd;  // the widest vector instructions the CPU and OS offer: "avx512", "avx2", "avx", "sse2"
   BlasInfo blas;
   std::string kernels;   // smallbatch's own kernels: "avx512", "avx2" or "baseline" (SMALLBATCH_SIMD may force)
+  std::string conv3x3;   // "winograd" (F(4, 3) where a layer has >= 8 channels) or "direct" (SMALLBATCH_WINOGRAD=off)
   int threads = 1;
 };
 

@@ -77,8 +77,9 @@ Tensor to_float(const std::vector<double>& v, const Shape& shape) {
 // y[n, co, oh, ow] = b[co] + sum over ci in co's group, i, j of
 //   x[n, ci, oh * s - p + i * d, ow * s - p + j * d] * w[co, ci - group start, i, j]
 // and, for a random upstream gradient gy, the adjoint sums for gx, gw, gb.
-Direct direct_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOptions o,
-                     Generator& gen) {
+// With the upstream gradient given:
+Direct direct_conv2d_with_grad(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOptions o,
+                               const Tensor& grad_out) {
   const int64_t N = x.size(0), C_in = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t C_out = w.size(0), Cig = w.size(1), kH = w.size(2), kW = w.size(3);
   const int64_t Cog = C_out / o.groups;
@@ -86,7 +87,7 @@ Direct direct_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOp
   const int64_t Wo = (W + 2 * o.padding.w - o.dilation.w * (kW - 1) - 1) / o.stride.w + 1;
   Direct r;
   Shape ys{N, C_out, Ho, Wo};
-  r.grad_out = Tensor::randn(ys, gen);
+  r.grad_out = grad_out;
   std::vector<double> y(shape_numel(ys)), gx(x.numel()), gw(w.numel()), gb(C_out);
   auto xi = [&](int64_t n, int64_t c, int64_t h, int64_t ww) {
     return ((n * C_in + c) * H + h) * W + ww;
@@ -120,6 +121,12 @@ Direct direct_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOp
   r.gw = to_float(gw, w.shape());
   r.gb = to_float(gb, {C_out});
   return r;
+}
+// With a random upstream gradient:
+Direct direct_conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOptions o, Generator& gen) {
+  const int64_t Ho = (x.size(2) + 2 * o.padding.h - o.dilation.h * (w.size(2) - 1) - 1) / o.stride.h + 1;
+  const int64_t Wo = (x.size(3) + 2 * o.padding.w - o.dilation.w * (w.size(3) - 1) - 1) / o.stride.w + 1;
+  return direct_conv2d_with_grad(x, w, b, o, Tensor::randn({x.size(0), w.size(0), Ho, Wo}, gen));
 }
 
 // The transposed convolution as a scatter: x[n, ci, ih, iw] * w[ci, co - group start, i, j] is
@@ -813,6 +820,19 @@ void at_every_simd_level(const F& body) {
   kernels::set_simd_level(prev);
 }
 
+// Runs body(winograd) with 3x3 layers of >= 8 channels on Winograd F(4, 3) and on the direct
+// kernel (SMALLBATCH_WINOGRAD's two settings), restoring the setting in force after.
+template <class F>
+void with_and_without_winograd(const F& body) {
+  const bool prev = kernels::winograd_enabled();
+  for (bool on : {true, false}) {
+    kernels::set_winograd_enabled(on);
+    INFO((on ? "winograd" : "direct 3x3"));
+    body(on);
+  }
+  kernels::set_winograd_enabled(prev);
+}
+
 // Channel counts that are not multiples of any block (1, 3, 5, 17, 33) and some that are.
 int64_t odd_channels(Generator& gen) {
   static const int64_t counts[] = {1, 3, 5, 17, 33, 2, 8, 16};
@@ -839,8 +859,9 @@ void run_op(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& gy,
 
 TEST_CASE("conv2d: the direct 3x3 and 1x1 kernels agree with the direct definition at every SIMD level") {
   // Widths 1..70 (tails of every vector width), heights 1..9, odd channel counts, batch 1..3,
-  // with and without bias; 1 and 2 threads.
+  // with and without bias; 1 and 2 threads; 3x3 by Winograd (>= 8 channels) and direct.
   at_every_simd_level([](Simd) {
+    with_and_without_winograd([](bool) {
     for (int threads : {1, 2}) {
       ThreadCount tc(threads);
       INFO(threads << " threads");
@@ -855,6 +876,7 @@ TEST_CASE("conv2d: the direct 3x3 and 1x1 kernels agree with the direct definiti
         check_random_conv2d(gen, trial, o, N, Ci, Co, k, k, H, W);
       }
     }
+    });
   });
 }
 
@@ -906,6 +928,7 @@ TEST_CASE("conv2d: the direct kernels agree with the direct definition at sizes 
 
 TEST_CASE("conv2d and conv_transpose2d: the direct kernels give the same bits on 1, 2 and 3 threads") {
   at_every_simd_level([](Simd) {
+    with_and_without_winograd([](bool) {
     Generator gen(61);
     for (int64_t N : {1, 3}) {
       for (int kind = 0; kind < 3; ++kind) {
@@ -936,6 +959,46 @@ TEST_CASE("conv2d and conv_transpose2d: the direct kernels give the same bits on
         }
       }
     }
+    });
+  });
+}
+
+TEST_CASE("conv2d: Winograd F(4, 3) at its edges: widths around its tiles, one row, leftover samples, overflow") {
+  // Winograd runs 3x3 layers with >= 8 channels in and out and rows of >= 8 columns: W = 8, rows
+  // that end inside a tile (9, 10, 11), one tile past a vector of tiles at each level (17, 33,
+  // 65), and whole vectors (64); 1, 2 and 5 rows; 3 samples, so chunks of 2 leave one.
+  at_every_simd_level([](Simd) {
+    for (int threads : {1, 2, 3}) {
+      ThreadCount tc(threads);
+      INFO(threads << " threads");
+      Generator gen(81 + threads);
+      for (int64_t W : {8, 9, 10, 11, 17, 33, 65, 64})
+        for (int64_t H : {1, 2, 5}) {
+          Tensor x = Tensor::randn({3, 8, H, W}, gen);
+          Tensor w = Tensor::randn({9, 8, 3, 3}, gen);
+          Tensor b = Tensor::randn({9}, gen);
+          INFO("x " << shape_str(x.shape()));
+          Conv2dOptions o;
+          o.padding = 1;
+          Direct ref = direct_conv2d(x, w, b, o, gen);
+          check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); });
+        }
+    }
+  });
+  // Finite values that overflow a transform (4 x 1e38 in the input's) but not the direct sums
+  // (weights of 1e-3): the call must go to the direct kernel; Winograd's outputs would be inf.
+  at_every_simd_level([](Simd) {
+    Generator gen(91);
+    Tensor x = Tensor::randn({2, 8, 6, 16}, gen);
+    Tensor w = Tensor::randn({8, 8, 3, 3}, gen);
+    for (int64_t i = 0; i < w.numel(); ++i) w[i] *= 1e-3f;
+    x[(1 * 8 + 2) * 6 * 16 + 3 * 16 + 6] = 1e38f;
+    x[(0 * 8 + 5) * 6 * 16 + 0 * 16 + 0] = -1e38f;
+    Tensor b = Tensor::randn({8}, gen);
+    Conv2dOptions o;
+    o.padding = 1;
+    Direct ref = direct_conv2d(x, w, b, o, gen);
+    check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); });
   });
 }
 
@@ -949,32 +1012,54 @@ TEST_CASE("conv2d and conv_transpose2d: an inf or NaN in x reaches only the outp
     for (int64_t i = 0; i < got.numel(); ++i) mismatches += std::isfinite(got[i]) != std::isfinite(want[i]);
     return mismatches;
   };
+  // With 9 -> 10 channels the 3x3 runs Winograd, whose tiles would spread a non-finite value over
+  // 4 columns: it must hand such calls to the direct kernel, for a value in x (the forward), in the
+  // upstream gradient (the input gradient's input) or in the weights (both).
   at_every_simd_level([&](Simd) {
     ThreadCount tc(2);
     Generator gen(71);
-    for (int kind = 0; kind < 3; ++kind)
+    for (int kind = 0; kind < 4; ++kind)
       for (float bad : {INFINITY, NAN})
-        for (int where = 0; where < 4; ++where) {
-          const int64_t N = 2, Ci = 3, Co = 5, H = 6, W = 21;
-          INFO((kind == 0 ? "3x3" : kind == 1 ? "1x1" : "transposed 2x2") << " value " << bad << " where " << where);
+        for (int where = 0; where < (kind == 3 ? 6 : 4); ++where) {
+          const bool wide = kind == 3;  // the 3x3 with enough channels for Winograd
+          const int64_t N = 2, Ci = wide ? 9 : 3, Co = wide ? 10 : 5, H = 6, W = 21;
+          INFO(std::string(kind == 0 ? "3x3" : kind == 1 ? "1x1" : kind == 2 ? "transposed 2x2" : "3x3, 9 -> 10 channels")
+               << " value " << bad << " where " << where);
           Tensor x = Tensor::randn({N, Ci, H, W}, gen);
           // The corners and the last column: the ends of rows, where the tail vectors are.
-          const int64_t h = where % 2 ? H - 1 : 0, w = where < 2 ? W - 1 : 0;
-          x[((1 * Ci + 1) * H + h) * W + w] = bad;
+          const int64_t h = where % 2 ? H - 1 : 0, w = where % 4 < 2 ? W - 1 : 0;
+          if (where < 4) x[((1 * Ci + 1) * H + h) * W + w] = bad;
           Tensor wt = kind == 2 ? Tensor::randn({Ci, Co, 2, 2}, gen)
-                                : Tensor::randn({Co, Ci, kind == 0 ? 3 : 1, kind == 0 ? 3 : 1}, gen);
+                                : Tensor::randn({Co, Ci, kind == 1 ? 1 : 3, kind == 1 ? 1 : 3}, gen);
+          if (where == 4) wt[((2 * Ci + 3) * 3 + 0) * 3 + 2] = bad;  // a corner tap: skipped at borders
           Tensor b = Tensor::randn({Co}, gen);
           Direct ref;
           Conv2dOptions o;
-          o.padding = kind == 0 ? 1 : 0;
+          o.padding = kind == 1 ? 0 : 1;
           if (kind == 2)
             ref = direct_conv_transpose2d(x, wt, b, up2(), gen);
           else
             ref = direct_conv2d(x, wt, b, o, gen);
+          if (where == 5) {  // in the upstream gradient: the reference's sums again, by hand
+            ref.grad_out[((1 * Co + 4) * H + 2) * W + 5] = bad;  // inside: every tap's term is summed
+            Direct again = direct_conv2d_with_grad(x, wt, b, o, ref.grad_out);
+            ref.gx = again.gx, ref.gw = again.gw;
+          }
           Tensor got[3];
           run_op(x, wt, b, ref.grad_out, [&](const Var& vx, const Var& vw, const Var& vb) {
             return kind == 2 ? conv_transpose2d(vx, vw, vb, up2()) : conv2d(vx, vw, vb, o);
           }, got);
+          if (where == 4) {
+            // A non-finite weight: the direct kernel multiplies the zero padding by it where the
+            // definition skips the term, so the pattern to match is the direct kernel's.
+            const bool prev = kernels::winograd_enabled();
+            kernels::set_winograd_enabled(false);
+            Tensor direct[3];
+            run_op(x, wt, b, ref.grad_out, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); },
+                   direct);
+            kernels::set_winograd_enabled(prev);
+            ref.out = direct[0], ref.gx = direct[1], ref.gw = direct[2];
+          }
           CHECK(finite_pattern_matches(got[0], ref.out) == 0);
           CHECK(finite_pattern_matches(got[1], ref.gx) == 0);
           CHECK(finite_pattern_matches(got[2], ref.gw) == 0);

@@ -115,6 +115,31 @@ TEST_CASE("simd: a bad SMALLBATCH_SIMD fails the command with exit status 1, nam
   }
 }
 
+TEST_CASE("simd: SMALLBATCH_WINOGRAD is on or off, and a bad value fails the command naming it") {
+  CHECK(kernels::winograd_from("on"));
+  CHECK(!kernels::winograd_from("off"));
+  for (const char* bad : {"1", "ON", "", " off", "direct"}) {
+    CAPTURE(bad);
+    const std::string want = std::string("SMALLBATCH_WINOGRAD: expected on or off but got '") + bad + "'";
+    CHECK_THROWS_WITH_AS(kernels::winograd_from(bad), doctest::Contains(want.c_str()), Error);
+  }
+  for (const char* bad : {"yes", "OFF"}) {
+    CAPTURE(bad);
+    sbtest::CliResult r = run_with("SMALLBATCH_WINOGRAD", bad, kBench);
+    INFO("stdout: " << r.out << "\nstderr: " << r.err);
+    CHECK(r.code == 1);
+    CHECK(r.err.find(std::string("SMALLBATCH_WINOGRAD: expected on or off but got '") + bad + "'") != std::string::npos);
+    CHECK(r.out.find("step") == std::string::npos);
+  }
+  // doctor says which 3x3 kernel runs.
+  sbtest::CliResult on = run_with("SMALLBATCH_WINOGRAD", "on", "doctor");
+  CHECK(on.code == 0);
+  CHECK(on.out.find("3x3 convolutions by Winograd F(4, 3) where >= 8 channels") != std::string::npos);
+  sbtest::CliResult off = run_with("SMALLBATCH_WINOGRAD", "off", "doctor --json");
+  CHECK(off.code == 0);
+  CHECK(off.out.find("\"conv3x3\":\"direct\"") != std::string::npos);
+}
+
 TEST_CASE("env: a bad SMALLBATCH_CACHE_MB fails the command with exit status 1, naming the variable and value") {
   for (const char* bad : {"lots", "-1", "12MB", " 5", "99999999999999999999"}) {
     CAPTURE(bad);

@@ -86,4 +86,33 @@ void set_simd_level(Simd level) {
   g_level.store(static_cast<int>(level), std::memory_order_relaxed);
 }
 
+bool winograd_from(const char* value) {
+  if (std::strcmp(value, "on") == 0) return true;
+  if (std::strcmp(value, "off") == 0) return false;
+  fail("SMALLBATCH_WINOGRAD: expected on or off but got '", value, "'");
+}
+
+// -1 until the first call reads SMALLBATCH_WINOGRAD; then 0 or 1.
+static std::atomic<int> g_winograd{-1};
+
+bool winograd_enabled() {
+  const int on = g_winograd.load(std::memory_order_relaxed);
+  if (on >= 0) return on == 1;
+  static std::once_flag once;
+  static std::string error;
+  std::call_once(once, [] {
+    try {
+      const char* env = std::getenv("SMALLBATCH_WINOGRAD");
+      int expected = -1;
+      g_winograd.compare_exchange_strong(expected, !env || !*env || winograd_from(env) ? 1 : 0);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+  });
+  if (!error.empty()) throw Error(error);
+  return g_winograd.load(std::memory_order_relaxed) == 1;
+}
+
+void set_winograd_enabled(bool on) { g_winograd.store(on ? 1 : 0, std::memory_order_relaxed); }
+
 }  // namespace sb::kernels

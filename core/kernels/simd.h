@@ -27,6 +27,17 @@ void set_simd_level(Simd level);
 // "baseline", "avx2", "avx512".
 const char* simd_name(Simd level);
 
+// Whether 3x3 stride-1 convolutions with at least 8 channels in and out run by Winograd F(4, 3)
+// along rows (half the multiply-adds; layers/conv/kernels/conv_direct.cpp), or all by the direct
+// kernel. SMALLBATCH_WINOGRAD: "on" (the default) or "off", which gives the bits of smallbatch
+// before Winograd (e.g. to reproduce an older run). Read once; a bad value throws sb::Error naming
+// the variable, from every call, as simd_level() does.
+bool winograd_enabled();
+// The setting a SMALLBATCH_WINOGRAD value asks for ("on" or "off"; else sb::Error), for the tests.
+bool winograd_from(const char* value);
+// Forces the setting for the rest of the process (tests run both paths).
+void set_winograd_enabled(bool on);
+
 }  // namespace sb::kernels
 
 // The targets of a kernel's variants. No "fma": GCC contracts a * b + c into one FMA wherever FMA

@@ -45,6 +45,7 @@ nlohmann::json platform_json() {
   j["blas_core_origin"] = p.blas.origin;
   if (!p.blas.warning.empty()) j["blas_warning"] = p.blas.warning;
   j["kernels"] = p.kernels;
+  j["conv3x3"] = p.conv3x3;
   j["threads"] = p.threads;
   const char* wait = std::getenv("OMP_WAIT_POLICY");
   j["omp_wait_policy"] = wait && *wait ? wait : "default";
@@ -59,7 +60,9 @@ std::string platform_lines(const nlohmann::json& j, const std::string& indent) {
   s += str(indent, "BLAS       ", j["blas"].get<std::string>(), "\n");
   s += str(indent, "BLAS core  ", j["blas_core"].get<std::string>(), " (", j["blas_core_origin"].get<std::string>(),
            ")\n");
-  s += str(indent, "kernels    ", j["kernels"].get<std::string>(), " (smallbatch's own)\n");
+  s += str(indent, "kernels    ", j["kernels"].get<std::string>(), " (smallbatch's own); 3x3 convolutions ",
+           j.value("conv3x3", std::string("direct")) == "winograd" ? "by Winograd F(4, 3) where >= 8 channels" : "direct",
+           "\n");
   s += str(indent, "threads    ", j["threads"].get<int>(), " (OMP_WAIT_POLICY ", j["omp_wait_policy"].get<std::string>(),
            ")\n");
   if (j.contains("load_average")) {

@@ -10,7 +10,7 @@ namespace sb {
 // Records the command line (main() calls it) for platform_json's "command".
 void set_command_line(int argc, char** argv);
 
-// {"command", "date_utc", "version", "cpu", "cpu_simd", "blas", "blas_core", "blas_core_origin", "kernels", "threads",
+// {"command", "date_utc", "version", "cpu", "cpu_simd", "blas", "blas_core", "blas_core_origin", "kernels", "conv3x3", "threads",
 //  "omp_wait_policy", "load_average": [1, 5, 15 min]}
 nlohmann::json platform_json();
 // platform_json()'s object `j` as aligned "name  value" lines, each starting with `indent`.

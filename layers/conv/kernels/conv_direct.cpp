@@ -63,7 +63,7 @@ std::vector<float> pack(int cob, int64_t C_out, int64_t C_in, int T, const Get& 
 // layer's time. Aligned to 64 bytes (the widest vector). Contents are not initialized: callers
 // write every float they read.
 float* scratch(int slot, size_t n) {
-  thread_local std::vector<float> bufs[2];
+  thread_local std::vector<float> bufs[3];
   std::vector<float>& b = bufs[slot];
   if (b.size() < n + 16) b.resize(n + 16);
   const uintptr_t p = reinterpret_cast<uintptr_t>(b.data());
@@ -212,10 +212,112 @@ void pointwise_wgrad(const float* A, int64_t CA, const float* B, int64_t CB, flo
   run_wgrad1(k, a);
 }
 
+
+// ---- Winograd F(4, 3) along the rows, for 3x3 layers with enough channels ----
+// A 3x3 correlation is 3 tap rows of 1-D correlations along W. Each is done by Winograd's minimal
+// filtering F(4, 3) (Lavin & Gray 2016, interpolation points 0, 1, -1, 2, -2 and infinity): a tile
+// of 4 output columns reads 6 input columns d0..d5, transformed into 6 values V_f = (B^T d)_f;
+// the weights' rows g0..g2 into U_f = (G g)_f. For each f the products are then a 3-tap vertical
+// correlation over the channels, M_f = sum_ci sum_kr U_f[kr] V_f[row + kr], run by the direct
+// forward kernel (fwd3); the output transform combines M_0..M_5 into the 4 columns, A^T M. That is
+// 6 x 3 = 18 multiply-adds per 4 outputs and input channel, against 36: half the arithmetic of the
+// direct kernel, at about twice its rounding error (sums of 6 instead of 3 terms per tap row,
+// with coefficients up to 8). An inf or NaN would spread over whole tiles (4 columns) instead of
+// the 3x3 windows that hold it, so a call whose input or weights hold one (or overflow in a
+// transform) is left to the direct kernel, whose pattern of non-finite outputs is PyTorch's.
+
+constexpr int kTile = 4;  // output columns per tile
+constexpr int kFreq = 6;  // transformed values per tile
+
+// The layers Winograd pays on: 3x3 stride 1 with at least 8 channels in and out (fewer leave the
+// transforms a large share of the time; the first layer has 3) and rows of at least 8 columns.
+// SMALLBATCH_WINOGRAD=off keeps every layer on the direct kernel (core/kernels/simd.h).
+bool winograd_pays(int64_t C_in, int64_t C_out, int64_t W) {
+  return C_in >= 8 && C_out >= 8 && W >= 8 && winograd_enabled();
+}
+
+// out (N, Co, H, W) = bias + the 3x3 pad-1 correlation of in (N, Ci, H, W) with weights
+// weight(o, i, kr, kc), by F(4, 3) along rows. Returns false when the direct kernel must run
+// instead (a non-finite value in the weights or the input); out may then hold partial results.
+// Samples go in chunks of one per thread, whose transformed planes stay near the cores' caches.
+template <class Get>
+bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bias, float* out, int64_t Co,
+                 int64_t N, int64_t H, int64_t W) {
+  const int64_t TW = (W + kTile - 1) / kTile;
+  // The products run over a whole plane as one row (V has no padding columns, so the taps are
+  // whole rows of tiles apart), in tiles of 3 vectors, or of 2 when that wastes fewer (a 16 x 16
+  // plane is 4 vectors of 16 tiles: 2 + 2, where 3 + 3 would compute 2 for nothing).
+  const int64_t width = H * TW;
+  const DirectKernels& k = pick(width);
+  const int64_t vecs = (width + k.lanes - 1) / k.lanes;
+  const auto fwd3 = (vecs + 1) / 2 * 2 < (vecs + 2) / 3 * 3 ? k.fwd3_2 : k.fwd3;
+  const int cob = k.cob_fwd;
+  const int64_t blocks = (Co + cob - 1) / cob;
+  // U_f = G g of each weight row g = weight(o, i, kr, 0..2), in double, rounded, packed for fwd3
+  // as pack() does: wp + f ws holds (blocks, Ci, 3 taps, cob), zero for o >= Co.
+  const int64_t ws = blocks * Ci * 3 * cob;
+  float* wp = scratch(2, kFreq * ws);
+  float wbad = 0.f;
+#pragma omp parallel for schedule(static) reduction(+ : wbad) if (!omp_in_parallel() && ws >= kPackParallelMin)
+  for (int64_t bi = 0; bi < blocks * Ci; ++bi) {
+    const int64_t b = bi / Ci, i = bi % Ci;
+    for (int kr = 0; kr < 3; ++kr)
+      for (int c = 0; c < cob; ++c) {
+        const int64_t o = b * cob + c, at = (bi * 3 + kr) * cob + c;
+        if (o >= Co) {
+          for (int f = 0; f < kFreq; ++f) wp[f * ws + at] = 0.f;
+          continue;
+        }
+        const double g0 = weight(o, i, kr, 0), g1 = weight(o, i, kr, 1), g2 = weight(o, i, kr, 2);
+        const double u[kFreq] = {g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, g0 / 24 + g1 / 12 + g2 / 6,
+                                 g0 / 24 - g1 / 12 + g2 / 6, g2};
+        for (int f = 0; f < kFreq; ++f) {
+          wp[f * ws + at] = static_cast<float>(u[f]);
+          wbad += wp[f * ws + at] * 0.f;
+        }
+      }
+  }
+  if (wbad != wbad) return false;
+
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const bool par = threads > 1 && N * Co * Ci * H * W * 9 >= kParallelMinMacs;
+  const int64_t chunk = par ? std::min<int64_t>(N, threads) : 1;
+  const int64_t vplane = (H + 2) * TW, mplane = H * TW;
+  const int64_t vfs = chunk * Ci * vplane, mfs = chunk * Co * mplane;  // floats between two f planes
+  float* V = scratch(0, kFreq * vfs);
+  float* M = scratch(1, kFreq * mfs);
+  const DirectKernels& kt = pick(TW);  // the transforms' vectors: tiles of a row
+  for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+    const int64_t nc = std::min(chunk, N - n0);
+    float bad = 0.f;
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (par && nc > 1)
+    for (int64_t s = 0; s < nc; ++s)
+      bad += kt.wino_in(in + (n0 + s) * Ci * H * W, Ci, H, W, TW, V + s * Ci * vplane, vfs, vplane);
+    if (bad != bad) return false;
+    // The products: every (f, sample, output-channel block, band of rows) is one unit.
+    const int64_t units = kFreq * nc * blocks;
+#pragma omp parallel for schedule(static) if (par && units > 1)
+    for (int64_t u = 0; u < units; ++u) {
+      const int64_t blk = u % blocks, s = (u / blocks) % nc, f = u / blocks / nc;
+      FwdArgs a{V + f * vfs, Ci * vplane, vplane, width, wp + f * ws, nullptr, M + f * mfs, Co * mplane, mplane,
+                width, Ci, Co, width, TW};
+      fwd3(a, s, blk, 0, 1);
+    }
+#pragma omp parallel for schedule(static) if (par && nc > 1)
+    for (int64_t s = 0; s < nc; ++s)
+      kt.wino_out(M + s * Co * mplane, mfs, mplane, bias, out + (n0 + s) * Co * H * W, Co, H, W, TW);
+  }
+  return true;
+}
+
 }  // namespace
 
 void conv3x3_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,
                      int64_t C_out, int64_t H, int64_t W) {
+  if (winograd_pays(C_in, C_out, W) &&
+      winograd3x3(x, C_in, [&](int64_t co, int64_t ci, int i, int j) { return w[((co * C_in + ci) * 3 + i) * 3 + j]; },
+                  bias, out, C_out, N, H, W))
+    return;
   const DirectKernels& k = pick(W);
   const int64_t Hp = H + 2, Wp = W + 2;
   float* padded = scratch(0, N * C_in * Hp * Wp);  // (N, C_in, H + 2, W + 2)
@@ -232,6 +334,11 @@ void conv3x3_forward(const float* x, const float* w, const float* bias, float* o
 void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx, float* gw, int64_t N,
                       int64_t C_in, int64_t C_out, int64_t H, int64_t W) {
   const int64_t Hp = H + 2, Wp = W + 2;
+  // gx[n][ci] = the 3x3 pad-1 correlation of gy[n] with w[.][ci] turned by 180 degrees.
+  if (gx && winograd_pays(C_out, C_in, W) &&
+      winograd3x3(gy, C_out, [&](int64_t ci, int64_t co, int i, int j) { return w[((co * C_in + ci) * 3 + 2 - i) * 3 + 2 - j]; },
+                  nullptr, gx, C_in, N, H, W))
+    gx = nullptr;  // done
   if (gx) {
     // gy padded by one, (N, C_out, H + 2, W + 2).
     float* pdy = scratch(1, N * C_out * Hp * Wp);

@@ -37,7 +37,8 @@ void convt2x2_backward(const float* x, const float* gy, const float* w, float* g
 // ---- the per-ISA microkernels the entry points run (internal) ----
 
 // out[n][co][r][c] = bias[co] + sum_ci sum_t w[co][ci][t] in[n][ci][r * in_rs + c + off_t] over
-// output rows of `width` pixels; off_t = (t / 3) * in_rs + t % 3 for 9 taps, 0 for 1 tap.
+// output rows of `width` pixels; off_t = (t / 3) * in_rs + t % 3 for 9 taps, t * tap_rs for 3
+// (a column of taps: the Winograd products), 0 for 1 tap.
 struct FwdArgs {
   const float* in;                 // (N, C_in, ...) planes, in_ns / in_cs / in_rs apart
   int64_t in_ns, in_cs, in_rs;
@@ -46,6 +47,7 @@ struct FwdArgs {
   float* out;                      // (N, C_out, rows, width), out_ns / out_cs / out_rs apart
   int64_t out_ns, out_cs, out_rs;
   int64_t C_in, C_out, width;
+  int64_t tap_rs = 0;              // 3 taps: floats between them
 };
 // g[a][b] = sum_n sum_p A[n][a][p * ...] B[n][b][p], the 1x1 weight gradient over whole planes.
 struct WgradArgs {
@@ -84,6 +86,13 @@ struct DirectKernels {
   // Output-channel block `blk` of sample n, rows [r0, r1).
   void (*fwd9)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
   void (*fwd1)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
+  void (*fwd3)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
+  void (*fwd3_2)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);  // tiles of 2 vectors
+  // Winograd F(4, 3) along rows, one sample: the input transform (returns NaN when a transformed
+  // value is not finite) and the output transform; see winograd3x3 in conv_direct.cpp.
+  float (*wino_in)(const float* in, int64_t C, int64_t H, int64_t W, int64_t TW, float* V, int64_t fs, int64_t cs);
+  void (*wino_out)(const float* M, int64_t fs, int64_t cs, const float* bias, float* out, int64_t C, int64_t H,
+                   int64_t W, int64_t TW);
   // The 3x3 weight-gradient kernels to choose from (conv3x3_backward picks one per shape).
   Wgrad9Kernel wgrad9[5];
   // 1x1 on whole planes (rows = 1): A-channel block `blk` against B channels [b, b + 3).

@@ -124,7 +124,7 @@ SB_AI void fwd_tile(const sb::kernels::FwdArgs& a, const float* in, const float*
 template <int V, int COB, int NV, int T>
 void fwd_rows(const sb::kernels::FwdArgs& a, int64_t n, int64_t blk, int64_t r0, int64_t r1) {
   int64_t toff[T];
-  for (int t = 0; t < T; ++t) toff[t] = T == 1 ? 0 : (t / 3) * a.in_rs + t % 3;
+  for (int t = 0; t < T; ++t) toff[t] = T == 1 ? 0 : T == 3 ? t * a.tap_rs : (t / 3) * a.in_rs + t % 3;
   const float* in = a.in + n * a.in_ns;
   const float* wblk = a.wpack + blk * a.C_in * T * COB;
   const int64_t co0 = blk * COB;
@@ -352,6 +352,146 @@ void transpose_to(const float* src, int64_t C, int64_t ls, int64_t len, float* d
   }
 }
 
+// ---- Winograd F(4, 3) along rows: the transforms (see winograd3x3 in conv_direct.cpp) ----
+
+// Lanes l of the pair (a, b) at 2 l + odd (even or odd elements of a then b), and the halves of
+// their interleaving a0 b0 a1 b1 ... (hi: from lane V / 2 on).
+template <int V>
+SB_AI typename Vec<V>::F unzip(const typename Vec<V>::F& a, const typename Vec<V>::F& b, int odd) {
+  typename Vec<V>::I idx;
+  for (int l = 0; l < V; ++l) idx[l] = 2 * l + odd;
+  return pick2<V>(a, b, idx);
+}
+template <int V>
+SB_AI typename Vec<V>::F zip(const typename Vec<V>::F& a, const typename Vec<V>::F& b, int hi) {
+  typename Vec<V>::I idx;
+  for (int l = 0; l < V; ++l) idx[l] = (l % 2) * V + hi * V / 2 + l / 2;
+  return pick2<V>(a, b, idx);
+}
+// Lanes 1 .. V - 1 of a, then lane 0 of b; and lane V - 1 of b, then lanes 0 .. V - 2 of a.
+template <int V>
+SB_AI typename Vec<V>::F shift_down(const typename Vec<V>::F& a, const typename Vec<V>::F& b) {
+  typename Vec<V>::I idx;
+  for (int l = 0; l < V; ++l) idx[l] = l + 1;
+  return pick2<V>(a, b, idx);
+}
+template <int V>
+SB_AI typename Vec<V>::F shift_up(const typename Vec<V>::F& a, const typename Vec<V>::F& b) {
+  typename Vec<V>::I idx;
+  for (int l = 0; l < V; ++l) idx[l] = l == 0 ? 2 * V - 1 : l - 1;
+  return pick2<V>(a, b, idx);
+}
+
+// The input transform of one sample: for channel c and padded row rp (image row rp - 1, zero
+// outside), V[f fs + c cs + rp TW + t] = (B^T d)_f with d_k = x[4 t - 1 + k] (zero outside the
+// row). Reads nothing outside the rows. Returns 0 times the sum of every value written: NaN when
+// any is inf or NaN.
+template <int V>
+float wino_in(const float* in, int64_t C, int64_t H, int64_t W, int64_t TW, float* Vp, int64_t fs, int64_t cs) {
+  typedef typename Vec<V>::F F;
+  F acc{};
+  // Tiles t0 .. t0 + V - 1 of row x: e_k[l] = x[4 (t0 + l) + k] from 4 V columns (zero past W).
+  auto tiles = [&](const float* x, int64_t t0, float* v, bool full) __attribute__((always_inline)) {
+    const int64_t col = 4 * t0;
+    F a[4];
+    for (int i = 0; i < 4; ++i) {
+      const int64_t c0 = col + i * V;
+      if (full)
+        vload<V>(a[i], x + c0);
+      else if (c0 >= W)
+        a[i] = F{};
+      else
+        vload_n<V>(a[i], x + c0, W - c0 < V ? int(W - c0) : V);
+    }
+    const F p0 = unzip<V>(a[0], a[1], 0), p1 = unzip<V>(a[0], a[1], 1);
+    const F q0 = unzip<V>(a[2], a[3], 0), q1 = unzip<V>(a[2], a[3], 1);
+    const F e0 = unzip<V>(p0, q0, 0), e2 = unzip<V>(p0, q0, 1), e1 = unzip<V>(p1, q1, 0), e3 = unzip<V>(p1, q1, 1);
+    const F before = bcast<V>(col > 0 ? x[col - 1] : 0.f), after = bcast<V>(col + 4 * V < W ? x[col + 4 * V] : 0.f);
+    const F d0 = shift_up<V>(e3, before), d1 = e0, d2 = e1, d3 = e2, d4 = e3, d5 = shift_down<V>(e0, after);
+    const F v0 = (4.f * d0 - 5.f * d2) + d4;
+    const F v1 = (d3 + d4) - 4.f * (d1 + d2);
+    const F v2 = (d4 - d3) + 4.f * (d1 - d2);
+    const F v3 = (d4 - d2) + 2.f * (d3 - d1);
+    const F v4 = (d4 - d2) - 2.f * (d3 - d1);
+    const F v5 = (4.f * d1 - 5.f * d3) + d5;
+    acc += ((v0 + v1) + (v2 + v3)) + (v4 + v5);
+    const int64_t n = TW - t0 < V ? TW - t0 : V;
+    if (n == V) {
+      vstore<V>(v, v0), vstore<V>(v + fs, v1), vstore<V>(v + 2 * fs, v2);
+      vstore<V>(v + 3 * fs, v3), vstore<V>(v + 4 * fs, v4), vstore<V>(v + 5 * fs, v5);
+    } else {
+      vstore_n<V>(v, v0, int(n)), vstore_n<V>(v + fs, v1, int(n)), vstore_n<V>(v + 2 * fs, v2, int(n));
+      vstore_n<V>(v + 3 * fs, v3, int(n)), vstore_n<V>(v + 4 * fs, v4, int(n)), vstore_n<V>(v + 5 * fs, v5, int(n));
+    }
+  };
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t rp = 0; rp < H + 2; ++rp) {
+      float* v = Vp + c * cs + rp * TW;
+      if (rp == 0 || rp == H + 1) {
+        for (int f = 0; f < 6; ++f)
+          for (int64_t t = 0; t < TW; ++t) v[f * fs + t] = 0.f;
+        continue;
+      }
+      const float* x = in + (c * H + rp - 1) * W;
+      for (int64_t t0 = 0; t0 < TW; t0 += V) {
+        if (4 * (t0 + V) <= W)
+          tiles(x, t0, v + t0, true);
+        else
+          tiles(x, t0, v + t0, false);
+      }
+    }
+  return hsum<V>(acc) * 0.f;
+}
+
+// The output transform of one sample: columns 4 t .. 4 t + 3 of row r of channel c are
+// A^T (M_0 .. M_5) + bias[c], M_f = M[f fs + c cs + r TW + t]; columns past W are dropped.
+template <int V>
+void wino_out(const float* M, int64_t fs, int64_t cs, const float* bias, float* out, int64_t C, int64_t H, int64_t W,
+              int64_t TW) {
+  typedef typename Vec<V>::F F;
+  auto tiles = [&](const float* m, float* o, int64_t t0, const F& bv, bool full) __attribute__((always_inline)) {
+    const int n = TW - t0 < V ? int(TW - t0) : V;
+    F m0, m1, m2, m3, m4, m5;
+    if (full) {
+      vload<V>(m0, m), vload<V>(m1, m + fs), vload<V>(m2, m + 2 * fs);
+      vload<V>(m3, m + 3 * fs), vload<V>(m4, m + 4 * fs), vload<V>(m5, m + 5 * fs);
+    } else {
+      vload_n<V>(m0, m, n), vload_n<V>(m1, m + fs, n), vload_n<V>(m2, m + 2 * fs, n);
+      vload_n<V>(m3, m + 3 * fs, n), vload_n<V>(m4, m + 4 * fs, n), vload_n<V>(m5, m + 5 * fs, n);
+    }
+    const F s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+    const F o0 = ((m0 + s12) + s34) + bv;
+    const F o1 = (d12 + 2.f * d34) + bv;
+    const F o2 = (s12 + 4.f * s34) + bv;
+    const F o3 = ((d12 + 8.f * d34) + m5) + bv;
+    const F x0 = zip<V>(o0, o2, 0), x1 = zip<V>(o0, o2, 1), y0 = zip<V>(o1, o3, 0), y1 = zip<V>(o1, o3, 1);
+    const F w0 = zip<V>(x0, y0, 0), w1 = zip<V>(x0, y0, 1), w2 = zip<V>(x1, y1, 0), w3 = zip<V>(x1, y1, 1);
+    const int64_t col = 4 * t0;
+    if (full) {
+      vstore<V>(o + col, w0), vstore<V>(o + col + V, w1), vstore<V>(o + col + 2 * V, w2), vstore<V>(o + col + 3 * V, w3);
+    } else {
+      const F w[4] = {w0, w1, w2, w3};
+      for (int i = 0; i < 4; ++i) {
+        const int64_t c0 = col + i * V;
+        if (c0 < W) vstore_n<V>(o + c0, w[i], W - c0 < V ? int(W - c0) : V);
+      }
+    }
+  };
+  for (int64_t c = 0; c < C; ++c) {
+    const F bv = bcast<V>(bias ? bias[c] : 0.f);
+    for (int64_t r = 0; r < H; ++r) {
+      const float* m = M + c * cs + r * TW;
+      float* o = out + (c * H + r) * W;
+      for (int64_t t0 = 0; t0 < TW; t0 += V) {
+        if (t0 + V <= TW && 4 * (t0 + V) <= W)
+          tiles(m + t0, o, t0, bv, true);
+        else
+          tiles(m + t0, o, t0, bv, false);
+      }
+    }
+  }
+}
+
 // COBF x NV: the forward's tile; COBW: the 1x1 weight gradient's A channels per unit; B2, B1:
 // the 3x3 weight gradient's other channels per unit with 2 and 1 vectors of lane channels (both
 // forms), and BS the same with 1 vector for few channels.
@@ -362,6 +502,10 @@ constexpr sb::kernels::DirectKernels make_table() {
           COBW,
           &fwd_rows<V, COBF, NV, 9>,
           &fwd_rows<V, COBF, NV, 1>,
+          &fwd_rows<V, COBF, NV, 3>,
+          &fwd_rows<V, COBF, 2, 3>,
+          &wino_in<V>,
+          &wino_out<V>,
           {{&wgrad9t_unit<V, 2, B2>, true, 2, B2},  // first: ties go to the form with fewer copies
            {&wgrad9t_unit<V, 1, B1>, true, 1, B1},
            {&wgrad9_unit<V, 2, B2>, false, 2, B2},

@@ -276,7 +276,9 @@ std::string machine_line(const std::string& out) {
     const nlohmann::json j = nlohmann::json::parse(read_file(path));
     std::string line = str(j.at("cpu").get<std::string>(), " (", j.at("cpu_simd").get<std::string>(), "); BLAS ",
                            j.at("blas_core").get<std::string>(), " kernels (", j.at("blas_core_origin").get<std::string>(),
-                           "); smallbatch kernels ", j.at("kernels").get<std::string>(), "; ", j.at("threads").get<int>(),
+                           "); smallbatch kernels ", j.at("kernels").get<std::string>(),
+                           j.contains("conv3x3") ? ", 3x3 " + j["conv3x3"].get<std::string>() : std::string(), "; ",
+                           j.at("threads").get<int>(),
                            " threads");
     if (j.contains("load_average")) line += str("; load average ", fmt(j["load_average"][0].get<double>(), 2), " at the start");
     return line;

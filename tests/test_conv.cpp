@@ -4,6 +4,8 @@
 
 #include <cstring>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/kernels/simd.h"
 #include "core/ops.h"
@@ -933,7 +935,7 @@ TEST_CASE("conv2d and conv_transpose2d: the direct kernels give the same bits on
     for (int64_t N : {1, 3}) {
       for (int kind = 0; kind < 3; ++kind) {
         INFO("N " << N << (kind == 0 ? " 3x3" : kind == 1 ? " 1x1" : " transposed 2x2"));
-        const int64_t Ci = 17, Co = 33, H = 23, W = 37;
+        const int64_t Ci = 17, Co = 33, H = 23, W = 45;  // 3x3: 12 x 23 tiles, so Winograd's weight gradient too
         Tensor x = Tensor::randn({N, Ci, H, W}, gen);
         Tensor w = kind == 2 ? Tensor::randn({Ci, Co, 2, 2}, gen) : Tensor::randn({Co, Ci, kind == 0 ? 3 : 1, kind == 0 ? 3 : 1}, gen);
         Tensor b = Tensor::randn({Co}, gen);
@@ -972,8 +974,12 @@ TEST_CASE("conv2d: Winograd F(4, 3) at its edges: widths around its tiles, one r
       ThreadCount tc(threads);
       INFO(threads << " threads");
       Generator gen(81 + threads);
-      for (int64_t W : {8, 9, 10, 11, 17, 33, 65, 64})
-        for (int64_t H : {1, 2, 5}) {
+      // The weight gradient's Winograd runs from 256 tiles a plane, in chunks of at least 2048
+      // tiles: 16 x 61 (a short last tile), 16 x 64 (one chunk of all 3 samples), 32 x 128 (chunks
+      // of 2 samples, then 1).
+      const std::vector<std::pair<int64_t, int64_t>> shapes = {
+          {1, 8}, {2, 9}, {5, 10}, {1, 11}, {2, 17}, {5, 33}, {2, 65}, {1, 64}, {16, 61}, {16, 64}, {32, 128}};
+      for (auto [H, W] : shapes) {
           Tensor x = Tensor::randn({3, 8, H, W}, gen);
           Tensor w = Tensor::randn({9, 8, 3, 3}, gen);
           Tensor b = Tensor::randn({9}, gen);
@@ -982,7 +988,7 @@ TEST_CASE("conv2d: Winograd F(4, 3) at its edges: widths around its tiles, one r
           o.padding = 1;
           Direct ref = direct_conv2d(x, w, b, o, gen);
           check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); });
-        }
+      }
     }
   });
   // Finite values that overflow a transform (4 x 1e38 in the input's) but not the direct sums
@@ -1022,7 +1028,8 @@ TEST_CASE("conv2d and conv_transpose2d: an inf or NaN in x reaches only the outp
       for (float bad : {INFINITY, NAN})
         for (int where = 0; where < (kind == 3 ? 6 : 4); ++where) {
           const bool wide = kind == 3;  // the 3x3 with enough channels for Winograd
-          const int64_t N = 2, Ci = wide ? 9 : 3, Co = wide ? 10 : 5, H = 6, W = 21;
+          // 16 x 64 planes: 256 tiles, enough for Winograd's weight gradient as well
+          const int64_t N = 2, Ci = wide ? 9 : 3, Co = wide ? 10 : 5, H = wide ? 16 : 6, W = wide ? 64 : 21;
           INFO(std::string(kind == 0 ? "3x3" : kind == 1 ? "1x1" : kind == 2 ? "transposed 2x2" : "3x3, 9 -> 10 channels")
                << " value " << bad << " where " << where);
           Tensor x = Tensor::randn({N, Ci, H, W}, gen);

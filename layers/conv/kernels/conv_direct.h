@@ -79,6 +79,14 @@ struct Wgrad9Kernel {
   bool ci_lanes;
   int vecs, blk;
 };
+// The Winograd weight gradient's planes (see wino_wgrad_unit in conv_direct_impl.h).
+struct WinoWgradArgs {
+  const float* Y;   // (N, Co, L) of one f: samples ys apart
+  int64_t ys;
+  const float* Vt;  // (N, Ci, (H + 2) TW) of one f: samples vs apart, channels vcs apart
+  int64_t vs, vcs;
+  int64_t L, TW, N, Co, Ci;
+};
 struct DirectKernels {
   int lanes;      // V: floats per vector
   int cob_fwd;    // output channels per forward block (the weight packing)
@@ -93,6 +101,11 @@ struct DirectKernels {
   float (*wino_in)(const float* in, int64_t C, int64_t H, int64_t W, int64_t TW, float* V, int64_t fs, int64_t cs);
   void (*wino_out)(const float* M, int64_t fs, int64_t cs, const float* bias, float* out, int64_t C, int64_t H,
                    int64_t W, int64_t TW);
+  // The weight gradient's: dY's transform, and the products of wino_cob output x wino_cib input
+  // channels (x 3 tap rows) for one f, written (3, wino_cob, wino_cib) to out.
+  float (*wino_dy)(const float* gy, int64_t C, int64_t H, int64_t W, int64_t TW, float* Y, int64_t fs, int64_t cs);
+  void (*wino_wgrad)(const WinoWgradArgs& a, int64_t co0, int64_t ci0, float* out);
+  int wino_cob, wino_cib;
   // The 3x3 weight-gradient kernels to choose from (conv3x3_backward picks one per shape).
   Wgrad9Kernel wgrad9[5];
   // 1x1 on whole planes (rows = 1): A-channel block `blk` against B channels [b, b + 3).

@@ -492,6 +492,93 @@ void wino_out(const float* M, int64_t fs, int64_t cs, const float* bias, float* 
   }
 }
 
+// The weight gradient's transform of one sample's dY: Y[f fs + c cs + r TW + t] = (A dy)_f of the
+// tile's 4 values dy_j = gy[c][r][4 t + j] (zero past W), A = (A^T)^T of the output transform.
+// Returns 0 times the sum of every value written: NaN when any is inf or NaN.
+template <int V>
+float wino_dy(const float* gy, int64_t C, int64_t H, int64_t W, int64_t TW, float* Y, int64_t fs, int64_t cs) {
+  typedef typename Vec<V>::F F;
+  F acc{};
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t r = 0; r < H; ++r) {
+      const float* g = gy + (c * H + r) * W;
+      float* y = Y + c * cs + r * TW;
+      for (int64_t t0 = 0; t0 < TW; t0 += V) {
+        const int64_t col = 4 * t0;
+        F a[4];
+        for (int i = 0; i < 4; ++i) {
+          const int64_t c0 = col + i * V;
+          if (c0 + V <= W)
+            vload<V>(a[i], g + c0);
+          else if (c0 >= W)
+            a[i] = F{};
+          else
+            vload_n<V>(a[i], g + c0, int(W - c0));
+        }
+        const F p0 = unzip<V>(a[0], a[1], 0), p1 = unzip<V>(a[0], a[1], 1);
+        const F q0 = unzip<V>(a[2], a[3], 0), q1 = unzip<V>(a[2], a[3], 1);
+        const F e0 = unzip<V>(p0, q0, 0), e2 = unzip<V>(p0, q0, 1), e1 = unzip<V>(p1, q1, 0), e3 = unzip<V>(p1, q1, 1);
+        const F s02 = e0 + e2, s13 = e1 + e3, q02 = e0 + 4.f * e2, q13 = 2.f * e1 + 8.f * e3;
+        const F y0 = e0, y1 = s02 + s13, y2 = s02 - s13, y3 = q02 + q13, y4 = q02 - q13, y5 = e3;
+        acc += ((y0 + y1) + (y2 + y3)) + (y4 + y5);
+        const int64_t n = TW - t0 < V ? TW - t0 : V;
+        if (n == V) {
+          vstore<V>(y + t0, y0), vstore<V>(y + fs + t0, y1), vstore<V>(y + 2 * fs + t0, y2);
+          vstore<V>(y + 3 * fs + t0, y3), vstore<V>(y + 4 * fs + t0, y4), vstore<V>(y + 5 * fs + t0, y5);
+        } else {
+          vstore_n<V>(y + t0, y0, int(n)), vstore_n<V>(y + fs + t0, y1, int(n)), vstore_n<V>(y + 2 * fs + t0, y2, int(n));
+          vstore_n<V>(y + 3 * fs + t0, y3, int(n)), vstore_n<V>(y + 4 * fs + t0, y4, int(n));
+          vstore_n<V>(y + 5 * fs + t0, y5, int(n));
+        }
+      }
+    }
+  return hsum<V>(acc) * 0.f;
+}
+
+// The weight gradient's products for one f in the Winograd domain: out[(kr COB + c) CIB + i] =
+//   sum over samples n < N and positions p < L of Y[n ys + (co0 + c) L + p] Vt[n vs + (ci0 + i) vcs + kr TW + p]
+// (L = H TW positions of a plane; tap row kr is TW positions on). Positions in the vector lanes,
+// each lane summed in order, then the lanes in a fixed order: one unit sums everything itself.
+// Channels past Co or Ci read the last one and are not written.
+template <int V, int COB, int CIB>
+void wino_wgrad_unit(const sb::kernels::WinoWgradArgs& a, int64_t co0, int64_t ci0, float* out) {
+  typedef typename Vec<V>::F F;
+  F acc[3][COB][CIB];
+  for (int k = 0; k < 3; ++k)
+    for (int c = 0; c < COB; ++c)
+      for (int i = 0; i < CIB; ++i) acc[k][c][i] = F{};
+  for (int64_t n = 0; n < a.N; ++n) {
+    const float* yp[COB];
+    const float* vp[CIB];
+    for (int c = 0; c < COB; ++c) yp[c] = a.Y + n * a.ys + (co0 + c < a.Co ? co0 + c : a.Co - 1) * a.L;
+    for (int i = 0; i < CIB; ++i) vp[i] = a.Vt + n * a.vs + (ci0 + i < a.Ci ? ci0 + i : a.Ci - 1) * a.vcs;
+    auto step = [&](int64_t p, int len) __attribute__((always_inline)) {
+      F y[COB];
+      for (int c = 0; c < COB; ++c) {
+        if (len == V)
+          vload<V>(y[c], yp[c] + p);
+        else
+          vload_n<V>(y[c], yp[c] + p, len);
+      }
+      for (int k = 0; k < 3; ++k)
+        for (int i = 0; i < CIB; ++i) {
+          F v;
+          if (len == V)
+            vload<V>(v, vp[i] + k * a.TW + p);
+          else
+            vload_n<V>(v, vp[i] + k * a.TW + p, len);
+          for (int c = 0; c < COB; ++c) acc[k][c][i] += y[c] * v;
+        }
+    };
+    int64_t p = 0;
+    for (; p + V <= a.L; p += V) step(p, V);
+    if (p < a.L) step(p, int(a.L - p));
+  }
+  for (int k = 0; k < 3; ++k)
+    for (int c = 0; c < COB; ++c)
+      for (int i = 0; i < CIB; ++i) out[(k * COB + c) * CIB + i] = hsum<V>(acc[k][c][i]);
+}
+
 // COBF x NV: the forward's tile; COBW: the 1x1 weight gradient's A channels per unit; B2, B1:
 // the 3x3 weight gradient's other channels per unit with 2 and 1 vectors of lane channels (both
 // forms), and BS the same with 1 vector for few channels.
@@ -506,6 +593,10 @@ constexpr sb::kernels::DirectKernels make_table() {
           &fwd_rows<V, COBF, 2, 3>,
           &wino_in<V>,
           &wino_out<V>,
+          &wino_dy<V>,
+          &wino_wgrad_unit<V, V == 16 ? 4 : 2, 2>,
+          V == 16 ? 4 : 2,
+          2,
           {{&wgrad9t_unit<V, 2, B2>, true, 2, B2},  // first: ties go to the form with fewer copies
            {&wgrad9t_unit<V, 1, B1>, true, 1, B1},
            {&wgrad9_unit<V, 2, B2>, false, 2, B2},

@@ -968,17 +968,19 @@ TEST_CASE("conv2d and conv_transpose2d: the direct kernels give the same bits on
 TEST_CASE("conv2d: Winograd F(4, 3) at its edges: widths around its tiles, one row, leftover samples, overflow") {
   // Winograd runs 3x3 layers with >= 8 channels in and out and rows of >= 8 columns: W = 8, rows
   // that end inside a tile (9, 10, 11), one tile past a vector of tiles at each level (17, 33,
-  // 65), and whole vectors (64); 1, 2 and 5 rows; 3 samples, so chunks of 2 leave one.
+  // 65), and whole vectors (64); 1 to 5 rows; 3 samples, so chunks of 2 leave one.
   at_every_simd_level([](Simd) {
     for (int threads : {1, 2, 3}) {
       ThreadCount tc(threads);
       INFO(threads << " threads");
       Generator gen(81 + threads);
-      // The weight gradient's Winograd runs from 256 tiles a plane, in chunks of at least 2048
-      // tiles: 16 x 61 (a short last tile), 16 x 64 (one chunk of all 3 samples), 32 x 128 (chunks
-      // of 2 samples, then 1).
+      // The weight gradient's Winograd runs from 256 tiles a plane, in chunks of at least 1024
+      // tiles: 16 x 61 (a short last tile), 16 x 64 (chunks of 3 samples: all), 32 x 64 (2, then
+      // 1), 32 x 128 (1 each).
       const std::vector<std::pair<int64_t, int64_t>> shapes = {
-          {1, 8}, {2, 9}, {5, 10}, {1, 11}, {2, 17}, {5, 33}, {2, 65}, {1, 64}, {16, 61}, {16, 64}, {32, 128}};
+          {1, 8}, {2, 9}, {5, 10}, {1, 11}, {2, 17}, {5, 33}, {2, 65}, {1, 64}, {16, 61}, {16, 64}, {32, 64}, {32, 128},
+          // rows of 3, 5 and 9 tiles, run as one row per plane: vectors span rows at every offset
+          {2, 12}, {5, 20}, {3, 36}};
       for (auto [H, W] : shapes) {
           Tensor x = Tensor::randn({3, 8, H, W}, gen);
           Tensor w = Tensor::randn({9, 8, 3, 3}, gen);
@@ -990,6 +992,27 @@ TEST_CASE("conv2d: Winograd F(4, 3) at its edges: widths around its tiles, one r
           check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); });
       }
     }
+  });
+  // A sample per thread, in bands of rows when its transformed planes pass 512 KiB (40 channels
+  // of 48 x 64: 2 bands): the same bits as one thread's whole planes, and the definition's values.
+  at_every_simd_level([](Simd) {
+    Generator gen(95);
+    Tensor x = Tensor::randn({2, 40, 48, 64}, gen);
+    Tensor w = Tensor::randn({16, 40, 3, 3}, gen);
+    Tensor b = Tensor::randn({16}, gen);
+    Conv2dOptions o;
+    o.padding = 1;
+    Direct ref = direct_conv2d(x, w, b, o, gen);
+    auto op = [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); };
+    Tensor one[3], two[3];
+    {
+      ThreadCount tc(1);
+      run_op(x, w, b, ref.grad_out, op, one);
+    }
+    ThreadCount tc(2);
+    run_op(x, w, b, ref.grad_out, op, two);
+    for (int i = 0; i < 3; ++i) CHECK(bitwise_equal(two[i], one[i]));
+    check_direct(x, w, b, ref, op);
   });
   // Finite values that overflow a transform (4 x 1e38 in the input's) but not the direct sums
   // (weights of 1e-3): the call must go to the direct kernel; Winograd's outputs would be inf.

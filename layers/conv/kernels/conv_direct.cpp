@@ -63,7 +63,7 @@ std::vector<float> pack(int cob, int64_t C_out, int64_t C_in, int T, const Get& 
 // layer's time. Aligned to 64 bytes (the widest vector). Contents are not initialized: callers
 // write every float they read.
 float* scratch(int slot, size_t n) {
-  thread_local std::vector<float> bufs[3];
+  thread_local std::vector<float> bufs[2];
   std::vector<float>& b = bufs[slot];
   if (b.size() < n + 16) b.resize(n + 16);
   const uintptr_t p = reinterpret_cast<uintptr_t>(b.data());
@@ -256,7 +256,28 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
   // U_f = G g of each weight row g = weight(o, i, kr, 0..2), in double, rounded, packed for fwd3
   // as pack() does: wp + f ws holds (blocks, Ci, 3 taps, cob), zero for o >= Co.
   const int64_t ws = blocks * Ci * 3 * cob;
-  float* wp = scratch(2, kFreq * ws);
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const bool par = threads > 1 && N * Co * Ci * H * W * 9 >= kParallelMinMacs;
+  // With at least 2 samples a thread (and as many for each), each thread takes its own samples;
+  // otherwise the threads share each sample's transforms by channels and its products by units
+  // (keeping one sample's planes, not one per thread: at batch 2 a thread each needed 0.5 MB more
+  // at the peak than the direct kernel's padded copy).
+  const bool per_sample = par && N % threads == 0;
+  // Per sample, a thread takes its plane in bands of rows (each read with a row above and below)
+  // when its transformed sample would pass 512 KiB: (32 -> 16 at 64 x 64: 2 bands), so a thread's
+  // share of the scratch stays near its L2 and the peak below the direct kernel's padded copy.
+  const int64_t band_rows =
+      per_sample ? (H + (kFreq * Ci * (H + 2) * TW * 4 + (512 << 10) - 1) / (512 << 10) - 1) /
+                       ((kFreq * Ci * (H + 2) * TW * 4 + (512 << 10) - 1) / (512 << 10))
+                 : H;
+  const int64_t vplane = (band_rows + 2) * TW, mplane = band_rows * TW;
+  const int64_t chunk = per_sample ? threads : 1;
+  // Floats between two f planes of V and M (per sample, M holds one block of output channels).
+  const int64_t vfs = chunk * Ci * vplane, mfs = per_sample ? chunk * cob * mplane : chunk * Co * mplane;
+  // V, then M and the packed weights after it (one buffer less to keep at its peak size).
+  float* V = scratch(0, kFreq * vfs);
+  float* M = scratch(1, kFreq * mfs + kFreq * ws + 16);
+  float* wp = M + (kFreq * mfs + 15) / 16 * 16;
   float wbad = 0.f;
 #pragma omp parallel for schedule(static) reduction(+ : wbad) if (!omp_in_parallel() && ws >= kPackParallelMin)
   for (int64_t bi = 0; bi < blocks * Ci; ++bi) {
@@ -279,33 +300,61 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
   }
   if (wbad != wbad) return false;
 
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  const bool par = threads > 1 && N * Co * Ci * H * W * 9 >= kParallelMinMacs;
-  const int64_t chunk = par ? std::min<int64_t>(N, threads) : 1;
-  const int64_t vplane = (H + 2) * TW, mplane = H * TW;
-  const int64_t vfs = chunk * Ci * vplane, mfs = chunk * Co * mplane;  // floats between two f planes
-  float* V = scratch(0, kFreq * vfs);
-  float* M = scratch(1, kFreq * mfs);
-  const DirectKernels& kt = pick(TW);  // the transforms' vectors: tiles of a row
-  for (int64_t n0 = 0; n0 < N; n0 += chunk) {
-    const int64_t nc = std::min(chunk, N - n0);
+  // The transforms' vectors: tiles of a row, or of the whole plane when rows hold whole tiles.
+  const DirectKernels& kt = pick(W % kTile == 0 ? H * TW : TW);
+  if (per_sample) {
+    // As many samples for each thread: each takes its own through the three stages in its own
+    // part of the calling thread's scratch (the same values as below, so the same bits), with no
+    // barrier between the stages, one block of output channels at a time. (Scratch of the
+    // workers' own would add theirs to the peak.)
     float bad = 0.f;
-#pragma omp parallel for schedule(static) reduction(+ : bad) if (par && nc > 1)
-    for (int64_t s = 0; s < nc; ++s)
-      bad += kt.wino_in(in + (n0 + s) * Ci * H * W, Ci, H, W, TW, V + s * Ci * vplane, vfs, vplane);
+#pragma omp parallel for schedule(static) reduction(+ : bad) num_threads(threads)
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t t = omp_get_thread_num();
+      float* Vt = V + t * Ci * vplane;  // this thread's sample, f planes vfs apart as below
+      float* Mt = M + t * cob * mplane;
+      for (int64_t r0 = 0; r0 < H; r0 += band_rows) {
+        // Output rows [r0, r1) read image rows [a, b]; V's row i holds image row a - 1 + i, its
+        // first and last rows zero (the padding at the image's edges, else not read).
+        const int64_t r1 = std::min(H, r0 + band_rows), a = std::max<int64_t>(r0 - 1, 0), b = std::min(r1, H - 1);
+        float probe = 0.f;
+        for (int64_t c = 0; c < Ci; ++c)
+          probe += kt.wino_in(in + ((n * Ci + c) * H + a) * W, 1, b - a + 1, W, TW, Vt + c * vplane, vfs, vplane);
+        bad += probe;
+        if (probe != probe) break;
+        const int64_t first = r0 - a;  // V's row of image row r0 - 1
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+          const int64_t co0 = blk * cob, cn = std::min<int64_t>(cob, Co - co0);
+          for (int f = 0; f < kFreq; ++f) {
+            FwdArgs args{Vt + f * vfs + first * TW, 0, vplane, (r1 - r0) * TW, wp + f * ws + blk * Ci * 3 * cob, nullptr,
+                         Mt + f * mfs, 0, mplane, (r1 - r0) * TW, Ci, cn, (r1 - r0) * TW, TW};
+            fwd3(args, 0, 0, 0, 1);
+          }
+          for (int64_t c = 0; c < cn; ++c)
+            kt.wino_out(Mt + c * mplane, mfs, mplane, bias ? bias + co0 + c : nullptr,
+                        out + ((n * Co + co0 + c) * H + r0) * W, 1, r1 - r0, W, TW);
+        }
+      }
+    }
+    return bad == bad;
+  }
+  for (int64_t n = 0; n < N; ++n) {
+    float bad = 0.f;
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (par)
+    for (int64_t c = 0; c < Ci; ++c)
+      bad += kt.wino_in(in + (n * Ci + c) * H * W, 1, H, W, TW, V + c * vplane, vfs, vplane);
     if (bad != bad) return false;
-    // The products: every (f, sample, output-channel block, band of rows) is one unit.
-    const int64_t units = kFreq * nc * blocks;
+    // The products: every (f, output-channel block) is one unit.
+    const int64_t units = kFreq * blocks;
 #pragma omp parallel for schedule(static) if (par && units > 1)
     for (int64_t u = 0; u < units; ++u) {
-      const int64_t blk = u % blocks, s = (u / blocks) % nc, f = u / blocks / nc;
-      FwdArgs a{V + f * vfs, Ci * vplane, vplane, width, wp + f * ws, nullptr, M + f * mfs, Co * mplane, mplane,
-                width, Ci, Co, width, TW};
-      fwd3(a, s, blk, 0, 1);
+      const int64_t blk = u % blocks, f = u / blocks;
+      FwdArgs a{V + f * vfs, 0, vplane, width, wp + f * ws, nullptr, M + f * mfs, 0, mplane, width, Ci, Co, width, TW};
+      fwd3(a, 0, blk, 0, 1);
     }
-#pragma omp parallel for schedule(static) if (par && nc > 1)
-    for (int64_t s = 0; s < nc; ++s)
-      kt.wino_out(M + s * Co * mplane, mfs, mplane, bias, out + (n0 + s) * Co * H * W, Co, H, W, TW);
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t c = 0; c < Co; ++c)
+      kt.wino_out(M + c * mplane, mfs, mplane, bias ? bias + c : nullptr, out + (n * Co + c) * H * W, 1, H, W, TW);
   }
   return true;
 }
@@ -321,10 +370,11 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
 bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64_t Ci, int64_t Co, int64_t H,
                     int64_t W) {
   const int64_t TW = (W + kTile - 1) / kTile, L = H * TW, vplane = (H + 2) * TW;
-  // Chunks of at least 2048 positions (2 samples at 64 x 64, 32 at 16 x 16), so a unit's lane sums
-  // and its share of the accumulation are spread over enough products; set by the shape alone.
-  const int64_t chunk = std::clamp<int64_t>((2048 + L - 1) / L, 2, std::max<int64_t>(N, 2));
-  const DirectKernels& kt = pick(TW);
+  // Chunks of at least 1024 positions (1 sample at 64 x 64, 4 at 32 x 32), so a unit's lane sums
+  // and its share of the accumulation are spread over enough products while the chunk's planes
+  // stay small; set by the shape alone.
+  const int64_t chunk = std::clamp<int64_t>((1024 + L - 1) / L, 1, N);
+  const DirectKernels& kt = pick(W % kTile == 0 ? H * TW : TW);
   const DirectKernels& kd = pick(L);
   const int64_t vfs = chunk * Ci * vplane, yfs = chunk * Co * L;
   float* V = scratch(0, kFreq * vfs);

@@ -389,25 +389,44 @@ SB_AI typename Vec<V>::F shift_up(const typename Vec<V>::F& a, const typename Ve
 template <int V>
 float wino_in(const float* in, int64_t C, int64_t H, int64_t W, int64_t TW, float* Vp, int64_t fs, int64_t cs) {
   typedef typename Vec<V>::F F;
+  typedef typename Vec<V>::I I;
+  // Rows of whole tiles (W a multiple of 4) run as one row of H W columns and H TW tiles, so narrow
+  // rows still fill the vectors; then d_0 of a tile that starts an image row and d_5 of one that
+  // ends it are the padding's zero, whatever the neighbouring row holds.
+  const bool flat = W % 4 == 0;
+  const int64_t Wr = flat ? H * W : W, Tr = flat ? H * TW : TW;
+  const int32_t step = int32_t(V % TW), last = int32_t(TW - 1);
+  I col0;  // the tile column of each lane at t0 = 0
+  for (int l = 0; l < V; ++l) col0[l] = int32_t(l % TW);
   F acc{};
-  // Tiles t0 .. t0 + V - 1 of row x: e_k[l] = x[4 (t0 + l) + k] from 4 V columns (zero past W).
-  auto tiles = [&](const float* x, int64_t t0, float* v, bool full) __attribute__((always_inline)) {
-    const int64_t col = 4 * t0;
+  // Tiles t0 .. t0 + V - 1 of the run x: e_k[l] = x[4 (t0 + l) + k] from 4 V columns (zero past Wr).
+  auto tiles = [&](const float* x, int64_t t0, float* v, bool full, const I& col) __attribute__((always_inline)) {
+    const int64_t c4 = 4 * t0;
     F a[4];
     for (int i = 0; i < 4; ++i) {
-      const int64_t c0 = col + i * V;
+      const int64_t c0 = c4 + i * V;
       if (full)
         vload<V>(a[i], x + c0);
-      else if (c0 >= W)
+      else if (c0 >= Wr)
         a[i] = F{};
       else
-        vload_n<V>(a[i], x + c0, W - c0 < V ? int(W - c0) : V);
+        vload_n<V>(a[i], x + c0, Wr - c0 < V ? int(Wr - c0) : V);
     }
     const F p0 = unzip<V>(a[0], a[1], 0), p1 = unzip<V>(a[0], a[1], 1);
     const F q0 = unzip<V>(a[2], a[3], 0), q1 = unzip<V>(a[2], a[3], 1);
     const F e0 = unzip<V>(p0, q0, 0), e2 = unzip<V>(p0, q0, 1), e1 = unzip<V>(p1, q1, 0), e3 = unzip<V>(p1, q1, 1);
-    const F before = bcast<V>(col > 0 ? x[col - 1] : 0.f), after = bcast<V>(col + 4 * V < W ? x[col + 4 * V] : 0.f);
-    const F d0 = shift_up<V>(e3, before), d1 = e0, d2 = e1, d3 = e2, d4 = e3, d5 = shift_down<V>(e0, after);
+    const F before = bcast<V>(c4 > 0 ? x[c4 - 1] : 0.f), after = bcast<V>(c4 + 4 * V < Wr ? x[c4 + 4 * V] : 0.f);
+    F d0 = shift_up<V>(e3, before), d5 = shift_down<V>(e0, after);
+    if (flat) {
+      I b0, b5;
+      __builtin_memcpy(&b0, &d0, sizeof b0);
+      __builtin_memcpy(&b5, &d5, sizeof b5);
+      b0 &= ~(col == 0);  // the comparisons are -1 where true
+      b5 &= ~(col == last);
+      __builtin_memcpy(&d0, &b0, sizeof b0);
+      __builtin_memcpy(&d5, &b5, sizeof b5);
+    }
+    const F d1 = e0, d2 = e1, d3 = e2, d4 = e3;
     const F v0 = (4.f * d0 - 5.f * d2) + d4;
     const F v1 = (d3 + d4) - 4.f * (d1 + d2);
     const F v2 = (d4 - d3) + 4.f * (d1 - d2);
@@ -415,7 +434,7 @@ float wino_in(const float* in, int64_t C, int64_t H, int64_t W, int64_t TW, floa
     const F v4 = (d4 - d2) - 2.f * (d3 - d1);
     const F v5 = (4.f * d1 - 5.f * d3) + d5;
     acc += ((v0 + v1) + (v2 + v3)) + (v4 + v5);
-    const int64_t n = TW - t0 < V ? TW - t0 : V;
+    const int64_t n = Tr - t0 < V ? Tr - t0 : V;
     if (n == V) {
       vstore<V>(v, v0), vstore<V>(v + fs, v1), vstore<V>(v + 2 * fs, v2);
       vstore<V>(v + 3 * fs, v3), vstore<V>(v + 4 * fs, v4), vstore<V>(v + 5 * fs, v5);
@@ -424,22 +443,27 @@ float wino_in(const float* in, int64_t C, int64_t H, int64_t W, int64_t TW, floa
       vstore_n<V>(v + 3 * fs, v3, int(n)), vstore_n<V>(v + 4 * fs, v4, int(n)), vstore_n<V>(v + 5 * fs, v5, int(n));
     }
   };
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t rp = 0; rp < H + 2; ++rp) {
-      float* v = Vp + c * cs + rp * TW;
-      if (rp == 0 || rp == H + 1) {
-        for (int f = 0; f < 6; ++f)
-          for (int64_t t = 0; t < TW; ++t) v[f * fs + t] = 0.f;
-        continue;
-      }
-      const float* x = in + (c * H + rp - 1) * W;
-      for (int64_t t0 = 0; t0 < TW; t0 += V) {
-        if (4 * (t0 + V) <= W)
-          tiles(x, t0, v + t0, true);
-        else
-          tiles(x, t0, v + t0, false);
-      }
+  auto run = [&](const float* x, float* v) __attribute__((always_inline)) {
+    I col = col0;
+    for (int64_t t0 = 0; t0 < Tr; t0 += V) {
+      if (4 * (t0 + V) <= Wr)
+        tiles(x, t0, v + t0, true, col);
+      else
+        tiles(x, t0, v + t0, false, col);
+      col += step;  // (col + V) mod TW: col < TW and step < TW
+      col -= (col > last) & int32_t(TW);
     }
+  };
+  for (int64_t c = 0; c < C; ++c) {
+    float* v = Vp + c * cs;
+    for (int f = 0; f < 6; ++f)  // the padding rows, above and below
+      for (int64_t t = 0; t < TW; ++t) v[f * fs + t] = v[f * fs + (H + 1) * TW + t] = 0.f;
+    if (flat) {
+      run(in + c * H * W, v + TW);
+    } else {
+      for (int64_t r = 0; r < H; ++r) run(in + (c * H + r) * W, v + (r + 1) * TW);
+    }
+  }
   return hsum<V>(acc) * 0.f;
 }
 
@@ -491,12 +515,19 @@ void wino_out(const float* M, int64_t fs, int64_t cs, const float* bias, float* 
     }
   }
 }
+// Rows of whole tiles (W a multiple of 4) as one row of H W columns: narrow rows fill the vectors.
+template <int V>
+void wino_out_rows(const float* M, int64_t fs, int64_t cs, const float* bias, float* out, int64_t C, int64_t H,
+                   int64_t W, int64_t TW) {
+  if (W % 4 == 0) return wino_out<V>(M, fs, cs, bias, out, C, 1, H * W, H * TW);
+  wino_out<V>(M, fs, cs, bias, out, C, H, W, TW);
+}
 
 // The weight gradient's transform of one sample's dY: Y[f fs + c cs + r TW + t] = (A dy)_f of the
 // tile's 4 values dy_j = gy[c][r][4 t + j] (zero past W), A = (A^T)^T of the output transform.
 // Returns 0 times the sum of every value written: NaN when any is inf or NaN.
 template <int V>
-float wino_dy(const float* gy, int64_t C, int64_t H, int64_t W, int64_t TW, float* Y, int64_t fs, int64_t cs) {
+float wino_dy_rows(const float* gy, int64_t C, int64_t H, int64_t W, int64_t TW, float* Y, int64_t fs, int64_t cs) {
   typedef typename Vec<V>::F F;
   F acc{};
   for (int64_t c = 0; c < C; ++c)
@@ -533,6 +564,13 @@ float wino_dy(const float* gy, int64_t C, int64_t H, int64_t W, int64_t TW, floa
       }
     }
   return hsum<V>(acc) * 0.f;
+}
+
+// Rows of whole tiles as one (no tile reads past its own 4 columns).
+template <int V>
+float wino_dy(const float* gy, int64_t C, int64_t H, int64_t W, int64_t TW, float* Y, int64_t fs, int64_t cs) {
+  if (W % 4 == 0) return wino_dy_rows<V>(gy, C, 1, H * W, H * TW, Y, fs, cs);
+  return wino_dy_rows<V>(gy, C, H, W, TW, Y, fs, cs);
 }
 
 // The weight gradient's products for one f in the Winograd domain: out[(kr COB + c) CIB + i] =
@@ -592,7 +630,7 @@ constexpr sb::kernels::DirectKernels make_table() {
           &fwd_rows<V, COBF, NV, 3>,
           &fwd_rows<V, COBF, 2, 3>,
           &wino_in<V>,
-          &wino_out<V>,
+          &wino_out_rows<V>,
           &wino_dy<V>,
           &wino_wgrad_unit<V, V == 16 ? 4 : 2, 2>,
           V == 16 ? 4 : 2,

@@ -1014,6 +1014,22 @@ TEST_CASE("conv2d: Winograd F(4, 3) at its edges: widths around its tiles, one r
     for (int i = 0; i < 3; ++i) CHECK(bitwise_equal(two[i], one[i]));
     check_direct(x, w, b, ref, op);
   });
+  // A large plane (16 -> 16 channels, 100 x 256): with one sample the threads share it, in 2 bands
+  // of rows (past 4 MiB of transformed planes), forward and weight gradient alike.
+  {
+    Generator gen(97);
+    Tensor x = Tensor::randn({1, 16, 100, 256}, gen);
+    Tensor w = Tensor::randn({16, 16, 3, 3}, gen);
+    Tensor b = Tensor::randn({16}, gen);
+    Conv2dOptions o;
+    o.padding = 1;
+    Direct ref = direct_conv2d(x, w, b, o, gen);
+    for (int threads : {1, 2}) {
+      ThreadCount tc(threads);
+      INFO(threads << " threads");
+      check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); });
+    }
+  }
   // Finite values that overflow a transform (4 x 1e38 in the input's) but not the direct sums
   // (weights of 1e-3): the call must go to the direct kernel; Winograd's outputs would be inf.
   at_every_simd_level([](Simd) {

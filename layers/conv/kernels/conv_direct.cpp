@@ -229,6 +229,14 @@ void pointwise_wgrad(const float* A, int64_t CA, const float* B, int64_t CB, flo
 constexpr int kTile = 4;  // output columns per tile
 constexpr int kFreq = 6;  // transformed values per tile
 
+// Rows per band so that bands of rows + 2 rows of row_bytes each stay within budget (at least 1),
+// spread evenly over the H rows.
+int64_t band_rows_within(int64_t H, int64_t row_bytes, int64_t budget) {
+  const int64_t fit = std::max<int64_t>(1, budget / std::max<int64_t>(1, row_bytes) - 2);
+  const int64_t bands = (H + fit - 1) / fit;
+  return (H + bands - 1) / bands;
+}
+
 // The layers Winograd pays on: 3x3 stride 1 with at least 8 channels in and out (fewer leave the
 // transforms a large share of the time; the first layer has 3) and rows of at least 8 columns.
 // SMALLBATCH_WINOGRAD=off keeps every layer on the direct kernel (core/kernels/simd.h).
@@ -263,13 +271,13 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
   // (keeping one sample's planes, not one per thread: at batch 2 a thread each needed 0.5 MB more
   // at the peak than the direct kernel's padded copy).
   const bool per_sample = par && N % threads == 0;
-  // Per sample, a thread takes its plane in bands of rows (each read with a row above and below)
-  // when its transformed sample would pass 512 KiB: (32 -> 16 at 64 x 64: 2 bands), so a thread's
-  // share of the scratch stays near its L2 and the peak below the direct kernel's padded copy.
+  // Planes go in bands of rows (each read with a row above and below) when their transformed
+  // values would pass a budget: per sample, 512 KiB of V a thread (32 -> 16 at 64 x 64: 2 bands),
+  // so a thread's share stays near its L2 and the peak below the direct kernel's padded copy;
+  // otherwise 4 MiB of V and M (a 1024 x 1024 plane of 64 -> 64 channels: bands of 5 rows, not
+  // 800 MB at once).
   const int64_t band_rows =
-      per_sample ? (H + (kFreq * Ci * (H + 2) * TW * 4 + (512 << 10) - 1) / (512 << 10) - 1) /
-                       ((kFreq * Ci * (H + 2) * TW * 4 + (512 << 10) - 1) / (512 << 10))
-                 : H;
+      per_sample ? band_rows_within(H, kFreq * Ci * TW * 4, 512 << 10) : band_rows_within(H, kFreq * (Ci + Co) * TW * 4, 4 << 20);
   const int64_t vplane = (band_rows + 2) * TW, mplane = band_rows * TW;
   const int64_t chunk = per_sample ? threads : 1;
   // Floats between two f planes of V and M (per sample, M holds one block of output channels).
@@ -338,24 +346,30 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
     }
     return bad == bad;
   }
-  for (int64_t n = 0; n < N; ++n) {
-    float bad = 0.f;
+  // One sample at a time, the threads sharing its transforms by channels and its products by
+  // units of (f, output-channel block).
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t r0 = 0; r0 < H; r0 += band_rows) {
+      const int64_t r1 = std::min(H, r0 + band_rows), a = std::max<int64_t>(r0 - 1, 0), b = std::min(r1, H - 1);
+      const int64_t first = r0 - a, bw = (r1 - r0) * TW;
+      float bad = 0.f;
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (par)
-    for (int64_t c = 0; c < Ci; ++c)
-      bad += kt.wino_in(in + (n * Ci + c) * H * W, 1, H, W, TW, V + c * vplane, vfs, vplane);
-    if (bad != bad) return false;
-    // The products: every (f, output-channel block) is one unit.
-    const int64_t units = kFreq * blocks;
+      for (int64_t c = 0; c < Ci; ++c)
+        bad += kt.wino_in(in + ((n * Ci + c) * H + a) * W, 1, b - a + 1, W, TW, V + c * vplane, vfs, vplane);
+      if (bad != bad) return false;
+      const int64_t units = kFreq * blocks;
 #pragma omp parallel for schedule(static) if (par && units > 1)
-    for (int64_t u = 0; u < units; ++u) {
-      const int64_t blk = u % blocks, f = u / blocks;
-      FwdArgs a{V + f * vfs, 0, vplane, width, wp + f * ws, nullptr, M + f * mfs, 0, mplane, width, Ci, Co, width, TW};
-      fwd3(a, 0, blk, 0, 1);
-    }
+      for (int64_t u = 0; u < units; ++u) {
+        const int64_t blk = u % blocks, f = u / blocks;
+        FwdArgs args{V + f * vfs + first * TW, 0, vplane, bw, wp + f * ws, nullptr, M + f * mfs, 0, mplane, bw, Ci, Co,
+                     bw, TW};
+        fwd3(args, 0, blk, 0, 1);
+      }
 #pragma omp parallel for schedule(static) if (par)
-    for (int64_t c = 0; c < Co; ++c)
-      kt.wino_out(M + c * mplane, mfs, mplane, bias ? bias + c : nullptr, out + (n * Co + c) * H * W, 1, H, W, TW);
-  }
+      for (int64_t c = 0; c < Co; ++c)
+        kt.wino_out(M + c * mplane, mfs, mplane, bias ? bias + c : nullptr, out + ((n * Co + c) * H + r0) * W, 1,
+                    r1 - r0, W, TW);
+    }
   return true;
 }
 
@@ -369,11 +383,13 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
 // sum is not finite: the direct kernel then gives the reference's pattern of non-finite values.
 bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64_t Ci, int64_t Co, int64_t H,
                     int64_t W) {
-  const int64_t TW = (W + kTile - 1) / kTile, L = H * TW, vplane = (H + 2) * TW;
+  const int64_t TW = (W + kTile - 1) / kTile;
   // Chunks of at least 1024 positions (1 sample at 64 x 64, 4 at 32 x 32), so a unit's lane sums
   // and its share of the accumulation are spread over enough products while the chunk's planes
-  // stay small; set by the shape alone.
-  const int64_t chunk = std::clamp<int64_t>((1024 + L - 1) / L, 1, N);
+  // stay small; a sample's plane in bands of rows past 4 MiB of V and Y. Set by the shape alone.
+  const int64_t chunk = std::clamp<int64_t>((1024 + H * TW - 1) / (H * TW), 1, N);
+  const int64_t band_rows = chunk > 1 ? H : band_rows_within(H, kFreq * (Ci + Co) * TW * 4, 4 << 20);
+  const int64_t L = band_rows * TW, vplane = (band_rows + 2) * TW;
   const DirectKernels& kt = pick(W % kTile == 0 ? H * TW : TW);
   const DirectKernels& kd = pick(L);
   const int64_t vfs = chunk * Ci * vplane, yfs = chunk * Co * L;
@@ -384,24 +400,29 @@ bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64
   const int64_t units = kFreq * coblocks * ciblocks;
   std::vector<float> S(kFreq * 3 * Co * Ci, 0.f);  // [f][kr][co][ci]
   const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * Co * Ci * H * W * 9 >= kParallelMinMacs;
-  for (int64_t n0 = 0; n0 < N; n0 += chunk) {
-    const int64_t nc = std::min(chunk, N - n0);
+  for (int64_t n0 = 0; n0 < N; n0 += chunk)
+    for (int64_t r0 = 0; r0 < H; r0 += band_rows) {
+    // Rows [r0, r1) of the chunk's samples: dY's as they are, x's with a row above and below.
+    const int64_t nc = std::min(chunk, N - n0), r1 = std::min(H, r0 + band_rows);
+    const int64_t a = std::max<int64_t>(r0 - 1, 0), b = std::min(r1, H - 1), first = r0 - a, bl = (r1 - r0) * TW;
     float bad = 0.f;
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (par)
     for (int64_t sc = 0; sc < nc * (Ci + Co); ++sc) {
       const int64_t s = sc / (Ci + Co), c = sc % (Ci + Co);
       if (c < Ci)
-        bad += kt.wino_in(x + ((n0 + s) * Ci + c) * H * W, 1, H, W, TW, V + (s * Ci + c) * vplane, vfs, vplane);
+        bad += kt.wino_in(x + (((n0 + s) * Ci + c) * H + a) * W, 1, b - a + 1, W, TW, V + (s * Ci + c) * vplane, vfs,
+                          vplane);
       else
-        bad += kt.wino_dy(gy + ((n0 + s) * Co + c - Ci) * H * W, 1, H, W, TW, Y + (s * Co + c - Ci) * L, yfs, L);
+        bad += kt.wino_dy(gy + (((n0 + s) * Co + c - Ci) * H + r0) * W, 1, r1 - r0, W, TW, Y + (s * Co + c - Ci) * bl,
+                          yfs, bl);
     }
     if (bad != bad) return false;
 #pragma omp parallel for schedule(static) if (par && units > 1)
     for (int64_t u = 0; u < units; ++u) {
       const int64_t f = u / (coblocks * ciblocks), cb = (u / ciblocks) % coblocks, ib = u % ciblocks;
       float part[3 * 4 * 4];  // (3, cob, cib): cob, cib <= 4
-      WinoWgradArgs a{Y + f * yfs, Co * L, V + f * vfs, Ci * vplane, vplane, L, TW, nc, Co, Ci};
-      kd.wino_wgrad(a, cb * cob, ib * cib, part);
+      WinoWgradArgs args{Y + f * yfs, Co * bl, V + f * vfs + first * TW, Ci * vplane, vplane, bl, TW, nc, Co, Ci};
+      kd.wino_wgrad(args, cb * cob, ib * cib, part);
       for (int64_t kr = 0; kr < 3; ++kr)
         for (int64_t c = 0; c < cob && cb * cob + c < Co; ++c)
           for (int64_t i = 0; i < cib && ib * cib + i < Ci; ++i)

@@ -1014,22 +1014,52 @@ TEST_CASE("conv2d: Winograd F(4, 3) at its edges: widths around its tiles, one r
     for (int i = 0; i < 3; ++i) CHECK(bitwise_equal(two[i], one[i]));
     check_direct(x, w, b, ref, op);
   });
-  // A large plane (16 -> 16 channels, 100 x 256): with one sample the threads share it, in 2 bands
-  // of rows (past 4 MiB of transformed planes), forward and weight gradient alike.
-  {
+  // Large planes: with one sample the threads share it, in bands of rows past 4 MiB of
+  // transformed planes, forward and weight gradient alike (16 -> 16 at 100 x 256: 2 bands;
+  // 16 -> 8 at 120 x 512: 3, so a middle band too); with a sample per thread, bands past 512 KiB
+  // (4 samples of 16 -> 8 at 64 x 256 on 2 threads: 4 bands, 2 samples a thread). The same bits on
+  // 1 and 2 threads, and the definition's values.
+  for (const Shape& xs : {Shape{1, 16, 100, 256}, Shape{1, 16, 120, 512}, Shape{4, 16, 64, 256}}) {
+    INFO("x " << shape_str(xs));
     Generator gen(97);
-    Tensor x = Tensor::randn({1, 16, 100, 256}, gen);
-    Tensor w = Tensor::randn({16, 16, 3, 3}, gen);
-    Tensor b = Tensor::randn({16}, gen);
+    const int64_t Co = xs[2] == 100 ? 16 : 8;
+    Tensor x = Tensor::randn(xs, gen);
+    Tensor w = Tensor::randn({Co, 16, 3, 3}, gen);
+    Tensor b = Tensor::randn({Co}, gen);
     Conv2dOptions o;
     o.padding = 1;
     Direct ref = direct_conv2d(x, w, b, o, gen);
+    auto op = [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); };
+    Tensor bits[2][3];
     for (int threads : {1, 2}) {
       ThreadCount tc(threads);
       INFO(threads << " threads");
-      check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); });
+      check_direct(x, w, b, ref, op);
+      run_op(x, w, b, ref.grad_out, op, bits[threads - 1]);
     }
+    for (int i = 0; i < 3; ++i) CHECK(bitwise_equal(bits[1][i], bits[0][i]));
   }
+  // Finite values whose transformed sums overflow in the output transform (+-3e36 in every other
+  // column, products that cancel in the direct sums): the call must go to the direct kernel.
+  at_every_simd_level([](Simd) {
+    const int64_t Ci = 128, Co = 8, H = 4, W = 16;
+    Tensor x = Tensor::zeros({1, Ci, H, W}), w = Tensor::zeros({Co, Ci, 3, 3});
+    auto pattern = [](int64_t i) { return i < 0 ? 0.f : i % 4 == 3 ? 3e36f : i % 4 == 1 ? -3e36f : 0.f; };
+    for (int64_t c = 0; c < Ci; ++c)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t i = 0; i < W; ++i)
+          x[(c * H + h) * W + i] = (h % 2 ? -1.f : 1.f) * (c % 2 == 0 ? pattern(i) : pattern(i - 1));
+    for (int64_t co = 0; co < Co; ++co)
+      for (int64_t c = 0; c < Ci; ++c) w[(co * Ci + c) * 9 + 3 + c % 2] = c % 2 == 0 ? 1.f : -1.f;
+    Conv2dOptions o;
+    o.padding = 1;
+    Tensor wino = conv2d(Var(x), Var(w), Var(), o).value();
+    const bool prev = kernels::winograd_enabled();
+    kernels::set_winograd_enabled(false);
+    Tensor direct = conv2d(Var(x), Var(w), Var(), o).value();
+    kernels::set_winograd_enabled(prev);
+    CHECK(bitwise_equal(wino, direct));
+  });
   // Finite values that overflow a transform (4 x 1e38 in the input's) but not the direct sums
   // (weights of 1e-3): the call must go to the direct kernel; Winograd's outputs would be inf.
   at_every_simd_level([](Simd) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One performance sitting, every figure the README quotes, measured back to back on one machine:
 # what runs (doctor), the BLAS peak, unet-s steps and the GroupNorm layer against PyTorch
-# (alternating run by run), the step under each forced OpenBLAS core, and the quick compare
-# preset's wall time. Prints a log; quote it with its machine and load.
+# (alternating run by run), the step under each forced OpenBLAS core, the step with the 3x3
+# convolutions' direct kernel against Winograd's, and the quick compare preset's wall time. Prints
+# a log; quote it with its machine and load.
 #
 # Usage: tools/scripts/perf_sitting.sh [path/to/smallbatch] [rounds, default 7] [--no-compare]
 # Needs Debian's python3-torch for the PyTorch side (tools/scripts/bench_torch.py).
@@ -55,6 +56,24 @@ for norm in gn bn; do
     done
     echo "$line"
     unset ms
+  done
+done
+
+# The 3x3 convolutions by Winograd F(4, 3) (the default) against the direct kernel, alternated.
+echo "== the step with Winograd's 3x3 (default) and the direct kernel (SMALLBATCH_WINOGRAD=off), median of $core_rounds rounds; ms"
+for norm in gn bn; do
+  for batch in 2 8; do
+    steps=20; [ "$batch" = 8 ] && steps=8
+    on=""; off=""
+    for ((i = 0; i < core_rounds; i++)); do
+      for mode in on off; do
+        t=$(SMALLBATCH_WINOGRAD=$mode "$sb" bench --norm "$norm" --batch "$batch" --image-size 64 --classes 4 --threads 2 \
+          --steps "$steps" --warmup 3 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')
+        if [ "$mode" = on ]; then on+="$t "; else off+="$t "; fi
+      done
+    done
+    med() { printf '%s\n' $1 | sort -g | sed -n "$((core_rounds / 2 + 1))p"; }
+    echo "$norm b$batch: winograd $(med "$on") direct $(med "$off")"
   done
 done
 

@@ -229,10 +229,11 @@ void pointwise_wgrad(const float* A, int64_t CA, const float* B, int64_t CB, flo
 constexpr int kTile = 4;  // output columns per tile
 constexpr int kFreq = 6;  // transformed values per tile
 
-// Rows per band so that bands of rows + 2 rows of row_bytes each stay within budget (at least 1),
-// spread evenly over the H rows.
+// Rows per band so that bands of rows + 4 rows of row_bytes each stay within budget (at least 1),
+// spread evenly over the H rows. (A band's V holds its rows, the row above and below that it
+// reads, and the zero row that wino_in writes on either side of those: band + 4 rows.)
 int64_t band_rows_within(int64_t H, int64_t row_bytes, int64_t budget) {
-  const int64_t fit = std::max<int64_t>(1, budget / std::max<int64_t>(1, row_bytes) - 2);
+  const int64_t fit = std::max<int64_t>(1, budget / std::max<int64_t>(1, row_bytes) - 4);
   const int64_t bands = (H + fit - 1) / fit;
   return (H + bands - 1) / bands;
 }
@@ -246,7 +247,8 @@ bool winograd_pays(int64_t C_in, int64_t C_out, int64_t W) {
 
 // out (N, Co, H, W) = bias + the 3x3 pad-1 correlation of in (N, Ci, H, W) with weights
 // weight(o, i, kr, kc), by F(4, 3) along rows. Returns false when the direct kernel must run
-// instead (a non-finite value in the weights or the input); out may then hold partial results.
+// instead (a non-finite value in the weights, the input, or an output that overflowed where the
+// direct sums need not); out may then hold partial results.
 // Samples go in chunks of one per thread, whose transformed planes stay near the cores' caches.
 template <class Get>
 bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bias, float* out, int64_t Co,
@@ -278,7 +280,7 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
   // 800 MB at once).
   const int64_t band_rows =
       per_sample ? band_rows_within(H, kFreq * Ci * TW * 4, 512 << 10) : band_rows_within(H, kFreq * (Ci + Co) * TW * 4, 4 << 20);
-  const int64_t vplane = (band_rows + 2) * TW, mplane = band_rows * TW;
+  const int64_t vplane = (band_rows + 4) * TW, mplane = band_rows * TW;  // V: see band_rows_within
   const int64_t chunk = per_sample ? threads : 1;
   // Floats between two f planes of V and M (per sample, M holds one block of output channels).
   const int64_t vfs = chunk * Ci * vplane, mfs = per_sample ? chunk * cob * mplane : chunk * Co * mplane;
@@ -338,9 +340,11 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
                          Mt + f * mfs, 0, mplane, (r1 - r0) * TW, Ci, cn, (r1 - r0) * TW, TW};
             fwd3(args, 0, 0, 0, 1);
           }
+          float out_probe = 0.f;
           for (int64_t c = 0; c < cn; ++c)
-            kt.wino_out(Mt + c * mplane, mfs, mplane, bias ? bias + co0 + c : nullptr,
-                        out + ((n * Co + co0 + c) * H + r0) * W, 1, r1 - r0, W, TW);
+            out_probe += kt.wino_out(Mt + c * mplane, mfs, mplane, bias ? bias + co0 + c : nullptr,
+                                     out + ((n * Co + co0 + c) * H + r0) * W, 1, r1 - r0, W, TW);
+          bad += out_probe;
         }
       }
     }
@@ -365,10 +369,11 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
                      bw, TW};
         fwd3(args, 0, blk, 0, 1);
       }
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (par)
       for (int64_t c = 0; c < Co; ++c)
-        kt.wino_out(M + c * mplane, mfs, mplane, bias ? bias + c : nullptr, out + ((n * Co + c) * H + r0) * W, 1,
-                    r1 - r0, W, TW);
+        bad += kt.wino_out(M + c * mplane, mfs, mplane, bias ? bias + c : nullptr, out + ((n * Co + c) * H + r0) * W,
+                           1, r1 - r0, W, TW);
+      if (bad != bad) return false;
     }
   return true;
 }
@@ -389,7 +394,7 @@ bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64
   // stay small; a sample's plane in bands of rows past 4 MiB of V and Y. Set by the shape alone.
   const int64_t chunk = std::clamp<int64_t>((1024 + H * TW - 1) / (H * TW), 1, N);
   const int64_t band_rows = chunk > 1 ? H : band_rows_within(H, kFreq * (Ci + Co) * TW * 4, 4 << 20);
-  const int64_t L = band_rows * TW, vplane = (band_rows + 2) * TW;
+  const int64_t L = band_rows * TW, vplane = (band_rows + 4) * TW;  // V: see band_rows_within
   const DirectKernels& kt = pick(W % kTile == 0 ? H * TW : TW);
   const DirectKernels& kd = pick(L);
   const int64_t vfs = chunk * Ci * vplane, yfs = chunk * Co * L;
@@ -433,6 +438,7 @@ bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64
   for (float v : S) sbad += v * 0.0;
   if (sbad != sbad) return false;
   auto at = [&](int f, int64_t kr, int64_t co, int64_t ci) -> double { return S[((f * 3 + kr) * Co + co) * Ci + ci]; };
+  float gbad = 0.f;
   for (int64_t co = 0; co < Co; ++co)
     for (int64_t ci = 0; ci < Ci; ++ci)
       for (int64_t kr = 0; kr < 3; ++kr) {
@@ -442,8 +448,9 @@ bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64
         g[0] = static_cast<float>(s0 / 4 - s1 / 6 - s2 / 6 + s3 / 24 + s4 / 24);
         g[1] = static_cast<float>(-s1 / 6 + s2 / 6 + s3 / 12 - s4 / 12);
         g[2] = static_cast<float>(-s1 / 6 - s2 / 6 + s3 / 6 + s4 / 6 + s5);
+        gbad += (g[0] + g[1] + g[2]) * 0.f;
       }
-  return true;
+  return gbad == gbad;  // else gw is all written again by the direct kernel
 }
 
 }  // namespace

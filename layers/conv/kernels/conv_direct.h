@@ -96,11 +96,11 @@ struct DirectKernels {
   void (*fwd1)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
   void (*fwd3)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);
   void (*fwd3_2)(const FwdArgs&, int64_t n, int64_t blk, int64_t r0, int64_t r1);  // tiles of 2 vectors
-  // Winograd F(4, 3) along rows, one sample: the input transform (returns NaN when a transformed
-  // value is not finite) and the output transform; see winograd3x3 in conv_direct.cpp.
+  // Winograd F(4, 3) along rows, one sample: the input and output transforms (each returns NaN
+  // when a value it wrote is not finite); see winograd3x3 in conv_direct.cpp.
   float (*wino_in)(const float* in, int64_t C, int64_t H, int64_t W, int64_t TW, float* V, int64_t fs, int64_t cs);
-  void (*wino_out)(const float* M, int64_t fs, int64_t cs, const float* bias, float* out, int64_t C, int64_t H,
-                   int64_t W, int64_t TW);
+  float (*wino_out)(const float* M, int64_t fs, int64_t cs, const float* bias, float* out, int64_t C, int64_t H,
+                    int64_t W, int64_t TW);
   // The weight gradient's: dY's transform, and the products of wino_cob output x wino_cib input
   // channels (x 3 tap rows) for one f, written (3, wino_cob, wino_cib) to out.
   float (*wino_dy)(const float* gy, int64_t C, int64_t H, int64_t W, int64_t TW, float* Y, int64_t fs, int64_t cs);

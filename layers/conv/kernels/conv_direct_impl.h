@@ -469,10 +469,12 @@ float wino_in(const float* in, int64_t C, int64_t H, int64_t W, int64_t TW, floa
 
 // The output transform of one sample: columns 4 t .. 4 t + 3 of row r of channel c are
 // A^T (M_0 .. M_5) + bias[c], M_f = M[f fs + c cs + r TW + t]; columns past W are dropped.
+// Returns 0 times the sum of every output (lanes past W included): NaN when any is inf or NaN.
 template <int V>
-void wino_out(const float* M, int64_t fs, int64_t cs, const float* bias, float* out, int64_t C, int64_t H, int64_t W,
-              int64_t TW) {
+float wino_out(const float* M, int64_t fs, int64_t cs, const float* bias, float* out, int64_t C, int64_t H, int64_t W,
+               int64_t TW) {
   typedef typename Vec<V>::F F;
+  F acc{};
   auto tiles = [&](const float* m, float* o, int64_t t0, const F& bv, bool full) __attribute__((always_inline)) {
     const int n = TW - t0 < V ? int(TW - t0) : V;
     F m0, m1, m2, m3, m4, m5;
@@ -488,6 +490,7 @@ void wino_out(const float* M, int64_t fs, int64_t cs, const float* bias, float* 
     const F o1 = (d12 + 2.f * d34) + bv;
     const F o2 = (s12 + 4.f * s34) + bv;
     const F o3 = ((d12 + 8.f * d34) + m5) + bv;
+    acc += (o0 + o1) + (o2 + o3);
     const F x0 = zip<V>(o0, o2, 0), x1 = zip<V>(o0, o2, 1), y0 = zip<V>(o1, o3, 0), y1 = zip<V>(o1, o3, 1);
     const F w0 = zip<V>(x0, y0, 0), w1 = zip<V>(x0, y0, 1), w2 = zip<V>(x1, y1, 0), w3 = zip<V>(x1, y1, 1);
     const int64_t col = 4 * t0;
@@ -514,13 +517,14 @@ void wino_out(const float* M, int64_t fs, int64_t cs, const float* bias, float* 
       }
     }
   }
+  return hsum<V>(acc) * 0.f;
 }
 // Rows of whole tiles (W a multiple of 4) as one row of H W columns: narrow rows fill the vectors.
 template <int V>
-void wino_out_rows(const float* M, int64_t fs, int64_t cs, const float* bias, float* out, int64_t C, int64_t H,
-                   int64_t W, int64_t TW) {
+float wino_out_rows(const float* M, int64_t fs, int64_t cs, const float* bias, float* out, int64_t C, int64_t H,
+                    int64_t W, int64_t TW) {
   if (W % 4 == 0) return wino_out<V>(M, fs, cs, bias, out, C, 1, H * W, H * TW);
-  wino_out<V>(M, fs, cs, bias, out, C, H, W, TW);
+  return wino_out<V>(M, fs, cs, bias, out, C, H, W, TW);
 }
 
 // The weight gradient's transform of one sample's dY: Y[f fs + c cs + r TW + t] = (A dy)_f of the

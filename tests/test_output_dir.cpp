@@ -244,10 +244,17 @@ TEST_CASE("output folder: --resume takes the saved configuration, and more --epo
   CHECK(more.out.find("resuming with --threads 2 (was 1)") != std::string::npos);
   CHECK(slurp(fs::path(out) / "metrics.csv").find("\n2,4,") != std::string::npos);
   CHECK(slurp(fs::path(out) / "config.json").find("\"epochs\": 2") != std::string::npos);
+  // Another 3x3 algorithm (SMALLBATCH_WINOGRAD) goes through too, and is said.
+  auto direct = sbtest::run_cli("train --out " + out + " --resume --epochs 3", "SMALLBATCH_WINOGRAD=off");
+  INFO(direct.all());
+  CHECK(direct.code == 0);
+  CHECK(direct.out.find("resuming with 3x3 convolutions by direct (was winograd; SMALLBATCH_WINOGRAD)") !=
+        std::string::npos);
+  CHECK(slurp(fs::path(out) / "config.json").find("\"conv3x3\": \"direct\"") != std::string::npos);
   // Fewer epochs than the run was made for: refused.
   auto fewer = sbtest::run_cli("train --out " + out + " --resume --epochs 1");
   CHECK(fewer.code == 1);
-  CHECK(fewer.err.find("--epochs: saved 2, now 1") != std::string::npos);
+  CHECK(fewer.err.find("--epochs: saved 3, now 1") != std::string::npos);
 }
 
 TEST_CASE("output folder: train without --out saves into runs/train, runs/train-2, ..., never the same one twice") {

@@ -596,6 +596,7 @@ static std::optional<RunOutcome> finished_run(const RunSpec& spec, const TrainCo
       fail(dir, "/config.json: not valid JSON (", e.what(), "); move the run away to train it again");
     }
     mine.erase("init"), mine.erase("threads"), theirs.erase("init"), theirs.erase("threads");
+    mine.erase("conv3x3"), theirs.erase("conv3x3");  // the last bits only, as the thread count
     ResumeDifferences d = resume_differences(theirs, mine);
     std::string diff;
     for (const std::string& t : d.refused_text) diff += "\n  " + t;

@@ -17,6 +17,7 @@
 #include "core/io/safetensors.h"
 #include "datasets/loader.h"
 #include "layers/loss/ops.h"
+#include "core/kernels/simd.h"
 #include "layers/norm/batch_norm.h"
 #include "layers/norm/evo_norm.h"
 #include "layers/norm/sync_batch_norm.h"
@@ -54,7 +55,10 @@ nlohmann::json TrainConfig::to_json() const {
           {"threads", threads},
           {"init", init},
           {"init_strict", init_strict},
-          {"version", SMALLBATCH_VERSION}};
+          {"version", SMALLBATCH_VERSION},
+          // How the 3x3 convolutions run (SMALLBATCH_WINOGRAD): like the thread count, free to
+          // change on --resume, but said, as it changes the last bits.
+          {"conv3x3", kernels::winograd_enabled() ? "winograd" : "direct"}};
   if (precise_bn > 0) j["precise_bn"] = precise_bn;  // absent without it: the files of older runs match
   if (world().size() > 1) j["ranks"] = world().size();  // data-parallel: --batch is per rank
   return j;
@@ -110,6 +114,12 @@ static void differences(const nlohmann::json& saved, const nlohmann::json& now, 
                                    saved[k].dump(), ")"));
       continue;
     }
+    if (key == "conv3x3" && saved.contains(k)) {
+      d.allowed_text.push_back(str("3x3 convolutions by ", setting_text(v), " (was ", setting_text(saved[k]),
+                                   "; SMALLBATCH_WINOGRAD): the results differ in the last bits from a run without "
+                                   "the change"));
+      continue;
+    }
     d.refused.push_back(key);
     d.refused_text.push_back(saved.contains(k) ? str(key, ": saved ", setting_text(saved[k]), ", now ", setting_text(v))
                                                : str(key, ": not in the saved configuration"));
@@ -126,6 +136,8 @@ ResumeDifferences resume_differences(const nlohmann::json& saved, const nlohmann
       if (!a.contains(key)) a[key] = fallback;
       if (!b.contains(key)) b[key] = fallback;
     }
+  // Runs saved before Winograd (6 December 2026) ran the direct 3x3 kernel.
+  if (a.is_object() && b.is_object() && b.contains("conv3x3") && !a.contains("conv3x3")) a["conv3x3"] = "direct";
   ResumeDifferences d;
   differences(a, b, "", d);
   return d;
@@ -904,6 +916,7 @@ static void check_ranks(const TrainConfig& cfg) {
   Communicator& comm = world();
   nlohmann::json j = cfg.to_json();
   j.erase("threads");  // per rank, and free to differ between hosts
+  j.erase("conv3x3");  // per host too (SMALLBATCH_WINOGRAD)
   check_same_on_all_ranks(comm, j, "configuration");
   const NormSpec& norm = cfg.spec.options.norm;
   if (norm_info(norm.kind).traits.uses_sync_group && norm.sync_group > 0)

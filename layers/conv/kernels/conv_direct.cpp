@@ -228,6 +228,10 @@ void pointwise_wgrad(const float* A, int64_t CA, const float* B, int64_t CB, flo
 
 constexpr int kTile = 4;  // output columns per tile
 constexpr int kFreq = 6;  // transformed values per tile
+// Floats added between two of the 6 planes of a transform: planes of 16-tile rows are often a
+// multiple of 4 KiB long, and then the 6 stores of a tile (and the loads after them) all fell into
+// one L1 set and aliased; 16 floats (a cache line) apart they do not.
+constexpr int64_t kSkew = 16;
 
 // Rows per band so that bands of rows + 4 rows of row_bytes each stay within budget (at least 1),
 // spread evenly over the H rows. (A band's V holds its rows, the row above and below that it
@@ -283,7 +287,8 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
   const int64_t vplane = (band_rows + 4) * TW, mplane = band_rows * TW;  // V: see band_rows_within
   const int64_t chunk = per_sample ? threads : 1;
   // Floats between two f planes of V and M (per sample, M holds one block of output channels).
-  const int64_t vfs = chunk * Ci * vplane, mfs = per_sample ? chunk * cob * mplane : chunk * Co * mplane;
+  // (Each plus a skew: see kSkew.)
+  const int64_t vfs = chunk * Ci * vplane + kSkew, mfs = (per_sample ? chunk * cob * mplane : chunk * Co * mplane) + kSkew;
   // V, then M and the packed weights after it (one buffer less to keep at its peak size).
   float* V = scratch(0, kFreq * vfs);
   float* M = scratch(1, kFreq * mfs + kFreq * ws + 16);
@@ -397,7 +402,7 @@ bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64
   const int64_t L = band_rows * TW, vplane = (band_rows + 4) * TW;  // V: see band_rows_within
   const DirectKernels& kt = pick(W % kTile == 0 ? H * TW : TW);
   const DirectKernels& kd = pick(L);
-  const int64_t vfs = chunk * Ci * vplane, yfs = chunk * Co * L;
+  const int64_t vfs = chunk * Ci * vplane + kSkew, yfs = chunk * Co * L + kSkew;  // see kSkew
   float* V = scratch(0, kFreq * vfs);
   float* Y = scratch(1, kFreq * yfs);
   const int64_t cob = kd.wino_cob, cib = kd.wino_cib;

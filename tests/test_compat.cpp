@@ -24,11 +24,10 @@ std::string file_bytes(const std::string& path) {
 // the same fixtures within a tolerance below).
 const char* kPinned = "SMALLBATCH_SIMD=baseline OPENBLAS_CORETYPE=Prescott SMALLBATCH_WINOGRAD=off";
 
-}  // namespace
-
-TEST_CASE("compat: checkpoints from before the normalization unit evaluate to the same logits, bit for bit") {
+// Evaluates each fixture checkpoint under `env` into tmp, then check(case, got path, fixture path).
+template <class Check>
+void evaluate_fixtures(const std::string& env, const sbtest::TempDir& tmp, const Check& check) {
   const std::string dir = std::string(SB_FIXTURES_DIR) + "/compat/";
-  sbtest::TempDir tmp("sb_compat");
   for (std::string case_ : {"gn", "bn", "brn", "frozenbn", "bn.batch"}) {
     CAPTURE(case_);
     const bool batch = case_ == "bn.batch";
@@ -36,34 +35,35 @@ TEST_CASE("compat: checkpoints from before the normalization unit evaluate to th
     const std::string got = tmp / (case_ + ".logits.safetensors");
     auto r = sbtest::run_cli("eval --weights " + dir + norm + ".safetensors --image-size 16 --limit 2 --threads 1" +
                                  (batch ? " --bn-mode batch" : "") + " --save-logits " + got,
-                             kPinned);
+                             env);
     REQUIRE_MESSAGE(r.code == 0, r.all());
-    const std::string want = file_bytes(dir + case_ + ".logits.safetensors");
+    check(got, dir + case_ + ".logits.safetensors");
+  }
+}
+
+}  // namespace
+
+TEST_CASE("compat: checkpoints from before the normalization unit evaluate to the same logits, bit for bit") {
+  sbtest::TempDir tmp("sb_compat");
+  evaluate_fixtures(kPinned, tmp, [](const std::string& got, const std::string& fixture) {
+    const std::string want = file_bytes(fixture);
     REQUIRE(!want.empty());
     CHECK(file_bytes(got) == want);
-  }
+  });
 }
 
 TEST_CASE("compat: the same checkpoints evaluate to the same logits within rounding with Winograd's 3x3") {
   // Winograd F(4, 3) rounds differently from the direct kernel (about twice its error per
   // convolution), so its logits match the fixtures within a tolerance: relative 1e-5 of the
   // largest logit, the convolution tests' own.
-  const std::string dir = std::string(SB_FIXTURES_DIR) + "/compat/";
   sbtest::TempDir tmp("sb_compat_wino");
-  for (std::string case_ : {"gn", "bn", "brn", "frozenbn", "bn.batch"}) {
-    CAPTURE(case_);
-    const bool batch = case_ == "bn.batch";
-    const std::string norm = batch ? "bn" : case_;
-    const std::string got = tmp / (case_ + ".logits.safetensors");
-    auto r = sbtest::run_cli("eval --weights " + dir + norm + ".safetensors --image-size 16 --limit 2 --threads 1" +
-                                 (batch ? " --bn-mode batch" : "") + " --save-logits " + got,
-                             "SMALLBATCH_SIMD=baseline OPENBLAS_CORETYPE=Prescott SMALLBATCH_WINOGRAD=on");
-    REQUIRE_MESSAGE(r.code == 0, r.all());
-    const sb::TensorFile a = sb::load_safetensors(got), b = sb::load_safetensors(dir + case_ + ".logits.safetensors");
-    REQUIRE(a.floats.size() == b.floats.size());
-    for (const auto& [name, want] : b.floats) {
-      CAPTURE(name);
-      CHECK_CLOSE(a.get_float(name), want);
-    }
-  }
+  evaluate_fixtures("SMALLBATCH_SIMD=baseline OPENBLAS_CORETYPE=Prescott SMALLBATCH_WINOGRAD=on", tmp,
+                    [](const std::string& got, const std::string& fixture) {
+                      const sb::TensorFile a = sb::load_safetensors(got), b = sb::load_safetensors(fixture);
+                      REQUIRE(a.floats.size() == b.floats.size());
+                      for (const auto& [name, want] : b.floats) {
+                        CAPTURE(name);
+                        CHECK_CLOSE(a.get_float(name), want);
+                      }
+                    });
 }

@@ -26,6 +26,21 @@ inline std::string shape_str(const std::vector<int64_t>& shape) {
   return s + ")";
 }
 
+// A value from outside (an environment variable), fit to quote in a message: printable ASCII as
+// it is, other bytes as \xNN, and past 80 bytes cut, with the length said, so a long or binary
+// value cannot flood or drive the terminal.
+inline std::string shown(const std::string& value) {
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < value.size() && i < 80; ++i) {
+    const unsigned char c = static_cast<unsigned char>(value[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') s += static_cast<char>(c);
+    else s += std::string("\\x") + hex[c >> 4] + hex[c & 15];
+  }
+  if (value.size() > 80) s += "... (" + std::to_string(value.size()) + " bytes)";
+  return s;
+}
+
 namespace detail {
 inline void append(std::ostringstream&) {}
 template <class T, class... Rest>

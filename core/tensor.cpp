@@ -101,7 +101,7 @@ class BlockCache {
     errno = 0;
     const unsigned long long mb = digits ? std::strtoull(env, nullptr, 10) : 0;
     SB_CHECK(digits && errno == 0 && mb <= (SIZE_MAX >> 20), "SMALLBATCH_CACHE_MB: expected a whole number of "
-             "MiB, 0 or more (0 turns the cache off), but got '", env, "'");
+             "MiB, 0 or more (0 turns the cache off), but got '", shown(env), "'");
     return static_cast<size_t>(mb);
   }
 

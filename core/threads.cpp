@@ -31,7 +31,7 @@ int default_num_threads() {
     char* end = nullptr;
     long v = std::strtol(env, &end, 10);
     SB_CHECK(end && *end == '\0' && v > 0 && v <= 4096,
-             "SMALLBATCH_NUM_THREADS: expected a positive whole number but got '", env, "'");
+             "SMALLBATCH_NUM_THREADS: expected a positive whole number but got '", shown(env), "'");
     return static_cast<int>(v);
   }
   unsigned hc = std::thread::hardware_concurrency();

@@ -131,6 +131,18 @@ TEST_CASE("simd: SMALLBATCH_WINOGRAD is on or off, and a bad value fails the com
     CHECK(r.err.find(std::string("SMALLBATCH_WINOGRAD: expected on or off but got '") + bad + "'") != std::string::npos);
     CHECK(r.out.find("step") == std::string::npos);
   }
+  // A value is quoted fit for a terminal: control bytes escaped, a long one cut with its length.
+  CHECK_THROWS_WITH_AS(kernels::winograd_from("o\x1b[31mn"),
+                       doctest::Contains("SMALLBATCH_WINOGRAD: expected on or off but got 'o\\x1b[31mn'"), Error);
+  const std::string huge(10000, 'x');
+  try {
+    kernels::winograd_from(huge.c_str());
+    FAIL("a 10000-byte value was accepted");
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    CHECK(m.size() < 200);
+    CHECK(m.find("xxxx... (10000 bytes)'") != std::string::npos);
+  }
   // doctor says which 3x3 kernel runs.
   sbtest::CliResult on = run_with("SMALLBATCH_WINOGRAD", "on", "doctor");
   CHECK(on.code == 0);

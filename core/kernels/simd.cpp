@@ -37,7 +37,7 @@ Simd simd_level_from(const char* value, Simd cpu) {
   if (std::strcmp(value, "avx512") == 0) wanted = Simd::avx512;
   else if (std::strcmp(value, "avx2") == 0) wanted = Simd::avx2;
   else if (std::strcmp(value, "baseline") == 0) wanted = Simd::baseline;
-  else fail("SMALLBATCH_SIMD: expected avx512, avx2 or baseline but got '", value, "'");
+  else fail("SMALLBATCH_SIMD: expected avx512, avx2 or baseline but got '", shown(value), "'");
   SB_CHECK(wanted <= cpu, "SMALLBATCH_SIMD=", value, ": this CPU supports at most ", simd_name(cpu));
   return wanted;
 }
@@ -89,7 +89,7 @@ void set_simd_level(Simd level) {
 bool winograd_from(const char* value) {
   if (std::strcmp(value, "on") == 0) return true;
   if (std::strcmp(value, "off") == 0) return false;
-  fail("SMALLBATCH_WINOGRAD: expected on or off but got '", value, "'");
+  fail("SMALLBATCH_WINOGRAD: expected on or off but got '", shown(value), "'");
 }
 
 // -1 until the first call reads SMALLBATCH_WINOGRAD; then 0 or 1.

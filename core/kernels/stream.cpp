@@ -87,7 +87,7 @@ static int64_t default_streaming_min_bytes() {
       errno = 0;
       const long long v = std::strtoll(env, &end, 10);
       SB_CHECK(end && *end == '\0' && errno == 0 && v >= 0, "SMALLBATCH_STREAMING_MIN_BYTES: expected a whole number of "
-               "bytes, 0 or more, but got '", env, "'");
+               "bytes, 0 or more, but got '", shown(env), "'");
       return static_cast<int64_t>(v);
     }
     const int64_t llc = last_level_cache_bytes();

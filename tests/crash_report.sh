@@ -17,17 +17,22 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/sb_crash_report.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-for sig in SEGV ABRT; do
-  out="$work/$sig"
-  "$sb" train --data "shapes:train=64,val=8,size=32" --base-width 8 --batch 2 --epochs 500 --threads 1 \
-    --out "$out" >"$work/$sig.out" 2>"$work/$sig.err" &
+# Starts a long training run in folder $1 (stderr to file $2, or closed when $2 is "-") and waits
+# until it trains: its first epoch has started writing. Sets pid.
+start_training() {
+  local cmd=("$sb" train --data "shapes:train=64,val=8,size=32" --base-width 8 --batch 2 --epochs 500 --threads 1
+             --out "$1")
+  if [[ $2 == - ]]; then "${cmd[@]}" >/dev/null 2>&- & else "${cmd[@]}" >/dev/null 2>"$2" & fi
   pid=$!
-  # Crash it while it trains: once its first epoch has started writing.
   for _ in $(seq 1 600); do
-    [[ -e "$out/config.json" ]] && break
+    [[ -e "$1/config.json" ]] && break
     sleep 0.05
   done
   sleep 0.3
+}
+
+for sig in SEGV ABRT; do
+  start_training "$work/$sig" "$work/$sig.err"
   kill -s "$sig" "$pid"
   status=0
   wait "$pid" || status=$?
@@ -52,14 +57,7 @@ for sig in SEGV ABRT; do
 done
 
 # With stderr closed the report cannot be written; the process must still end by the signal, not hang.
-"$sb" train --data "shapes:train=64,val=8,size=32" --base-width 8 --batch 2 --epochs 500 --threads 1 \
-  --out "$work/closed" >/dev/null 2>&- &
-pid=$!
-for _ in $(seq 1 600); do
-  [[ -e "$work/closed/config.json" ]] && break
-  sleep 0.05
-done
-sleep 0.3
+start_training "$work/closed" -
 kill -s SEGV "$pid"
 status=0
 wait "$pid" || status=$?

@@ -224,6 +224,14 @@ struct ThreadCount {
   ~ThreadCount() { set_num_threads(prev); }
 };
 
+// SMALLBATCH_WINOGRAD's setting for a scope: Winograd F(4, 3) for 3x3 layers with >= 8 channels,
+// or the direct kernel for all.
+struct WinogradSetting {
+  bool prev = kernels::winograd_enabled();
+  explicit WinogradSetting(bool on) { kernels::set_winograd_enabled(on); }
+  ~WinogradSetting() { kernels::set_winograd_enabled(prev); }
+};
+
 // Sample n of a (N, ...) tensor as a (1, ...) tensor.
 Tensor sample(const Tensor& t, int64_t n) {
   Shape s = t.shape();
@@ -822,17 +830,14 @@ void at_every_simd_level(const F& body) {
   kernels::set_simd_level(prev);
 }
 
-// Runs body(winograd) with 3x3 layers of >= 8 channels on Winograd F(4, 3) and on the direct
-// kernel (SMALLBATCH_WINOGRAD's two settings), restoring the setting in force after.
+// Runs body(winograd) with each of SMALLBATCH_WINOGRAD's two settings.
 template <class F>
 void with_and_without_winograd(const F& body) {
-  const bool prev = kernels::winograd_enabled();
   for (bool on : {true, false}) {
-    kernels::set_winograd_enabled(on);
+    WinogradSetting setting(on);
     INFO((on ? "winograd" : "direct 3x3"));
     body(on);
   }
-  kernels::set_winograd_enabled(prev);
 }
 
 // Channel counts that are not multiples of any block (1, 3, 5, 17, 33) and some that are.
@@ -1054,11 +1059,8 @@ TEST_CASE("conv2d: Winograd F(4, 3) at its edges: widths around its tiles, one r
     Conv2dOptions o;
     o.padding = 1;
     Tensor wino = conv2d(Var(x), Var(w), Var(), o).value();
-    const bool prev = kernels::winograd_enabled();
-    kernels::set_winograd_enabled(false);
-    Tensor direct = conv2d(Var(x), Var(w), Var(), o).value();
-    kernels::set_winograd_enabled(prev);
-    CHECK(bitwise_equal(wino, direct));
+    WinogradSetting direct_kernel(false);
+    CHECK(bitwise_equal(wino, conv2d(Var(x), Var(w), Var(), o).value()));
   });
   // Finite values that overflow a transform (4 x 1e38 in the input's) but not the direct sums
   // (weights of 1e-3): the call must go to the direct kernel; Winograd's outputs would be inf.
@@ -1128,12 +1130,10 @@ TEST_CASE("conv2d and conv_transpose2d: an inf or NaN in x reaches only the outp
           if (where == 4) {
             // A non-finite weight: the direct kernel multiplies the zero padding by it where the
             // definition skips the term, so the pattern to match is the direct kernel's.
-            const bool prev = kernels::winograd_enabled();
-            kernels::set_winograd_enabled(false);
+            WinogradSetting direct_kernel(false);
             Tensor direct[3];
             run_op(x, wt, b, ref.grad_out, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); },
                    direct);
-            kernels::set_winograd_enabled(prev);
             ref.out = direct[0], ref.gx = direct[1], ref.gw = direct[2];
           }
           CHECK(finite_pattern_matches(got[0], ref.out) == 0);

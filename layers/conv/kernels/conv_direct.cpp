@@ -242,6 +242,17 @@ int64_t band_rows_within(int64_t H, int64_t row_bytes, int64_t budget) {
   return (H + bands - 1) / bands;
 }
 
+// Output rows [r0, r1) of a band read image rows [a, b]: one above and one below where the image
+// has them. wino_in writes them to V's rows 1 .. b - a + 1 (row 0 and the row after them zero), so
+// image row r0 - 1 is V's row `first` (0 at the image's top edge, where it is the zero row).
+struct Band {
+  int64_t r0, r1, a, b, first;
+};
+Band band_at(int64_t r0, int64_t band_rows, int64_t H) {
+  const int64_t r1 = std::min(H, r0 + band_rows), a = std::max<int64_t>(r0 - 1, 0);
+  return {r0, r1, a, std::min(r1, H - 1), r0 - a};
+}
+
 // The layers Winograd pays on: 3x3 stride 1 with at least 8 channels in and out (fewer leave the
 // transforms a large share of the time; the first layer has 3) and rows of at least 8 columns.
 // SMALLBATCH_WINOGRAD=off keeps every layer on the direct kernel (core/kernels/simd.h).
@@ -253,7 +264,6 @@ bool winograd_pays(int64_t C_in, int64_t C_out, int64_t W) {
 // weight(o, i, kr, kc), by F(4, 3) along rows. Returns false when the direct kernel must run
 // instead (a non-finite value in the weights, the input, or an output that overflowed where the
 // direct sums need not); out may then hold partial results.
-// Samples go in chunks of one per thread, whose transformed planes stay near the cores' caches.
 template <class Get>
 bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bias, float* out, int64_t Co,
                  int64_t N, int64_t H, int64_t W) {
@@ -329,27 +339,23 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
       float* Vt = V + t * Ci * vplane;  // this thread's sample, f planes vfs apart as below
       float* Mt = M + t * cob * mplane;
       for (int64_t r0 = 0; r0 < H; r0 += band_rows) {
-        // Output rows [r0, r1) read image rows [a, b]; V's row i holds image row a - 1 + i, its
-        // first and last rows zero (the padding at the image's edges, else not read).
-        const int64_t r1 = std::min(H, r0 + band_rows), a = std::max<int64_t>(r0 - 1, 0), b = std::min(r1, H - 1);
+        const Band bd = band_at(r0, band_rows, H);
+        const int64_t bw = (bd.r1 - r0) * TW;
         float probe = 0.f;
         for (int64_t c = 0; c < Ci; ++c)
-          probe += kt.wino_in(in + ((n * Ci + c) * H + a) * W, 1, b - a + 1, W, TW, Vt + c * vplane, vfs, vplane);
+          probe += kt.wino_in(in + ((n * Ci + c) * H + bd.a) * W, 1, bd.b - bd.a + 1, W, TW, Vt + c * vplane, vfs, vplane);
         bad += probe;
         if (probe != probe) break;
-        const int64_t first = r0 - a;  // V's row of image row r0 - 1
         for (int64_t blk = 0; blk < blocks; ++blk) {
           const int64_t co0 = blk * cob, cn = std::min<int64_t>(cob, Co - co0);
           for (int f = 0; f < kFreq; ++f) {
-            FwdArgs args{Vt + f * vfs + first * TW, 0, vplane, (r1 - r0) * TW, wp + f * ws + blk * Ci * 3 * cob, nullptr,
-                         Mt + f * mfs, 0, mplane, (r1 - r0) * TW, Ci, cn, (r1 - r0) * TW, TW};
+            FwdArgs args{Vt + f * vfs + bd.first * TW, 0, vplane, bw, wp + f * ws + blk * Ci * 3 * cob, nullptr,
+                         Mt + f * mfs, 0, mplane, bw, Ci, cn, bw, TW};
             fwd3(args, 0, 0, 0, 1);
           }
-          float out_probe = 0.f;
           for (int64_t c = 0; c < cn; ++c)
-            out_probe += kt.wino_out(Mt + c * mplane, mfs, mplane, bias ? bias + co0 + c : nullptr,
-                                     out + ((n * Co + co0 + c) * H + r0) * W, 1, r1 - r0, W, TW);
-          bad += out_probe;
+            bad += kt.wino_out(Mt + c * mplane, mfs, mplane, bias ? bias + co0 + c : nullptr,
+                               out + ((n * Co + co0 + c) * H + r0) * W, 1, bd.r1 - r0, W, TW);
         }
       }
     }
@@ -359,25 +365,25 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
   // units of (f, output-channel block).
   for (int64_t n = 0; n < N; ++n)
     for (int64_t r0 = 0; r0 < H; r0 += band_rows) {
-      const int64_t r1 = std::min(H, r0 + band_rows), a = std::max<int64_t>(r0 - 1, 0), b = std::min(r1, H - 1);
-      const int64_t first = r0 - a, bw = (r1 - r0) * TW;
+      const Band bd = band_at(r0, band_rows, H);
+      const int64_t bw = (bd.r1 - r0) * TW;
       float bad = 0.f;
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (par)
       for (int64_t c = 0; c < Ci; ++c)
-        bad += kt.wino_in(in + ((n * Ci + c) * H + a) * W, 1, b - a + 1, W, TW, V + c * vplane, vfs, vplane);
+        bad += kt.wino_in(in + ((n * Ci + c) * H + bd.a) * W, 1, bd.b - bd.a + 1, W, TW, V + c * vplane, vfs, vplane);
       if (bad != bad) return false;
       const int64_t units = kFreq * blocks;
 #pragma omp parallel for schedule(static) if (par && units > 1)
       for (int64_t u = 0; u < units; ++u) {
         const int64_t blk = u % blocks, f = u / blocks;
-        FwdArgs args{V + f * vfs + first * TW, 0, vplane, bw, wp + f * ws, nullptr, M + f * mfs, 0, mplane, bw, Ci, Co,
-                     bw, TW};
+        FwdArgs args{V + f * vfs + bd.first * TW, 0, vplane, bw, wp + f * ws, nullptr, M + f * mfs, 0, mplane, bw, Ci,
+                     Co, bw, TW};
         fwd3(args, 0, blk, 0, 1);
       }
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (par)
       for (int64_t c = 0; c < Co; ++c)
         bad += kt.wino_out(M + c * mplane, mfs, mplane, bias ? bias + c : nullptr, out + ((n * Co + c) * H + r0) * W,
-                           1, r1 - r0, W, TW);
+                           1, bd.r1 - r0, W, TW);
       if (bad != bad) return false;
     }
   return true;
@@ -388,9 +394,10 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
 //   S_f[co][ci][kr] = sum over samples, rows and tiles of Y_f[co] V_f[ci] at tap row kr,
 //   gw[co][ci][kr][k] = sum_f G[f][k] S_f[co][ci][kr],
 // 18 multiply-adds per 4 columns (against 36). Samples go in chunks whose size depends on the
-// shape, not the thread count, each unit of (f, channel blocks) summing every position of a chunk itself, so the
-// bits do not depend on the threads. Returns false (gw not written) when a transformed value or a
-// sum is not finite: the direct kernel then gives the reference's pattern of non-finite values.
+// shape, not the thread count, each unit of (f, channel blocks) summing every position of a chunk
+// itself, so the bits do not depend on the threads. Returns false (gw then partly written or not
+// at all) when a transformed value or a gradient is not finite: the direct kernel then writes gw
+// with the reference's pattern of non-finite values.
 bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64_t Ci, int64_t Co, int64_t H,
                     int64_t W) {
   const int64_t TW = (W + kTile - 1) / kTile;
@@ -412,36 +419,35 @@ bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64
   const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * Co * Ci * H * W * 9 >= kParallelMinMacs;
   for (int64_t n0 = 0; n0 < N; n0 += chunk)
     for (int64_t r0 = 0; r0 < H; r0 += band_rows) {
-    // Rows [r0, r1) of the chunk's samples: dY's as they are, x's with a row above and below.
-    const int64_t nc = std::min(chunk, N - n0), r1 = std::min(H, r0 + band_rows);
-    const int64_t a = std::max<int64_t>(r0 - 1, 0), b = std::min(r1, H - 1), first = r0 - a, bl = (r1 - r0) * TW;
-    float bad = 0.f;
+      // Rows [r0, r1) of the chunk's samples: dY's as they are, x's with a row above and below.
+      const Band bd = band_at(r0, band_rows, H);
+      const int64_t nc = std::min(chunk, N - n0), bl = (bd.r1 - r0) * TW;
+      float bad = 0.f;
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (par)
-    for (int64_t sc = 0; sc < nc * (Ci + Co); ++sc) {
-      const int64_t s = sc / (Ci + Co), c = sc % (Ci + Co);
-      if (c < Ci)
-        bad += kt.wino_in(x + (((n0 + s) * Ci + c) * H + a) * W, 1, b - a + 1, W, TW, V + (s * Ci + c) * vplane, vfs,
-                          vplane);
-      else
-        bad += kt.wino_dy(gy + (((n0 + s) * Co + c - Ci) * H + r0) * W, 1, r1 - r0, W, TW, Y + (s * Co + c - Ci) * bl,
-                          yfs, bl);
-    }
-    if (bad != bad) return false;
+      for (int64_t sc = 0; sc < nc * (Ci + Co); ++sc) {
+        const int64_t s = sc / (Ci + Co), c = sc % (Ci + Co);
+        if (c < Ci)
+          bad += kt.wino_in(x + (((n0 + s) * Ci + c) * H + bd.a) * W, 1, bd.b - bd.a + 1, W, TW,
+                            V + (s * Ci + c) * vplane, vfs, vplane);
+        else
+          bad += kt.wino_dy(gy + (((n0 + s) * Co + c - Ci) * H + r0) * W, 1, bd.r1 - r0, W, TW,
+                            Y + (s * Co + c - Ci) * bl, yfs, bl);
+      }
+      if (bad != bad) return false;
 #pragma omp parallel for schedule(static) if (par && units > 1)
-    for (int64_t u = 0; u < units; ++u) {
-      const int64_t f = u / (coblocks * ciblocks), cb = (u / ciblocks) % coblocks, ib = u % ciblocks;
-      float part[3 * 4 * 4];  // (3, cob, cib): cob, cib <= 4
-      WinoWgradArgs args{Y + f * yfs, Co * bl, V + f * vfs + first * TW, Ci * vplane, vplane, bl, TW, nc, Co, Ci};
-      kd.wino_wgrad(args, cb * cob, ib * cib, part);
-      for (int64_t kr = 0; kr < 3; ++kr)
-        for (int64_t c = 0; c < cob && cb * cob + c < Co; ++c)
-          for (int64_t i = 0; i < cib && ib * cib + i < Ci; ++i)
-            S[((f * 3 + kr) * Co + cb * cob + c) * Ci + ib * cib + i] += part[(kr * cob + c) * cib + i];
+      for (int64_t u = 0; u < units; ++u) {
+        const int64_t f = u / (coblocks * ciblocks), cb = (u / ciblocks) % coblocks, ib = u % ciblocks;
+        float part[3 * 4 * 4];  // (3, cob, cib): cob, cib <= 4
+        WinoWgradArgs args{Y + f * yfs, Co * bl, V + f * vfs + bd.first * TW, Ci * vplane, vplane, bl, TW, nc, Co, Ci};
+        kd.wino_wgrad(args, cb * cob, ib * cib, part);
+        for (int64_t kr = 0; kr < 3; ++kr)
+          for (int64_t c = 0; c < cob && cb * cob + c < Co; ++c)
+            for (int64_t i = 0; i < cib && ib * cib + i < Ci; ++i)
+              S[((f * 3 + kr) * Co + cb * cob + c) * Ci + ib * cib + i] += part[(kr * cob + c) * cib + i];
+      }
     }
-  }
-  double sbad = 0.0;
-  for (float v : S) sbad += v * 0.0;
-  if (sbad != sbad) return false;
+  // A non-finite sum reaches the gradients (g_0 reads S_0 .. S_4, g_2 S_1 .. S_5), so their check
+  // below covers it.
   auto at = [&](int f, int64_t kr, int64_t co, int64_t ci) -> double { return S[((f * 3 + kr) * Co + co) * Ci + ci]; };
   float gbad = 0.f;
   for (int64_t co = 0; co < Co; ++co)

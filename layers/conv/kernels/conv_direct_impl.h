@@ -382,6 +382,37 @@ SB_AI typename Vec<V>::F shift_up(const typename Vec<V>::F& a, const typename Ve
   return pick2<V>(a, b, idx);
 }
 
+// The columns of V tiles from column c4 of a run of len floats: e[k][l] = x[c4 + 4 l + k], zero
+// past len (nothing read there; full: all 4 V columns lie inside), by two rounds of unzips.
+template <int V>
+SB_AI void tile_columns(const float* x, int64_t c4, int64_t len, bool full, typename Vec<V>::F e[4]) {
+  typedef typename Vec<V>::F F;
+  F a[4];
+  for (int i = 0; i < 4; ++i) {
+    const int64_t c0 = c4 + i * V;
+    if (full)
+      vload<V>(a[i], x + c0);
+    else if (c0 >= len)
+      a[i] = F{};
+    else
+      vload_n<V>(a[i], x + c0, len - c0 < V ? int(len - c0) : V);
+  }
+  const F p0 = unzip<V>(a[0], a[1], 0), p1 = unzip<V>(a[0], a[1], 1);
+  const F q0 = unzip<V>(a[2], a[3], 0), q1 = unzip<V>(a[2], a[3], 1);
+  e[0] = unzip<V>(p0, q0, 0), e[2] = unzip<V>(p0, q0, 1), e[1] = unzip<V>(p1, q1, 0), e[3] = unzip<V>(p1, q1, 1);
+}
+
+// The first n lanes of the 6 values of a transform, to v, v + fs, ..., v + 5 fs.
+template <int V>
+SB_AI void store_planes(float* v, int64_t fs, const typename Vec<V>::F (&val)[6], int64_t n) {
+  for (int f = 0; f < 6; ++f) {
+    if (n == V)
+      vstore<V>(v + f * fs, val[f]);
+    else
+      vstore_n<V>(v + f * fs, val[f], int(n));
+  }
+}
+
 // The input transform of one sample: for channel c and padded row rp (image row rp - 1, zero
 // outside), V[f fs + c cs + rp TW + t] = (B^T d)_f with d_k = x[4 t - 1 + k] (zero outside the
 // row). Reads nothing outside the rows. Returns 0 times the sum of every value written: NaN when
@@ -402,19 +433,9 @@ float wino_in(const float* in, int64_t C, int64_t H, int64_t W, int64_t TW, floa
   // Tiles t0 .. t0 + V - 1 of the run x: e_k[l] = x[4 (t0 + l) + k] from 4 V columns (zero past Wr).
   auto tiles = [&](const float* x, int64_t t0, float* v, bool full, const I& col) __attribute__((always_inline)) {
     const int64_t c4 = 4 * t0;
-    F a[4];
-    for (int i = 0; i < 4; ++i) {
-      const int64_t c0 = c4 + i * V;
-      if (full)
-        vload<V>(a[i], x + c0);
-      else if (c0 >= Wr)
-        a[i] = F{};
-      else
-        vload_n<V>(a[i], x + c0, Wr - c0 < V ? int(Wr - c0) : V);
-    }
-    const F p0 = unzip<V>(a[0], a[1], 0), p1 = unzip<V>(a[0], a[1], 1);
-    const F q0 = unzip<V>(a[2], a[3], 0), q1 = unzip<V>(a[2], a[3], 1);
-    const F e0 = unzip<V>(p0, q0, 0), e2 = unzip<V>(p0, q0, 1), e1 = unzip<V>(p1, q1, 0), e3 = unzip<V>(p1, q1, 1);
+    F e[4];
+    tile_columns<V>(x, c4, Wr, full, e);
+    const F &e0 = e[0], &e1 = e[1], &e2 = e[2], &e3 = e[3];
     const F before = bcast<V>(c4 > 0 ? x[c4 - 1] : 0.f), after = bcast<V>(c4 + 4 * V < Wr ? x[c4 + 4 * V] : 0.f);
     F d0 = shift_up<V>(e3, before), d5 = shift_down<V>(e0, after);
     if (flat) {
@@ -434,14 +455,7 @@ float wino_in(const float* in, int64_t C, int64_t H, int64_t W, int64_t TW, floa
     const F v4 = (d4 - d2) - 2.f * (d3 - d1);
     const F v5 = (4.f * d1 - 5.f * d3) + d5;
     acc += ((v0 + v1) + (v2 + v3)) + (v4 + v5);
-    const int64_t n = Tr - t0 < V ? Tr - t0 : V;
-    if (n == V) {
-      vstore<V>(v, v0), vstore<V>(v + fs, v1), vstore<V>(v + 2 * fs, v2);
-      vstore<V>(v + 3 * fs, v3), vstore<V>(v + 4 * fs, v4), vstore<V>(v + 5 * fs, v5);
-    } else {
-      vstore_n<V>(v, v0, int(n)), vstore_n<V>(v + fs, v1, int(n)), vstore_n<V>(v + 2 * fs, v2, int(n));
-      vstore_n<V>(v + 3 * fs, v3, int(n)), vstore_n<V>(v + 4 * fs, v4, int(n)), vstore_n<V>(v + 5 * fs, v5, int(n));
-    }
+    store_planes<V>(v, fs, {v0, v1, v2, v3, v4, v5}, Tr - t0 < V ? Tr - t0 : V);
   };
   auto run = [&](const float* x, float* v) __attribute__((always_inline)) {
     I col = col0;
@@ -539,32 +553,13 @@ float wino_dy_rows(const float* gy, int64_t C, int64_t H, int64_t W, int64_t TW,
       const float* g = gy + (c * H + r) * W;
       float* y = Y + c * cs + r * TW;
       for (int64_t t0 = 0; t0 < TW; t0 += V) {
-        const int64_t col = 4 * t0;
-        F a[4];
-        for (int i = 0; i < 4; ++i) {
-          const int64_t c0 = col + i * V;
-          if (c0 + V <= W)
-            vload<V>(a[i], g + c0);
-          else if (c0 >= W)
-            a[i] = F{};
-          else
-            vload_n<V>(a[i], g + c0, int(W - c0));
-        }
-        const F p0 = unzip<V>(a[0], a[1], 0), p1 = unzip<V>(a[0], a[1], 1);
-        const F q0 = unzip<V>(a[2], a[3], 0), q1 = unzip<V>(a[2], a[3], 1);
-        const F e0 = unzip<V>(p0, q0, 0), e2 = unzip<V>(p0, q0, 1), e1 = unzip<V>(p1, q1, 0), e3 = unzip<V>(p1, q1, 1);
+        F e[4];
+        tile_columns<V>(g, 4 * t0, W, 4 * (t0 + V) <= W, e);
+        const F &e0 = e[0], &e1 = e[1], &e2 = e[2], &e3 = e[3];
         const F s02 = e0 + e2, s13 = e1 + e3, q02 = e0 + 4.f * e2, q13 = 2.f * e1 + 8.f * e3;
         const F y0 = e0, y1 = s02 + s13, y2 = s02 - s13, y3 = q02 + q13, y4 = q02 - q13, y5 = e3;
         acc += ((y0 + y1) + (y2 + y3)) + (y4 + y5);
-        const int64_t n = TW - t0 < V ? TW - t0 : V;
-        if (n == V) {
-          vstore<V>(y + t0, y0), vstore<V>(y + fs + t0, y1), vstore<V>(y + 2 * fs + t0, y2);
-          vstore<V>(y + 3 * fs + t0, y3), vstore<V>(y + 4 * fs + t0, y4), vstore<V>(y + 5 * fs + t0, y5);
-        } else {
-          vstore_n<V>(y + t0, y0, int(n)), vstore_n<V>(y + fs + t0, y1, int(n)), vstore_n<V>(y + 2 * fs + t0, y2, int(n));
-          vstore_n<V>(y + 3 * fs + t0, y3, int(n)), vstore_n<V>(y + 4 * fs + t0, y4, int(n));
-          vstore_n<V>(y + 5 * fs + t0, y5, int(n));
-        }
+        store_planes<V>(y + t0, fs, {y0, y1, y2, y3, y4, y5}, TW - t0 < V ? TW - t0 : V);
       }
     }
   return hsum<V>(acc) * 0.f;

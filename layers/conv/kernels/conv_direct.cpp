@@ -394,58 +394,101 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
 //   S_f[co][ci][kr] = sum over samples, rows and tiles of Y_f[co] V_f[ci] at tap row kr,
 //   gw[co][ci][kr][k] = sum_f G[f][k] S_f[co][ci][kr],
 // 18 multiply-adds per 4 columns (against 36). Samples go in chunks whose size depends on the
-// shape, not the thread count, each unit of (f, channel blocks) summing every position of a chunk
-// itself, so the bits do not depend on the threads. Returns false (gw then partly written or not
-// at all) when a transformed value or a gradient is not finite: the direct kernel then writes gw
-// with the reference's pattern of non-finite values.
+// shape, not the thread count: a chunk's partial sums P (each unit of (f, channel blocks) summing
+// every position of a band itself, the bands added in order) are added to S chunk by chunk in
+// order, so the bits do not depend on the threads or on which path runs. Returns false (gw then
+// partly written or not at all) when a transformed value or a gradient is not finite: the direct
+// kernel then writes gw with the reference's pattern of non-finite values.
 bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64_t Ci, int64_t Co, int64_t H,
                     int64_t W) {
   const int64_t TW = (W + kTile - 1) / kTile;
-  // Chunks of at least 1024 positions (1 sample at 64 x 64, 4 at 32 x 32), so a unit's lane sums
+  // Chunks of at least 512 positions (1 sample at 64 x 64, 2 at 32 x 32), so a unit's lane sums
   // and its share of the accumulation are spread over enough products while the chunk's planes
-  // stay small; a sample's plane in bands of rows past 4 MiB of V and Y. Set by the shape alone.
-  const int64_t chunk = std::clamp<int64_t>((1024 + H * TW - 1) / (H * TW), 1, N);
+  // stay small (2 threads' chunks of 2 take the scratch one chunk of 4 took: peak RSS +0.4 MB at
+  // batch 8, where 4 a thread cost 3 MB); a sample's plane in bands of rows past 4 MiB of V and Y.
+  // Set by the shape alone.
+  const int64_t chunk = std::clamp<int64_t>((512 + H * TW - 1) / (H * TW), 1, N);
+  const int64_t chunks = (N + chunk - 1) / chunk;
   const int64_t band_rows = chunk > 1 ? H : band_rows_within(H, kFreq * (Ci + Co) * TW * 4, 4 << 20);
   const int64_t L = band_rows * TW, vplane = (band_rows + 4) * TW;  // V: see band_rows_within
   const DirectKernels& kt = pick(W % kTile == 0 ? H * TW : TW);
   const DirectKernels& kd = pick(L);
   const int64_t vfs = chunk * Ci * vplane + kSkew, yfs = chunk * Co * L + kSkew;  // see kSkew
-  float* V = scratch(0, kFreq * vfs);
-  float* Y = scratch(1, kFreq * yfs);
   const int64_t cob = kd.wino_cob, cib = kd.wino_cib;
   const int64_t coblocks = (Co + cob - 1) / cob, ciblocks = (Ci + cib - 1) / cib;
   const int64_t units = kFreq * coblocks * ciblocks;
-  std::vector<float> S(kFreq * 3 * Co * Ci, 0.f);  // [f][kr][co][ci]
+  const int64_t sums = kFreq * 3 * Co * Ci;  // S and each P: [f][kr][co][ci]
   const bool par = !omp_in_parallel() && omp_get_max_threads() > 1 && N * Co * Ci * H * W * 9 >= kParallelMinMacs;
-  for (int64_t n0 = 0; n0 < N; n0 += chunk)
-    for (int64_t r0 = 0; r0 < H; r0 += band_rows) {
-      // Rows [r0, r1) of the chunk's samples: dY's as they are, x's with a row above and below.
-      const Band bd = band_at(r0, band_rows, H);
-      const int64_t nc = std::min(chunk, N - n0), bl = (bd.r1 - r0) * TW;
-      float bad = 0.f;
-#pragma omp parallel for schedule(static) reduction(+ : bad) if (par)
-      for (int64_t sc = 0; sc < nc * (Ci + Co); ++sc) {
-        const int64_t s = sc / (Ci + Co), c = sc % (Ci + Co);
-        if (c < Ci)
-          bad += kt.wino_in(x + (((n0 + s) * Ci + c) * H + bd.a) * W, 1, bd.b - bd.a + 1, W, TW,
-                            V + (s * Ci + c) * vplane, vfs, vplane);
-        else
-          bad += kt.wino_dy(gy + (((n0 + s) * Co + c - Ci) * H + r0) * W, 1, bd.r1 - r0, W, TW,
-                            Y + (s * Co + c - Ci) * bl, yfs, bl);
-      }
-      if (bad != bad) return false;
-#pragma omp parallel for schedule(static) if (par && units > 1)
-      for (int64_t u = 0; u < units; ++u) {
-        const int64_t f = u / (coblocks * ciblocks), cb = (u / ciblocks) % coblocks, ib = u % ciblocks;
-        float part[3 * 4 * 4];  // (3, cob, cib): cob, cib <= 4
-        WinoWgradArgs args{Y + f * yfs, Co * bl, V + f * vfs + bd.first * TW, Ci * vplane, vplane, bl, TW, nc, Co, Ci};
-        kd.wino_wgrad(args, cb * cob, ib * cib, part);
-        for (int64_t kr = 0; kr < 3; ++kr)
-          for (int64_t c = 0; c < cob && cb * cob + c < Co; ++c)
-            for (int64_t i = 0; i < cib && ib * cib + i < Ci; ++i)
-              S[((f * 3 + kr) * Co + cb * cob + c) * Ci + ib * cib + i] += part[(kr * cob + c) * cib + i];
+  const int threads = par ? omp_get_max_threads() : 1;
+  // With a chunk for every thread, each thread takes whole chunks (transforms and products) in its
+  // own part of the calling thread's scratch, with no barrier between them, and keeps each chunk's
+  // P until all are done (up to 4 MiB of them); otherwise the threads share each band's transforms
+  // by planes and its products by units (two barriers a band: 16 a layer at 64 x 64, batch 8).
+  const bool own_chunks = threads > 1 && chunks >= threads && chunks * sums * 4 <= (int64_t(4) << 20);
+  const int64_t slices = own_chunks ? threads : 1;
+  float* V = scratch(0, slices * kFreq * vfs);
+  float* Y = scratch(1, slices * kFreq * yfs);
+  std::vector<float> P((own_chunks ? chunks : 1) * sums);
+
+  // Rows [r0, r1) of chunk c's samples: dY's as they are, x's with a row above and below. Item sc
+  // of nc (Ci + Co) transforms one plane of one sample into the slice Vt, Yt.
+  auto transform = [&](int64_t c, const Band& bd, int64_t sc, float* Vt, float* Yt) {
+    const int64_t n0 = c * chunk, s = sc / (Ci + Co), ch = sc % (Ci + Co), bl = (bd.r1 - bd.r0) * TW;
+    if (ch < Ci)
+      return kt.wino_in(x + (((n0 + s) * Ci + ch) * H + bd.a) * W, 1, bd.b - bd.a + 1, W, TW,
+                        Vt + (s * Ci + ch) * vplane, vfs, vplane);
+    return kt.wino_dy(gy + (((n0 + s) * Co + ch - Ci) * H + bd.r0) * W, 1, bd.r1 - bd.r0, W, TW,
+                      Yt + (s * Co + ch - Ci) * bl, yfs, bl);
+  };
+  // Unit u's sums over the band's positions, added to the chunk's partial sums Pc.
+  auto product = [&](int64_t nc, const Band& bd, int64_t u, const float* Vt, const float* Yt, float* Pc) {
+    const int64_t f = u / (coblocks * ciblocks), cb = (u / ciblocks) % coblocks, ib = u % ciblocks;
+    const int64_t bl = (bd.r1 - bd.r0) * TW;
+    float part[3 * 4 * 4];  // (3, cob, cib): cob, cib <= 4
+    WinoWgradArgs args{Yt + f * yfs, Co * bl, Vt + f * vfs + bd.first * TW, Ci * vplane, vplane, bl, TW, nc, Co, Ci};
+    kd.wino_wgrad(args, cb * cob, ib * cib, part);
+    for (int64_t kr = 0; kr < 3; ++kr)
+      for (int64_t c = 0; c < cob && cb * cob + c < Co; ++c)
+        for (int64_t i = 0; i < cib && ib * cib + i < Ci; ++i)
+          Pc[((f * 3 + kr) * Co + cb * cob + c) * Ci + ib * cib + i] += part[(kr * cob + c) * cib + i];
+  };
+
+  std::vector<float> S(sums, 0.f);
+  if (own_chunks) {
+    float bad = 0.f;
+#pragma omp parallel for schedule(static) reduction(+ : bad) num_threads(threads)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t t = omp_get_thread_num(), nc = std::min(chunk, N - c * chunk);
+      float* Vt = V + t * kFreq * vfs;
+      float* Yt = Y + t * kFreq * yfs;
+      for (int64_t r0 = 0; r0 < H; r0 += band_rows) {
+        const Band bd = band_at(r0, band_rows, H);
+        float probe = 0.f;
+        for (int64_t sc = 0; sc < nc * (Ci + Co); ++sc) probe += transform(c, bd, sc, Vt, Yt);
+        bad += probe;
+        if (probe != probe) break;
+        for (int64_t u = 0; u < units; ++u) product(nc, bd, u, Vt, Yt, P.data() + c * sums);
       }
     }
+    if (bad != bad) return false;
+    for (int64_t c = 0; c < chunks; ++c)
+      for (int64_t i = 0; i < sums; ++i) S[i] += P[c * sums + i];
+  } else {
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t nc = std::min(chunk, N - c * chunk);
+      std::fill(P.begin(), P.end(), 0.f);
+      for (int64_t r0 = 0; r0 < H; r0 += band_rows) {
+        const Band bd = band_at(r0, band_rows, H);
+        float bad = 0.f;
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (par)
+        for (int64_t sc = 0; sc < nc * (Ci + Co); ++sc) bad += transform(c, bd, sc, V, Y);
+        if (bad != bad) return false;
+#pragma omp parallel for schedule(static) if (par && units > 1)
+        for (int64_t u = 0; u < units; ++u) product(nc, bd, u, V, Y, P.data());
+      }
+      for (int64_t i = 0; i < sums; ++i) S[i] += P[i];
+    }
+  }
   // A non-finite sum reaches the gradients (g_0 reads S_0 .. S_4, g_2 S_1 .. S_5), so their check
   // below covers it.
   auto at = [&](int f, int64_t kr, int64_t co, int64_t ci) -> double { return S[((f * 3 + kr) * Co + co) * Ci + ci]; };
@@ -540,8 +583,33 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
     vblocks = a.CiP / per, oblocks = (C_out + kern.blk - 1) / kern.blk;
   }
   const int64_t units = vblocks * oblocks * 3;
-#pragma omp parallel for schedule(static) if (par && units > 1)
-  for (int64_t u = 0; u < units; ++u) kern.fn(a, u / (oblocks * 3), (u / 3) % oblocks, int(u % 3));
+  // Few units (the first layer's 3 input channels: 3 units, 2 rounds on 2 threads where 1 thread
+  // takes 3) sum each sample apart into partial gradients, added in sample order: as many units
+  // for every sample, the same bits for any thread count. Set by the shape alone.
+  const int64_t split = units < 8 && N > 1 ? N : 1;
+  std::vector<float> partial(split > 1 ? N * C_out * C_in * 9 : 0);
+  auto unit = [&](int64_t u) {
+    Wgrad9Args b = a;
+    if (split > 1) {
+      const int64_t n = u / units;
+      b.N = 1;
+      b.g = partial.data() + n * C_out * C_in * 9;
+      if (b.dyt) b.dyt += n * HW * a.CoP;
+      if (b.xp) b.xp += n * C_in * Hp * Wp;
+      if (b.xt) b.xt += n * Hp * Wp * a.CiP;
+      b.gy += n * C_out * HW;
+      u %= units;
+    }
+    kern.fn(b, u / (oblocks * 3), (u / 3) % oblocks, int(u % 3));
+  };
+#pragma omp parallel for schedule(static) if (par && units * split > 1)
+  for (int64_t u = 0; u < units * split; ++u) unit(u);
+  if (split > 1) {
+    const int64_t G = C_out * C_in * 9;
+    std::copy(partial.begin(), partial.begin() + G, gw);
+    for (int64_t n = 1; n < N; ++n)
+      for (int64_t i = 0; i < G; ++i) gw[i] += partial[n * G + i];
+  }
 }
 
 void conv1x1_forward(const float* x, const float* w, const float* bias, float* out, int64_t N, int64_t C_in,

@@ -35,26 +35,34 @@ echo "-- GroupNorm layer fwd + bwd, (8, 64, 64, 64)"
 "$sb" bench --vs-torch --op groupnorm --groups 8 --shape 8,64,64,64 --threads 2 --steps 30 --warmup 5 \
   --rounds $((2 * rounds + 1)) | grep -E "^(median|time ratio|CPU time ratio)"
 
-# Alternated core by core within each round, so a minute of a busy host does not land on one core.
-core_rounds=5
-echo "== the step under each OpenBLAS core (median of $core_rounds rounds, the cores alternated in each; ms)"
+# The step under each forced OpenBLAS core against the default, core by core within each round
+# (the order rotated round by round), so a busy minute of the host lands on every core alike. Each
+# core's figure is the median over rounds of its time over the default's in the same round (a
+# paired ratio, steadier than a ratio of medians on a shared host); the spread is the largest
+# distance of those from 1. Batch 2 runs 60 steps a run, batch 8 runs 16.
+core_rounds=11
+echo "== the step under each OpenBLAS core (median of $core_rounds rounds; ms, and the paired ratio to the default)"
 cores=(default Prescott Haswell SkylakeX)
 for norm in gn bn; do
   for batch in 2 8; do
-    steps=20; [ "$batch" = 8 ] && steps=8
+    steps=60; [ "$batch" = 8 ] && steps=16
     declare -A ms=()
     for ((i = 0; i < core_rounds; i++)); do
-      for core in "${cores[@]}"; do
+      for ((j = 0; j < ${#cores[@]}; j++)); do
+        core=${cores[$(((i + j) % ${#cores[@]}))]}
         env_core=(); [ "$core" != default ] && env_core=(OPENBLAS_CORETYPE=$core)
         ms[$core]+="$(env "${env_core[@]}" "$sb" bench --norm "$norm" --batch "$batch" --image-size 64 --classes 4 \
           --threads 2 --steps "$steps" --warmup 3 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])') "
       done
     done
-    line="$norm b$batch:"
-    for core in "${cores[@]}"; do
-      line+=" $core $(printf '%s\n' ${ms[$core]} | sort -g | sed -n "$((core_rounds / 2 + 1))p")"
-    done
-    echo "$line"
+    python3 - "$norm b$batch" "${ms[default]}" "${ms[Prescott]}" "${ms[Haswell]}" "${ms[SkylakeX]}" <<'PY'
+import statistics, sys
+label, runs = sys.argv[1], [[float(t) for t in a.split()] for a in sys.argv[2:]]
+names = ["default", "Prescott", "Haswell", "SkylakeX"]
+ratios = [statistics.median(t / d for t, d in zip(r, runs[0])) for r in runs]
+print(label + ":", "  ".join("%s %.2f ms (x%.3f)" % (n, statistics.median(r), q) for n, r, q in zip(names, runs, ratios)),
+      "  spread %.1f%%" % (100 * max(abs(q - 1) for q in ratios)))
+PY
     unset ms
   done
 done

@@ -304,7 +304,7 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
   float* M = scratch(1, kFreq * mfs + kFreq * ws + 16);
   float* wp = M + (kFreq * mfs + 15) / 16 * 16;
   float wbad = 0.f;
-#pragma omp parallel for schedule(static) reduction(+ : wbad) if (!omp_in_parallel() && ws >= kPackParallelMin)
+#pragma omp parallel for schedule(static) reduction(+ : wbad) if (!omp_in_parallel() && kFreq * ws >= kPackParallelMin)
   for (int64_t bi = 0; bi < blocks * Ci; ++bi) {
     const int64_t b = bi / Ci, i = bi % Ci;
     for (int kr = 0; kr < 3; ++kr)
@@ -314,9 +314,11 @@ bool winograd3x3(const float* in, int64_t Ci, const Get& weight, const float* bi
           for (int f = 0; f < kFreq; ++f) wp[f * ws + at] = 0.f;
           continue;
         }
+        // In double, by reciprocals: the same floats as dividing but for double rounding's rare
+        // ties, and 5 divisions a row were 7% of a batch-2 step, all on the calling thread.
         const double g0 = weight(o, i, kr, 0), g1 = weight(o, i, kr, 1), g2 = weight(o, i, kr, 2);
-        const double u[kFreq] = {g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, g0 / 24 + g1 / 12 + g2 / 6,
-                                 g0 / 24 - g1 / 12 + g2 / 6, g2};
+        const double u[kFreq] = {g0 * 0.25, -(g0 + g1 + g2) * (1.0 / 6), -(g0 - g1 + g2) * (1.0 / 6),
+                                 (g0 + 2 * g1 + 4 * g2) * (1.0 / 24), (g0 - 2 * g1 + 4 * g2) * (1.0 / 24), g2};
         for (int f = 0; f < kFreq; ++f) {
           wp[f * ws + at] = static_cast<float>(u[f]);
           wbad += wp[f * ws + at] * 0.f;
@@ -471,8 +473,9 @@ bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64
       }
     }
     if (bad != bad) return false;
-    for (int64_t c = 0; c < chunks; ++c)
-      for (int64_t i = 0; i < sums; ++i) S[i] += P[c * sums + i];
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < sums; ++i)
+      for (int64_t c = 0; c < chunks; ++c) S[i] += P[c * sums + i];
   } else {
     for (int64_t c = 0; c < chunks; ++c) {
       const int64_t nc = std::min(chunk, N - c * chunk);
@@ -493,15 +496,17 @@ bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64
   // below covers it.
   auto at = [&](int f, int64_t kr, int64_t co, int64_t ci) -> double { return S[((f * 3 + kr) * Co + co) * Ci + ci]; };
   float gbad = 0.f;
+#pragma omp parallel for schedule(static) reduction(+ : gbad) if (par)
   for (int64_t co = 0; co < Co; ++co)
     for (int64_t ci = 0; ci < Ci; ++ci)
       for (int64_t kr = 0; kr < 3; ++kr) {
         const double s0 = at(0, kr, co, ci), s1 = at(1, kr, co, ci), s2 = at(2, kr, co, ci), s3 = at(3, kr, co, ci),
                      s4 = at(4, kr, co, ci), s5 = at(5, kr, co, ci);
         float* g = gw + ((co * Ci + ci) * 3 + kr) * 3;
-        g[0] = static_cast<float>(s0 / 4 - s1 / 6 - s2 / 6 + s3 / 24 + s4 / 24);
-        g[1] = static_cast<float>(-s1 / 6 + s2 / 6 + s3 / 12 - s4 / 12);
-        g[2] = static_cast<float>(-s1 / 6 - s2 / 6 + s3 / 6 + s4 / 6 + s5);
+        // By reciprocals, as the forward's weight transform.
+        g[0] = static_cast<float>(s0 * 0.25 - (s1 + s2) * (1.0 / 6) + (s3 + s4) * (1.0 / 24));
+        g[1] = static_cast<float>((s2 - s1) * (1.0 / 6) + (s3 - s4) * (1.0 / 12));
+        g[2] = static_cast<float>(((s3 + s4) - (s1 + s2)) * (1.0 / 6) + s5);
         gbad += (g[0] + g[1] + g[2]) * 0.f;
       }
   return gbad == gbad;  // else gw is all written again by the direct kernel

@@ -588,21 +588,24 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
     vblocks = a.CiP / per, oblocks = (C_out + kern.blk - 1) / kern.blk;
   }
   const int64_t units = vblocks * oblocks * 3;
-  // Few units (the first layer's 3 input channels: 3 units, 2 rounds on 2 threads where 1 thread
-  // takes 3) sum each sample apart into partial gradients, added in sample order: as many units
-  // for every sample, the same bits for any thread count. Set by the shape alone.
-  const int64_t split = units < 8 && N > 1 ? N : 1;
-  std::vector<float> partial(split > 1 ? N * C_out * C_in * 9 : 0);
+  // Few channels (the first layer's 3 inputs: 3 units, 2 rounds on 2 threads where 1 thread
+  // takes 3) sum chunks of samples apart (at least 1024 positions each) into partial gradients,
+  // added in chunk order. Set by the shape alone, so the bits are the same for any thread count
+  // (the units are not: the kernel picked depends on the threads).
+  const int64_t per_chunk = std::clamp<int64_t>((1024 + HW - 1) / HW, 1, N), chunks = (N + per_chunk - 1) / per_chunk;
+  const int64_t split = C_in * C_out <= 256 ? chunks : 1;
+  const int64_t G = C_out * C_in * 9;
+  std::vector<float> partial(split > 1 ? split * G : 0);
   auto unit = [&](int64_t u) {
     Wgrad9Args b = a;
     if (split > 1) {
-      const int64_t n = u / units;
-      b.N = 1;
-      b.g = partial.data() + n * C_out * C_in * 9;
-      if (b.dyt) b.dyt += n * HW * a.CoP;
-      if (b.xp) b.xp += n * C_in * Hp * Wp;
-      if (b.xt) b.xt += n * Hp * Wp * a.CiP;
-      b.gy += n * C_out * HW;
+      const int64_t n0 = u / units * per_chunk;
+      b.N = std::min(per_chunk, N - n0);
+      b.g = partial.data() + u / units * G;
+      if (b.dyt) b.dyt += n0 * HW * a.CoP;
+      if (b.xp) b.xp += n0 * C_in * Hp * Wp;
+      if (b.xt) b.xt += n0 * Hp * Wp * a.CiP;
+      b.gy += n0 * C_out * HW;
       u %= units;
     }
     kern.fn(b, u / (oblocks * 3), (u / 3) % oblocks, int(u % 3));
@@ -610,10 +613,9 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
 #pragma omp parallel for schedule(static) if (par && units * split > 1)
   for (int64_t u = 0; u < units * split; ++u) unit(u);
   if (split > 1) {
-    const int64_t G = C_out * C_in * 9;
     std::copy(partial.begin(), partial.begin() + G, gw);
-    for (int64_t n = 1; n < N; ++n)
-      for (int64_t i = 0; i < G; ++i) gw[i] += partial[n * G + i];
+    for (int64_t c = 1; c < split; ++c)
+      for (int64_t i = 0; i < G; ++i) gw[i] += partial[c * G + i];
   }
 }
 

@@ -595,9 +595,10 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
   // Few channels (the first layer's 3 inputs: 3 units, 2 rounds on 2 threads where 1 thread
   // takes 3) sum chunks of samples apart (at least 1024 positions each) into partial gradients,
   // added in chunk order. Set by the shape alone, so the bits are the same for any thread count
-  // (the units are not: the kernel picked depends on the threads).
+  // (the units are not: the kernel picked depends on the threads). SMALLBATCH_WINOGRAD=off keeps
+  // the one sum of before, so that runs trained before Winograd are reproduced bit for bit.
   const int64_t per_chunk = std::clamp<int64_t>((1024 + HW - 1) / HW, 1, N), chunks = (N + per_chunk - 1) / per_chunk;
-  const int64_t split = C_in * C_out <= 256 ? chunks : 1;
+  const int64_t split = C_in * C_out <= 256 && winograd_enabled() ? chunks : 1;
   const int64_t G = C_out * C_in * 9;
   std::vector<float> partial(split > 1 ? split * G : 0);
   auto unit = [&](int64_t u) {

@@ -933,6 +933,29 @@ TEST_CASE("conv2d: the direct kernels agree with the direct definition at sizes 
   });
 }
 
+TEST_CASE("conv2d: the weight gradient of few channels, summed in chunks of samples, agrees with the direct definition") {
+  // C_in C_out <= 256 sums chunks of at least 1024 positions apart (with Winograd on): 5 chunks of
+  // 1 sample at 24 x 50, and 3 chunks of 3, 3 and 1 samples at 20 x 20.
+  at_every_simd_level([](Simd) {
+    with_and_without_winograd([](bool) {
+      Generator gen(71);
+      struct Shape { int64_t N, Ci, Co, H, W; };
+      for (Shape s : {Shape{5, 3, 16, 24, 50}, Shape{7, 9, 16, 20, 20}})
+        for (int threads : {1, 2}) {
+          INFO(s.N << " x " << s.Ci << " -> " << s.Co << " at " << s.H << " x " << s.W << ", " << threads << " threads");
+          ThreadCount tc(threads);
+          Tensor x = Tensor::randn({s.N, s.Ci, s.H, s.W}, gen);
+          Tensor w = Tensor::randn({s.Co, s.Ci, 3, 3}, gen);
+          Tensor b = Tensor::randn({s.Co}, gen);
+          Conv2dOptions o;
+          o.padding = 1;
+          Direct ref = direct_conv2d(x, w, b, o, gen);
+          check_direct(x, w, b, ref, [&](const Var& vx, const Var& vw, const Var& vb) { return conv2d(vx, vw, vb, o); });
+        }
+    });
+  });
+}
+
 TEST_CASE("conv2d and conv_transpose2d: the direct kernels give the same bits on 1, 2, 3 and 4 threads") {
   at_every_simd_level([](Simd) {
     with_and_without_winograd([](bool) {

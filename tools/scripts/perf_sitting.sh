@@ -35,6 +35,14 @@ echo "-- GroupNorm layer fwd + bwd, (8, 64, 64, 64)"
 "$sb" bench --vs-torch --op groupnorm --groups 8 --shape 8,64,64,64 --threads 2 --steps 30 --warmup 5 \
   --rounds $((2 * rounds + 1)) | grep -E "^(median|time ratio|CPU time ratio)"
 
+# The median ms of one unet-s step run: step_ms NORM BATCH STEPS [VAR=value ...] (set for the run).
+step_ms() {
+  local norm=$1 batch=$2 steps=$3
+  shift 3
+  env "$@" "$sb" bench --norm "$norm" --batch "$batch" --image-size 64 --classes 4 --threads 2 --steps "$steps" \
+    --warmup 3 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])'
+}
+
 # The step under each forced OpenBLAS core against the default, core by core within each round
 # (the order rotated round by round), so a busy minute of the host lands on every core alike. Each
 # core's figure is the median over rounds of its time over the default's in the same round (a
@@ -51,8 +59,7 @@ for norm in gn bn; do
       for ((j = 0; j < ${#cores[@]}; j++)); do
         core=${cores[$(((i + j) % ${#cores[@]}))]}
         env_core=(); [ "$core" != default ] && env_core=(OPENBLAS_CORETYPE=$core)
-        ms[$core]+="$(env "${env_core[@]}" "$sb" bench --norm "$norm" --batch "$batch" --image-size 64 --classes 4 \
-          --threads 2 --steps "$steps" --warmup 3 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])') "
+        ms[$core]+="$(step_ms "$norm" "$batch" "$steps" "${env_core[@]}") "
       done
     done
     python3 - "$norm b$batch" "${ms[default]}" "${ms[Prescott]}" "${ms[Haswell]}" "${ms[SkylakeX]}" <<'PY'
@@ -75,8 +82,7 @@ for norm in gn bn; do
     on=""; off=""
     for ((i = 0; i < core_rounds; i++)); do
       for mode in on off; do
-        t=$(SMALLBATCH_WINOGRAD=$mode "$sb" bench --norm "$norm" --batch "$batch" --image-size 64 --classes 4 --threads 2 \
-          --steps "$steps" --warmup 3 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')
+        t=$(step_ms "$norm" "$batch" "$steps" SMALLBATCH_WINOGRAD=$mode)
         if [ "$mode" = on ]; then on+="$t "; else off+="$t "; fi
       done
     done

@@ -253,6 +253,12 @@ Band band_at(int64_t r0, int64_t band_rows, int64_t H) {
   return {r0, r1, a, std::min(r1, H - 1), r0 - a};
 }
 
+// Samples per chunk of a weight gradient summed in chunks: enough for `at_least` positions
+// (`per_sample` a sample), at least 1 and at most N. Set by the shape alone, never the threads.
+int64_t chunk_samples(int64_t per_sample, int64_t at_least, int64_t N) {
+  return std::clamp<int64_t>((at_least + per_sample - 1) / per_sample, 1, N);
+}
+
 // The layers Winograd pays on: 3x3 stride 1 with at least 8 channels in and out (fewer leave the
 // transforms a large share of the time; the first layer has 3) and rows of at least 8 columns.
 // SMALLBATCH_WINOGRAD=off keeps every layer on the direct kernel (core/kernels/simd.h).
@@ -409,7 +415,7 @@ bool winograd_wgrad(const float* x, const float* gy, float* gw, int64_t N, int64
   // stay small (2 threads' chunks of 2 take the scratch one chunk of 4 took: peak RSS +0.4 MB at
   // batch 8, where 4 a thread cost 3 MB); a sample's plane in bands of rows past 4 MiB of V and Y.
   // Set by the shape alone.
-  const int64_t chunk = std::clamp<int64_t>((512 + H * TW - 1) / (H * TW), 1, N);
+  const int64_t chunk = chunk_samples(H * TW, 512, N);
   const int64_t chunks = (N + chunk - 1) / chunk;
   const int64_t band_rows = chunk > 1 ? H : band_rows_within(H, kFreq * (Ci + Co) * TW * 4, 4 << 20);
   const int64_t L = band_rows * TW, vplane = (band_rows + 4) * TW;  // V: see band_rows_within
@@ -597,7 +603,7 @@ void conv3x3_backward(const float* x, const float* gy, const float* w, float* gx
   // added in chunk order. Set by the shape alone, so the bits are the same for any thread count
   // (the units are not: the kernel picked depends on the threads). SMALLBATCH_WINOGRAD=off keeps
   // the one sum of before, so that runs trained before Winograd are reproduced bit for bit.
-  const int64_t per_chunk = std::clamp<int64_t>((1024 + HW - 1) / HW, 1, N), chunks = (N + per_chunk - 1) / per_chunk;
+  const int64_t per_chunk = chunk_samples(HW, 1024, N), chunks = (N + per_chunk - 1) / per_chunk;
   const int64_t split = C_in * C_out <= 256 && winograd_enabled() ? chunks : 1;
   const int64_t G = C_out * C_in * 9;
   std::vector<float> partial(split > 1 ? split * G : 0);

@@ -97,7 +97,8 @@ if [ "$run_compare" = 1 ]; then
   start=$(date +%s)
   "$sb" compare --threads 2 --out "$out/quick" > "$out/log" 2>&1
   echo "quick preset: $(( $(date +%s) - start )) s wall, load $(cut -d' ' -f1-3 /proc/loadavg) at the end"
-  sed -n '/^Validation mIoU/,/^$/p' "$out/quick/summary.md" | head -8
+  # The first table of summary.md: its title, then the rows after the blank line under it.
+  sed -n '/^Validation mIoU/,/^| gn /p' "$out/quick/summary.md"
   cp "$out/quick/fig1_miou_vs_batch.png" "${TMPDIR:-/tmp}/sb_quick_fig1.png"
   cp "$out/quick/summary.md" "${TMPDIR:-/tmp}/sb_quick_summary.md"
   rm -rf "$out"
